@@ -1,0 +1,1 @@
+"""Content-based visual media retrieval."""

@@ -1,0 +1,128 @@
+"""Retrieval evaluation at the end of validation and test, identical on 1 or N processes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from media_retrieval.reporting.tables import write_json, write_markdown
+from media_retrieval.retrieval.evaluate import EmbeddingSet, score_rows
+from media_retrieval.utils.distributed import gather_by_id
+
+log = logging.getLogger(__name__)
+
+
+def metric_key(row: dict, metric: str, grid: bool) -> str:
+    """``retrieval/<ranking>/<split>/<metric>@<k>``, ``_d<δ>`` appended for PAR grid values."""
+    suffix = f"_d{row['delta']:.2f}" if grid else ""
+    at = "" if metric == "map" else f"@{row['k']}"
+    return f"retrieval/{row['ranking']}/{row['split']}/{metric}{at}{suffix}"
+
+
+class RetrievalCallback(L.Callback):
+    """Collects ``embed`` outputs with their sample ids, gathers them across ranks and scores
+    retrieval. Validation: leave-one-out over the validation clips (logged under ``val/``, no
+    grid). Test: the split's queries against its gallery; every k and delta is logged and
+    ``results.json`` / ``results.md`` are written to ``output_dir`` (rank 0 only)."""
+
+    def __init__(
+        self,
+        k: Sequence[int] = (1, 5, 10),
+        delta: float = 0.8,
+        deltas: Sequence[float] = (),
+        output_dir: str | None = None,
+        model_name: str | None = None,
+        table_k: int = 5,
+    ) -> None:
+        self.k, self.delta, self.deltas = list(k), float(delta), list(deltas)
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.model_name = model_name
+        self.table_k = table_k
+        self._ids: list[torch.Tensor] = []
+        self._emb: list[torch.Tensor] = []
+        self.rows: list[dict] = []
+
+    # ---------------------------------------------------------------- collection
+    def _reset(self) -> None:
+        self._ids, self._emb = [], []
+
+    def _collect(self, outputs) -> None:
+        if isinstance(outputs, dict) and "embedding" in outputs:
+            self._ids.append(outputs["sample_id"].detach())
+            self._emb.append(outputs["embedding"].detach().float())
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(outputs)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(outputs)
+
+    def _gathered(self, pl_module) -> tuple[np.ndarray, torch.Tensor]:
+        ids = torch.cat(self._ids) if self._ids else torch.zeros(0, dtype=torch.long)
+        emb = torch.cat(self._emb) if self._emb else torch.zeros(0, 1)
+        ids, emb = gather_by_id(pl_module, ids, emb)
+        return ids.numpy(), emb
+
+    def _embedding_set(self, trainer, ids: np.ndarray, emb: torch.Tensor, leave_one_out: bool) -> EmbeddingSet:
+        split = trainer.datamodule.split
+        items = [split.items[i] for i in ids]
+        labels = np.array([split.class_index[it.label] for it in items])
+        seen = np.array([it.seen for it in items], dtype=bool)
+        if leave_one_out:
+            q = g = np.ones(len(items), dtype=bool)
+        else:
+            q = np.array([it.role == "query" for it in items])
+            g = np.array([it.role == "gallery" for it in items])
+        return EmbeddingSet(ids, emb, labels, seen, q, g)
+
+    def _name(self, pl_module) -> str:
+        return self.model_name or getattr(pl_module.hparams, "name", type(pl_module).__name__)
+
+    # ---------------------------------------------------------------- scoring
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            self._reset()
+            return
+        ids, emb = self._gathered(pl_module)
+        if len(ids) < 2:
+            return
+        rows = score_rows(self._embedding_set(trainer, ids, emb, leave_one_out=True), self.k, self.delta,
+                          model=self._name(pl_module))
+        for row in rows:
+            for m in ("accuracy", "precision", "recall", "f1", "map"):
+                if not math.isnan(row[m]):
+                    pl_module.log("val/" + metric_key(row, m, grid=False), row[m], batch_size=len(ids))
+        self._reset()
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        ids, emb = self._gathered(pl_module)
+        self.rows = score_rows(self._embedding_set(trainer, ids, emb, leave_one_out=False), self.k,
+                               self.delta, self.deltas, model=self._name(pl_module))
+        for row in self.rows:
+            headline = row["ranking"] == "euclidean" or abs(row["delta"] - self.delta) < 1e-9
+            for m in ("accuracy", "precision", "recall", "f1", "map", "empty_share"):
+                if math.isnan(row[m]) or (m == "map" and row["ranking"] == "par"):
+                    continue
+                if headline:
+                    pl_module.log(metric_key(row, m, grid=False), row[m], batch_size=len(ids))
+                if row["ranking"] == "par":
+                    pl_module.log(metric_key(row, m, grid=True), row[m], batch_size=len(ids))
+        if trainer.is_global_zero and self.output_dir is not None:
+            out = self.output_dir
+            write_json(self.rows, out / "results.json")
+            write_markdown(self.rows, out / "results.md", self.table_k, self.delta)
+            np.save(out / "scored_ids.npy", ids)
+            log.info("retrieval results written to %s", out)
+        self._reset()

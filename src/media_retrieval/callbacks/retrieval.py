@@ -103,7 +103,7 @@ class RetrievalCallback(L.Callback):
         for row in rows:
             for m in ("accuracy", "precision", "recall", "f1", "map"):
                 if not math.isnan(row[m]):
-                    pl_module.log("val/" + metric_key(row, m, grid=False), row[m], batch_size=len(ids))
+                    pl_module.log("val/" + metric_key(row, m, grid=False), row[m], batch_size=len(ids), sync_dist=True)
         self._reset()
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
@@ -116,9 +116,9 @@ class RetrievalCallback(L.Callback):
                 if math.isnan(row[m]) or (m == "map" and row["ranking"] == "par"):
                     continue
                 if headline:
-                    pl_module.log(metric_key(row, m, grid=False), row[m], batch_size=len(ids))
+                    pl_module.log(metric_key(row, m, grid=False), row[m], batch_size=len(ids), sync_dist=True)
                 if row["ranking"] == "par":
-                    pl_module.log(metric_key(row, m, grid=True), row[m], batch_size=len(ids))
+                    pl_module.log(metric_key(row, m, grid=True), row[m], batch_size=len(ids), sync_dist=True)
         if trainer.is_global_zero and self.output_dir is not None:
             out = self.output_dir
             write_json(self.rows, out / "results.json")

@@ -9,7 +9,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from media_retrieval.cli.common import build_callbacks, build_loggers, validate_config
-from media_retrieval.cli.train import _report, prepare
+from media_retrieval.cli.train import prepare, report
 from media_retrieval.errors import ConfigError
 from media_retrieval.utils.checkpoint import load_model
 
@@ -31,7 +31,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule, model = prepare(cfg, model)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     trainer.test(model, datamodule=datamodule, verbose=False)
-    cfg_test = cfg.copy()
-    cfg_test.test = True
-    _report(cfg_test)
+    report(cfg)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -58,13 +58,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
             trainer.test(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    _report(cfg)
+    report(cfg, with_results=bool(cfg.get("test")))
     return metrics
 
 
 @rank_zero_only
-def _report(cfg: DictConfig) -> None:
-    if cfg.get("test"):
+def report(cfg: DictConfig, with_results: bool = True) -> None:
+    """Print the retrieval table from the run's results.json (rank 0 only)."""
+    if with_results:
         print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, cfg.retrieval.par.delta,
                       title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
                             f"(EU = Euclidean, PAR δ = {cfg.retrieval.par.delta})")

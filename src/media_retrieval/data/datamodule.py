@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
@@ -63,7 +64,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         output_dir: str | None = None,
         split_file: str | None = None,
-        feature_batch_size: int = 8,
+        feature_batch_size: int = 1,
     ) -> None:
         super().__init__()
         if frames < 1:
@@ -134,7 +135,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                     raise DataError(f"{len(missing)} items have no cached features (first: {missing[0]}); "
                                     "run prepare_data() first")
             self.split = self.make_split(items)
-        if self.output_dir and (self.trainer is None or self.trainer.is_global_zero):
+        if self.output_dir and rank_zero_only.rank == 0:
             self.split.write_csv(Path(self.output_dir) / "split.csv")
         counts = {r: len(self.split.ids(r)) for r in ("train", "val", "query", "gallery")}
         log.info("split: %s; train classes: %d", counts, len(self.split.train_classes))

@@ -19,6 +19,13 @@ class TemporalHead(nn.Module):
     For a bidirectional cell, ``last`` joins the forward direction's last step with the
     backward direction's, which has seen the whole clip too. An optional linear projection
     sets the embedding size; by default the readout *is* the embedding, as in the paper.
+
+    ``center`` subtracts the clip's mean frame feature before the recurrence, so the cell sees
+    how the features *change* rather than the static appearance (shape, colour, background).
+    Not in the paper; on the built-in corpus it lifts seen P@5 from 0.07 to ~0.4 because a
+    classifier on raw ImageNet features memorises the training clips' appearance (README).
+    ``center=false`` is the paper-exact input; ``cell='none'`` ignores it (the mean of centred
+    frames is 0), so ``model.temporal.cell=none`` alone gives the mean-of-frames baseline.
     """
 
     def __init__(
@@ -31,6 +38,7 @@ class TemporalHead(nn.Module):
         readout: str = "last",
         dropout: float = 0.0,
         embed_dim: int | None = None,
+        center: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -41,7 +49,8 @@ class TemporalHead(nn.Module):
             raise ConfigError("model.temporal.readout=last_hc needs cell=lstm (only an LSTM has a cell state)")
         if not 1 <= num_layers <= 8:
             raise ConfigError(f"model.temporal.num_layers must be in 1..8, got {num_layers}")
-        self.cell, self.readout = cell, readout
+        # Centering applies to recurrent cells only: the mean of centred frames is always 0.
+        self.cell, self.readout, self.center = cell, readout, center and cell != "none"
         if cell == "none":
             self.rnn = None
             out = in_dim
@@ -54,6 +63,8 @@ class TemporalHead(nn.Module):
         self.embed_dim = embed_dim or out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.center:
+            x = x - x.mean(dim=1, keepdim=True)
         if self.rnn is None:
             z = x.mean(dim=1)
         else:

@@ -1,0 +1,54 @@
+# Two commands are the contract (see README):
+#   make demo  - set up from nothing, generate the built-in corpus, train + evaluate retrieval
+#   make test  - set up if needed, run the test suite
+#
+# The environment holds a ~6 GB torch build, so .venv is a link to one environment per set of
+# dependency pins under ~/.cache/media-retrieval/ (built if absent, reused by every clone).
+
+SHELL := /bin/bash
+PYTHON_BIN ?= python3.11
+DEPS_HASH := $(shell sed -n '/^dependencies = \[/,/^\]/p; /^dev = /p' pyproject.toml | sha256sum | cut -c1-12)
+ENV_DIR ?= $(HOME)/.cache/media-retrieval/venv-$(DEPS_HASH)
+PY := .venv/bin/python
+export WANDB_SILENT ?= true
+
+.PHONY: env demo baseline test lint format clean-env help
+
+help:
+	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
+	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
+	@echo "make test      set up if needed and run the tests"
+	@echo "make lint      ruff"
+
+env: .venv/.ready-$(DEPS_HASH)
+
+.venv/.ready-$(DEPS_HASH): pyproject.toml
+	@set -e; \
+	if [ ! -f "$(ENV_DIR)/.complete" ]; then \
+		echo "Building environment in $(ENV_DIR) (first time only, a few minutes)"; \
+		rm -rf "$(ENV_DIR)"; mkdir -p "$(dir $(ENV_DIR))"; \
+		$(PYTHON_BIN) -m venv "$(ENV_DIR)"; \
+		$(PYTHON_BIN) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+			print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > "$(ENV_DIR)/requirements.txt"; \
+		"$(ENV_DIR)/bin/pip" install --quiet --disable-pip-version-check -r "$(ENV_DIR)/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); \
+		touch "$(ENV_DIR)/.complete"; \
+	fi; \
+	rm -rf .venv; ln -sfn "$(ENV_DIR)" .venv; touch ".venv/.ready-$(DEPS_HASH)"
+
+demo: env
+	$(PY) src/train.py experiment=demo
+
+baseline: env
+	$(PY) src/train.py experiment=demo_baseline
+
+test: env
+	WANDB_MODE=disabled $(PY) -m pytest -q
+
+lint: env
+	$(PY) -m ruff check src tests benchmarks
+
+format: env
+	$(PY) -m ruff format src tests benchmarks
+
+clean-env:
+	rm -rf "$(ENV_DIR)" .venv

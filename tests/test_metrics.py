@@ -1,0 +1,114 @@
+"""Metric definitions against numbers worked out by hand (see the README's Metrics section)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+
+from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
+from media_retrieval.retrieval.metrics import average_precision, macro_prf
+from media_retrieval.retrieval.par import par_rerank
+
+# Gallery g0..g3 and queries q0..q2 in 2-D; classes A=0, B=1.
+GALLERY = [(1.0, 0.0), (2.0, 0.0), (0.0, 1.0), (-1.0, 0.0)]
+G_LABELS = [0, 0, 1, 1]
+QUERIES = [(1.4, 0.0), (0.2, 1.0), (-0.1, -1.0)]
+Q_LABELS = [0, 1, 0]
+Q_SEEN = [True, True, False]
+
+
+def example() -> EmbeddingSet:
+    n_q, n_g = len(QUERIES), len(GALLERY)
+    return EmbeddingSet(
+        ids=np.arange(n_q + n_g),
+        vectors=torch.tensor(QUERIES + GALLERY),
+        labels=np.array(Q_LABELS + G_LABELS),
+        seen=np.array(Q_SEEN + [True] * n_g),
+        is_query=np.array([True] * n_q + [False] * n_g),
+        is_gallery=np.array([False] * n_q + [True] * n_g),
+    )
+
+
+def row(rows, ranking, split, k, delta=None):
+    (r,) = [r for r in rows if r["ranking"] == ranking and r["split"] == split and r["k"] == k
+            and (r["delta"] == delta or (delta is not None and r["delta"] is not None
+                                          and abs(r["delta"] - delta) < 1e-9))]
+    return r
+
+
+def test_rankings_and_par_by_hand():
+    rk = rank(example(), kmax=2)
+    # gallery rows are 3..6 in the EmbeddingSet; q0 -> g0, g1; q1 -> g2, g0; q2 -> g3, g0
+    assert rk.topk.tolist() == [[3, 4], [5, 3], [6, 3]]
+    np.testing.assert_allclose(rk.topk_cosine[1], [1 / math.hypot(0.2, 1.0), 0.2 / math.hypot(0.2, 1.0)])
+    kept = par_rerank(torch.from_numpy(rk.topk), torch.from_numpy(rk.topk_cosine), 0.8)
+    assert [k.tolist() for k in kept] == [[3, 4], [5], []]  # q2's PAR list is empty
+
+
+def test_euclidean_top2_by_hand():
+    rows = score_rows(example(), ks=[1, 2], delta=0.8)
+    r = row(rows, "euclidean", "all", 2)
+    # hits per query: 2/2, 1/2, 1/2
+    assert r["accuracy"] == pytest.approx(2 / 3)
+    # pairs (true, pred): AA AA | BB BA | AB AA -> A: tp 3 / pred 4 / true 4; B: tp 1 / 2 / 2
+    assert r["precision"] == pytest.approx((3 / 4 + 1 / 2) / 2)
+    assert r["recall"] == pytest.approx((3 / 4 + 1 / 2) / 2)
+    assert r["f1"] == pytest.approx((0.75 + 0.5) / 2)
+    # full-ranking AP: q0 1.0; q1 relevant at ranks 1, 3 -> (1 + 2/3) / 2; q2 at 2, 4 -> 0.5
+    assert r["map"] == pytest.approx((1.0 + (1 + 2 / 3) / 2 + 0.5) / 3)
+    assert r["n_queries"] == 3 and r["empty_share"] == 0.0
+    r1 = row(rows, "euclidean", "all", 1)
+    assert r1["accuracy"] == pytest.approx(2 / 3)  # q0 A, q1 B right; q2 gets g3 (B) wrong
+
+
+def test_par_with_empty_list_by_hand():
+    rows = score_rows(example(), ks=[2], delta=0.8)
+    r = row(rows, "par", "all", 2, 0.8)
+    # kept: q0 {g0, g1}, q1 {g2}, q2 {} -> accuracy over the two non-empty lists
+    assert r["accuracy"] == pytest.approx(1.0)
+    assert r["empty_share"] == pytest.approx(1 / 3)
+    assert r["mean_kept"] == pytest.approx(1.0)
+    assert (r["precision"], r["recall"], r["f1"]) == pytest.approx((1.0, 1.0, 1.0))
+    # seen/unseen: q2 is the only unseen query and its list is empty
+    u = row(rows, "par", "unseen", 2, 0.8)
+    assert u["n_queries"] == 1 and u["empty_share"] == 1.0 and math.isnan(u["accuracy"])
+    assert (u["precision"], u["recall"], u["f1"]) == (0.0, 0.0, 0.0)
+    s = row(rows, "euclidean", "seen", 2)
+    assert s["accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+    assert s["map"] == pytest.approx((1.0 + (1 + 2 / 3) / 2) / 2)
+
+
+def test_query_itself_excluded_in_leave_one_out():
+    emb = example()
+    both = np.ones(len(emb.ids), dtype=bool)
+    loo = EmbeddingSet(emb.ids, emb.vectors, emb.labels, emb.seen, both, both)
+    rk = rank(loo, kmax=1)
+    assert all(rk.query_rows[i] != rk.topk[i, 0] for i in range(len(rk.query_rows)))
+    # q0 (1.4, 0) is nearest to g0 (1, 0), not to itself
+    assert rk.topk[0, 0] == 3
+
+
+def test_ties_broken_by_gallery_order():
+    emb = EmbeddingSet(np.arange(3), torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
+                       np.array([0, 1, 0]), np.ones(3, bool), np.array([True, False, False]),
+                       np.array([False, True, True]))
+    assert rank(emb, kmax=2).topk.tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macro_prf_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 7, 200)
+    y_pred = np.where(rng.random(200) < 0.5, y_true, rng.integers(0, 9, 200))
+    expected = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0,
+                                               labels=np.union1d(y_true, y_pred))[:3]
+    assert macro_prf(y_true, y_pred) == pytest.approx(expected)
+
+
+def test_average_precision_no_relevant_is_zero():
+    ap = average_precision(np.array([[False, False], [False, True]]))
+    assert ap.tolist() == [0.0, 0.5]

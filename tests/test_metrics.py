@@ -61,6 +61,7 @@ def test_euclidean_top2_by_hand():
     # full-ranking AP: q0 1.0; q1 relevant at ranks 1, 3 -> (1 + 2/3) / 2; q2 at 2, 4 -> 0.5
     assert r["map"] == pytest.approx((1.0 + (1 + 2 / 3) / 2 + 0.5) / 3)
     assert r["n_queries"] == 3 and r["empty_share"] == 0.0
+    assert r["chance"] == pytest.approx(0.5)  # every query: 2 of 4 gallery items relevant
     r1 = row(rows, "euclidean", "all", 1)
     assert r1["accuracy"] == pytest.approx(2 / 3)  # q0 A, q1 B right; q2 gets g3 (B) wrong
 

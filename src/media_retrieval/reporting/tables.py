@@ -35,7 +35,8 @@ def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
 
 
 def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
-    cols = ["model", "ranking", "split", "k", "delta", *METRICS, "map", "empty_share", "n_queries"]
+    cols = ["model", "ranking", "split", "k", "delta", *METRICS, "map", "empty_share", "mean_kept", "chance",
+            "n_queries"]
     head = headline(rows, k, delta)
     lines = [f"## Top-{k} retrieval (PAR δ = {delta})", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -64,6 +65,6 @@ def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = 
     table.add_column("metric")
     for ranking, split in cols:
         table.add_column(f"{'EU' if ranking == 'euclidean' else 'PAR'} {split}", justify="right")
-    for m in (*METRICS, "map", "empty_share", "n_queries"):
+    for m in (*METRICS, "map", "empty_share", "mean_kept", "chance", "n_queries"):
         table.add_row(m, *[_fmt(r[m]) for r in head])
     Console(width=120).print(table)

@@ -38,6 +38,7 @@ class Rankings:
     topk_cosine: np.ndarray  # (Q, kmax)
     topk_distance: np.ndarray  # (Q, kmax) Euclidean distances
     ap: np.ndarray  # (Q,)
+    chance: np.ndarray  # (Q,) share of the query's gallery that is relevant: random P@k
     valid: np.ndarray  # (Q, kmax) False where the gallery had fewer than kmax candidates
 
 
@@ -51,7 +52,8 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
     g_ids = torch.as_tensor(emb.ids[g_rows])
     g_labels = emb.labels[g_rows]
     k = min(kmax, len(g_rows))
-    out = {n: [] for n in ("topk", "labels", "cos", "dist", "ap", "valid")}
+    names = ("topk", "labels", "cos", "dist", "ap", "chance", "valid")
+    out = {n: [] for n in names}
     for start in range(0, len(q_rows), chunk_size):
         rows = q_rows[start:start + chunk_size]
         q = vec[rows]
@@ -71,12 +73,14 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
         out["cos"].append(cos.numpy())
         out["dist"].append(top_d.sqrt().numpy())
         out["ap"].append(average_precision(relevant))
+        n_candidates = np.maximum(len(g_rows) - self_mask.sum(1).numpy(), 1)
+        out["chance"].append(relevant.sum(1) / n_candidates)
         out["valid"].append(valid.numpy())
     if not len(q_rows):
         empty = np.zeros((0, k))
         return Rankings(q_rows, empty.astype(int), empty.astype(int), empty, empty, np.zeros(0),
-                        empty.astype(bool))
-    return Rankings(q_rows, *(np.concatenate(out[n]) for n in ("topk", "labels", "cos", "dist", "ap", "valid")))
+                        np.zeros(0), empty.astype(bool))
+    return Rankings(q_rows, *(np.concatenate(out[n]) for n in names))
 
 
 def score_rows(
@@ -99,6 +103,7 @@ def score_rows(
             continue
         ql = q_labels[sel]
         mean_ap = float(rankings.ap[sel].mean())
+        chance = float(rankings.chance[sel].mean())
         for k in ks:
             labels = rankings.topk_labels[sel, :k]
             valid = rankings.valid[sel, :k]
@@ -113,6 +118,6 @@ def score_rows(
                     "model": model, "ranking": ranking, "split": split, "k": int(k),
                     "delta": d, "accuracy": acc, "precision": p, "recall": r, "f1": f1,
                     "map": mean_ap, "n_queries": int(sel.sum()), "empty_share": empty,
-                    "mean_kept": float(kept.sum(1).mean()),
+                    "mean_kept": float(kept.sum(1).mean()), "chance": chance,
                 })
     return rows

@@ -83,8 +83,8 @@ class RetrievalCallback(L.Callback):
         if leave_one_out:
             q = g = np.ones(len(items), dtype=bool)
         else:
-            q = np.array([it.role == "query" for it in items])
-            g = np.array([it.role == "gallery" for it in items])
+            q = np.array([it.role in ("query", "both") for it in items])
+            g = np.array([it.role in ("gallery", "both") for it in items])
         return EmbeddingSet(ids, emb, labels, seen, q, g)
 
     def _name(self, pl_module) -> str:

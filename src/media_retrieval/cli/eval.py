@@ -28,7 +28,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 "ckpt_path is required: this model's embedding must be trained first "
                 "(only a frozen backbone with model.temporal.cell=none evaluates without a checkpoint)"
             )
-    datamodule, model = prepare(cfg, model)
+    datamodule, model = prepare(cfg, model, eval_mode=True)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     trainer.test(model, datamodule=datamodule, verbose=False)
     report(cfg)

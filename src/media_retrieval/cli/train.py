@@ -22,10 +22,15 @@ from media_retrieval.cli.common import (
 log = logging.getLogger(__name__)
 
 
-def prepare(cfg: DictConfig, model: L.LightningModule | None = None):
-    """DataModule ready to serve (corpus generated, features cached, split made) + model."""
+def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: bool = False):
+    """DataModule ready to serve (corpus generated, features cached, split made) + model.
+
+    ``eval_mode``: evaluating a given model, whose training classes decide what is *seen*."""
     datamodule = instantiate(cfg.data)
     model = model if model is not None else instantiate(cfg.model)
+    if eval_mode:
+        datamodule.eval_mode = True
+        datamodule.seen_classes = list(model.hparams.get("train_classes") or [])
     if getattr(model, "uses_frame_features", False):
         datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
     datamodule.prepare_data()

@@ -17,14 +17,33 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
-from media_retrieval.data.discovery import MediaItem, discover
+from media_retrieval.data.discovery import MediaItem, Skipped, scan_folder
 from media_retrieval.data.feature_cache import FrameFeatureCache
-from media_retrieval.data.splits import Split, seen_unseen_split
+from media_retrieval.data.splits import (
+    ROLES,
+    TEST_ROLES,
+    Split,
+    leave_one_out_split,
+    one_dataset_split,
+    seen_unseen_split,
+)
 from media_retrieval.data.transforms import ClipTransform
 from media_retrieval.data.video import load_frames
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+def write_skipped_csv(skipped: list[Skipped], path: Path) -> None:
+    """Every file left out, with the reason (written even when empty: "nothing skipped")."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        for s in sorted(set(skipped), key=lambda s: s.path):
+            w.writerow([s.path, s.reason])
 
 
 class SplitDataset(Dataset):
@@ -65,8 +84,13 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         output_dir: str | None = None,
         split_file: str | None = None,
         feature_batch_size: int = 1,
+        skip_short: bool = True,
     ) -> None:
         super().__init__()
+        self.skip_short = skip_short
+        self.skipped: list[Skipped] = []
+        self.seen_classes: list[str] | None = None  # set by eval: the checkpoint's training classes
+        self.eval_mode = False
         if frames < 1:
             raise DataError(f"data.frames must be >= 1, got {frames}")
         self.frames = frames
@@ -104,7 +128,21 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.cache = FrameFeatureCache(self.cache_dir, spec)
 
     def load_pixels(self, item: MediaItem) -> torch.Tensor:
-        return self.transform(load_frames(item.path, self.frames))
+        min_frames = self.frames if self.skip_short else 1
+        return self.transform(load_frames(item.path, self.frames, min_frames=min_frames))
+
+    def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
+        """Pixel mode has no cache build to catch bad files, so decode each once up front:
+        a bad file is skipped here instead of crashing a DataLoader worker mid-epoch."""
+        good = []
+        for it in items:
+            try:
+                self.load_pixels(it)
+                good.append(it)
+            except (DataError, OSError, RuntimeError, ValueError) as exc:
+                log.warning("skipping %s: %s", it.path, exc)
+                self.skipped.append(Skipped(it.path, str(exc)))
+        return good
 
     def _load(self, item: MediaItem) -> dict:
         if self.cache is not None:
@@ -126,18 +164,25 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self.split_file:
             self.split = Split.read_csv(self.split_file)
         else:
+            self.skipped = []
             items = self.discover_items()
             if self.cache is not None:
-                skipped = self.cache.skipped()
-                items = [it for it in items if it.key not in skipped]
+                bad = self.cache.skipped()
+                self.skipped += [Skipped(it.path, bad[it.key]) for it in items if it.key in bad]
+                items = [it for it in items if it.key not in bad]
                 missing = [it.path for it in items if it.key not in self.cache]
                 if missing:
                     raise DataError(f"{len(missing)} items have no cached features (first: {missing[0]}); "
                                     "run prepare_data() first")
+            else:
+                items = self._check_decodable(items)
+            if not items:
+                raise DataError("no usable media left after skipping bad files (see skipped.csv)")
             self.split = self.make_split(items)
         if self.output_dir and rank_zero_only.rank == 0:
             self.split.write_csv(Path(self.output_dir) / "split.csv")
-        counts = {r: len(self.split.ids(r)) for r in ("train", "val", "query", "gallery")}
+            write_skipped_csv(self.skipped, Path(self.output_dir) / "skipped.csv")
+        counts = {r: len(self.split.ids(r)) for r in ROLES}
         log.info("split: %s; train classes: %d", counts, len(self.split.train_classes))
 
     @property
@@ -164,7 +209,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         return self._loader(("val",), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(("query", "gallery"), train=False)
+        return self._loader(TEST_ROLES, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -181,9 +226,13 @@ class BuiltinDataModule(VideoRetrievalDataModule):
         source: str = "style_a",
         test: tuple[str, ...] | list[str] = ("style_b",),
         held_out_classes: tuple[str, ...] | list[str] = (),
+        protocol: str = "split",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if protocol not in ("split", "leave_one_out"):
+            raise DataError(f"data.protocol={protocol!r}; valid: split, leave_one_out")
+        self.protocol = protocol
         self.root = Path(root)
         corpus = dict(corpus or {})
         for key in ("classes", "styles", "resolutions", "frame_rates"):
@@ -200,10 +249,73 @@ class BuiltinDataModule(VideoRetrievalDataModule):
         ensure_corpus(self.root, self.spec)
 
     def discover_items(self) -> list[MediaItem]:
-        return [it for style in (self.source, *self.test) for it in discover(self.root / style, style)]
+        items = []
+        for style in (self.source, *self.test):
+            found, skipped = scan_folder(self.root / style, style, kinds=("video",), dedupe=False)
+            items += found
+            self.skipped += skipped
+        return items
 
     def make_split(self, items: list[MediaItem]) -> Split:
+        if self.eval_mode and self.protocol == "leave_one_out":
+            return leave_one_out_split(items, self.seen_classes or ())
         source = [it for it in items if it.dataset == self.source]
         pool = [it for it in items if it.dataset != self.source]
         return seen_unseen_split(source, pool, self.held_out_classes, self.val_fraction,
+                                 self.query_fraction, self.seed)
+
+
+class FolderDataModule(VideoRetrievalDataModule):
+    """Any folder-per-class dataset(s): ``roots: {name: path}`` or ``root: path``.
+
+    Training (``protocol: auto`` or ``seen_unseen``): ``unseen_classes`` are held out of
+    training and tested as unseen; the other classes split into train/val/test. Evaluation
+    with a trained model (``protocol: auto`` in ``src/eval.py``, or ``leave_one_out``): every
+    item is a query against all the others; seen = a class the checkpoint was trained on.
+    """
+
+    PROTOCOLS = ("auto", "seen_unseen", "leave_one_out")
+
+    def __init__(
+        self,
+        roots: dict[str, str] | None = None,
+        root: str | None = None,
+        unseen_classes: list[str] | float = 0.5,
+        test_fraction: float = 0.2,
+        protocol: str = "auto",
+        kinds: tuple[str, ...] | list[str] = ("video",),
+        dedupe: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if protocol not in self.PROTOCOLS:
+            raise DataError(f"data.protocol={protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
+        roots = dict(roots or {})
+        if root:
+            roots.setdefault(Path(str(root)).name or "data", str(root))
+        if not roots:
+            raise DataError("data=folder needs data.root=/path/to/<class>/<clip> folders or data.roots={name: path}")
+        for name, path in roots.items():
+            if not Path(path).is_dir():
+                raise DataError(f"data.roots.{name}: {path} does not exist or is not a folder")
+        self.roots = roots
+        self.unseen_classes = unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
+        self.test_fraction, self.protocol = test_fraction, protocol
+        self.kinds, self.dedupe = tuple(kinds), dedupe
+
+    def discover_items(self) -> list[MediaItem]:
+        items = []
+        for name, path in self.roots.items():
+            found, skipped = scan_folder(path, name, kinds=self.kinds, dedupe=self.dedupe)
+            items += found
+            self.skipped += skipped
+        if not items:
+            raise DataError(f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}")
+        return items
+
+    def make_split(self, items: list[MediaItem]) -> Split:
+        loo = self.protocol == "leave_one_out" or (self.protocol == "auto" and self.eval_mode)
+        if loo:
+            return leave_one_out_split(items, self.seen_classes or ())
+        return one_dataset_split(items, self.unseen_classes, self.val_fraction, self.test_fraction,
                                  self.query_fraction, self.seed)

@@ -1,8 +1,15 @@
-"""Finding media in folder-per-class datasets (``root/<class>/<clip>``), as UCF/HMDB/KTH ship."""
+"""Finding media in folder-per-class datasets (``root/<class>/<clip>``), as UCF/HMDB/KTH ship.
+
+Discovery never stops on bad input: files that are not media, duplicates (same content as an
+earlier file) and empty class folders are reported as :class:`Skipped` with a reason; the
+caller logs them and writes ``skipped.csv``. Symlinked folders are not followed (no loops).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,17 +38,73 @@ class MediaItem:
         return f"{self.path}#{self.chunk}"
 
 
-def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)) -> list[MediaItem]:
-    """List media files of the given kinds under ``root/<class>/``, sorted for determinism."""
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def quick_content_hash(path: str | Path, block: int = 1 << 16) -> str:
+    """Size + first and last 64 KiB: finds re-encoded-free copies (the same clip under another
+    name) without reading whole datasets."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(block))
+        if size > block:
+            fh.seek(max(size - block, block))
+            h.update(fh.read(block))
+    return h.hexdigest()
+
+
+def scan_folder(
+    root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video", "image"), dedupe: bool = True
+) -> tuple[list[MediaItem], list[Skipped]]:
+    """Media files of the given kinds under ``root/<class>/`` (sorted), and what was skipped."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a folder (dataset {dataset!r})")
-    items = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in sorted(class_dir.rglob("*")):
-            kind = media_type(f)
-            if kind in kinds and f.is_file():
+    items: list[MediaItem] = []
+    skipped: list[Skipped] = []
+    seen_hashes: dict[str, str] = {}
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                f = Path(dirpath) / name
+                if name.startswith("."):
+                    continue
+                kind = media_type(f)
+                if kind is None:
+                    skipped.append(Skipped(str(f), "not a video or image file (by extension)"))
+                    continue
+                if kind not in kinds:
+                    continue
+                try:
+                    if not f.is_file():
+                        raise OSError("not a regular file (broken link?)")
+                    digest = quick_content_hash(f) if dedupe else None
+                except OSError as exc:
+                    skipped.append(Skipped(str(f), f"unreadable: {exc}"))
+                    continue
+                if digest is not None and digest in seen_hashes:
+                    skipped.append(Skipped(str(f), f"duplicate of {seen_hashes[digest]}"))
+                    continue
+                if digest is not None:
+                    seen_hashes[digest] = str(f)
                 items.append(MediaItem(str(f), dataset, class_dir.name, f"{dataset}/{f.stem}", kind))
+                found += 1
+        if not found:
+            skipped.append(Skipped(str(class_dir), "empty class folder (no usable media)"))
+    for s in skipped:
+        log.warning("skipping %s: %s", s.path, s.reason)
+    return items, skipped
+
+
+def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)) -> list[MediaItem]:
+    """Usable media of a dataset; an error when there is none at all."""
+    items, _ = scan_folder(root, dataset, kinds)
     if not items:
         raise DataError(f"dataset {dataset!r} at {root} has no {'/'.join(kinds)} files in <class>/ folders")
     return items

@@ -19,7 +19,9 @@ import numpy as np
 from media_retrieval.data.discovery import MediaItem
 from media_retrieval.errors import DataError
 
-ROLES = ("train", "val", "query", "gallery")
+# "both": a leave-one-out member, query and gallery at once (itself excluded when ranking).
+ROLES = ("train", "val", "query", "gallery", "both")
+TEST_ROLES = ("query", "gallery", "both")
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,54 @@ def seen_unseen_split(
         for i, it in enumerate(pool)
     ]
     return Split(items, train_classes)
+
+
+def one_dataset_split(
+    items: Sequence[MediaItem],
+    unseen_classes: Sequence[str] | float = 0.5,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    query_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """Seen/unseen protocol on a single folder of classes.
+
+    ``unseen_classes`` (names, or a fraction of the classes chosen with ``seed``) are held out of
+    training and go whole into the test pool; the other classes' clips split into train / val /
+    test (``test_fraction`` of each class joins the pool as *seen*). In the pool a stratified
+    ``query_fraction`` per class are queries, the rest gallery.
+    """
+    rng = np.random.default_rng(seed)
+    classes = sorted({it.label for it in items})
+    if isinstance(unseen_classes, (int, float)):
+        if not 0 <= unseen_classes < 1:
+            raise DataError(f"data.unseen_classes as a fraction must be in [0, 1), got {unseen_classes}")
+        n = int(round(unseen_classes * len(classes)))
+        unseen = {classes[i] for i in rng.permutation(len(classes))[:n]}
+    else:
+        unseen = set(unseen_classes)
+        unknown = unseen - set(classes)
+        if unknown:
+            raise DataError(f"data.unseen_classes not found among the classes {classes}: {sorted(unknown)}")
+    seen_items = [it for it in items if it.label not in unseen]
+    if not seen_items:
+        raise DataError("every class is unseen: nothing left to train on (lower data.unseen_classes)")
+    test_pick = _stratified_pick(seen_items, test_fraction, rng)
+    trainval = [it for i, it in enumerate(seen_items) if i not in test_pick]
+    val = _stratified_pick(trainval, val_fraction, rng)
+    pool = [it for it in items if it.label in unseen] + [seen_items[i] for i in sorted(test_pick)]
+    queries = _stratified_pick(pool, query_fraction, rng)
+    train_classes = sorted({it.label for it in trainval})
+    out = [SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
+           for i, it in enumerate(trainval)]
+    out += [SplitItem(**asdict(it), role="query" if i in queries else "gallery",
+                      seen=it.label in set(train_classes)) for i, it in enumerate(pool)]
+    return Split(out, train_classes)
+
+
+def leave_one_out_split(items: Sequence[MediaItem], seen_classes: Sequence[str] = ()) -> Split:
+    """Every item is a query against all the others (evaluation of a trained model on any folder);
+    a class is seen when the model was trained on it."""
+    seen = set(seen_classes)
+    return Split([SplitItem(**asdict(it), role="both", seen=it.label in seen) for it in items],
+                 sorted(seen))

@@ -66,7 +66,9 @@ def uniform_indices(n_frames: int, num: int) -> np.ndarray:
     return np.linspace(0, n_frames - 1, num).round().astype(np.int64)
 
 
-def decode_all_frames(path: str | Path, indices: np.ndarray | None = None, num: int = 16) -> torch.Tensor:
+def decode_all_frames(
+    path: str | Path, indices: np.ndarray | None = None, num: int = 16, min_frames: int = 1
+) -> torch.Tensor:
     """Decode every frame, keep ``indices`` (default: ``num`` uniform ones), as (T, 3, H, W) uint8.
 
     The frame count is the number of frames actually decoded, so containers with wrong or
@@ -81,6 +83,8 @@ def decode_all_frames(path: str | Path, indices: np.ndarray | None = None, num: 
         raise DataError(f"{path}: cannot decode video ({exc})") from exc
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
+    if len(frames) < min_frames:
+        raise DataError(f"{path}: only {len(frames)} decodable frames, fewer than the {min_frames} sampled")
     if indices is None:
         indices = uniform_indices(len(frames), num)
     arrays = [frames[int(i)].to_ndarray(format="rgb24") for i in indices]
@@ -99,11 +103,12 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
 
 
-def load_frames(path: str | Path, num: int) -> torch.Tensor:
-    """Frames of any supported media file: ``num`` uniform frames of a video, or the image."""
+def load_frames(path: str | Path, num: int, min_frames: int = 1) -> torch.Tensor:
+    """Frames of any supported media file: ``num`` uniform frames of a video, or the image.
+    Videos with fewer than ``min_frames`` decodable frames are refused (DataError)."""
     kind = media_type(path)
     if kind == "video":
-        return decode_all_frames(path, num=num)
+        return decode_all_frames(path, num=num, min_frames=min_frames)
     if kind == "image":
         return load_image(path)
     raise DataError(f"{path}: not a supported video or image file")

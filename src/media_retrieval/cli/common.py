@@ -30,6 +30,18 @@ def validate_config(cfg: DictConfig) -> None:
                 raise ConfigError(f"retrieval.par.delta(s) must be numbers in [-1, 1] (cosine), got {d}")
 
 
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets our user-facing errors through unwrapped
+    (Hydra wraps them in InstantiationException with the target's full traceback text)."""
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as exc:
+        err = _user_error(exc)
+        if err is not None and err is not exc:
+            raise err from None
+        raise
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
 

@@ -8,7 +8,7 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
-from media_retrieval.cli.common import build_callbacks, build_loggers, validate_config
+from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.cli.train import prepare, report
 from media_retrieval.errors import ConfigError
 from media_retrieval.utils.checkpoint import load_model
@@ -22,7 +22,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path"):
         model = load_model(get_class(cfg.model._target_), cfg.ckpt_path)
     else:
-        model = instantiate(cfg.model)
+        model = build(cfg.model)
         if model.has_trainable_embedding:
             raise ConfigError(
                 "ckpt_path is required: this model's embedding must be trained first "

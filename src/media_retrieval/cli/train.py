@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from media_retrieval.cli.common import (
+    build,
     build_callbacks,
     build_loggers,
     log_hyperparameters,
@@ -26,8 +27,8 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
     """DataModule ready to serve (corpus generated, features cached, split made) + model.
 
     ``eval_mode``: evaluating a given model, whose training classes decide what is *seen*."""
-    datamodule = instantiate(cfg.data)
-    model = model if model is not None else instantiate(cfg.model)
+    datamodule = build(cfg.data)
+    model = model if model is not None else build(cfg.model)
     if eval_mode:
         datamodule.eval_mode = True
         datamodule.seen_classes = list(model.hparams.get("train_classes") or [])

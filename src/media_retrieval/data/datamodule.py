@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
-from media_retrieval.data.discovery import MediaItem, Skipped, scan_folder
+from media_retrieval.data.discovery import MediaItem, Skipped, chunk_items, scan_folder
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.splits import (
     ROLES,
@@ -85,8 +85,15 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         split_file: str | None = None,
         feature_batch_size: int = 1,
         skip_short: bool = True,
+        sampling: str = "index",
+        chunk_s: float | None = None,
     ) -> None:
         super().__init__()
+        from media_retrieval.data.video import SAMPLINGS
+
+        if sampling not in SAMPLINGS:
+            raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
+        self.sampling, self.chunk_s = sampling, chunk_s
         self.skip_short = skip_short
         self.skipped: list[Skipped] = []
         self.seen_classes: list[str] | None = None  # set by eval: the checkpoint's training classes
@@ -124,12 +131,13 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             raise DataError("data.cache_dir is not set: a frozen frame encoder needs a feature cache")
         self._encoder = encoder
         spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.frames,
-                "sampling": "uniform_index/decode_all"}
+                "sampling": self.sampling, "decoder": "decode_all", "skip_short": self.skip_short}
         self.cache = FrameFeatureCache(self.cache_dir, spec)
 
     def load_pixels(self, item: MediaItem) -> torch.Tensor:
         min_frames = self.frames if self.skip_short else 1
-        return self.transform(load_frames(item.path, self.frames, min_frames=min_frames))
+        return self.transform(load_frames(item.path, self.frames, min_frames=min_frames, sampling=self.sampling,
+                                          start_s=item.start_s, end_s=item.end_s))
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
         """Pixel mode has no cache build to catch bad files, so decode each once up front:
@@ -150,11 +158,17 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         return {"clip": self.load_pixels(item)}
 
     # -------------------------------------------------------------- Lightning hooks
+    def items(self) -> list[MediaItem]:
+        """Discovered items, long videos cut into chunks (``chunk_s``)."""
+        items, skipped = chunk_items(self.discover_items(), self.chunk_s)
+        self.skipped += skipped
+        return items
+
     def prepare_data(self) -> None:
         self.prepare_source()
         if self.cache is not None and self._encoder is not None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.cache.build(self.discover_items(), self.load_pixels, self._encoder,
+            self.cache.build(self.items(), self.load_pixels, self._encoder,
                              batch_size=self.feature_batch_size, num_workers=self.num_workers,
                              device=device)
 
@@ -165,7 +179,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             self.split = Split.read_csv(self.split_file)
         else:
             self.skipped = []
-            items = self.discover_items()
+            items = self.items()
             if self.cache is not None:
                 bad = self.cache.skipped()
                 self.skipped += [Skipped(it.path, bad[it.key]) for it in items if it.key in bad]
@@ -290,14 +304,17 @@ class FolderDataModule(VideoRetrievalDataModule):
         super().__init__(**kwargs)
         if protocol not in self.PROTOCOLS:
             raise DataError(f"data.protocol={protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
-        roots = dict(roots or {})
+        roots = {str(k): str(v) for k, v in (roots or {}).items()}
+        keys = {name: f"data.roots.{name}" for name in roots}
         if root:
-            roots.setdefault(Path(str(root)).name or "data", str(root))
+            name = Path(str(root)).name or "data"
+            roots.setdefault(name, str(root))
+            keys.setdefault(name, "data.root")
         if not roots:
             raise DataError("data=folder needs data.root=/path/to/<class>/<clip> folders or data.roots={name: path}")
         for name, path in roots.items():
             if not Path(path).is_dir():
-                raise DataError(f"data.roots.{name}: {path} does not exist or is not a folder")
+                raise DataError(f"{keys[name]}: {path} does not exist or is not a folder")
         self.roots = roots
         self.unseen_classes = unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
         self.test_fraction, self.protocol = test_fraction, protocol

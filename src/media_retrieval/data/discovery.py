@@ -108,3 +108,35 @@ def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)
     if not items:
         raise DataError(f"dataset {dataset!r} at {root} has no {'/'.join(kinds)} files in <class>/ folders")
     return items
+
+
+def chunk_items(items: list[MediaItem], chunk_s: float | None) -> tuple[list[MediaItem], list[Skipped]]:
+    """Split videos longer than ``chunk_s`` into equal chunks of about ``chunk_s`` seconds
+    (``round(duration / chunk_s)`` of them), each an item carrying its video id, chunk index and
+    time span. ``None`` keeps whole clips. Videos whose container cannot be probed are skipped."""
+    import math
+    from dataclasses import replace
+
+    from media_retrieval.data.video import probe_video
+
+    if chunk_s is None:
+        return items, []
+    if chunk_s <= 0:
+        raise DataError(f"data.chunk_s must be > 0 seconds or null, got {chunk_s}")
+    out, skipped = [], []
+    for it in items:
+        if it.media_type != "video":
+            out.append(it)
+            continue
+        try:
+            duration = probe_video(it.path).duration_s
+        except DataError as exc:
+            skipped.append(Skipped(it.path, str(exc)))
+            continue
+        n = max(1, round(duration / chunk_s)) if math.isfinite(duration) and duration > 0 else 1
+        if n == 1:
+            out.append(it)
+            continue
+        step = duration / n
+        out += [replace(it, chunk=i, start_s=round(i * step, 3), end_s=round((i + 1) * step, 3)) for i in range(n)]
+    return out, skipped

@@ -79,21 +79,20 @@ class Split:
 def _stratified_pick(
     items: Sequence[MediaItem], fraction: float, rng: np.random.Generator, min_per_class: int = 1
 ) -> set[int]:
-    """Indices (into ``items``) of a per-class random ``fraction``, at least ``min_per_class``
-    when a class has more than one item (a class must keep a gallery member)."""
-    by_class: dict[str, list[int]] = defaultdict(list)
+    """Indices (into ``items``) of a per-class random ``fraction`` of *videos* (all chunks of a
+    picked video), at least ``min_per_class`` videos when a class has more than one (a class
+    must keep a member on the other side). Chunks of one video never straddle two roles."""
+    by_class: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, it in enumerate(items):
-        by_class[it.label].append(i)
+        by_class[it.label][it.video_id].append(i)
     picked: set[int] = set()
     for label in sorted(by_class):
-        idx = by_class[label]
-        n = int(round(fraction * len(idx)))
-        if len(idx) > 1:
-            n = min(max(n, min_per_class), len(idx) - 1)
-        else:
-            n = 0
-        perm = rng.permutation(len(idx))
-        picked.update(idx[j] for j in perm[:n])
+        videos = sorted(by_class[label])
+        n = int(round(fraction * len(videos)))
+        n = min(max(n, min_per_class), len(videos) - 1) if len(videos) > 1 else 0
+        perm = rng.permutation(len(videos))
+        for j in perm[:n]:
+            picked.update(by_class[label][videos[j]])
     return picked
 
 

@@ -66,26 +66,58 @@ def uniform_indices(n_frames: int, num: int) -> np.ndarray:
     return np.linspace(0, n_frames - 1, num).round().astype(np.int64)
 
 
-def decode_all_frames(
-    path: str | Path, indices: np.ndarray | None = None, num: int = 16, min_frames: int = 1
-) -> torch.Tensor:
-    """Decode every frame, keep ``indices`` (default: ``num`` uniform ones), as (T, 3, H, W) uint8.
+SAMPLINGS = ("index", "time")
 
-    The frame count is the number of frames actually decoded, so containers with wrong or
-    missing frame counts still give the right uniform positions.
+
+def _frame_time(frame) -> float:
+    return float(frame.time) if frame.time is not None else float("nan")
+
+
+def decode_all_frames(
+    path: str | Path,
+    indices: np.ndarray | None = None,
+    num: int = 16,
+    min_frames: int = 1,
+    sampling: str = "index",
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> torch.Tensor:
+    """Decode every frame, keep ``num`` spread over the clip (or ``indices``), as (T, 3, H, W) uint8.
+
+    ``index``: frames at ``linspace(0, n - 1, num).round()`` of the n decoded frames (the
+    frame count is what decodes, so wrong container counts do not matter). ``time``: the frames
+    nearest to ``num`` evenly spaced timestamps (differs for variable frame rate). With
+    ``start_s``/``end_s`` only that span of the video is sampled (a chunk).
     """
     import av
 
+    if sampling not in SAMPLINGS:
+        raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
     try:
         with av.open(str(path)) as container:
             frames = list(container.decode(video=0))
     except (av.FFmpegError, IndexError) as exc:
         raise DataError(f"{path}: cannot decode video ({exc})") from exc
+    if frames and (start_s is not None or end_s is not None):
+        lo = -np.inf if start_s is None else start_s
+        hi = np.inf if end_s is None else end_s
+        frames = [f for f in frames if lo - 1e-6 <= _frame_time(f) < hi - 1e-6] or frames[-1:]
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
     if len(frames) < min_frames:
         raise DataError(f"{path}: only {len(frames)} decodable frames, fewer than the {min_frames} sampled")
-    if indices is None:
+    if indices is None and sampling == "time":
+        times = np.array([_frame_time(f) for f in frames])
+        if np.isnan(times).any():
+            indices = uniform_indices(len(frames), num)
+        else:
+            targets = np.linspace(times[0], times[-1], num)
+            right = np.clip(np.searchsorted(times, targets), 1, len(times) - 1)
+            left = right - 1
+            indices = np.where(targets - times[left] <= times[right] - targets, left, right)
+            if len(times) == 1:
+                indices = np.zeros(num, dtype=np.int64)
+    elif indices is None:
         indices = uniform_indices(len(frames), num)
     arrays = [frames[int(i)].to_ndarray(format="rgb24") for i in indices]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -103,12 +135,21 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
 
 
-def load_frames(path: str | Path, num: int, min_frames: int = 1) -> torch.Tensor:
-    """Frames of any supported media file: ``num`` uniform frames of a video, or the image.
-    Videos with fewer than ``min_frames`` decodable frames are refused (DataError)."""
+def load_frames(
+    path: str | Path,
+    num: int,
+    min_frames: int = 1,
+    sampling: str = "index",
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> torch.Tensor:
+    """Frames of any supported media file: ``num`` frames spread over a video (or its chunk
+    ``start_s``..``end_s``), or the image. Videos with fewer than ``min_frames`` decodable
+    frames are refused (DataError)."""
     kind = media_type(path)
     if kind == "video":
-        return decode_all_frames(path, num=num, min_frames=min_frames)
+        return decode_all_frames(path, num=num, min_frames=min_frames, sampling=sampling,
+                                 start_s=start_s, end_s=end_s)
     if kind == "image":
         return load_image(path)
     raise DataError(f"{path}: not a supported video or image file")

@@ -69,3 +69,10 @@ def test_appearance_independent_of_class_but_motion_is_not(tmp_path):
     assert _loo_1nn_accuracy(np.array(appearance), y) < chance + 0.15
     assert _loo_1nn_accuracy(np.array(motion), y) > chance + 0.15
     assert set(LIMIT_CLASSES) <= set(MOTION_CLASSES)
+
+
+def test_corpus_bytes_do_not_depend_on_location(tmp_path):
+    spec = CorpusSpec(clips_per_class=1, images_per_class=1, max_duration_s=2.5, classes=("pulse",))
+    a = json.loads((ensure_corpus(tmp_path / "a", spec, workers=1) / "manifest.json").read_text())["files"]
+    b = json.loads((ensure_corpus(tmp_path / "elsewhere" / "b", spec, workers=1) / "manifest.json").read_text())["files"]
+    assert a == b

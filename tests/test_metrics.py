@@ -113,3 +113,22 @@ def test_macro_prf_matches_sklearn(seed):
 def test_average_precision_no_relevant_is_zero():
     ap = average_precision(np.array([[False, False], [False, True]]))
     assert ap.tolist() == [0.0, 0.5]
+
+
+def test_ir_metrics_by_hand():
+    rows = score_rows(example(), ks=[2], delta=0.8)
+    r = row(rows, "euclidean", "all", 2)
+    # R = 2 for every query. Hits in top-2: q0 2, q1 1 (rank 1), q2 1 (rank 2)
+    assert r["p_at_k"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert r["r_at_k"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    d2 = 1 / math.log2(3)
+    ideal = 1 + d2
+    assert r["ndcg_at_k"] == pytest.approx((1 + 1 / ideal + d2 / ideal) / 3)
+    # full ranking, first R = 2: q0 2/2, q1 1/2, q2 1/2
+    assert r["r_precision"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    # mAP@R: q0 (1 + 1)/2; q1 (1/1)/2; q2 (1/2)/2
+    assert r["map_at_r"] == pytest.approx((1 + 0.5 + 0.25) / 3)
+    p = row(rows, "par", "all", 2, 0.8)
+    # PAR keeps q0 {g0, g1}, q1 {g2}, q2 {}: P@2 = (2/2 + 1/2 + 0) / 3
+    assert p["p_at_k"] == pytest.approx(0.5)
+    assert p["ndcg_at_k"] == pytest.approx((1 + 1 / ideal + 0) / 3)

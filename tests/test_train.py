@@ -99,3 +99,30 @@ def test_cli_errors_are_one_clear_line(override, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_saved_embeddings_rescore_without_model(cfg_train, cfg_eval, tmp_path):
+    """eval save_embeddings=true, then eval embeddings=<file>: same rows, no model, new k."""
+    train(cfg_train)
+    ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with open_dict(cfg_eval):
+        cfg_eval.ckpt_path = str(ckpt)
+        cfg_eval.save_embeddings = True
+        cfg_eval.callbacks.retrieval.save_embeddings = True
+        cfg_eval.paths.output_dir = str(tmp_path / "eval")
+    evaluate(cfg_eval)
+    saved = tmp_path / "eval" / "retrieval" / "embeddings.npz"
+    assert saved.is_file()
+    with open_dict(cfg_eval):
+        cfg_eval.embeddings = str(saved)
+        cfg_eval.ckpt_path = None
+        cfg_eval.paths.output_dir = str(tmp_path / "rescore")
+    metrics = evaluate(cfg_eval)
+    a = _rows(tmp_path / "eval" / "retrieval" / "results.json")
+    b = _rows(tmp_path / "rescore" / "retrieval" / "results.json")
+    assert a.keys() == b.keys()
+    for key in a:
+        for m in ("accuracy", "precision", "f1", "map", "p_at_k", "ndcg_at_k"):
+            assert a[key][m] == b[key][m] or (a[key][m] is None and b[key][m] is None), (key, m)
+    assert "retrieval/par/all/precision@5_d0.90" in metrics
+    assert "Best PAR δ per k" in (tmp_path / "rescore" / "retrieval" / "best_delta.md").read_text()

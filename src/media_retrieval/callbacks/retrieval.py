@@ -12,17 +12,43 @@ import numpy as np
 import torch
 
 from media_retrieval.reporting.tables import write_json, write_markdown
+from media_retrieval.retrieval.embeddings_io import save_embeddings
 from media_retrieval.retrieval.evaluate import EmbeddingSet, score_rows
 from media_retrieval.utils.distributed import gather_by_id
 
 log = logging.getLogger(__name__)
 
 
+# results.json key -> logged name; metrics of the full ranking carry no @k.
+LOGGED = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "f1",
+          "empty_share": "empty_share", "mean_kept": "mean_kept", "p_at_k": "p", "r_at_k": "r",
+          "ndcg_at_k": "ndcg", "map": "map", "map_at_r": "map_at_r", "r_precision": "r_precision"}
+FULL_RANKING = ("map", "map_at_r", "r_precision")
+
+
 def metric_key(row: dict, metric: str, grid: bool) -> str:
     """``retrieval/<ranking>/<split>/<metric>@<k>``, ``_d<δ>`` appended for PAR grid values."""
     suffix = f"_d{row['delta']:.2f}" if grid else ""
-    at = "" if metric == "map" else f"@{row['k']}"
-    return f"retrieval/{row['ranking']}/{row['split']}/{metric}{at}{suffix}"
+    at = "" if metric in FULL_RANKING else f"@{row['k']}"
+    return f"retrieval/{row['ranking']}/{row['split']}/{LOGGED[metric]}{at}{suffix}"
+
+
+def logged_metrics(rows: Sequence[dict], delta: float, grid: bool = True) -> dict[str, float]:
+    """Result rows as logged metric names: Euclidean and PAR at the headline δ without suffix,
+    every PAR δ with ``_d<δ>`` (when ``grid``); full-ranking metrics only for Euclidean."""
+    out: dict[str, float] = {}
+    for row in rows:
+        par = row["ranking"] == "par"
+        headline = not par or abs(row["delta"] - delta) < 1e-9
+        for m in LOGGED:
+            v = row.get(m)
+            if v is None or math.isnan(v) or (m in FULL_RANKING and par):
+                continue
+            if headline:
+                out[metric_key(row, m, grid=False)] = v
+            if par and grid:
+                out[metric_key(row, m, grid=True)] = v
+    return out
 
 
 class RetrievalCallback(L.Callback):
@@ -39,7 +65,9 @@ class RetrievalCallback(L.Callback):
         output_dir: str | None = None,
         model_name: str | None = None,
         table_k: int = 5,
+        save_embeddings: bool = False,
     ) -> None:
+        self.save_embeddings = save_embeddings
         self.k, self.delta, self.deltas = list(k), float(delta), list(deltas)
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
@@ -100,25 +128,21 @@ class RetrievalCallback(L.Callback):
             return
         rows = score_rows(self._embedding_set(trainer, ids, emb, leave_one_out=True), self.k, self.delta,
                           model=self._name(pl_module))
-        for row in rows:
-            for m in ("accuracy", "precision", "recall", "f1", "map"):
-                if not math.isnan(row[m]):
-                    pl_module.log("val/" + metric_key(row, m, grid=False), row[m], batch_size=len(ids), sync_dist=True)
+        for name, value in logged_metrics(rows, self.delta, grid=False).items():
+            pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         ids, emb = self._gathered(pl_module)
-        self.rows = score_rows(self._embedding_set(trainer, ids, emb, leave_one_out=False), self.k,
-                               self.delta, self.deltas, model=self._name(pl_module))
-        for row in self.rows:
-            headline = row["ranking"] == "euclidean" or abs(row["delta"] - self.delta) < 1e-9
-            for m in ("accuracy", "precision", "recall", "f1", "map", "empty_share"):
-                if math.isnan(row[m]) or (m == "map" and row["ranking"] == "par"):
-                    continue
-                if headline:
-                    pl_module.log(metric_key(row, m, grid=False), row[m], batch_size=len(ids), sync_dist=True)
-                if row["ranking"] == "par":
-                    pl_module.log(metric_key(row, m, grid=True), row[m], batch_size=len(ids), sync_dist=True)
+        emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=False)
+        self.rows = score_rows(emb_set, self.k, self.delta, self.deltas, model=self._name(pl_module))
+        if self.save_embeddings and trainer.is_global_zero and self.output_dir is not None:
+            split = trainer.datamodule.split
+            path = save_embeddings(self.output_dir / "embeddings.npz", emb_set, split.classes,
+                                   [split.items[i].dataset for i in ids], model=self._name(pl_module))
+            log.info("embeddings saved to %s (re-score with src/eval.py embeddings=%s)", path, path)
+        for name, value in logged_metrics(self.rows, self.delta).items():
+            pl_module.log(name, value, batch_size=len(ids), sync_dist=True)
         if trainer.is_global_zero and self.output_dir is not None:
             out = self.output_dir
             write_json(self.rows, out / "results.json")

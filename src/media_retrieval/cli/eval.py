@@ -16,8 +16,32 @@ from media_retrieval.utils.checkpoint import load_model
 log = logging.getLogger(__name__)
 
 
+def rescore(cfg: DictConfig) -> dict[str, float]:
+    """Score saved embeddings for every k and δ: seconds, no model, no media."""
+    from pathlib import Path
+
+    from media_retrieval.callbacks.retrieval import logged_metrics
+    from media_retrieval.reporting.tables import best_delta_table, write_json, write_markdown
+    from media_retrieval.retrieval.embeddings_io import load_embeddings
+    from media_retrieval.retrieval.evaluate import score_rows
+
+    emb, _, _, model = load_embeddings(cfg.embeddings)
+    r = cfg.retrieval
+    rows = score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model)
+    out = Path(cfg.paths.output_dir) / "retrieval"
+    write_json(rows, out / "results.json")
+    write_markdown(rows, out / "results.md", r.table_k, r.par.delta)
+    (out / "best_delta.md").write_text(best_delta_table(rows))
+    print(best_delta_table(rows))
+    return logged_metrics(rows, r.par.delta)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
+    if cfg.get("embeddings"):
+        metrics = rescore(cfg)
+        report(cfg)
+        return metrics
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
         model = load_model(get_class(cfg.model._target_), cfg.ckpt_path)

@@ -29,7 +29,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # bump when rendering changes: old corpora are then regenerated
 
 # Classes a per-frame-feature + recurrent model can separate in principle: the globally pooled
 # CNN feature of a frame changes over time in a class-specific way (size, visibility,
@@ -84,6 +84,7 @@ class ClipPlan:
     style: str
     label: str
     index: int
+    seed: int
     width: int
     height: int
     fps: int
@@ -141,7 +142,7 @@ def plan_corpus(spec: CorpusSpec, root: Path) -> list[ClipPlan]:
                 motion = _draw_motion(_rng(spec.seed, style, label, i, "motion"))
                 rel = f"{style}/{label}/{style}_{label}_{i:03d}.mp4"
                 plans.append(
-                    ClipPlan(str(root / rel), style, label, i, w, h, fps, n_frames, appearance, motion)
+                    ClipPlan(str(root / rel), style, label, i, spec.seed, w, h, fps, n_frames, appearance, motion)
                 )
     return plans
 
@@ -225,7 +226,8 @@ def render_frames(plan: ClipPlan) -> Iterable[np.ndarray]:
     fg = np.array(app["fg"], np.float32)
     short = min(w, h)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    noise_rng = _rng(plan.path, "noise")
+    # Seeded by the clip's identity, never its path: the same corpus wherever it is generated.
+    noise_rng = _rng(plan.seed, plan.style, plan.label, plan.index, "noise")
     for f in range(plan.n_frames):
         t = f / max(plan.n_frames - 1, 1)
         st = _motion_state(plan.label, t, plan.motion, app["cx"], app["cy"])

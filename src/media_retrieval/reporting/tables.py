@@ -41,8 +41,9 @@ def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
     lines = [f"## Top-{k} retrieval (PAR δ = {delta})", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in head]
-    lines += ["", "## All rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    all_cols = [*cols[:-1], "p_at_k", "r_at_k", "ndcg_at_k", "r_precision", "map_at_r", "n_queries"]
+    lines += ["", "## All rows", "", "| " + " | ".join(all_cols) + " |", "|" + "---|" * len(all_cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in all_cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -68,3 +69,20 @@ def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = 
     for m in (*METRICS, "map", "empty_share", "mean_kept", "chance", "n_queries"):
         table.add_row(m, *[_fmt(r[m]) for r in head])
     Console(width=120).print(table)
+
+
+def best_delta_table(rows: Sequence[dict], metric: str = "precision") -> str:
+    """Per split and k, the PAR δ with the highest ``metric`` (ties: the smaller δ)."""
+    lines = [f"## Best PAR δ per k (by {metric})", "",
+             "| split | k | best δ | " + metric + " | Euclidean " + metric + " | empty_share |", "|---|---|---|---|---|---|"]
+    eu = {(r["split"], r["k"]): r for r in rows if r["ranking"] == "euclidean"}
+    for split in ("all", "seen", "unseen"):
+        for k in sorted({r["k"] for r in rows}):
+            cands = [r for r in rows if r["ranking"] == "par" and r["split"] == split and r["k"] == k
+                     and r[metric] == r[metric]]
+            if not cands:
+                continue
+            best = max(cands, key=lambda r: (r[metric], -r["delta"]))
+            lines.append(f"| {split} | {k} | {best['delta']:.2f} | {best[metric]:.4f} | "
+                         f"{_fmt(eu[(split, k)][metric])} | {best['empty_share']:.4f} |")
+    return "\n".join(lines) + "\n"

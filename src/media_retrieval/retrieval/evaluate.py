@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from media_retrieval.retrieval.distances import cosine, squared_euclidean
-from media_retrieval.retrieval.metrics import accuracy_at_k, average_precision, pair_prf
+from media_retrieval.retrieval.metrics import (
+    accuracy_at_k,
+    average_precision,
+    pair_prf,
+    r_precision_and_map_at_r,
+    topk_ir,
+)
 from media_retrieval.retrieval.par import par_keep
 
 SPLITS = ("all", "seen", "unseen")
@@ -39,6 +45,9 @@ class Rankings:
     topk_distance: np.ndarray  # (Q, kmax) Euclidean distances
     ap: np.ndarray  # (Q,)
     chance: np.ndarray  # (Q,) share of the query's gallery that is relevant: random P@k
+    n_relevant: np.ndarray  # (Q,) R: relevant gallery items (the query itself excluded)
+    r_precision: np.ndarray  # (Q,)
+    map_at_r: np.ndarray  # (Q,)
     valid: np.ndarray  # (Q, kmax) False where the gallery had fewer than kmax candidates
 
 
@@ -52,7 +61,7 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
     g_ids = torch.as_tensor(emb.ids[g_rows])
     g_labels = emb.labels[g_rows]
     k = min(kmax, len(g_rows))
-    names = ("topk", "labels", "cos", "dist", "ap", "chance", "valid")
+    names = ("topk", "labels", "cos", "dist", "ap", "chance", "n_relevant", "r_precision", "map_at_r", "valid")
     out = {n: [] for n in names}
     for start in range(0, len(q_rows), chunk_size):
         rows = q_rows[start:start + chunk_size]
@@ -75,11 +84,16 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
         out["ap"].append(average_precision(relevant))
         n_candidates = np.maximum(len(g_rows) - self_mask.sum(1).numpy(), 1)
         out["chance"].append(relevant.sum(1) / n_candidates)
+        out["n_relevant"].append(relevant.sum(1))
+        rp, mr = r_precision_and_map_at_r(relevant)
+        out["r_precision"].append(rp)
+        out["map_at_r"].append(mr)
         out["valid"].append(valid.numpy())
     if not len(q_rows):
         empty = np.zeros((0, k))
-        return Rankings(q_rows, empty.astype(int), empty.astype(int), empty, empty, np.zeros(0),
-                        np.zeros(0), empty.astype(bool))
+        z = np.zeros(0)
+        return Rankings(q_rows, empty.astype(int), empty.astype(int), empty, empty, z, z, z, z, z,
+                        empty.astype(bool))
     return Rankings(q_rows, *(np.concatenate(out[n]) for n in names))
 
 
@@ -104,6 +118,9 @@ def score_rows(
         ql = q_labels[sel]
         mean_ap = float(rankings.ap[sel].mean())
         chance = float(rankings.chance[sel].mean())
+        n_rel = rankings.n_relevant[sel]
+        full = {"r_precision": float(rankings.r_precision[sel].mean()),
+                "map_at_r": float(rankings.map_at_r[sel].mean())}
         for k in ks:
             labels = rankings.topk_labels[sel, :k]
             valid = rankings.valid[sel, :k]
@@ -114,10 +131,12 @@ def score_rows(
             for ranking, d, kept in variants:
                 acc, empty = accuracy_at_k(hits, kept)
                 p, r, f1 = pair_prf(ql, labels, kept)
+                p_k, r_k, ndcg = topk_ir(hits, kept, n_rel, k)
                 rows.append({
                     "model": model, "ranking": ranking, "split": split, "k": int(k),
                     "delta": d, "accuracy": acc, "precision": p, "recall": r, "f1": f1,
                     "map": mean_ap, "n_queries": int(sel.sum()), "empty_share": empty,
                     "mean_kept": float(kept.sum(1).mean()), "chance": chance,
+                    "p_at_k": p_k, "r_at_k": r_k, "ndcg_at_k": ndcg, **full,
                 })
     return rows

@@ -13,6 +13,15 @@ items' class ids; ``query_labels`` (Q,) int.
   computed here with bincounts because the PAR grid evaluates it hundreds of times.
 - map: mean over queries of average precision over the full Euclidean ranking (the query
   itself excluded); a query with no relevant gallery item has AP 0.
+
+Standard IR metrics (R = number of relevant gallery items of a query, hits counted among the
+*kept* top-k items, so PAR's shorter lists are compared on the same k):
+
+- p_at_k: hits / k.   r_at_k: hits / R.   ndcg_at_k: DCG of the kept list (binary gains,
+  1 / log2(rank + 1)) over the ideal DCG of min(R, k) hits.
+- r_precision: precision among the first R of the full ranking.
+- map_at_r: mean over ranks i <= R of P@i * rel_i, divided by R (Musgrave et al. 2020).
+Queries with R = 0 score 0 in every metric (they cannot be answered right).
 """
 
 from __future__ import annotations
@@ -62,3 +71,29 @@ def average_precision(relevant_sorted: np.ndarray) -> np.ndarray:
     ranks = np.arange(1, rel.shape[1] + 1)
     ap_sum = (rel * cum / ranks).sum(1)
     return np.divide(ap_sum, n_rel, out=np.zeros_like(ap_sum), where=n_rel > 0)
+
+
+def r_precision_and_map_at_r(relevant_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a (Q, G) relevance matrix in rank order: (R-precision, mAP@R)."""
+    rel = relevant_sorted.astype(float)
+    n_rel = rel.sum(1)
+    ranks = np.arange(1, rel.shape[1] + 1)
+    within_r = ranks[None, :] <= n_rel[:, None]
+    cum = np.cumsum(rel, axis=1)
+    r_prec = np.divide((rel * within_r).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
+    map_r = np.divide((rel * within_r * cum / ranks).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
+    return r_prec, map_r
+
+
+def topk_ir(hits: np.ndarray, kept: np.ndarray, n_relevant: np.ndarray, k: int) -> tuple[float, float, float]:
+    """(P@k, R@k, nDCG@k) means over queries, counting hits only among kept items."""
+    good = (hits & kept).astype(float)
+    n_hit = good.sum(1)
+    p = n_hit / k
+    r = np.divide(n_hit, n_relevant, out=np.zeros_like(n_hit), where=n_relevant > 0)
+    discount = 1.0 / np.log2(np.arange(2, good.shape[1] + 2))
+    dcg = (good * discount).sum(1)
+    ideal_n = np.minimum(n_relevant, k).astype(int)
+    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])[ideal_n]
+    ndcg = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+    return float(p.mean()), float(r.mean()), float(ndcg.mean())

@@ -78,7 +78,7 @@ def cfg_eval(tiny_dirs, tmp_path) -> DictConfig:
 
 def run_script(script: str, overrides: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     """Run src/<script> in a fresh process, as a user would."""
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    env = {"WANDB_MODE": "disabled", **os.environ, "PROJECT_ROOT": str(ROOT), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *overrides],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,

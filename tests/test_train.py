@@ -126,3 +126,18 @@ def test_saved_embeddings_rescore_without_model(cfg_train, cfg_eval, tmp_path):
             assert a[key][m] == b[key][m] or (a[key][m] is None and b[key][m] is None), (key, m)
     assert "retrieval/par/all/precision@5_d0.90" in metrics
     assert "Best PAR δ per k" in (tmp_path / "rescore" / "retrieval" / "best_delta.md").read_text()
+
+
+def test_wandb_logger_offline_needs_no_account(tiny_dirs, tmp_path):
+    import os
+
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        proc = run_script("train.py", [*tiny_overrides(*tiny_dirs), "logger=wandb", "trainer.max_epochs=1",
+                                       f"hydra.run.dir={tmp_path}"])
+    finally:
+        os.environ["WANDB_MODE"] = "disabled"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+    assert (tmp_path / "csv").is_dir()  # CSV is always on

@@ -17,7 +17,7 @@ from media_retrieval.cli.train import train
 
 def _rows(path: Path) -> dict[tuple, dict]:
     rows = json.loads(path.read_text())
-    return {(r["ranking"], r["split"], r["k"], r["delta"]): r for r in rows}
+    return {(r["dataset"], r["ranking"], r["split"], r["k"], r["delta"]): r for r in rows}
 
 
 REQUIRED_KEYS = {"model", "ranking", "split", "k", "delta", "accuracy", "precision", "recall", "f1",
@@ -29,9 +29,11 @@ def test_train_then_test_writes_results(cfg_train):
     out = Path(cfg_train.paths.output_dir)
     rows = _rows(out / "retrieval" / "results.json")
     assert all(set(r) >= REQUIRED_KEYS for r in rows.values())
-    splits = {k[1] for k in rows}
+    splits = {k[2] for k in rows}
     assert splits == {"all", "seen", "unseen"}
-    deltas = {k[3] for k in rows if k[0] == "par"}
+    # per-dataset breakdown: queries come from style_a (held-out classes) and style_b
+    assert {k[0] for k in rows} == {"all", "style_a", "style_b"}
+    deltas = {k[4] for k in rows if k[1] == "par"}
     assert deltas == {round(d, 6) for d in cfg_train.retrieval.par.deltas}
     assert "retrieval/par/unseen/precision@5" in metrics
     assert "retrieval/euclidean/seen/accuracy@5" in metrics
@@ -39,7 +41,10 @@ def test_train_then_test_writes_results(cfg_train):
     assert (out / "split.csv").is_file() and (out / "retrieval" / "results.md").is_file()
     assert (out / "checkpoints" / "last.ckpt").is_file()
     # 10 % of each test-pool class, at least one: 6 classes of 5 or 10 clips -> 6 queries
-    assert rows[("euclidean", "all", 5, None)]["n_queries"] == 6
+    assert rows[("all", "euclidean", "all", 5, None)]["n_queries"] == 6
+    assert sum(rows[(d, "euclidean", "all", 5, None)]["n_queries"] for d in ("style_a", "style_b")) == 6
+    for picture in ("fig4.png", "delta.png", "pr_curve.png", "gallery.png", "table_iv.md"):
+        assert (out / "retrieval" / picture).stat().st_size > 0, picture
 
 
 def test_eval_same_on_one_and_two_processes(cfg_train, tiny_dirs, tmp_path):
@@ -71,7 +76,7 @@ def test_no_training_baseline_evaluates_directly(cfg_train):
     out = Path(cfg_train.paths.output_dir)
     assert not (out / "checkpoints").exists()  # nothing was trained
     rows = _rows(out / "retrieval" / "results.json")
-    assert rows[("euclidean", "all", 5, None)]["model"] == "lite0_mean"
+    assert rows[("all", "euclidean", "all", 5, None)]["model"] == "lite0_mean"
 
 
 def test_fast_dev_run(cfg_train):

@@ -13,7 +13,7 @@ import torch
 
 from media_retrieval.reporting.tables import write_json, write_markdown
 from media_retrieval.retrieval.embeddings_io import save_embeddings
-from media_retrieval.retrieval.evaluate import EmbeddingSet, score_rows
+from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
 from media_retrieval.utils.distributed import gather_by_id
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ def logged_metrics(rows: Sequence[dict], delta: float, grid: bool = True) -> dic
     every PAR δ with ``_d<δ>`` (when ``grid``); full-ranking metrics only for Euclidean."""
     out: dict[str, float] = {}
     for row in rows:
+        if row.get("dataset", "all") != "all":
+            continue  # per-dataset rows live in results.json / results.md
         par = row["ranking"] == "par"
         headline = not par or abs(row["delta"] - delta) < 1e-9
         for m in LOGGED:
@@ -66,8 +68,11 @@ class RetrievalCallback(L.Callback):
         model_name: str | None = None,
         table_k: int = 5,
         save_embeddings: bool = False,
+        pictures: bool = True,
+        gallery_queries: int = 6,
     ) -> None:
         self.save_embeddings = save_embeddings
+        self.pictures, self.gallery_queries = pictures, gallery_queries
         self.k, self.delta, self.deltas = list(k), float(delta), list(deltas)
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
@@ -132,10 +137,54 @@ class RetrievalCallback(L.Callback):
             pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()
 
+    def _write_pictures(self, trainer, emb: EmbeddingSet, rankings, split) -> None:
+        """Table IV markdown, Fig. 4, δ plot, PR curve and a retrieval gallery (+ W&B)."""
+        from media_retrieval.reporting import figures
+
+        out = self.output_dir
+        (out / "table_iv.md").write_text(figures.table_iv_markdown(self.rows, self.table_k, self.delta))
+        pngs = {
+            "fig4": figures.fig4_bars(self.rows, self.table_k, self.delta, out / "fig4.png"),
+            "delta": figures.delta_plot(self.rows, self.table_k, out / "delta.png"),
+        }
+        q_seen = emb.seen[rankings.query_rows]
+        curves = {name: rankings.pr11[sel].mean(0) for name, sel in
+                  (("all", np.ones_like(q_seen)), ("seen", q_seen), ("unseen", ~q_seen)) if sel.any()}
+        pngs["pr_curve"] = figures.pr_curve(curves, out / "pr_curve.png")
+        pngs["gallery"] = figures.gallery_png(self._gallery_rows(emb, rankings, split), out / "gallery.png")
+        for lg in trainer.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                lg.log_image(key="retrieval/pictures", images=[str(p) for p in pngs.values()],
+                             caption=list(pngs))
+                cols = sorted({c for r in self.rows for c in r})
+                lg.log_table(key="retrieval/results", columns=cols, data=[[r.get(c) for c in cols] for r in self.rows])
+
+    def _gallery_rows(self, emb: EmbeddingSet, rankings, split):
+        from media_retrieval.data.video import load_frames
+
+        def thumb(sample_id: int) -> np.ndarray:
+            frames = load_frames(split.items[sample_id].path, 3)
+            return frames[len(frames) // 2].permute(1, 2, 0).numpy()
+
+        rows = []
+        step = max(len(rankings.query_rows) // self.gallery_queries, 1)
+        for qi in list(range(0, len(rankings.query_rows), step))[: self.gallery_queries]:
+            q = rankings.query_rows[qi]
+            q_item = split.items[emb.ids[q]]
+            results = [(thumb(emb.ids[g]), split.items[emb.ids[g]].label, bool(emb.labels[g] == emb.labels[q]))
+                       for g, ok in zip(rankings.topk[qi, : self.table_k], rankings.valid[qi, : self.table_k],
+                                        strict=True) if ok]
+            rows.append((thumb(emb.ids[q]), q_item.label, results))
+        return rows
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         ids, emb = self._gathered(pl_module)
         emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=False)
-        self.rows = score_rows(emb_set, self.k, self.delta, self.deltas, model=self._name(pl_module))
+        split = trainer.datamodule.split
+        datasets = [split.items[i].dataset for i in ids]
+        rankings = rank(emb_set, max(self.k))
+        self.rows = score_rows(emb_set, self.k, self.delta, self.deltas, model=self._name(pl_module),
+                               rankings=rankings, datasets=datasets)
         if self.save_embeddings and trainer.is_global_zero and self.output_dir is not None:
             split = trainer.datamodule.split
             path = save_embeddings(self.output_dir / "embeddings.npz", emb_set, split.classes,
@@ -148,5 +197,10 @@ class RetrievalCallback(L.Callback):
             write_json(self.rows, out / "results.json")
             write_markdown(self.rows, out / "results.md", self.table_k, self.delta)
             np.save(out / "scored_ids.npy", ids)
+            if self.pictures:
+                try:
+                    self._write_pictures(trainer, emb_set, rankings, split)
+                except Exception as exc:  # results are written; a picture must not fail the run
+                    log.warning("retrieval pictures not written: %s", exc)
             log.info("retrieval results written to %s", out)
         self._reset()

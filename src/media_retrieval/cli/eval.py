@@ -25,9 +25,9 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
     from media_retrieval.retrieval.embeddings_io import load_embeddings
     from media_retrieval.retrieval.evaluate import score_rows
 
-    emb, _, _, model = load_embeddings(cfg.embeddings)
+    emb, _, datasets, model = load_embeddings(cfg.embeddings)
     r = cfg.retrieval
-    rows = score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model)
+    rows = score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model, datasets=datasets)
     out = Path(cfg.paths.output_dir) / "retrieval"
     write_json(rows, out / "results.json")
     write_markdown(rows, out / "results.md", r.table_k, r.par.delta)

@@ -43,6 +43,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = prepare(cfg)
+    # Re-seed: building the corpus or feature cache consumes random numbers, and the
+    # classifier and training must not depend on whether the cache already existed.
+    L.seed_everything(cfg.seed, workers=True)
     model.set_classes(datamodule.split.train_classes)
 
     callbacks = build_callbacks(cfg)

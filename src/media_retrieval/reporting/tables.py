@@ -31,7 +31,8 @@ def _fmt(v) -> str:
 
 def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
     """The rows of the main table: Euclidean and PAR(delta) at k, per split."""
-    return [r for r in rows if r["k"] == k and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)]
+    return [r for r in rows if r["k"] == k and r.get("dataset", "all") == "all"
+            and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)]
 
 
 def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
@@ -41,7 +42,7 @@ def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
     lines = [f"## Top-{k} retrieval (PAR δ = {delta})", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in head]
-    all_cols = [*cols[:-1], "p_at_k", "r_at_k", "ndcg_at_k", "r_precision", "map_at_r", "n_queries"]
+    all_cols = ["dataset", *cols[:-1], "p_at_k", "r_at_k", "ndcg_at_k", "r_precision", "map_at_r", "n_queries"]
     lines += ["", "## All rows", "", "| " + " | ".join(all_cols) + " |", "|" + "---|" * len(all_cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in all_cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -75,11 +76,11 @@ def best_delta_table(rows: Sequence[dict], metric: str = "precision") -> str:
     """Per split and k, the PAR δ with the highest ``metric`` (ties: the smaller δ)."""
     lines = [f"## Best PAR δ per k (by {metric})", "",
              "| split | k | best δ | " + metric + " | Euclidean " + metric + " | empty_share |", "|---|---|---|---|---|---|"]
-    eu = {(r["split"], r["k"]): r for r in rows if r["ranking"] == "euclidean"}
+    eu = {(r["split"], r["k"]): r for r in rows if r["ranking"] == "euclidean" and r.get("dataset", "all") == "all"}
     for split in ("all", "seen", "unseen"):
         for k in sorted({r["k"] for r in rows}):
             cands = [r for r in rows if r["ranking"] == "par" and r["split"] == split and r["k"] == k
-                     and r[metric] == r[metric]]
+                     and r.get("dataset", "all") == "all" and r[metric] == r[metric]]
             if not cands:
                 continue
             best = max(cands, key=lambda r: (r[metric], -r["delta"]))

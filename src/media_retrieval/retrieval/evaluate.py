@@ -13,6 +13,7 @@ from media_retrieval.retrieval.distances import cosine, squared_euclidean
 from media_retrieval.retrieval.metrics import (
     accuracy_at_k,
     average_precision,
+    interpolated_pr,
     pair_prf,
     r_precision_and_map_at_r,
     topk_ir,
@@ -48,6 +49,7 @@ class Rankings:
     n_relevant: np.ndarray  # (Q,) R: relevant gallery items (the query itself excluded)
     r_precision: np.ndarray  # (Q,)
     map_at_r: np.ndarray  # (Q,)
+    pr11: np.ndarray  # (Q, 11) interpolated precision at recall 0, 0.1, ..., 1 (full ranking)
     valid: np.ndarray  # (Q, kmax) False where the gallery had fewer than kmax candidates
 
 
@@ -61,7 +63,8 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
     g_ids = torch.as_tensor(emb.ids[g_rows])
     g_labels = emb.labels[g_rows]
     k = min(kmax, len(g_rows))
-    names = ("topk", "labels", "cos", "dist", "ap", "chance", "n_relevant", "r_precision", "map_at_r", "valid")
+    names = ("topk", "labels", "cos", "dist", "ap", "chance", "n_relevant", "r_precision", "map_at_r", "pr11",
+             "valid")
     out = {n: [] for n in names}
     for start in range(0, len(q_rows), chunk_size):
         rows = q_rows[start:start + chunk_size]
@@ -88,12 +91,13 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024) -> Rankings:
         rp, mr = r_precision_and_map_at_r(relevant)
         out["r_precision"].append(rp)
         out["map_at_r"].append(mr)
+        out["pr11"].append(interpolated_pr(relevant))
         out["valid"].append(valid.numpy())
     if not len(q_rows):
         empty = np.zeros((0, k))
         z = np.zeros(0)
         return Rankings(q_rows, empty.astype(int), empty.astype(int), empty, empty, z, z, z, z, z,
-                        empty.astype(bool))
+                        np.zeros((0, 11)), empty.astype(bool))
     return Rankings(q_rows, *(np.concatenate(out[n]) for n in names))
 
 
@@ -104,15 +108,31 @@ def score_rows(
     deltas: Sequence[float] = (),
     model: str = "model",
     rankings: Rankings | None = None,
+    datasets: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Every result row: Euclidean top-k and PAR(k, delta) for each k, delta and split."""
+    """Every result row: Euclidean top-k and PAR(k, delta) for each k, delta and split.
+
+    Rows carry ``dataset="all"``; with ``datasets`` (one name per embedding) and queries from
+    more than one dataset, the same rows follow for the queries of each dataset.
+    """
     rankings = rankings or rank(emb, max(ks))
     q_labels = emb.labels[rankings.query_rows]
     q_seen = emb.seen[rankings.query_rows]
     all_deltas = sorted({round(float(x), 6) for x in (*deltas, delta)})
+    q_data = np.array(["all"] * len(q_seen) if datasets is None else np.asarray(datasets)[rankings.query_rows])
+    groups = ["all"] + (sorted(set(q_data)) if len(set(q_data)) > 1 else [])
+    rows = []
+    for dataset in groups:
+        in_data = np.ones_like(q_seen, dtype=bool) if dataset == "all" else q_data == dataset
+        rows += _split_rows(rankings, q_labels, q_seen, in_data, ks, all_deltas, model, str(dataset))
+    return rows
+
+
+def _split_rows(rankings: Rankings, q_labels: np.ndarray, q_seen: np.ndarray, in_data: np.ndarray,
+                ks: Sequence[int], all_deltas: list[float], model: str, dataset: str) -> list[dict]:
     rows = []
     for split in SPLITS:
-        sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(bool)
+        sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(bool) & in_data
         if not sel.any():
             continue
         ql = q_labels[sel]
@@ -133,7 +153,7 @@ def score_rows(
                 p, r, f1 = pair_prf(ql, labels, kept)
                 p_k, r_k, ndcg = topk_ir(hits, kept, n_rel, k)
                 rows.append({
-                    "model": model, "ranking": ranking, "split": split, "k": int(k),
+                    "model": model, "dataset": dataset, "ranking": ranking, "split": split, "k": int(k),
                     "delta": d, "accuracy": acc, "precision": p, "recall": r, "f1": f1,
                     "map": mean_ap, "n_queries": int(sel.sum()), "empty_share": empty,
                     "mean_kept": float(kept.sum(1).mean()), "chance": chance,

@@ -97,3 +97,21 @@ def topk_ir(hits: np.ndarray, kept: np.ndarray, n_relevant: np.ndarray, k: int) 
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])[ideal_n]
     ndcg = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
     return float(p.mean()), float(r.mean()), float(ndcg.mean())
+
+
+def interpolated_pr(relevant_sorted: np.ndarray, levels: int = 11) -> np.ndarray:
+    """Per row, the 11-point interpolated precision (max precision at recall >= r) of the full
+    ranking, for precision-recall curves; rows without relevant items are all 0."""
+    rel = relevant_sorted.astype(float)
+    n_rel = rel.sum(1, keepdims=True)
+    cum = np.cumsum(rel, axis=1)
+    prec = cum / np.arange(1, rel.shape[1] + 1)
+    rec = np.divide(cum, n_rel, out=np.zeros_like(cum), where=n_rel > 0)
+    # max precision at or after each rank = precision envelope
+    env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros((rel.shape[0], levels))
+    for j, r in enumerate(np.linspace(0, 1, levels)):
+        idx = (rec >= r - 1e-12).argmax(1)
+        reached = (rec >= r - 1e-12).any(1)
+        out[:, j] = np.where(reached & (n_rel[:, 0] > 0), env[np.arange(rel.shape[0]), idx], 0.0)
+    return out

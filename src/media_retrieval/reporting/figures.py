@@ -1,0 +1,121 @@
+"""Pictures of a retrieval run: the paper's Fig. 4, the δ trade-off, PR curves, a gallery.
+
+matplotlib with the Agg backend (no display needed); every function writes one PNG and
+returns its path, so the callback can also hand it to W&B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def table_iv_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
+    """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}."""
+    models = sorted({r["model"] for r in rows})
+    head = {(r["model"], r["ranking"], r["split"]): r for r in rows
+            if r["k"] == k and r.get("dataset", "all") == "all"
+            and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)}
+    cols = [(m, rk, sp) for sp in ("seen", "unseen") for m in models for rk in ("euclidean", "par")
+            if (m, rk, sp) in head]
+    lines = [f"Top-{k} retrieval, PAR δ = {delta}", "",
+             "| metric | " + " | ".join(f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for m, rk, sp in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for metric in METRICS:
+        vals = [head[c][metric] for c in cols]
+        lines.append(f"| {metric} | " + " | ".join("–" if v is None or v != v else f"{v:.4f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fig4_bars(rows: Sequence[dict], k: int, delta: float, path: Path) -> Path:
+    """Fig. 4: accuracy / precision / recall / F1 for EU and PAR, seen and unseen."""
+    plt = _plt()
+    head = {(r["ranking"], r["split"]): r for r in rows if r["k"] == k and r.get("dataset", "all") == "all"
+            and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)}
+    groups = [g for g in (("euclidean", "seen"), ("par", "seen"), ("euclidean", "unseen"), ("par", "unseen"))
+              if g in head]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(METRICS))
+    for i, g in enumerate(groups):
+        vals = [np.nan_to_num(head[g][m] if head[g][m] is not None else np.nan) for m in METRICS]
+        ax.bar(x + i * width, vals, width, label=f"{'EU' if g[0] == 'euclidean' else f'PAR δ={delta}'} {g[1]}")
+    ax.set_xticks(x + width * (len(groups) - 1) / 2, METRICS)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Top-{k} retrieval ({rows[0]['model'] if rows else ''})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def delta_plot(rows: Sequence[dict], k: int, path: Path) -> Path:
+    """Precision and mean number kept vs δ (PAR), per split: the δ trade-off."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for split in ("all", "seen", "unseen"):
+        pts = sorted((r["delta"], r["precision"], r["mean_kept"]) for r in rows
+                     if r["ranking"] == "par" and r["k"] == k and r["split"] == split and r.get("dataset", "all") == "all")
+        if not pts:
+            continue
+        d, p, kept = zip(*pts, strict=True)
+        a1.plot(d, p, marker="o", label=split)
+        a2.plot(d, kept, marker="o", label=split)
+    a1.set(xlabel="δ", ylabel=f"precision@{k}", title="PAR precision vs δ")
+    a2.set(xlabel="δ", ylabel="mean items kept", title=f"PAR list length vs δ (k={k})")
+    a1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pr_curve(curves: dict[str, np.ndarray], path: Path) -> Path:
+    """Mean 11-point interpolated precision-recall curve of the full Euclidean ranking per split."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for name, curve in curves.items():
+        ax.plot(np.linspace(0, 1, len(curve)), curve, marker=".", label=name)
+    ax.set(xlabel="recall", ylabel="interpolated precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="Precision-recall (Euclidean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str, bool]]]], path: Path,
+                thumb: int = 96) -> Path:
+    """Each row: the query thumbnail, then its results, green border = same class, red = not."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    n_cols = 1 + max((len(r) for _, _, r in queries), default=0)
+    pad, label_h = 6, 14
+    canvas = Image.new("RGB", (n_cols * (thumb + pad) + pad, len(queries) * (thumb + label_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, (q_img, q_label, results) in enumerate(queries):
+        y = pad + row * (thumb + label_h + pad)
+        cells = [(q_img, q_label, None), *results]
+        for col, (img, label, right) in enumerate(cells):
+            x = pad + col * (thumb + pad)
+            tile = ImageOps.fit(Image.fromarray(img), (thumb - 6, thumb - 6))
+            colour = "black" if right is None else ("#1a9850" if right else "#d73027")
+            canvas.paste(ImageOps.expand(tile, border=3, fill=colour), (x, y))
+            draw.text((x, y + thumb), ("query: " if right is None else "") + label[:16], fill="black")
+    canvas.save(path)
+    return path

@@ -132,3 +132,62 @@ def test_ir_metrics_by_hand():
     # PAR keeps q0 {g0, g1}, q1 {g2}, q2 {}: P@2 = (2/2 + 1/2 + 0) / 3
     assert p["p_at_k"] == pytest.approx(0.5)
     assert p["ndcg_at_k"] == pytest.approx((1 + 1 / ideal + 0) / 3)
+
+
+def test_single_item_class_and_class_absent_from_gallery():
+    """Leave-one-out: the lone 'c' item has no relevant neighbour (R = 0) and scores 0; a query
+    whose class is absent from the gallery scores 0 as well."""
+    vec = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.2]])
+    both = np.array([True, True, True, False])
+    emb = EmbeddingSet(np.arange(4), vec, np.array([0, 0, 2, 1]), np.ones(4, bool), both,
+                       np.array([True, True, True, False]))
+    rows = score_rows(emb, ks=[1], delta=0.5)
+    r = row(rows, "euclidean", "all", 1)
+    # q0 -> item1 (a, hit); q1 -> item0 (hit); q2 ('c', alone) -> nearest is item1 (miss), AP 0
+    assert r["accuracy"] == pytest.approx(2 / 3)
+    assert r["map"] == pytest.approx((1 + 1 + 0) / 3)
+    assert r["r_at_k"] == pytest.approx((1 + 1 + 0) / 3)
+    absent = EmbeddingSet(np.arange(3), vec[:3], np.array([1, 0, 0]), np.ones(3, bool),
+                          np.array([True, False, False]), np.array([False, True, True]))
+    a = row(score_rows(absent, ks=[2], delta=0.5), "euclidean", "all", 2)
+    assert (a["accuracy"], a["map"], a["r_precision"], a["ndcg_at_k"], a["chance"]) == (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_exclude_other_chunks_of_the_same_video():
+    vec = torch.tensor([[0.0], [0.1], [1.0], [1.1]])
+    both = np.ones(4, bool)
+    groups = np.array(["v1", "v1", "v2", "v3"])  # items 0, 1 are chunks of one video
+    emb = EmbeddingSet(np.arange(4), vec, np.array([0, 0, 0, 0]), both, both, both, groups)
+    assert rank(emb, kmax=1).topk[0, 0] == 1  # its own other chunk is the nearest
+    assert rank(emb, kmax=1, exclude_same_group=True).topk[0, 0] == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sparse_full_ranking_metrics_match_dense_definitions(seed):
+    from media_retrieval.retrieval.metrics import (
+        full_ranking_metrics,
+        interpolated_pr,
+        r_precision_and_map_at_r,
+    )
+
+    rel = np.random.default_rng(seed).random((40, 300)) < 0.05
+    rel[3] = False  # a query with nothing relevant
+    fast = full_ranking_metrics(rel)
+    rp, mr = r_precision_and_map_at_r(rel)
+    np.testing.assert_allclose(fast["ap"], average_precision(rel))
+    np.testing.assert_allclose(fast["r_precision"], rp)
+    np.testing.assert_allclose(fast["map_at_r"], mr)
+    np.testing.assert_allclose(fast["pr11"], interpolated_pr(rel))
+    assert fast["n_relevant"].tolist() == rel.sum(1).tolist()
+
+
+def test_chunked_topk_matches_full_ranking():
+    from media_retrieval.retrieval.distances import topk_euclidean
+
+    torch.manual_seed(0)
+    q, g = torch.randn(37, 16), torch.randn(500, 16)
+    d, i = topk_euclidean(q, g, k=7, max_chunk_bytes=500 * 4 * 5)  # 5 queries per chunk
+    exact = torch.cdist(q.double(), g.double())
+    ref = exact.topk(7, largest=False)
+    assert torch.equal(i, ref.indices)
+    torch.testing.assert_close(d.double(), ref.values, atol=1e-4, rtol=1e-5)

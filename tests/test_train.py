@@ -146,3 +146,22 @@ def test_wandb_logger_offline_needs_no_account(tiny_dirs, tmp_path):
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
     assert (tmp_path / "csv").is_dir()  # CSV is always on
+
+
+def test_retrieval_callback_bit_identical_on_one_and_two_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "helpers" / "id_embedding_eval.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    for devices in (1, 2):
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path / str(devices)), str(devices)],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = (tmp_path / "1" / "results.json").read_bytes(), (tmp_path / "2" / "results.json").read_bytes()
+    assert one == two
+    assert np.array_equal(np.load(tmp_path / "1" / "scored_ids.npy"), np.arange(37))
+    assert np.array_equal(np.load(tmp_path / "2" / "scored_ids.npy"), np.arange(37))
+    rows = json.loads(one)
+    assert {r["dataset"] for r in rows} == {"all", "ds_a", "ds_b"}

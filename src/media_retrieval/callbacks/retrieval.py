@@ -70,7 +70,9 @@ class RetrievalCallback(L.Callback):
         save_embeddings: bool = False,
         pictures: bool = True,
         gallery_queries: int = 6,
+        exclude_same_video: bool = False,
     ) -> None:
+        self.exclude_same_video = exclude_same_video
         self.save_embeddings = save_embeddings
         self.pictures, self.gallery_queries = pictures, gallery_queries
         self.k, self.delta, self.deltas = list(k), float(delta), list(deltas)
@@ -118,7 +120,8 @@ class RetrievalCallback(L.Callback):
         else:
             q = np.array([it.role in ("query", "both") for it in items])
             g = np.array([it.role in ("gallery", "both") for it in items])
-        return EmbeddingSet(ids, emb, labels, seen, q, g)
+        groups = np.array([it.video_id for it in items])
+        return EmbeddingSet(ids, emb, labels, seen, q, g, groups)
 
     def _name(self, pl_module) -> str:
         return self.model_name or getattr(pl_module.hparams, "name", type(pl_module).__name__)
@@ -132,7 +135,7 @@ class RetrievalCallback(L.Callback):
         if len(ids) < 2:
             return
         rows = score_rows(self._embedding_set(trainer, ids, emb, leave_one_out=True), self.k, self.delta,
-                          model=self._name(pl_module))
+                          model=self._name(pl_module), exclude_same_group=self.exclude_same_video)
         for name, value in logged_metrics(rows, self.delta, grid=False).items():
             pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()
@@ -182,7 +185,7 @@ class RetrievalCallback(L.Callback):
         emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=False)
         split = trainer.datamodule.split
         datasets = [split.items[i].dataset for i in ids]
-        rankings = rank(emb_set, max(self.k))
+        rankings = rank(emb_set, max(self.k), exclude_same_group=self.exclude_same_video)
         self.rows = score_rows(emb_set, self.k, self.delta, self.deltas, model=self._name(pl_module),
                                rankings=rankings, datasets=datasets)
         if self.save_embeddings and trainer.is_global_zero and self.output_dir is not None:

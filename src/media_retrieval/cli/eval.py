@@ -27,7 +27,8 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
 
     emb, _, datasets, model = load_embeddings(cfg.embeddings)
     r = cfg.retrieval
-    rows = score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model, datasets=datasets)
+    rows = score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model, datasets=datasets,
+                      exclude_same_group=bool(r.get("exclude_same_video", False)))
     out = Path(cfg.paths.output_dir) / "retrieval"
     write_json(rows, out / "results.json")
     write_markdown(rows, out / "results.md", r.table_k, r.par.delta)

@@ -22,3 +22,29 @@ def cosine(q: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor
     qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
     gn = g / g.norm(dim=-1, keepdim=True).clamp_min(eps)
     return torch.einsum("qd,qkd->qk", qn, gn)
+
+
+def topk_euclidean(
+    q: torch.Tensor, g: torch.Tensor, k: int, max_chunk_bytes: int = 256 << 20
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean top-k of ``g`` for every row of ``q``: (distances, indices), nearest first.
+
+    Queries go in chunks sized so one chunk's distance matrix stays under ``max_chunk_bytes``
+    (default 256 MiB), so memory does not grow with the number of queries, and the work is one
+    matrix multiply plus ``torch.topk`` per chunk (no full sort). Exact ties may come in any
+    order; evaluation uses :func:`media_retrieval.retrieval.evaluate.rank`, which sorts stably.
+    """
+    k = min(k, g.shape[0])
+    g_sq = (g * g).sum(-1).unsqueeze(0)
+    rows = max(1, max_chunk_bytes // (g.shape[0] * g.element_size()))
+    dists, idxs = [], []
+    for start in range(0, q.shape[0], rows):
+        qc = q[start:start + rows]
+        # ||q||^2 is the same for a whole row, so it cannot change the order: rank on
+        # ||g||^2 - 2 q.g (one fused addmm, one chunk-sized buffer) and add it to the k winners.
+        partial = torch.addmm(g_sq, qc, g.T, beta=1.0, alpha=-2.0)
+        top = torch.topk(partial, k, dim=1, largest=False, sorted=True)
+        d = (top.values + (qc * qc).sum(-1, keepdim=True)).clamp_min_(0.0).sqrt_()
+        dists.append(d)
+        idxs.append(top.indices)
+    return torch.cat(dists), torch.cat(idxs)

@@ -29,6 +29,7 @@ def save_embeddings(path: str | Path, emb: EmbeddingSet, class_names: list[str],
         is_query=emb.is_query.astype(bool), is_gallery=emb.is_gallery.astype(bool),
         class_names=np.array(class_names, dtype=str), datasets=np.array(datasets, dtype=str),
         model=np.array(model, dtype=str),
+        groups=np.array(emb.groups if emb.groups is not None else [], dtype=str),
     )
     os.replace(tmp, path)
     return path
@@ -47,7 +48,9 @@ def load_embeddings(path: str | Path) -> tuple[EmbeddingSet, list[str], list[str
             data = {k: z[k] for k in z.files}
     except (ValueError, OSError) as exc:
         raise ConfigError(f"embeddings={str(path)!r}: cannot be read safely ({exc})") from exc
+    groups = data.get("groups")
     emb = EmbeddingSet(data["ids"], torch.from_numpy(data["vectors"]), data["labels"], data["seen"],
-                       data["is_query"], data["is_gallery"])
+                       data["is_query"], data["is_gallery"],
+                       groups if groups is not None and len(groups) == len(data["ids"]) else None)
     model = str(data["model"]) if "model" in data else "model"
     return emb, [str(c) for c in data["class_names"]], [str(d) for d in data["datasets"]], model

@@ -44,13 +44,17 @@ def macro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, flo
     """Macro precision, recall, F1 over paired labels (sklearn semantics, zero_division=0)."""
     if len(y_true) == 0:
         return 0.0, 0.0, 0.0
-    labels = np.union1d(y_true, y_pred)
-    t = np.searchsorted(labels, y_true)
-    p = np.searchsorted(labels, y_pred)
-    n = len(labels)
-    tp = np.bincount(t[t == p], minlength=n).astype(float)
-    n_pred = np.bincount(p, minlength=n).astype(float)
-    n_true = np.bincount(t, minlength=n).astype(float)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.min() < 0 or y_pred.min() < 0:  # class ids are >= 0 here; stay exact otherwise
+        labels = np.union1d(y_true, y_pred)
+        y_true, y_pred = np.searchsorted(labels, y_true), np.searchsorted(labels, y_pred)
+    n = int(max(y_true.max(), y_pred.max())) + 1
+    tp = np.bincount(y_true[y_true == y_pred], minlength=n).astype(float)
+    n_pred = np.bincount(y_pred, minlength=n).astype(float)
+    n_true = np.bincount(y_true, minlength=n).astype(float)
+    present = (n_pred > 0) | (n_true > 0)  # labels = union of true and predicted
+    tp, n_pred, n_true = tp[present], n_pred[present], n_true[present]
+    n = len(tp)
     prec = np.divide(tp, n_pred, out=np.zeros(n), where=n_pred > 0)
     rec = np.divide(tp, n_true, out=np.zeros(n), where=n_true > 0)
     denom = prec + rec
@@ -115,3 +119,32 @@ def interpolated_pr(relevant_sorted: np.ndarray, levels: int = 11) -> np.ndarray
         reached = (rec >= r - 1e-12).any(1)
         out[:, j] = np.where(reached & (n_rel[:, 0] > 0), env[np.arange(rel.shape[0]), idx], 0.0)
     return out
+
+
+def full_ranking_metrics(relevant_sorted: np.ndarray, levels: int = 11) -> dict[str, np.ndarray]:
+    """AP, R-precision, mAP@R and the interpolated PR curve per row of a (Q, G) relevance matrix
+    in rank order, from the positions of the relevant items only (they are a small share of
+    the gallery, so this is far cheaper than cumulative sums over the whole matrix)."""
+    q, _ = relevant_sorted.shape
+    rows, cols = np.nonzero(relevant_sorted)
+    n_rel = np.bincount(rows, minlength=q)
+    start = np.concatenate([[0], np.cumsum(n_rel)[:-1]])
+    hits = np.arange(len(rows)) - start[rows] + 1  # relevant items found so far, this one included
+    prec = hits / (cols + 1)
+    r_of_row = n_rel[rows]
+    safe = np.maximum(n_rel, 1)
+    ap = np.bincount(rows, weights=prec, minlength=q) / safe
+    within_r = cols < r_of_row
+    r_precision = np.bincount(rows, weights=within_r, minlength=q) / safe
+    map_at_r = np.bincount(rows, weights=prec * within_r, minlength=q) / safe
+    # interpolated PR: precision envelope (max precision at this or a later relevant item)
+    width = int(n_rel.max()) if q and n_rel.max() > 0 else 1
+    env = np.zeros((q, width))
+    env[rows, hits - 1] = prec
+    env = np.maximum.accumulate(env[:, ::-1], axis=1)[:, ::-1]
+    pr = np.zeros((q, levels))
+    for j, r in enumerate(np.linspace(0, 1, levels)):
+        need = np.ceil(r * n_rel - 1e-9).astype(int)  # hits needed to reach recall r
+        idx = np.clip(need - 1, 0, width - 1)
+        pr[:, j] = np.where(n_rel > 0, env[np.arange(q), idx], 0.0)
+    return {"ap": ap, "r_precision": r_precision, "map_at_r": map_at_r, "pr11": pr, "n_relevant": n_rel}

@@ -23,6 +23,11 @@ def _plt():
     return plt
 
 
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted (e.g. no PAR rows): no empty legend
+        ax.legend(fontsize=8)
+
+
 def table_iv_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
     """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}."""
     models = sorted({r["model"] for r in rows})
@@ -56,7 +61,7 @@ def fig4_bars(rows: Sequence[dict], k: int, delta: float, path: Path) -> Path:
     ax.set_xticks(x + width * (len(groups) - 1) / 2, METRICS)
     ax.set_ylim(0, 1)
     ax.set_title(f"Top-{k} retrieval ({rows[0]['model'] if rows else ''})")
-    ax.legend(fontsize=8)
+    _legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -77,7 +82,7 @@ def delta_plot(rows: Sequence[dict], k: int, path: Path) -> Path:
         a2.plot(d, kept, marker="o", label=split)
     a1.set(xlabel="δ", ylabel=f"precision@{k}", title="PAR precision vs δ")
     a2.set(xlabel="δ", ylabel="mean items kept", title=f"PAR list length vs δ (k={k})")
-    a1.legend(fontsize=8)
+    _legend(a1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -92,7 +97,7 @@ def pr_curve(curves: dict[str, np.ndarray], path: Path) -> Path:
         ax.plot(np.linspace(0, 1, len(curve)), curve, marker=".", label=name)
     ax.set(xlabel="recall", ylabel="interpolated precision", xlim=(0, 1), ylim=(0, 1.02),
            title="Precision-recall (Euclidean)")
-    ax.legend(fontsize=8)
+    _legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

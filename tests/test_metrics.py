@@ -191,3 +191,24 @@ def test_chunked_topk_matches_full_ranking():
     ref = exact.topk(7, largest=False)
     assert torch.equal(i, ref.indices)
     torch.testing.assert_close(d.double(), ref.values, atol=1e-4, rtol=1e-5)
+
+
+def test_cross_check_with_pytorch_metric_learning():
+    """P@1, R-precision and mAP@R agree with pytorch-metric-learning's AccuracyCalculator
+    (exact kNN with Euclidean distance, no faiss) on a leave-one-out set."""
+    from pytorch_metric_learning.distances import LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 120)
+    vec = torch.from_numpy((rng.normal(size=(5, 8))[labels] + rng.normal(scale=1.5, size=(120, 8))).astype(np.float32))
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+                              k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False)))
+    pml = calc.get_accuracy(vec, torch.from_numpy(labels), vec, torch.from_numpy(labels), ref_includes_query=True)
+    both = np.ones(120, dtype=bool)
+    r = row(score_rows(EmbeddingSet(np.arange(120), vec, labels, both, both, both), ks=[1], delta=0.5),
+            "euclidean", "all", 1)
+    assert r["accuracy"] == pytest.approx(pml["precision_at_1"], abs=1e-6)
+    assert r["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-6)
+    assert r["map_at_r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-6)

@@ -52,9 +52,21 @@ class Rankings:
     valid: np.ndarray  # (Q, kmax) False where the gallery had fewer than kmax candidates
 
 
-def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024, exclude_same_group: bool = False) -> Rankings:
+# Bytes per (query, gallery item) pair while a chunk is ranked: float32 distance, int64 sort
+# index, label gather and boolean masks.
+_BYTES_PER_PAIR = 4 + 8 + 8 + 3
+
+
+def rank(emb: EmbeddingSet, kmax: int, chunk_size: int | None = None, exclude_same_group: bool = False,
+         max_chunk_bytes: int = 512 << 20) -> Rankings:
     """Rank the gallery for every query by Euclidean distance, the query itself excluded
-    (and, with ``exclude_same_group``, the other chunks of the query's own video)."""
+    (and, with ``exclude_same_group``, the other chunks of the query's own video).
+
+    Full-ranking metrics (mAP, R-precision, PR curves) need every gallery item's rank, so each
+    chunk of queries is sorted in full; the chunk is sized to stay under ``max_chunk_bytes``
+    (default 512 MiB) whatever the gallery size. For top-k alone at scale, see
+    :func:`media_retrieval.retrieval.distances.topk_euclidean`.
+    """
     q_rows = np.flatnonzero(emb.is_query)
     g_rows = np.flatnonzero(emb.is_gallery)
     # float32: embeddings are float32 anyway, and matmul + sort run twice as fast (benchmarks/).
@@ -64,6 +76,8 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int = 1024, exclude_same_grou
     g_ids = torch.as_tensor(emb.ids[g_rows])
     g_labels = emb.labels[g_rows]
     k = min(kmax, len(g_rows))
+    if chunk_size is None:
+        chunk_size = int(min(1024, max(1, max_chunk_bytes // max(len(g_rows) * _BYTES_PER_PAIR, 1))))
     names = ("topk", "labels", "cos", "dist", "ap", "chance", "n_relevant", "r_precision", "map_at_r", "pr11",
              "valid")
     out = {n: [] for n in names}

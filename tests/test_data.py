@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import compose_cfg, require_real_clips
 
 from media_retrieval.cli.eval import evaluate
@@ -133,3 +134,14 @@ def test_real_clips_reference_reproduced(tmp_path):
     metrics = evaluate(cfg)
     assert metrics["retrieval/euclidean/all/accuracy@5"] == pytest.approx(0.54, abs=0.02)
     assert metrics["retrieval/euclidean/all/map"] == pytest.approx(0.70, abs=0.02)
+
+
+@pytest.mark.parametrize("gop", [5, 40])
+def test_seek_sampler_gives_decode_all_pixels(tmp_path, gop):
+    from media_retrieval.data.video import seek_sample_frames
+
+    path = tmp_path / "g.mp4"
+    rng = np.random.default_rng(gop)
+    encode_mp4((rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(90)), path, 15, gop=gop)
+    for kw in ({"num": 16}, {"num": 7, "sampling": "time"}, {"num": 5, "start_s": 2.0, "end_s": 4.5}, {"num": 120}):
+        assert torch.equal(seek_sample_frames(path, **kw), decode_all_frames(path, **kw)), kw

@@ -261,8 +261,8 @@ def encode_mp4(frames: Iterable[np.ndarray], path: Path, fps: int, gop: int | No
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"preset": "ultrafast", "crf": "28"}
-                if gop is not None:
-                    stream.codec_context.gop_size = gop
+                if gop is not None:  # fixed keyframe interval, no scene-cut keyframes
+                    stream.options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         if stream is not None:

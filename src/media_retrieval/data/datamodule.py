@@ -87,12 +87,16 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         skip_short: bool = True,
         sampling: str = "index",
         chunk_s: float | None = None,
+        decoder: str = "seek",
     ) -> None:
         super().__init__()
-        from media_retrieval.data.video import SAMPLINGS
+        from media_retrieval.data.video import DECODERS, SAMPLINGS
 
         if sampling not in SAMPLINGS:
             raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
+        if decoder not in DECODERS:
+            raise DataError(f"data.decoder={decoder!r}; valid: {', '.join(DECODERS)}")
+        self.decoder = decoder
         self.sampling, self.chunk_s = sampling, chunk_s
         self.skip_short = skip_short
         self.skipped: list[Skipped] = []
@@ -130,14 +134,15 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self.cache_dir is None:
             raise DataError("data.cache_dir is not set: a frozen frame encoder needs a feature cache")
         self._encoder = encoder
+        # The decoder is not part of the key: both give pixel-identical frames (tested).
         spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.frames,
-                "sampling": self.sampling, "decoder": "decode_all", "skip_short": self.skip_short}
+                "sampling": self.sampling, "skip_short": self.skip_short}
         self.cache = FrameFeatureCache(self.cache_dir, spec)
 
     def load_pixels(self, item: MediaItem) -> torch.Tensor:
         min_frames = self.frames if self.skip_short else 1
         return self.transform(load_frames(item.path, self.frames, min_frames=min_frames, sampling=self.sampling,
-                                          start_s=item.start_s, end_s=item.end_s))
+                                          start_s=item.start_s, end_s=item.end_s, decoder=self.decoder))
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
         """Pixel mode has no cache build to catch bad files, so decode each once up front:

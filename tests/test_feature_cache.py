@@ -1,0 +1,88 @@
+"""The on-disk frame-feature cache: keyed by every setting, reused, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from media_retrieval.data.corpus import encode_mp4
+from media_retrieval.data.datamodule import FolderDataModule
+from media_retrieval.data.discovery import MediaItem
+from media_retrieval.data.feature_cache import FrameFeatureCache
+
+
+class CountingEncoder(nn.Module):
+    """Mean colour per frame; counts the frames it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames_seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.frames_seen += x.shape[0]
+        return x.float().mean(dim=(2, 3))
+
+
+@pytest.fixture
+def clips(tmp_path):
+    root = tmp_path / "clips"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        for i in range(3):
+            frames = [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(8)]
+            encode_mp4(frames, root / label / f"{label}{i}.mp4", fps=8)
+    return root
+
+
+def _dm(root, cache_dir, **kw):
+    settings = {"frames": 4, "image_size": 32, "num_workers": 0, "chunk_s": None, **kw}
+    return FolderDataModule(root=str(root), cache_dir=str(cache_dir), **settings)
+
+
+@pytest.mark.parametrize("change", [{"frames": 3}, {"image_size": 24}, {"resize": "stretch"},
+                                    {"sampling": "time"}, {"encoder": "other"}])
+def test_any_key_setting_recomputes_and_unchanged_reuses(clips, tmp_path, change):
+    enc = CountingEncoder()
+    dm = _dm(clips, tmp_path / "cache")
+    dm.attach_frame_encoder(enc, {"name": "counting"})
+    dm.prepare_data()
+    first = enc.frames_seen
+    assert first == 6 * 4
+    again = _dm(clips, tmp_path / "cache")
+    again.attach_frame_encoder(enc, {"name": "counting"})
+    again.prepare_data()
+    assert enc.frames_seen == first  # unchanged settings: nothing recomputed
+    spec = {"name": "other"} if "encoder" in change else {"name": "counting"}
+    changed = _dm(clips, tmp_path / "cache", **{k: v for k, v in change.items() if k != "encoder"})
+    changed.attach_frame_encoder(enc, spec)
+    assert changed.cache.key != dm.cache.key
+    changed.prepare_data()
+    assert enc.frames_seen > first  # a changed setting never reuses stale features
+
+
+def test_interrupted_build_resumes_without_redoing_shards(clips, tmp_path):
+    items = [MediaItem(str(p), "d", p.parent.name, p.stem) for p in sorted(clips.rglob("*.mp4"))]
+    enc = CountingEncoder()
+    calls = {"n": 0}
+
+    def load(item: MediaItem) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # Ctrl-C part-way through the build
+        return torch.full((4, 3, 8, 8), float(len(item.path)))
+
+    cache = FrameFeatureCache(tmp_path / "cache", {"k": 1}, shard_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        cache.build(items, load, enc)
+    done = set(FrameFeatureCache(tmp_path / "cache", {"k": 1}).index())
+    assert len(done) == 4  # two complete shards survived
+    resumed = FrameFeatureCache(tmp_path / "cache", {"k": 1}, shard_size=2)
+    calls["n"] = 100
+    resumed.build(items, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), enc)
+    assert set(resumed.index()) == {it.key for it in items}
+    full = FrameFeatureCache(tmp_path / "fresh", {"k": 1}, shard_size=2)
+    full.build(items, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), CountingEncoder())
+    for it in items:  # same result as an uninterrupted build
+        np.testing.assert_array_equal(resumed.get(it.key), full.get(it.key))

@@ -1,7 +1,12 @@
 """Media discovery, decoding, splits, frame-feature cache, built-in corpus and DataModules."""
 
-from media_retrieval.data.datamodule import BuiltinDataModule, FolderDataModule, VideoRetrievalDataModule
+from media_retrieval.data.datamodule import (
+    BuiltinDataModule,
+    CrossDataModule,
+    FolderDataModule,
+    VideoRetrievalDataModule,
+)
 from media_retrieval.data.discovery import MediaItem, discover
 from media_retrieval.data.splits import Split, SplitItem
 
-__all__ = ["BuiltinDataModule", "FolderDataModule", "MediaItem", "Split", "SplitItem", "VideoRetrievalDataModule", "discover"]
+__all__ = ["BuiltinDataModule", "CrossDataModule", "FolderDataModule", "MediaItem", "Split", "SplitItem", "VideoRetrievalDataModule", "discover"]

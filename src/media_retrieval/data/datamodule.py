@@ -23,7 +23,9 @@ from media_retrieval.data.splits import (
     ROLES,
     TEST_ROLES,
     Split,
+    cross_dataset_split,
     leave_one_out_split,
+    official_split,
     one_dataset_split,
     seen_unseen_split,
 )
@@ -293,7 +295,7 @@ class FolderDataModule(VideoRetrievalDataModule):
     item is a query against all the others; seen = a class the checkpoint was trained on.
     """
 
-    PROTOCOLS = ("auto", "seen_unseen", "leave_one_out")
+    PROTOCOLS = ("auto", "seen_unseen", "leave_one_out", "official")
 
     def __init__(
         self,
@@ -304,9 +306,15 @@ class FolderDataModule(VideoRetrievalDataModule):
         protocol: str = "auto",
         kinds: tuple[str, ...] | list[str] = ("video",),
         dedupe: bool = True,
+        preset: str | None = None,
+        split: int = 1,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.preset, self.official_split_no = preset, split
+        if protocol == "official" and preset not in ("ucf101", "hmdb51", "kth"):
+            raise DataError(f"data.protocol=official needs a preset with official splits (ucf101, hmdb51, kth), "
+                            f"got preset={preset!r}")
         if protocol not in self.PROTOCOLS:
             raise DataError(f"data.protocol={protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
         roots = {str(k): str(v) for k, v in (roots or {}).items()}
@@ -339,5 +347,64 @@ class FolderDataModule(VideoRetrievalDataModule):
         loo = self.protocol == "leave_one_out" or (self.protocol == "auto" and self.eval_mode)
         if loo:
             return leave_one_out_split(items, self.seen_classes or ())
+        if self.protocol == "official":
+            from media_retrieval.data.presets import official_roles
+
+            (root,) = self.roots.values()
+            roles = official_roles(self.preset, root, items, self.official_split_no)
+            return official_split(items, roles, self.unseen_classes, self.val_fraction, self.query_fraction, self.seed)
         return one_dataset_split(items, self.unseen_classes, self.val_fraction, self.test_fraction,
                                  self.query_fraction, self.seed)
+
+
+class CrossDataModule(VideoRetrievalDataModule):
+    """The paper's cross-dataset protocol: train on ``source`` (its classes with at least
+    ``min_clips`` clips), test on every dataset in ``targets``; seen/unseen from ``class_map``
+    (``{target_dataset: {target_class: source_class | null}}``)."""
+
+    def __init__(
+        self,
+        source: dict,
+        targets: dict[str, str],
+        class_map: dict | None = None,
+        min_clips: int = 1,
+        dedupe_by_content: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        source = dict(source)
+        if not source.get("root") or not Path(str(source["root"])).is_dir():
+            raise DataError(f"data.source.root: {source.get('root')} does not exist or is not a folder")
+        targets = {k: v for k, v in (targets or {}).items() if v}
+        for name, path in targets.items():
+            if not Path(str(path)).is_dir():
+                raise DataError(f"data.targets.{name}: {path} does not exist or is not a folder")
+        if not targets:
+            raise DataError("data=cross needs at least one test dataset: set data.targets.<name>=/path")
+        self.source_name = str(source.get("name") or Path(str(source["root"])).name)
+        self.source_root = str(source["root"])
+        self.targets = {str(k): str(v) for k, v in targets.items()}
+        self.class_map = {str(d): {str(c): (str(v) if v else None) for c, v in (m or {}).items()}
+                          for d, m in (class_map or {}).items()}
+        self.min_clips, self.dedupe_by_content = min_clips, dedupe_by_content
+
+    def discover_items(self) -> list[MediaItem]:
+        items = []
+        for name, path in ((self.source_name, self.source_root), *self.targets.items()):
+            found, skipped = scan_folder(path, name, kinds=("video",))
+            items += found
+            self.skipped += skipped
+        return items
+
+    def make_split(self, items: list[MediaItem]) -> Split:
+        from media_retrieval.data.discovery import quick_content_hash
+
+        source = [it for it in items if it.dataset == self.source_name]
+        targets = [it for it in items if it.dataset != self.source_name]
+        hashes = {it.path: quick_content_hash(it.path) for it in items} if self.dedupe_by_content else None
+        split, excluded = cross_dataset_split(source, targets, self.class_map, self.min_clips, self.val_fraction,
+                                              self.query_fraction, self.seed, hashes)
+        for path, reason in excluded:
+            log.warning("test pool: leaving out %s (%s)", path, reason)
+            self.skipped.append(Skipped(path, reason))
+        return split

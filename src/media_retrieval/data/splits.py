@@ -11,7 +11,7 @@ import csv
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ TEST_ROLES = ("query", "gallery", "both")
 class SplitItem(MediaItem):
     role: str = "gallery"
     seen: bool = True
+    original_label: str = ""  # the dataset's own class name when a class map renamed it
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Split:
                     row[key] = float(row[key]) if row[key] not in ("", "None") else None
                 row["chunk"] = int(row["chunk"])
                 row["seen"] = row["seen"] in ("True", "true", "1")
+                row.setdefault("original_label", "")
                 it = SplitItem(**row)
                 items.append(it)
                 if it.role in ("train", "val"):
@@ -184,3 +186,84 @@ def leave_one_out_split(items: Sequence[MediaItem], seen_classes: Sequence[str] 
     seen = set(seen_classes)
     return Split([SplitItem(**asdict(it), role="both", seen=it.label in seen) for it in items],
                  sorted(seen))
+
+
+def official_split(
+    items: Sequence[MediaItem],
+    roles: dict[str, str],
+    unseen_classes: Sequence[str] | float = 0.0,
+    val_fraction: float = 0.1,
+    query_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """A dataset's official train/test lists: train/val from its train list (minus any
+    ``unseen_classes``), the test pool from its test list; seen = trained on."""
+    rng = np.random.default_rng(seed)
+    classes = sorted({it.label for it in items})
+    if isinstance(unseen_classes, (int, float)):
+        n = int(round(float(unseen_classes) * len(classes)))
+        unseen = {classes[i] for i in rng.permutation(len(classes))[:n]}
+    else:
+        unseen = set(unseen_classes)
+    trainval = [it for it in items if roles.get(it.path) == "train" and it.label not in unseen]
+    if not trainval:
+        raise DataError("the official split leaves nothing to train on")
+    pool = [it for it in items if roles.get(it.path) == "test"]
+    val = _stratified_pick(trainval, val_fraction, rng)
+    queries = _stratified_pick(pool, query_fraction, rng)
+    train_classes = sorted({it.label for it in trainval})
+    out = [SplitItem(**asdict(it), role="val" if i in val else "train") for i, it in enumerate(trainval)]
+    out += [SplitItem(**asdict(it), role="query" if i in queries else "gallery", seen=it.label in set(train_classes))
+            for i, it in enumerate(pool)]
+    return Split(out, train_classes)
+
+
+def cross_dataset_split(
+    source: Sequence[MediaItem],
+    targets: Sequence[MediaItem],
+    class_map: dict[str, dict[str, str | None]],
+    min_clips: int = 1,
+    val_fraction: float = 0.1,
+    query_fraction: float = 0.1,
+    seed: int = 0,
+    content_hash: dict[str, str] | None = None,
+) -> tuple[Split, list[tuple[str, str]]]:
+    """The paper's protocol: train on the source's classes with >= ``min_clips`` clips (90/10
+    train/val), test on the other datasets.
+
+    No training or validation clip may reach the test pool: a target clip with the identity of
+    a source clip (UCF ``Class_gXX_cYY``, so UCF50 clips inside UCF101 are caught) or the same
+    content hash is left out and reported. A target class is *seen* when ``class_map``
+    maps it to a trained source class; it then takes that class's name, so seen classes match
+    across datasets. Unmapped classes keep ``<dataset>/<class>``. Returns the split and the
+    (path, reason) of excluded clips.
+    """
+    from media_retrieval.data.presets import clip_identity
+
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = defaultdict(int)
+    for it in source:
+        counts[it.label] += 1
+    train_classes = sorted(c for c, n in counts.items() if n >= min_clips)
+    if not train_classes:
+        raise DataError(f"no source class has at least data.min_clips={min_clips} clips")
+    trainval = [it for it in source if it.label in set(train_classes)]
+    val = _stratified_pick(trainval, val_fraction, rng)
+    hashes = content_hash or {}
+    used_ids = {clip_identity(it.path): it.path for it in trainval}
+    used_hashes = {hashes[it.path]: it.path for it in trainval if it.path in hashes}
+    pool, originals, excluded = [], [], []
+    for it in targets:
+        twin = used_ids.get(clip_identity(it.path)) or used_hashes.get(hashes.get(it.path, ""))
+        if twin:
+            excluded.append((it.path, f"same clip as training/validation clip {twin}"))
+            continue
+        mapped = (class_map.get(it.dataset) or {}).get(it.label)
+        pool.append(replace(it, label=mapped or f"{it.dataset}/{it.label}"))
+        originals.append(it.label)
+    queries = _stratified_pick(pool, query_fraction, rng)
+    out = [SplitItem(**asdict(it), role="val" if i in val else "train") for i, it in enumerate(trainval)]
+    out += [SplitItem(**asdict(it), role="query" if i in queries else "gallery",
+                      seen=it.label in set(train_classes), original_label=original)
+            for i, (it, original) in enumerate(zip(pool, originals, strict=True))]
+    return Split(out, train_classes), excluded

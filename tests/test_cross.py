@@ -1,0 +1,166 @@
+"""The paper's cross-dataset protocol on generated look-alikes of UCF50 / UCF101 / HMDB51 and
+on the real clips."""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import compose_cfg, require_real_clips
+
+from media_retrieval.cli.train import train
+from media_retrieval.data.corpus import encode_mp4
+from media_retrieval.data.discovery import quick_content_hash, scan_folder
+from media_retrieval.data.presets import clip_identity
+from media_retrieval.data.splits import cross_dataset_split
+
+CLASS_MAP = {"ucf101": {"Biking": "Biking", "Diving": "Diving", "Rare": "Rare", "ApplyEyeMakeup": None},
+             "hmdb51": {"ride_bike": "Biking", "laugh": None}}
+
+
+def _clip(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    encode_mp4((rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(6)), path, 6)
+
+
+@pytest.fixture(scope="module")
+def lookalikes(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("cross")
+    roots = {name: base / name for name in ("ucf50", "ucf101", "hmdb51")}
+    seed = 0
+    for cls, n in (("Biking", 6), ("Diving", 6), ("Rare", 2)):
+        for c in range(1, n + 1):
+            seed += 1
+            _clip(roots["ucf50"] / cls / f"v_{cls}_g01_c{c:02d}.mp4", seed)
+    # UCF101 contains the UCF50 clips: the same clip under its usual name...
+    (roots["ucf101"] / "Biking").mkdir(parents=True)
+    shutil.copy(roots["ucf50"] / "Biking" / "v_Biking_g01_c01.mp4", roots["ucf101"] / "Biking" / "v_Biking_g01_c01.mp4")
+    # ...and under another name (caught by content hash only)
+    (roots["ucf101"] / "Diving").mkdir(parents=True)
+    shutil.copy(roots["ucf50"] / "Diving" / "v_Diving_g01_c02.mp4", roots["ucf101"] / "Diving" / "renamed_copy.mp4")
+    for cls, n in (("Biking", 3), ("Diving", 3), ("Rare", 3), ("ApplyEyeMakeup", 4)):
+        for c in range(1, n + 1):
+            seed += 1
+            _clip(roots["ucf101"] / cls / f"v_{cls}_g05_c{c:02d}.mp4", seed)
+    for cls in ("ride_bike", "laugh"):
+        for c in range(3):
+            seed += 1
+            _clip(roots["hmdb51"] / cls / f"{cls}_{c}.mp4", seed)
+    return roots
+
+
+def _split(roots, seed=0, min_clips=3):
+    items = {name: scan_folder(root, name)[0] for name, root in roots.items()}
+    targets = items["ucf101"] + items["hmdb51"]
+    hashes = {it.path: quick_content_hash(it.path) for its in items.values() for it in its}
+    return cross_dataset_split(items["ucf50"], targets, CLASS_MAP, min_clips=min_clips, seed=seed,
+                               content_hash=hashes)
+
+
+def test_no_training_clip_reaches_the_test_pool(lookalikes):
+    split, excluded = _split(lookalikes)
+    assert split.train_classes == ["Biking", "Diving"]  # Rare has 2 < min_clips clips
+    trainval = [it for it in split.items if it.role in ("train", "val")]
+    pool = [it for it in split.items if it.role in ("query", "gallery")]
+    train_ids = {clip_identity(it.path) for it in trainval}
+    train_hashes = {quick_content_hash(it.path) for it in trainval}
+    assert not train_ids & {clip_identity(it.path) for it in pool}
+    assert not train_hashes & {quick_content_hash(it.path) for it in pool}
+    reasons = {Path(p).name: r for p, r in excluded}
+    assert set(reasons) == {"v_Biking_g01_c01.mp4", "renamed_copy.mp4"}
+    assert all("same clip as training" in r for r in reasons.values())
+
+
+def test_seen_follows_the_class_map(lookalikes):
+    split, _ = _split(lookalikes)
+    pool = [it for it in split.items if it.role in ("query", "gallery")]
+    by_original = {(it.dataset, it.original_label): (it.label, it.seen) for it in pool}
+    assert by_original[("ucf101", "Biking")] == ("Biking", True)
+    assert by_original[("hmdb51", "ride_bike")] == ("Biking", True)  # renamed to the source class
+    assert by_original[("ucf101", "Rare")] == ("Rare", False)  # mapped, but Rare was not trained
+    assert by_original[("ucf101", "ApplyEyeMakeup")] == ("ucf101/ApplyEyeMakeup", False)
+    assert by_original[("hmdb51", "laugh")] == ("hmdb51/laugh", False)
+
+
+def test_queries_stratified_and_split_deterministic(lookalikes):
+    a, _ = _split(lookalikes, seed=7)
+    b, _ = _split(lookalikes, seed=7)
+    assert [(it.path, it.role) for it in a.items] == [(it.path, it.role) for it in b.items]
+    pool_classes = {it.label for it in a.items if it.role in ("query", "gallery")}
+    for c in pool_classes:  # every test class (all have 2+ clips) has a query and a gallery
+        roles = {it.role for it in a.items if it.label == c and it.role in ("query", "gallery")}
+        assert roles == {"query", "gallery"}, c
+    assert sum(it.role == "val" for it in a.items) == 2  # 10 % of each trained class, at least one
+
+
+def test_cross_protocol_trains_end_to_end(lookalikes, tmp_path):
+    cfg = compose_cfg("train.yaml", [
+        "data=cross", f"data.source.root={lookalikes['ucf50']}", f"data.targets.ucf101={lookalikes['ucf101']}",
+        f"data.targets.hmdb51={lookalikes['hmdb51']}", "data.min_clips=3", "data.frames=4", "data.image_size=32",
+        "data.num_workers=0", f"paths.cache_dir={tmp_path}/cache", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+        "+data.class_map.ucf101.Rare=Rare",
+    ], tmp_path / "run")
+    train(cfg)
+    split_csv = (tmp_path / "run" / "split.csv").read_text()
+    assert "hmdb51/laugh" in split_csv and "original_label" in split_csv
+    skipped = (tmp_path / "run" / "skipped.csv").read_text()
+    assert "renamed_copy.mp4" in skipped and "same clip as training" in skipped
+    assert (tmp_path / "run" / "retrieval" / "results.json").is_file()
+
+
+@pytest.mark.real_clips
+def test_cross_split_on_real_clips():
+    real = require_real_clips()
+    source = scan_folder(real / "gestures-mini", "gestures-mini")[0]
+    target = scan_folder(real / "ucf101-mini", "ucf101-mini")[0]
+    split, excluded = cross_dataset_split(source, target, {}, min_clips=9, seed=0)
+    assert not excluded and len(split.train_classes) == 3
+    pool = [it for it in split.items if it.role in ("query", "gallery")]
+    assert len(pool) == 15 and not any(it.seen for it in pool)  # no class map: all unseen
+    assert {it.label for it in pool if it.role == "query"} == {f"ucf101-mini/{c}" for c in
+                                                             ("ApplyEyeMakeup", "BenchPress", "Diving")}
+
+
+def _touch_clips(root: Path, names: dict[str, list[str]]) -> None:
+    for cls, files in names.items():
+        for f in files:
+            _clip(root / cls / f, zlib.crc32(f.encode()))
+
+
+def test_ucf101_official_split_files(tmp_path):
+    from media_retrieval.data.presets import official_roles
+    from media_retrieval.data.splits import official_split
+
+    root = tmp_path / "UCF-101"
+    _touch_clips(root, {c: [f"v_{c}_g0{g}_c01.avi" for g in (1, 2, 8, 9)] for c in ("Biking", "Diving")})
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "trainlist01.txt").write_text("".join(f"{c}/v_{c}_g0{g}_c01.avi 1\n" for c in ("Biking", "Diving") for g in (8, 9)))
+    (lists / "testlist01.txt").write_text("".join(f"{c}/v_{c}_g0{g}_c01.avi\n" for c in ("Biking", "Diving") for g in (1, 2)))
+    items = scan_folder(root, "ucf101")[0]
+    roles = official_roles("ucf101", root, items, split=1)
+    assert {Path(p).stem: r for p, r in roles.items()}["v_Biking_g01_c01"] == "test"
+    split = official_split(items, roles, unseen_classes=0.0)
+    assert {it.role for it in split.items if "_g0" in it.path and ("g08" in it.path or "g09" in it.path)} <= {"train", "val"}
+    assert all(it.seen for it in split.items)
+    from media_retrieval.errors import DataError
+
+    with pytest.raises(DataError, match="expected trainlist02.txt"):
+        official_roles("ucf101", root, items, split=2)
+
+
+def test_hmdb51_and_kth_official_splits(tmp_path):
+    from media_retrieval.data.presets import official_roles
+
+    hmdb = tmp_path / "hmdb51"
+    _touch_clips(hmdb, {"laugh": ["a.avi", "b.avi", "c.avi"]})
+    (hmdb / "laugh_test_split1.txt").write_text("a.avi 1\nb.avi 2\nc.avi 0\n")
+    roles = {Path(p).name: r for p, r in official_roles("hmdb51", hmdb, scan_folder(hmdb, "hmdb51")[0]).items()}
+    assert roles == {"a.avi": "train", "b.avi": "test"}  # 0 = not used in this split
+    kth = tmp_path / "kth"
+    _touch_clips(kth, {"boxing": ["person11_boxing_d1_uncomp.avi", "person22_boxing_d1_uncomp.avi"]})
+    roles = {Path(p).name: r for p, r in official_roles("kth", kth, scan_folder(kth, "kth")[0]).items()}
+    assert roles == {"person11_boxing_d1_uncomp.avi": "train", "person22_boxing_d1_uncomp.avi": "test"}

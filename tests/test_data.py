@@ -145,3 +145,27 @@ def test_seek_sampler_gives_decode_all_pixels(tmp_path, gop):
     encode_mp4((rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(90)), path, 15, gop=gop)
     for kw in ({"num": 16}, {"num": 7, "sampling": "time"}, {"num": 5, "start_s": 2.0, "end_s": 4.5}, {"num": 120}):
         assert torch.equal(seek_sample_frames(path, **kw), decode_all_frames(path, **kw)), kw
+
+
+def test_training_augmentation_varies_clips_and_evaluation_does_not(tmp_path):
+    from media_retrieval.data.datamodule import FolderDataModule
+    from media_retrieval.data.video import jitter_indices
+
+    _clip(tmp_path / "c" / "a" / "x.mp4", 60, seed=1)
+    dm = FolderDataModule(root=str(tmp_path / "c"), frames=6, image_size=32, chunk_s=None,
+                          augment={"enabled": True, "temporal_jitter": True, "scale": [0.3, 1.0], "hflip": 0.5})
+    item = MediaItem(str(tmp_path / "c" / "a" / "x.mp4"), "c", "a", "c/x")
+    torch.manual_seed(0)
+    evals = [dm.load_pixels(item) for _ in range(3)]
+    trains = [dm.load_pixels(item, train=True) for _ in range(3)]
+    assert all(torch.equal(evals[0], e) for e in evals) and evals[0].shape == (6, 3, 32, 32)
+    assert not torch.equal(trains[0], trains[1]) and trains[0].shape == (6, 3, 32, 32)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        j = jitter_indices(np.linspace(0, 59, 6).round().astype(int), 60, rng)
+        assert (np.diff(j) >= 0).all() and j.min() >= 0 and j.max() <= 59
+    from media_retrieval.data.video import seek_sample_frames
+
+    a = seek_sample_frames(item.path, num=6, rng=np.random.default_rng(3))
+    b = decode_all_frames(item.path, num=6, rng=np.random.default_rng(3))
+    assert torch.equal(a, b)  # both samplers jitter identically

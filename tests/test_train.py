@@ -47,24 +47,28 @@ def test_train_then_test_writes_results(cfg_train):
         assert (out / "retrieval" / picture).stat().st_size > 0, picture
 
 
-def test_eval_same_on_one_and_two_processes(cfg_train, tiny_dirs, tmp_path):
+def test_eval_same_on_one_and_two_processes(cfg_train, cfg_eval, tiny_dirs, tmp_path):
     """Odd test pool (45 clips), uneven batches of 4: DDP pads and repeats samples; gathering
     by id must score exactly the same samples with the same numbers."""
     train(cfg_train)
     ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
-    results = {}
-    for name, extra in (("single", ["trainer=cpu"]), ("ddp", ["trainer=ddp_sim"])):
-        out = tmp_path / name
-        proc = run_script("eval.py", [*tiny_overrides(*tiny_dirs), *extra, f"ckpt_path={ckpt}",
-                                      f"hydra.run.dir={out}", "data.eval_batch_size=4"])
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[name] = (np.load(out / "retrieval" / "scored_ids.npy"), _rows(out / "retrieval" / "results.json"))
-    ids1, rows1 = results["single"]
-    ids2, rows2 = results["ddp"]
+    single = tmp_path / "single"
+    with open_dict(cfg_eval):
+        cfg_eval.ckpt_path = str(ckpt)
+        cfg_eval.paths.output_dir = str(single)
+        cfg_eval.callbacks.retrieval.output_dir = str(single / "retrieval")
+        cfg_eval.data.output_dir = str(single)
+    evaluate(cfg_eval)  # one process, in-process
+    ddp = tmp_path / "ddp"
+    proc = run_script("eval.py", [*tiny_overrides(*tiny_dirs), "trainer=ddp_sim", f"ckpt_path={ckpt}",
+                                  f"hydra.run.dir={ddp}", "data.eval_batch_size=4"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids1, rows1 = np.load(single / "retrieval" / "scored_ids.npy"), _rows(single / "retrieval" / "results.json")
+    ids2, rows2 = np.load(ddp / "retrieval" / "scored_ids.npy"), _rows(ddp / "retrieval" / "results.json")
     assert len(ids1) == 45 and np.array_equal(ids1, ids2)
     assert rows1.keys() == rows2.keys()
     for key, r1 in rows1.items():
-        for m in ("accuracy", "precision", "recall", "f1", "map", "empty_share", "mean_kept"):
+        for m in ("accuracy", "precision", "recall", "f1", "map", "empty_share", "mean_kept", "p_at_k", "ndcg_at_k"):
             a, b = r1[m], rows2[key][m]
             assert (a is None and b is None) or math.isclose(a, b, abs_tol=1e-6), (key, m, a, b)
 

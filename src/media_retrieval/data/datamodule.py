@@ -49,8 +49,8 @@ def write_skipped_csv(skipped: list[Skipped], path: Path) -> None:
 
 
 class SplitDataset(Dataset):
-    def __init__(self, split: Split, ids: list[int], load) -> None:
-        self.split, self.ids, self.load = split, ids, load
+    def __init__(self, split: Split, ids: list[int], load, train: bool = False) -> None:
+        self.split, self.ids, self.load, self.train = split, ids, load, train
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -62,7 +62,7 @@ class SplitDataset(Dataset):
             "sample_id": sid,
             "label": self.split.class_index[item.label],
             "target": self.split.train_index.get(item.label, -1),
-            **self.load(item),
+            **self.load(item, self.train),
         }
 
 
@@ -90,9 +90,19 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         sampling: str = "index",
         chunk_s: float | None = None,
         decoder: str = "seek",
+        augment: dict | None = None,
     ) -> None:
         super().__init__()
+        from media_retrieval.data.transforms import TrainClipTransform
         from media_retrieval.data.video import DECODERS, SAMPLINGS
+
+        augment = dict(augment or {})
+        self.temporal_jitter = bool(augment.get("temporal_jitter", False))
+        self.train_transform = (
+            TrainClipTransform(image_size, tuple(augment.get("scale", (0.6, 1.0))), float(augment.get("hflip", 0.5)),
+                               resize=resize, in_chans=in_chans)
+            if augment.get("enabled", False) else None
+        )
 
         if sampling not in SAMPLINGS:
             raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
@@ -140,11 +150,20 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.frames,
                 "sampling": self.sampling, "skip_short": self.skip_short}
         self.cache = FrameFeatureCache(self.cache_dir, spec)
+        if self.train_transform is not None:
+            log.info("data.augment applies to pixels only: frame features are cached (frozen backbone) and "
+                 "computed once with the evaluation transform")
 
-    def load_pixels(self, item: MediaItem) -> torch.Tensor:
+    def load_pixels(self, item: MediaItem, train: bool = False) -> torch.Tensor:
+        """Frames of an item, preprocessed; ``train`` adds the configured augmentation."""
+        import numpy as np
+
+        augment = train and self.train_transform is not None
+        rng = np.random.default_rng(int(torch.randint(0, 2**31, ()))) if augment and self.temporal_jitter else None
         min_frames = self.frames if self.skip_short else 1
-        return self.transform(load_frames(item.path, self.frames, min_frames=min_frames, sampling=self.sampling,
-                                          start_s=item.start_s, end_s=item.end_s, decoder=self.decoder))
+        frames = load_frames(item.path, self.frames, min_frames=min_frames, sampling=self.sampling,
+                             start_s=item.start_s, end_s=item.end_s, decoder=self.decoder, rng=rng)
+        return (self.train_transform if augment else self.transform)(frames)
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
         """Pixel mode has no cache build to catch bad files, so decode each once up front:
@@ -159,10 +178,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                 self.skipped.append(Skipped(it.path, str(exc)))
         return good
 
-    def _load(self, item: MediaItem) -> dict:
+    def _load(self, item: MediaItem, train: bool = False) -> dict:
         if self.cache is not None:
             return {"features": torch.from_numpy(self.cache.get(item.key).copy())}
-        return {"clip": self.load_pixels(item)}
+        return {"clip": self.load_pixels(item, train)}
 
     # -------------------------------------------------------------- Lightning hooks
     def items(self) -> list[MediaItem]:
@@ -215,7 +234,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         assert self.split is not None, "call setup() first"
         ids = self.split.ids(*roles)
         return DataLoader(
-            SplitDataset(self.split, ids, self._load),
+            SplitDataset(self.split, ids, self._load, train=train),
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=False,

@@ -51,3 +51,27 @@ class ClipTransform:
         """What changes the output; part of the feature-cache key."""
         return {"size": self.size, "resize": self.resize, "mean": self.mean, "std": self.std,
                 "in_chans": self.in_chans}
+
+
+class TrainClipTransform(ClipTransform):
+    """Training-time augmentation of a whole clip, the same draw for every frame (so motion
+    stays coherent): random resized crop (``scale`` of the area, aspect 3/4..4/3) and a
+    horizontal flip with probability ``hflip``. Temporal jitter happens at sampling time."""
+
+    def __init__(self, size: int = 224, scale: tuple[float, float] = (0.6, 1.0), hflip: float = 0.5,
+                 **kwargs) -> None:
+        super().__init__(size, **kwargs)
+        self.scale, self.hflip = tuple(scale), float(hflip)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        i, j, h, w = v2.RandomResizedCrop.get_params(frames, scale=list(self.scale), ratio=[3 / 4, 4 / 3])
+        x = TF.resized_crop(frames, i, j, h, w, [self.size, self.size], antialias=True)
+        if torch.rand(()) < self.hflip:
+            x = TF.horizontal_flip(x)
+        x = x.float().div_(255.0)
+        if self.in_chans == 1:
+            x = TF.rgb_to_grayscale(x)
+            return TF.normalize(x, [sum(self.mean) / 3], [sum(self.std) / 3])
+        return TF.normalize(x, self.mean, self.std)

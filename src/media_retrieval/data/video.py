@@ -89,13 +89,15 @@ def decode_all_frames(
     sampling: str = "index",
     start_s: float | None = None,
     end_s: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Decode every frame, keep ``num`` spread over the clip (or ``indices``), as (T, 3, H, W) uint8.
 
     ``index``: frames at ``linspace(0, n - 1, num).round()`` of the n decoded frames (the
     frame count is what decodes, so wrong container counts do not matter). ``time``: the frames
     nearest to ``num`` evenly spaced timestamps (differs for variable frame rate). With
-    ``start_s``/``end_s`` only that span of the video is sampled (a chunk).
+    ``start_s``/``end_s`` only that span of the video is sampled (a chunk); with ``rng`` the
+    positions are jittered (training).
     """
     import av
 
@@ -114,24 +116,25 @@ def decode_all_frames(
         raise DataError(f"{path}: video has no decodable frames")
     if len(frames) < min_frames:
         raise DataError(f"{path}: only {len(frames)} decodable frames, fewer than the {min_frames} sampled")
-    if indices is None and sampling == "time":
-        times = np.array([_frame_time(f) for f in frames])
-        if np.isnan(times).any():
-            indices = uniform_indices(len(frames), num)
-        else:
-            targets = np.linspace(times[0], times[-1], num)
-            right = np.clip(np.searchsorted(times, targets), 1, len(times) - 1)
-            left = right - 1
-            indices = np.where(targets - times[left] <= times[right] - targets, left, right)
-            if len(times) == 1:
-                indices = np.zeros(num, dtype=np.int64)
-    elif indices is None:
-        indices = uniform_indices(len(frames), num)
+    if indices is None:
+        indices = _pick_indices(np.array([_frame_time(f) for f in frames]), num, sampling, rng)
     arrays = [_rgb(frames[int(i)]) for i in indices]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _pick_indices(times: np.ndarray, num: int, sampling: str) -> np.ndarray:
+def jitter_indices(indices: np.ndarray, n_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Temporal jitter for training: move each sampled position by up to half the gap to its
+    neighbours, keeping the order (a different but still uniform-ish sample every epoch)."""
+    if len(indices) < 2 or n_frames < 2:
+        return indices
+    half_gap = max((n_frames - 1) / (len(indices) - 1) / 2, 0.0)
+    moved = indices + rng.uniform(-half_gap, half_gap, size=len(indices))
+    return np.sort(np.clip(np.round(moved), 0, n_frames - 1).astype(np.int64))
+
+
+def _pick_indices(times: np.ndarray, num: int, sampling: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    if rng is not None:
+        return jitter_indices(_pick_indices(times, num, sampling), len(times), rng)
     if sampling == "time" and not np.isnan(times).any() and len(times) > 1:
         targets = np.linspace(times[0], times[-1], num)
         right = np.clip(np.searchsorted(times, targets), 1, len(times) - 1)
@@ -147,6 +150,7 @@ def seek_sample_frames(
     sampling: str = "index",
     start_s: float | None = None,
     end_s: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """The same frames as :func:`decode_all_frames`, without decoding the whole video.
 
@@ -174,7 +178,7 @@ def seek_sample_frames(
             packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0] if trusted else []
             if not packets or any(pts is None for pts, _ in packets) or stream.time_base is None:
                 return decode_all_frames(path, num=num, min_frames=min_frames, sampling=sampling,
-                                         start_s=start_s, end_s=end_s)
+                                         start_s=start_s, end_s=end_s, rng=rng)
             pts_all = np.array(sorted(pts for pts, _ in packets))
             keys = np.array(sorted(pts for pts, key in packets if key))
             tb = float(stream.time_base)
@@ -186,7 +190,7 @@ def seek_sample_frames(
                 pts_all, times = (pts_all[inside], times[inside]) if inside.any() else (pts_all[-1:], times[-1:])
             if len(pts_all) < min_frames:
                 raise DataError(f"{path}: only {len(pts_all)} decodable frames, fewer than the {min_frames} sampled")
-            wanted = pts_all[_pick_indices(times, num, sampling)]
+            wanted = pts_all[_pick_indices(times, num, sampling, rng)]
             got: dict[int, np.ndarray] = {}
             frames_iter, position = None, None
             for target in sorted(set(wanted.tolist())):
@@ -232,6 +236,7 @@ def load_frames(
     start_s: float | None = None,
     end_s: float | None = None,
     decoder: str = "seek",
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Frames of any supported media file: ``num`` frames spread over a video (or its chunk
     ``start_s``..``end_s``), or the image. Videos with fewer than ``min_frames`` decodable
@@ -241,7 +246,7 @@ def load_frames(
         if decoder not in DECODERS:
             raise DataError(f"data.decoder={decoder!r}; valid: {', '.join(DECODERS)}")
         fn = seek_sample_frames if decoder == "seek" else decode_all_frames
-        return fn(path, num=num, min_frames=min_frames, sampling=sampling, start_s=start_s, end_s=end_s)
+        return fn(path, num=num, min_frames=min_frames, sampling=sampling, start_s=start_s, end_s=end_s, rng=rng)
     if kind == "image":
         return load_image(path)
     raise DataError(f"{path}: not a supported video or image file")

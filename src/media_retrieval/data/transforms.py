@@ -41,6 +41,10 @@ class ClipTransform:
         else:
             x = TF.resize(frames, self.size, antialias=True)
             x = TF.center_crop(x, [self.size, self.size])
+        return self.normalize(x)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 frames of the final size -> float, [0, 1], channels as the model expects."""
         x = x.float().div_(255.0)
         if self.in_chans == 1:
             x = TF.rgb_to_grayscale(x)
@@ -70,8 +74,4 @@ class TrainClipTransform(ClipTransform):
         x = TF.resized_crop(frames, i, j, h, w, [self.size, self.size], antialias=True)
         if torch.rand(()) < self.hflip:
             x = TF.horizontal_flip(x)
-        x = x.float().div_(255.0)
-        if self.in_chans == 1:
-            x = TF.rgb_to_grayscale(x)
-            return TF.normalize(x, [sum(self.mean) / 3], [sum(self.std) / 3])
-        return TF.normalize(x, self.mean, self.std)
+        return self.normalize(x)

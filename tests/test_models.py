@@ -93,3 +93,32 @@ def test_centering_removes_static_appearance():
     assert torch.allclose(head(x), head(x + offset), atol=1e-6)
     baseline = TemporalHead(8, cell="none", center=True)  # ignored: mean of frames
     assert torch.allclose(baseline(x), x.mean(1))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0"])
+def test_torchvision_backbones_pooled_features_and_grayscale(name):
+    rgb = create_backbone(name, "none").eval()
+    gray = create_backbone(name, "none", in_chans=1).eval()
+    with torch.no_grad():
+        out = rgb(torch.randn(2, 3, 64, 64))
+        assert out.shape == (2, rgb.num_features) and gray(torch.randn(2, 1, 64, 64)).shape == out.shape
+
+
+def test_offline_imagenet_weights_fail_with_one_clear_sentence(monkeypatch, tmp_path):
+    from media_retrieval.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached: must try the network
+    with pytest.raises(WeightsUnavailableError, match=r"fetch https://download\.pytorch\.org/models/resnet18-.*\.pth and put it in"):
+        create_backbone("resnet18", "imagenet")
+
+
+def test_local_state_dict_weights_load_safely(tmp_path):
+    src = create_backbone("mobilenet_v3_small", "none")
+    path = tmp_path / "w.pth"
+    torch.save(src.net.state_dict(), path)
+    loaded = create_backbone("mobilenet_v3_small", str(path)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), src.eval()(x))
+    with pytest.raises(ConfigError, match="file not found"):
+        create_backbone("mobilenet_v3_small", str(tmp_path / "missing.pth"))

@@ -108,6 +108,56 @@ def efficientnet_lite0(weights: str, in_chans: int) -> nn.Module:
     return net
 
 
+# torchvision models: (builder, weights enum, first conv attribute path, head attribute to drop)
+_TORCHVISION = {
+    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights", "features.0.0", "classifier"),
+    "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "features.0.0", "classifier"),
+    "mobilenet_v3_small": ("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "features.0.0", "classifier"),
+    "resnet18": ("resnet18", "ResNet18_Weights", "conv1", "fc"),
+    "resnet50": ("resnet50", "ResNet50_Weights", "conv1", "fc"),
+    "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", "features.0.0", "classifier"),
+}
+
+
+def _torchvision_factory(name: str) -> BackboneFactory:
+    def factory(weights: str, in_chans: int) -> nn.Module:
+        import torchvision.models as tvm
+
+        builder, enum_name, first_conv, head = _TORCHVISION[name]
+        net = getattr(tvm, builder)(weights=None)
+        if weights == "imagenet":
+            w = getattr(tvm, enum_name).IMAGENET1K_V1
+            try:
+                state = w.get_state_dict(progress=False)
+            except Exception as exc:
+                hub = Path(torch.hub.get_dir()) / "checkpoints"
+                raise WeightsUnavailableError(
+                    f"cannot download ImageNet weights for torchvision {name} (offline?): fetch {w.url} and put it "
+                    f"in {hub}/ (or pass model.backbone.weights=/path/to/state_dict.pth)"
+                ) from exc
+            net.load_state_dict(state)
+        elif weights not in ("none", None):
+            _load_local_state_dict(net, weights)
+        setattr(net, head, nn.Identity())  # pooled features, no classifier
+        if in_chans == 1:
+            parent_path, _, attr = first_conv.rpartition(".")
+            parent = net.get_submodule(parent_path) if parent_path else net
+            conv: nn.Conv2d = getattr(parent, attr)
+            gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+            with torch.no_grad():
+                gray.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+                if conv.bias is not None:
+                    gray.bias.copy_(conv.bias)
+            setattr(parent, attr, gray)
+        return net
+
+    return factory
+
+
+for _name in _TORCHVISION:
+    register_backbone(_name)(_torchvision_factory(_name))
+
+
 def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
     import timm
 
@@ -121,10 +171,12 @@ def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
         net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
     except Exception as exc:
         if pretrained:
+            cfg = timm.models.get_pretrained_cfg(name)
+            source = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or name
             raise WeightsUnavailableError(
-                f"cannot download ImageNet weights for timm model {name!r} (offline?): fetch them once "
-                f"online (they land in ~/.cache/huggingface/hub) or pass model.backbone.weights=/path/to/"
-                f"state_dict.pth"
+                f"cannot download ImageNet weights for timm model {name!r} (offline?): fetch the Hugging Face "
+                f"repo {source} (model.safetensors) into ~/.cache/huggingface/hub, or pass "
+                f"model.backbone.weights=/path/to/state_dict.pth"
             ) from exc
         raise
     if weights not in ("imagenet", "none", None):

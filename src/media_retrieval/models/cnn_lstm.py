@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from media_retrieval.models.backbones import create_backbone
+from media_retrieval.models.module import ClipEmbedder
 from media_retrieval.models.temporal import TemporalHead
 
 
@@ -20,7 +18,7 @@ def _plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-class CNNLSTM(L.LightningModule):
+class CNNLSTM(ClipEmbedder):
     """2D CNN + LSTM/GRU (or mean pooling) clip embedder.
 
     With ``freeze_backbone`` (the paper's main setting) the CNN is a fixed feature extractor:
@@ -39,6 +37,7 @@ class CNNLSTM(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         dropout: float = 0.25,
+        input_size: int = 224,
         name: str = "cnn_lstm",
     ) -> None:
         super().__init__()
@@ -51,20 +50,11 @@ class CNNLSTM(L.LightningModule):
         if freeze_backbone:
             self.backbone.requires_grad_(False).eval()
         self.temporal = TemporalHead(self.backbone.num_features, **temporal)
-        self.classifier = (
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(self.temporal.embed_dim, num_classes))
-            if num_classes > 0 else None
-        )
+        self.classifier = self.make_classifier(num_classes)
 
-    def set_classes(self, train_classes: list[str]) -> None:
-        """Size the classifier for the training classes (known only once the split exists);
-        recorded in hparams so a checkpoint knows what was *seen*."""
-        self.hparams["train_classes"] = list(train_classes)
-        self.hparams["num_classes"] = len(train_classes)
-        if self.classifier is None or self.classifier[-1].out_features != len(train_classes):
-            self.classifier = nn.Sequential(
-                nn.Dropout(self.hparams.dropout), nn.Linear(self.temporal.embed_dim, len(train_classes))
-            )
+    @property
+    def embed_dim(self) -> int:
+        return self.temporal.embed_dim
 
     # ------------------------------------------------------------------ embedding
     @property
@@ -94,38 +84,3 @@ class CNNLSTM(L.LightningModule):
             self.backbone.eval()  # frozen BatchNorm statistics stay ImageNet's
         return self
 
-    # ------------------------------------------------------------------ steps
-    def _classify(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.classifier is not None, "num_classes=0: this model has no classifier to train"
-        logits = self.classifier(z)
-        return F.cross_entropy(logits, batch["target"]), (logits.argmax(-1) == batch["target"]).float().mean()
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, acc = self._classify(batch, self.embed(batch))
-        bs = batch["target"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/acc", acc, batch_size=bs)
-        return loss
-
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, Any]:
-        z = self.embed(batch)
-        known = batch["target"] >= 0
-        if self.classifier is not None and bool(known.all()):
-            loss, acc = self._classify(batch, z)
-            bs = batch["target"].shape[0]
-            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=bs)
-            self.log(f"{stage}/acc", acc, sync_dist=True, batch_size=bs)
-        return {"embedding": z.detach(), "sample_id": batch["sample_id"]}
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        return {"embedding": self.embed(batch), "sample_id": batch["sample_id"]}
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

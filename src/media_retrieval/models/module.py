@@ -1,0 +1,78 @@
+"""What every clip embedder shares: one ``embed(batch) -> (B, D)``, a classifier head that
+provides the training signal, and the steps that hand embeddings with their sample ids to
+the retrieval callback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ClipEmbedder(L.LightningModule):
+    """Subclasses set ``self.classifier = self.make_classifier(num_classes)`` and implement
+    :meth:`embed` and :attr:`embed_dim`; hparams must include ``lr``, ``weight_decay`` and
+    ``dropout``."""
+
+    uses_frame_features = False
+    has_trainable_embedding = True
+
+    @property
+    def embed_dim(self) -> int:
+        raise NotImplementedError
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, D) clip embeddings: the one method every retrieval path calls."""
+        raise NotImplementedError
+
+    def make_classifier(self, num_classes: int) -> nn.Module | None:
+        """Dropout (the paper's 25 %) + linear layer on the embedding; None without classes."""
+        if num_classes <= 0:
+            return None
+        return nn.Sequential(nn.Dropout(self.hparams.dropout), nn.Linear(self.embed_dim, num_classes))
+
+    def set_classes(self, train_classes: list[str]) -> None:
+        """Size the classifier for the training classes (known only once the split exists);
+        recorded in hparams so a checkpoint knows what was *seen*."""
+        self.hparams["train_classes"] = list(train_classes)
+        self.hparams["num_classes"] = len(train_classes)
+        if self.classifier is None or self.classifier[-1].out_features != len(train_classes):
+            self.classifier = self.make_classifier(len(train_classes))
+
+    def _classify(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.classifier is not None, "num_classes=0: this model has no classifier to train"
+        logits = self.classifier(z)
+        return F.cross_entropy(logits, batch["target"]), (logits.argmax(-1) == batch["target"]).float().mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, acc = self._classify(batch, self.embed(batch))
+        bs = batch["target"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/acc", acc, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, Any]:
+        z = self.embed(batch)
+        known = batch["target"] >= 0
+        if self.classifier is not None and bool(known.all()):
+            loss, acc = self._classify(batch, z)
+            bs = batch["target"].shape[0]
+            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=bs)
+            self.log(f"{stage}/acc", acc, sync_dist=True, batch_size=bs)
+        return {"embedding": z.detach(), "sample_id": batch["sample_id"]}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        return {"embedding": self.embed(batch), "sample_id": batch["sample_id"]}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

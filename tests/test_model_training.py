@@ -40,3 +40,28 @@ def test_c3d_trains_on_pixels_and_evaluates(tiny_dirs, tmp_path):
     assert {r["model"] for r in rows} == {"c3d"}
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["state_dict"]["net.head.7.weight"].shape[0] == 256  # the 256-d embedding layer
+
+
+@pytest.mark.parametrize("loss", ["triplet", "supcon", "proxy_anchor", "arcface"])
+def test_metric_learning_loss_trains_a_step(tiny_dirs, tmp_path, loss):
+    rows = _run(tiny_dirs, tmp_path, [f"model.loss.name={loss}", "data.m_per_class=2", "data.batch_size=6",
+                                      "model.temporal.hidden=32"])
+    assert rows and all(r["n_queries"] > 0 for r in rows)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("classifier") for k in ckpt["state_dict"])  # the loss trains the embedding
+    if loss in ("proxy_anchor", "arcface"):  # proxies are trained parameters, saved with the model
+        assert any(k.startswith("metric_loss") for k in ckpt["state_dict"])
+
+
+def test_class_balanced_batches(tiny_dirs, tmp_path):
+    from conftest import compose_cfg as _compose
+    from hydra.utils import instantiate
+
+    from media_retrieval.data.datamodule import BuiltinDataModule  # noqa: F401
+
+    cfg = _compose("train.yaml", [*tiny_overrides(*tiny_dirs), "data.m_per_class=2", "data.batch_size=6"], tmp_path)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    for batch in dm.train_dataloader():
+        counts = torch.bincount(batch["target"])
+        assert set(counts[counts > 0].tolist()) == {2}

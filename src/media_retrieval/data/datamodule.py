@@ -91,8 +91,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         chunk_s: float | None = None,
         decoder: str = "seek",
         augment: dict | None = None,
+        m_per_class: int | None = None,
     ) -> None:
         super().__init__()
+        self.m_per_class = m_per_class
         from media_retrieval.data.transforms import TrainClipTransform
         from media_retrieval.data.video import DECODERS, SAMPLINGS
 
@@ -233,14 +235,29 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def _loader(self, roles: tuple[str, ...], train: bool) -> DataLoader:
         assert self.split is not None, "call setup() first"
         ids = self.split.ids(*roles)
+        sampler = self._class_balanced_sampler(ids) if train and self.m_per_class else None
         return DataLoader(
             SplitDataset(self.split, ids, self._load, train=train),
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=False,
             num_workers=0 if self.cache is not None else self.num_workers,
             persistent_workers=False,
         )
+
+    def _class_balanced_sampler(self, ids: list[int]):
+        """Batches of ``m_per_class`` clips from each of batch_size / m classes (what metric
+        losses need to find positives), from pytorch-metric-learning."""
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        m, bs = int(self.m_per_class), self.batch_size
+        n_classes = len(self.split.train_classes)
+        if bs % m or bs // m > n_classes:
+            raise DataError(f"data.m_per_class={m} needs data.batch_size ({bs}) to be a multiple of it and at most "
+                            f"m x {n_classes} training classes")
+        labels = [self.split.train_index[self.split.items[i].label] for i in ids]
+        return MPerClassSampler(labels, m, batch_size=bs, length_before_new_iter=max(len(ids) // bs, 1) * bs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(("train",), train=True)

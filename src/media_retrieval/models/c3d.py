@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from media_retrieval.models.module import ClipEmbedder
+from media_retrieval.models.module import ClipEmbedder, plain_dict
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -58,13 +58,15 @@ class C3DModule(ClipEmbedder):
         dropout: float = 0.25,
         width: float = 1.0,
         input_size: int = 112,
+        loss: dict | None = None,
         name: str = "c3d",
     ) -> None:
         super().__init__()
         train_classes = list(train_classes) if train_classes is not None else None
+        loss = plain_dict(loss or {"name": "ce"})
         self.save_hyperparameters()
         self.net = C3D(in_chans, embed_dim, dropout, width)
-        self.classifier = self.make_classifier(num_classes)
+        self._init_objective(num_classes)
 
     @property
     def embed_dim(self) -> int:

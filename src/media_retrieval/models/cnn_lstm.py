@@ -3,19 +3,11 @@ sequence into one clip embedding, and a classifier on top provides the training 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from media_retrieval.models.backbones import create_backbone
-from media_retrieval.models.module import ClipEmbedder
+from media_retrieval.models.module import ClipEmbedder, plain_dict
 from media_retrieval.models.temporal import TemporalHead
-
-
-def _plain(cfg: Any) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 class CNNLSTM(ClipEmbedder):
@@ -38,11 +30,12 @@ class CNNLSTM(ClipEmbedder):
         weight_decay: float = 0.0,
         dropout: float = 0.25,
         input_size: int = 224,
+        loss: dict | None = None,
         name: str = "cnn_lstm",
     ) -> None:
         super().__init__()
-        # Plain containers only: checkpoints must load with torch.load(weights_only=True).
-        backbone, temporal = _plain(backbone), _plain(temporal)
+        backbone, temporal = plain_dict(backbone), plain_dict(temporal)
+        loss = plain_dict(loss or {"name": "ce"})
         train_classes = list(train_classes) if train_classes is not None else None
         self.save_hyperparameters()
         self.backbone = create_backbone(**backbone)
@@ -50,7 +43,7 @@ class CNNLSTM(ClipEmbedder):
         if freeze_backbone:
             self.backbone.requires_grad_(False).eval()
         self.temporal = TemporalHead(self.backbone.num_features, **temporal)
-        self.classifier = self.make_classifier(num_classes)
+        self._init_objective(num_classes)
 
     @property
     def embed_dim(self) -> int:

@@ -11,6 +11,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from media_retrieval.models.losses import build_metric_loss
+
+
+def plain_dict(cfg: Any) -> dict:
+    """Plain containers only in hparams: checkpoints must load with ``weights_only=True``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
 
 class ClipEmbedder(L.LightningModule):
     """Subclasses set ``self.classifier = self.make_classifier(num_classes)`` and implement
@@ -28,9 +37,14 @@ class ClipEmbedder(L.LightningModule):
         """(B, D) clip embeddings: the one method every retrieval path calls."""
         raise NotImplementedError
 
+    @property
+    def loss_name(self) -> str:
+        return (self.hparams.get("loss") or {}).get("name", "ce")
+
     def make_classifier(self, num_classes: int) -> nn.Module | None:
-        """Dropout (the paper's 25 %) + linear layer on the embedding; None without classes."""
-        if num_classes <= 0:
+        """Dropout (the paper's 25 %) + linear layer on the embedding; None without classes
+        or when a metric-learning loss trains the embedding directly."""
+        if num_classes <= 0 or self.loss_name != "ce":
             return None
         return nn.Sequential(nn.Dropout(self.hparams.dropout), nn.Linear(self.embed_dim, num_classes))
 
@@ -39,8 +53,16 @@ class ClipEmbedder(L.LightningModule):
         recorded in hparams so a checkpoint knows what was *seen*."""
         self.hparams["train_classes"] = list(train_classes)
         self.hparams["num_classes"] = len(train_classes)
-        if self.classifier is None or self.classifier[-1].out_features != len(train_classes):
+        if self.loss_name != "ce":
+            self.metric_loss = build_metric_loss(self.hparams.get("loss") or {}, len(train_classes), self.embed_dim)
+        elif self.classifier is None or self.classifier[-1].out_features != len(train_classes):
             self.classifier = self.make_classifier(len(train_classes))
+
+    def _init_objective(self, num_classes: int) -> None:
+        """Call at the end of ``__init__``: the classifier (ce) or the metric loss."""
+        self.classifier = self.make_classifier(num_classes)
+        self.metric_loss = (build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.embed_dim)
+                            if self.loss_name != "ce" and num_classes > 0 else None)
 
     def _classify(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.classifier is not None, "num_classes=0: this model has no classifier to train"
@@ -48,10 +70,17 @@ class ClipEmbedder(L.LightningModule):
         return F.cross_entropy(logits, batch["target"]), (logits.argmax(-1) == batch["target"]).float().mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, acc = self._classify(batch, self.embed(batch))
+        z = self.embed(batch)
         bs = batch["target"].shape[0]
+        if self.loss_name != "ce":
+            loss = self.metric_loss(z, batch["target"])
+        else:
+            loss, acc = self._classify(batch, z)
+            self.log("train/acc", acc, batch_size=bs)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}: "
+                                     "lower model.lr or check the data")
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/acc", acc, batch_size=bs)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, Any]:

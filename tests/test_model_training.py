@@ -61,6 +61,7 @@ def test_class_balanced_batches(tiny_dirs, tmp_path):
 
     cfg = _compose("train.yaml", [*tiny_overrides(*tiny_dirs), "data.m_per_class=2", "data.batch_size=6"], tmp_path)
     dm = instantiate(cfg.data)
+    dm.prepare_data()
     dm.setup("fit")
     for batch in dm.train_dataloader():
         counts = torch.bincount(batch["target"])

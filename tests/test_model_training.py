@@ -66,3 +66,20 @@ def test_class_balanced_batches(tiny_dirs, tmp_path):
     for batch in dm.train_dataloader():
         counts = torch.bincount(batch["target"])
         assert set(counts[counts > 0].tolist()) == {2}
+
+
+def test_end_to_end_fine_tunes_backbone_except_frozen_blocks(tiny_dirs, tmp_path):
+    from media_retrieval.models.backbones import backbone_blocks
+    from media_retrieval.models.cnn_lstm import CNNLSTM
+
+    before = CNNLSTM({"name": "efficientnet_lite0", "weights": "imagenet", "in_chans": 3}, {"hidden": 16})
+    rows = _run(tiny_dirs, tmp_path, ["model=cnn_lstm_e2e", "model.freeze_blocks=2", "model.temporal.hidden=16",
+                                      "data.batch_size=4", "model.lr=0.01"])
+    assert {r["model"] for r in rows} == {"cnn_lstm_e2e"}
+    after = CNNLSTM.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    old, new = backbone_blocks(before.backbone.net), backbone_blocks(after.backbone.net)
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))  # noqa: E731
+    assert same(old[0], new[0]) and same(old[1], new[1])  # frozen: weights and BN statistics
+    assert not same(old[-1], new[-1])  # fine-tuned
+    groups = after.configure_optimizers().param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([0.001, 0.01])  # backbone at lr x 0.1

@@ -197,3 +197,36 @@ def create_backbone(name: str, weights: str = "imagenet", in_chans: int = 3) -> 
         num_features = int(net(torch.zeros(1, in_chans, 64, 64)).shape[-1])
         net.train(was_training)
     return Backbone(net, num_features, name, weights, in_chans)
+
+
+def backbone_blocks(net: nn.Module) -> list[nn.Module]:
+    """The backbone as an ordered list of blocks, input side first, for freezing the first N:
+    timm's stem + stages (``conv_stem``/``bn1`` + ``blocks``), torchvision's ``features``, or
+    ResNet's stem + ``layer1..4``; otherwise the top-level children."""
+    if hasattr(net, "blocks") and hasattr(net, "conv_stem"):
+        return [nn.ModuleList([net.conv_stem, net.bn1]), *net.blocks]
+    if hasattr(net, "features") and isinstance(net.features, nn.Sequential):
+        return list(net.features)
+    if hasattr(net, "layer1"):
+        return [nn.ModuleList([net.conv1, net.bn1]), net.layer1, net.layer2, net.layer3, net.layer4]
+    return list(net.children())
+
+
+def _stay_in_eval(module: nn.Module, args: tuple) -> None:
+    if module.training:
+        module.eval()
+
+
+def freeze_first_blocks(net: nn.Module, n: int) -> int:
+    """Freeze the first ``n`` blocks: no gradients, and BatchNorm statistics kept, by putting
+    their BatchNorm layers in eval mode before each forward (Lightning switches module modes
+    around validation, so setting eval once is not enough). Returns how many."""
+    blocks = backbone_blocks(net)
+    if n > len(blocks):
+        raise ConfigError(f"model.freeze_blocks={n}, but the backbone has {len(blocks)} blocks")
+    for block in blocks[:n]:
+        block.requires_grad_(False)
+        for module in block.modules():  # hook the layers themselves: a block may be a mere container
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.register_forward_pre_hook(_stay_in_eval)
+    return n

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from media_retrieval.models.backbones import create_backbone
+from media_retrieval.models.backbones import create_backbone, freeze_first_blocks
 from media_retrieval.models.module import ClipEmbedder, plain_dict
 from media_retrieval.models.temporal import TemporalHead
 
@@ -31,6 +31,8 @@ class CNNLSTM(ClipEmbedder):
         dropout: float = 0.25,
         input_size: int = 224,
         loss: dict | None = None,
+        backbone_lr_mult: float = 1.0,
+        freeze_blocks: int = 0,
         name: str = "cnn_lstm",
     ) -> None:
         super().__init__()
@@ -42,6 +44,8 @@ class CNNLSTM(ClipEmbedder):
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False).eval()
+        elif freeze_blocks:
+            freeze_first_blocks(self.backbone.net, freeze_blocks)
         self.temporal = TemporalHead(self.backbone.num_features, **temporal)
         self._init_objective(num_classes)
 
@@ -76,4 +80,16 @@ class CNNLSTM(ClipEmbedder):
         if self.freeze_backbone:
             self.backbone.eval()  # frozen BatchNorm statistics stay ImageNet's
         return self
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """End to end (Fig. 3): the backbone learns at ``lr x backbone_lr_mult`` so fine-tuning
+        does not wreck its ImageNet features; the temporal head and classifier at ``lr``."""
+        if self.freeze_backbone or self.hparams.backbone_lr_mult == 1.0:
+            return super().configure_optimizers()
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        ids = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        lr = self.hparams.lr
+        return torch.optim.Adam([{"params": backbone, "lr": lr * self.hparams.backbone_lr_mult},
+                                 {"params": rest, "lr": lr}], lr=lr, weight_decay=self.hparams.weight_decay)
 

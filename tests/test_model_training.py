@@ -83,3 +83,10 @@ def test_end_to_end_fine_tunes_backbone_except_frozen_blocks(tiny_dirs, tmp_path
     assert not same(old[-1], new[-1])  # fine-tuned
     groups = after.configure_optimizers().param_groups
     assert [g["lr"] for g in groups] == pytest.approx([0.001, 0.01])  # backbone at lr x 0.1
+
+
+@pytest.mark.parametrize("arch", ["r2plus1d", "x3d_xs"])
+def test_pytorchvideo_3d_baselines_train_and_evaluate(tiny_dirs, tmp_path, arch):
+    rows = _run(tiny_dirs, tmp_path, [f"model={arch}", "data.image_size=64", "data.batch_size=8"])
+    assert {r["model"] for r in rows} == {arch}
+    assert all(r["n_queries"] > 0 for r in rows)

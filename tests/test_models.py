@@ -122,3 +122,37 @@ def test_local_state_dict_weights_load_safely(tmp_path):
         assert torch.allclose(loaded(x), src.eval()(x))
     with pytest.raises(ConfigError, match="file not found"):
         create_backbone("mobilenet_v3_small", str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.real_clips
+def test_still_frame_retrieves_same_class_videos():
+    """Conjoint retrieval: the middle frame of each real clip, embedded as a 1-frame clip, queries
+    the other 41 clips embedded as videos; same-class P@5 must beat chance."""
+    from conftest import require_real_clips
+
+    from media_retrieval.data.discovery import scan_folder
+    from media_retrieval.models.cnn_lstm import CNNLSTM
+    from media_retrieval.models.inference import embed_file
+    from media_retrieval.retrieval.evaluate import EmbeddingSet, score_rows
+
+    real = require_real_clips()
+    items = [it for name in ("ucf101-mini", "gestures-mini") for it in scan_folder(real / name, name)[0]]
+    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "imagenet", "in_chans": 3}, {"cell": "none"})
+    tf = ClipTransform(224, "stretch")
+    videos = torch.stack([embed_file(model, it.path, frames=8, transform=tf) for it in items])
+    stills = torch.stack([embed_file(model, it.path, frames=8, transform=tf, frame_index=4) for it in items])
+    assert videos.shape == stills.shape  # one space for images and videos
+    backbone_still = embed_file(model, items[0].path, frames=8, transform=tf, frame_index=4, mode="backbone")
+    assert torch.allclose(backbone_still, stills[0], atol=1e-5)  # cell=none: image mode = 1-frame clip
+    n = len(items)
+    labels = sorted({it.label for it in items})
+    y = [labels.index(it.label) for it in items]
+    import numpy as np
+
+    emb = EmbeddingSet(
+        ids=np.r_[np.arange(n), np.arange(n)],  # a still shares its clip's id: that clip is excluded
+        vectors=torch.cat([stills, videos]), labels=np.array(y + y), seen=np.zeros(2 * n, bool),
+        is_query=np.r_[np.ones(n, bool), np.zeros(n, bool)], is_gallery=np.r_[np.zeros(n, bool), np.ones(n, bool)])
+    row = next(r for r in score_rows(emb, [5], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all")
+    print(f"still -> video P@5 {row['accuracy']:.3f}, chance {row['chance']:.3f}")
+    assert row["accuracy"] > row["chance"] + 0.2, row

@@ -72,6 +72,20 @@ def main() -> None:
             "embed_s_16x224": round(median_seconds(lambda: c3d.embed(clip224), args.runs), 3),
             "embed_s_16x112": round(median_seconds(lambda: c3d.embed(clip112), args.runs), 3),
         }
+        # the other models: size and embedding time (e2e = cnn_lstm's network, all of it trained)
+        from media_retrieval.models.video3d import Video3DModule
+
+        for name in ("r2plus1d", "x3d_xs"):
+            m = Video3DModule(arch=name, num_classes=6).eval()
+            out["models"][name] = {
+                "params_m": round(sum(p.numel() for p in m.parameters()) / 1e6, 2),
+                "checkpoint_mb": round(ckpt_mb(m), 1),
+                "embed_s_16x224": round(median_seconds(lambda m=m: m.embed(clip224), args.runs), 3),
+                "embed_s_16x112": round(median_seconds(lambda m=m: m.embed(clip112), args.runs), 3),
+            }
+        out["models"]["cnn_lstm_e2e"] = {**{k: out["models"]["cnn_lstm"][k] for k in ("params_m", "checkpoint_mb",
+                                                                                     "embed_s_16x224")},
+                                         "trainable_params_m": out["models"]["cnn_lstm"]["params_m"]}
     # training epochs
     cnn.train()
     cnn.set_classes([str(i) for i in range(6)])
@@ -113,6 +127,11 @@ def main() -> None:
 | CPU embed, C3D native 16x112x112x3 | | {k['embed_s_16x112']} s | | |
 | training epoch, built-in corpus ({args.train_clips} clips) | {c['epoch_s_builtin']} s (cached features) | {k['epoch_s_builtin_extrapolated']} s (extrapolated) | 2.7 h / 4 500 videos | 16 h / 4 500 videos |
 """)
+    print("| other models | parameters | checkpoint | embed 16x224x224 | embed 16x112x112 |\n|---|---|---|---|---|")
+    for name in ("cnn_lstm_e2e", "r2plus1d", "x3d_xs"):
+        m = out["models"][name]
+        print(f"| {name} | {m['params_m']} M | {m['checkpoint_mb']} MB | {m['embed_s_16x224']} s | "
+              f"{m.get('embed_s_16x112', '')}{' s' if 'embed_s_16x112' in m else ''} |")
 
 
 if __name__ == "__main__":

@@ -169,3 +169,31 @@ def test_training_augmentation_varies_clips_and_evaluation_does_not(tmp_path):
     a = seek_sample_frames(item.path, num=6, rng=np.random.default_rng(3))
     b = decode_all_frames(item.path, num=6, rng=np.random.default_rng(3))
     assert torch.equal(a, b)  # both samplers jitter identically
+
+
+def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(messy_folder, tmp_path, monkeypatch, caplog):
+    """Pixel mode (C3D) probes containers instead of decoding everything up front; a clip that
+    disappears after the split was made is skipped by the DataLoader and the run completes."""
+    from media_retrieval.data.datamodule import FolderDataModule
+
+    root, expected = messy_folder
+    victim = root / "beta" / "beta_3.mp4"
+    real_setup = FolderDataModule.setup
+
+    def setup_then_delete(self, stage=None):
+        real_setup(self, stage)
+        if victim.exists():
+            victim.unlink()  # deleted between listing and reading
+
+    monkeypatch.setattr(FolderDataModule, "setup", setup_then_delete)
+    cfg = compose_cfg("train.yaml", [
+        "data=folder", f"data.root={root}", "data.unseen_classes=[gamma]", "data.frames=4", "data.image_size=32",
+        "data.batch_size=4", "data.num_workers=0", "model=c3d", "model.width=0.125", "trainer.max_epochs=1",
+        "trainer.accelerator=cpu", "data.test_fraction=0.25",
+    ], tmp_path / "run")
+    train(cfg)
+    assert (tmp_path / "run" / "retrieval" / "results.json").is_file()
+    skipped = (tmp_path / "run" / "skipped.csv").read_text()
+    for rel in ("corrupt.mp4", "truncated.mp4", "empty.mp4", "short.mp4", "notes.txt"):
+        assert rel in skipped, rel
+    assert any("beta_3.mp4" in r.getMessage() and "in this batch" in r.getMessage() for r in caplog.records)

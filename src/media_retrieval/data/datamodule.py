@@ -55,15 +55,29 @@ class SplitDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict | None:
         sid = self.ids[i]
         item = self.split.items[sid]
+        try:
+            data = self.load(item, self.train)
+        except (DataError, OSError, RuntimeError, ValueError) as exc:
+            log.warning("skipping %s in this batch: %s", item.path, exc)
+            return None  # dropped by skip_failed_collate
         return {
             "sample_id": sid,
             "label": self.split.class_index[item.label],
             "target": self.split.train_index.get(item.label, -1),
-            **self.load(item, self.train),
+            **data,
         }
+
+
+def skip_failed_collate(batch: list[dict | None]) -> dict | None:
+    """Default collation without the samples that failed to load (None); None if all failed,
+    which the models' steps treat as "skip this batch"."""
+    from torch.utils.data import default_collate
+
+    batch = [b for b in batch if b is not None]
+    return default_collate(batch) if batch else None
 
 
 class VideoRetrievalDataModule(L.LightningDataModule):
@@ -168,12 +182,23 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         return (self.train_transform if augment else self.transform)(frames)
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
-        """Pixel mode has no cache build to catch bad files, so decode each once up front:
-        a bad file is skipped here instead of crashing a DataLoader worker mid-epoch."""
+        """Pixel mode has no cache build to catch bad files, so probe each container up front
+        (metadata only, no decoding: cheap on UCF101-sized data) and skip what cannot open or
+        is too short; a file that still fails to decode mid-epoch is skipped by the DataLoader
+        (see :func:`skip_failed_collate`)."""
+        from media_retrieval.data.video import load_image, probe_video
+
         good = []
         for it in items:
             try:
-                self.load_pixels(it)
+                if it.media_type == "image":
+                    load_image(it.path)
+                else:
+                    info = probe_video(it.path)
+                    if self.skip_short and 0 < info.n_frames < self.frames and it.start_s is None:
+                        raise DataError(f"{it.path}: only {info.n_frames} frames, fewer than the {self.frames} sampled")
+                    if info.n_frames == 0 and info.duration_s == 0:
+                        raise DataError(f"{it.path}: video has no frames")
                 good.append(it)
             except (DataError, OSError, RuntimeError, ValueError) as exc:
                 log.warning("skipping %s: %s", it.path, exc)
@@ -241,6 +266,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
+            collate_fn=skip_failed_collate,
             drop_last=False,
             num_workers=0 if self.cache is not None else self.num_workers,
             persistent_workers=False,

@@ -69,7 +69,9 @@ class ClipEmbedder(L.LightningModule):
         logits = self.classifier(z)
         return F.cross_entropy(logits, batch["target"]), (logits.argmax(-1) == batch["target"]).float().mean()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every clip of the batch failed to load (logged): skip the step
+            return None
         z = self.embed(batch)
         bs = batch["target"].shape[0]
         if self.loss_name != "ce":
@@ -83,7 +85,9 @@ class ClipEmbedder(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, Any]:
+    def _eval_step(self, batch: dict[str, torch.Tensor] | None, stage: str) -> dict[str, Any] | None:
+        if batch is None:
+            return None
         z = self.embed(batch)
         known = batch["target"] >= 0
         if self.classifier is not None and bool(known.all()):
@@ -99,7 +103,9 @@ class ClipEmbedder(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> dict[str, Any] | None:
+        if batch is None:
+            return None
         return {"embedding": self.embed(batch), "sample_id": batch["sample_id"]}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

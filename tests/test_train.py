@@ -169,3 +169,32 @@ def test_retrieval_callback_bit_identical_on_one_and_two_processes(tmp_path):
     assert np.array_equal(np.load(tmp_path / "2" / "scored_ids.npy"), np.arange(37))
     rows = json.loads(one)
     assert {r["dataset"] for r in rows} == {"all", "ds_a", "ds_b"}
+
+
+def test_par_sweep_commands_run_offline(cfg_train, cfg_eval, tmp_path):
+    """Expand sweeps/par_delta_k.yaml into the command lines a W&B agent would run (a sample of
+    the grid) and run them on saved embeddings with WANDB_MODE=disabled."""
+    import itertools
+
+    import yaml
+
+    sweep = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "par_delta_k.yaml").read_text())
+    assert sweep["command"][-1] == "${args_no_hyphens}" and sweep["program"] == "src/eval.py"
+    train(cfg_train)
+    with open_dict(cfg_eval):
+        cfg_eval.ckpt_path = str(Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt")
+        cfg_eval.save_embeddings = True
+        cfg_eval.callbacks.retrieval.save_embeddings = True
+        cfg_eval.paths.output_dir = str(tmp_path / "emb")
+    evaluate(cfg_eval)
+    params = sweep["parameters"]
+    fixed = {k: v["value"] for k, v in params.items() if "value" in v}
+    fixed["embeddings"] = str(tmp_path / "emb" / "retrieval" / "embeddings.npz")
+    grid = [dict(zip(["retrieval.table_k", "retrieval.par.delta"], combo, strict=True)) for combo in
+            itertools.product(params["retrieval.table_k"]["values"], params["retrieval.par.delta"]["values"])]
+    for i, combo in enumerate([grid[0], grid[-1]]):  # a sample of the grid: both ends of k and δ
+        args = [f"{k}={v}" for k, v in {**fixed, **combo}.items()] + [f"hydra.run.dir={tmp_path}/run{i}"]
+        proc = run_script("eval.py", args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows = json.loads((tmp_path / f"run{i}" / "retrieval" / "results.json").read_text())
+        assert any(r["ranking"] == "par" and abs(r["delta"] - combo["retrieval.par.delta"]) < 1e-9 for r in rows)

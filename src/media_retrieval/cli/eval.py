@@ -6,7 +6,7 @@ import logging
 
 import lightning as L
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.cli.train import prepare, report
@@ -34,7 +34,16 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
     write_markdown(rows, out / "results.md", r.table_k, r.par.delta)
     (out / "best_delta.md").write_text(best_delta_table(rows))
     print(best_delta_table(rows))
-    return logged_metrics(rows, r.par.delta)
+    metrics = logged_metrics(rows, r.par.delta)
+    # k-free aliases of the table_k values (".../precision@k"): a sweep over k needs one name
+    at = f"@{r.table_k}"
+    metrics.update({name.replace(at, "@k"): v for name, v in list(metrics.items())
+                    if name.endswith(at) and "_d" not in name})
+    for lg in build_loggers(cfg):  # W&B sweeps read the metric from here
+        lg.log_hyperparams({"retrieval": OmegaConf.to_container(r, resolve=True), "embeddings": str(cfg.embeddings)})
+        lg.log_metrics(metrics)
+        lg.finalize("success")
+    return metrics
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -10,8 +10,52 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
-from media_retrieval.retrieval.metrics import average_precision, macro_prf
+from media_retrieval.retrieval.metrics import full_ranking_metrics, macro_prf
 from media_retrieval.retrieval.par import par_rerank
+
+# ---------------------------------------------------------------------------------------------
+# Dense reference definitions: cumulative sums over the whole ranking, the textbook form. The
+# evaluator uses full_ranking_metrics (positions of relevant items only); tests hold them equal.
+
+def average_precision(relevant_sorted: np.ndarray) -> np.ndarray:
+    """AP per row of a (Q, G) relevance matrix in rank order; 0 where a row has no relevant."""
+    rel = relevant_sorted.astype(float)
+    n_rel = rel.sum(1)
+    cum = np.cumsum(rel, axis=1)
+    ranks = np.arange(1, rel.shape[1] + 1)
+    ap_sum = (rel * cum / ranks).sum(1)
+    return np.divide(ap_sum, n_rel, out=np.zeros_like(ap_sum), where=n_rel > 0)
+
+
+def r_precision_and_map_at_r(relevant_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a (Q, G) relevance matrix in rank order: (R-precision, mAP@R)."""
+    rel = relevant_sorted.astype(float)
+    n_rel = rel.sum(1)
+    ranks = np.arange(1, rel.shape[1] + 1)
+    within_r = ranks[None, :] <= n_rel[:, None]
+    cum = np.cumsum(rel, axis=1)
+    r_prec = np.divide((rel * within_r).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
+    map_r = np.divide((rel * within_r * cum / ranks).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
+    return r_prec, map_r
+
+
+def interpolated_pr(relevant_sorted: np.ndarray, levels: int = 11) -> np.ndarray:
+    """Per row, the 11-point interpolated precision (max precision at recall >= r) of the full
+    ranking, for precision-recall curves; rows without relevant items are all 0."""
+    rel = relevant_sorted.astype(float)
+    n_rel = rel.sum(1, keepdims=True)
+    cum = np.cumsum(rel, axis=1)
+    prec = cum / np.arange(1, rel.shape[1] + 1)
+    rec = np.divide(cum, n_rel, out=np.zeros_like(cum), where=n_rel > 0)
+    # max precision at or after each rank = precision envelope
+    env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros((rel.shape[0], levels))
+    for j, r in enumerate(np.linspace(0, 1, levels)):
+        idx = (rec >= r - 1e-12).argmax(1)
+        reached = (rec >= r - 1e-12).any(1)
+        out[:, j] = np.where(reached & (n_rel[:, 0] > 0), env[np.arange(rel.shape[0]), idx], 0.0)
+    return out
+
 
 # Gallery g0..g3 and queries q0..q2 in 2-D; classes A=0, B=1.
 GALLERY = [(1.0, 0.0), (2.0, 0.0), (0.0, 1.0), (-1.0, 0.0)]
@@ -111,7 +155,7 @@ def test_macro_prf_matches_sklearn(seed):
 
 
 def test_average_precision_no_relevant_is_zero():
-    ap = average_precision(np.array([[False, False], [False, True]]))
+    ap = full_ranking_metrics(np.array([[False, False], [False, True]]))["ap"]
     assert ap.tolist() == [0.0, 0.5]
 
 
@@ -164,12 +208,6 @@ def test_exclude_other_chunks_of_the_same_video():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sparse_full_ranking_metrics_match_dense_definitions(seed):
-    from media_retrieval.retrieval.metrics import (
-        full_ranking_metrics,
-        interpolated_pr,
-        r_precision_and_map_at_r,
-    )
-
     rel = np.random.default_rng(seed).random((40, 300)) < 0.05
     rel[3] = False  # a query with nothing relevant
     fast = full_ranking_metrics(rel)

@@ -32,8 +32,9 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir) / "retrieval"
     write_json(rows, out / "results.json")
     write_markdown(rows, out / "results.md", r.table_k, r.par.delta)
-    (out / "best_delta.md").write_text(best_delta_table(rows))
-    print(best_delta_table(rows))
+    best = best_delta_table(rows)
+    (out / "best_delta.md").write_text(best)
+    print(best)
     metrics = logged_metrics(rows, r.par.delta)
     # k-free aliases of the table_k values (".../precision@k"): a sweep over k needs one name
     at = f"@{r.table_k}"

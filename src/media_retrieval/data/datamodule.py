@@ -145,6 +145,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.split: Split | None = None
         self.cache: FrameFeatureCache | None = None
         self._encoder: torch.nn.Module | None = None
+        self._discovered: tuple[list[MediaItem], list[Skipped]] | None = None
 
     # -------------------------------------------------------------- hooks for subclasses
     def prepare_source(self) -> None:
@@ -212,10 +213,15 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
     # -------------------------------------------------------------- Lightning hooks
     def items(self) -> list[MediaItem]:
-        """Discovered items, long videos cut into chunks (``chunk_s``)."""
-        items, skipped = chunk_items(self.discover_items(), self.chunk_s)
-        self.skipped += skipped
-        return items
+        """Discovered items, long videos cut into chunks (``chunk_s``). Discovery (folder walk,
+        content hashes, container probes) runs once; prepare_data and setup share it, and
+        what it skipped is kept for skipped.csv."""
+        if self._discovered is None:
+            self.skipped = []
+            items, skipped = chunk_items(self.discover_items(), self.chunk_s)
+            self._discovered = (items, self.skipped + skipped)
+        self.skipped = list(self._discovered[1])
+        return list(self._discovered[0])
 
     def prepare_data(self) -> None:
         self.prepare_source()
@@ -231,7 +237,6 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self.split_file:
             self.split = Split.read_csv(self.split_file)
         else:
-            self.skipped = []
             items = self.items()
             if self.cache is not None:
                 bad = self.cache.skipped()

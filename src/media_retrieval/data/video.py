@@ -81,6 +81,17 @@ def _frame_time(frame) -> float:
     return float(frame.time) if frame.time is not None else float("nan")
 
 
+def _in_span(times: np.ndarray, start_s: float | None, end_s: float | None) -> np.ndarray:
+    """Which frames fall in a chunk's [start_s, end_s) (all when unbounded; the last frame
+    alone when none does, so a chunk past the end still yields a frame)."""
+    lo = -np.inf if start_s is None else start_s
+    hi = np.inf if end_s is None else end_s
+    inside = (times >= lo - 1e-6) & (times < hi - 1e-6)
+    if not inside.any() and len(times):
+        inside[-1] = True
+    return inside
+
+
 def decode_all_frames(
     path: str | Path,
     indices: np.ndarray | None = None,
@@ -109,9 +120,8 @@ def decode_all_frames(
     except (av.FFmpegError, IndexError) as exc:
         raise DataError(f"{path}: cannot decode video ({exc})") from exc
     if frames and (start_s is not None or end_s is not None):
-        lo = -np.inf if start_s is None else start_s
-        hi = np.inf if end_s is None else end_s
-        frames = [f for f in frames if lo - 1e-6 <= _frame_time(f) < hi - 1e-6] or frames[-1:]
+        inside = _in_span(np.array([_frame_time(f) for f in frames]), start_s, end_s)
+        frames = [f for f, keep in zip(frames, inside, strict=True) if keep]
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
     if len(frames) < min_frames:
@@ -184,10 +194,8 @@ def seek_sample_frames(
             tb = float(stream.time_base)
             times = pts_all * tb
             if start_s is not None or end_s is not None:
-                lo = -np.inf if start_s is None else start_s
-                hi = np.inf if end_s is None else end_s
-                inside = (times >= lo - 1e-6) & (times < hi - 1e-6)
-                pts_all, times = (pts_all[inside], times[inside]) if inside.any() else (pts_all[-1:], times[-1:])
+                inside = _in_span(times, start_s, end_s)
+                pts_all, times = pts_all[inside], times[inside]
             if len(pts_all) < min_frames:
                 raise DataError(f"{path}: only {len(pts_all)} decodable frames, fewer than the {min_frames} sampled")
             wanted = pts_all[_pick_indices(times, num, sampling, rng)]

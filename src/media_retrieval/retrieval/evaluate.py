@@ -95,11 +95,11 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int | None = None, exclude_sa
         valid = torch.isfinite(top_d)
         cos = cosine(q, g[top])
         order_np = order.numpy()
-        lab_sorted = g_labels[order_np[:, :k]]
-        relevant = (g_labels[order_np] == emb.labels[rows][:, None])
+        labels_sorted = g_labels[order_np]
+        relevant = labels_sorted == emb.labels[rows][:, None]
         relevant &= ~np.take_along_axis(self_mask.numpy(), order_np, 1)
         out["topk"].append(g_rows[top.numpy()])
-        out["labels"].append(lab_sorted)
+        out["labels"].append(labels_sorted[:, :k].copy())  # a copy: a view would keep the whole chunk alive
         out["cos"].append(cos.numpy())
         out["dist"].append(top_d.sqrt().numpy())
         full = full_ranking_metrics(relevant)

@@ -67,28 +67,6 @@ def pair_prf(query_labels: np.ndarray, retrieved: np.ndarray, kept: np.ndarray) 
     return macro_prf(y_true, retrieved[kept])
 
 
-def average_precision(relevant_sorted: np.ndarray) -> np.ndarray:
-    """AP per row of a (Q, G) relevance matrix in rank order; 0 where a row has no relevant."""
-    rel = relevant_sorted.astype(float)
-    n_rel = rel.sum(1)
-    cum = np.cumsum(rel, axis=1)
-    ranks = np.arange(1, rel.shape[1] + 1)
-    ap_sum = (rel * cum / ranks).sum(1)
-    return np.divide(ap_sum, n_rel, out=np.zeros_like(ap_sum), where=n_rel > 0)
-
-
-def r_precision_and_map_at_r(relevant_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of a (Q, G) relevance matrix in rank order: (R-precision, mAP@R)."""
-    rel = relevant_sorted.astype(float)
-    n_rel = rel.sum(1)
-    ranks = np.arange(1, rel.shape[1] + 1)
-    within_r = ranks[None, :] <= n_rel[:, None]
-    cum = np.cumsum(rel, axis=1)
-    r_prec = np.divide((rel * within_r).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
-    map_r = np.divide((rel * within_r * cum / ranks).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
-    return r_prec, map_r
-
-
 def topk_ir(hits: np.ndarray, kept: np.ndarray, n_relevant: np.ndarray, k: int) -> tuple[float, float, float]:
     """(P@k, R@k, nDCG@k) means over queries, counting hits only among kept items."""
     good = (hits & kept).astype(float)
@@ -101,24 +79,6 @@ def topk_ir(hits: np.ndarray, kept: np.ndarray, n_relevant: np.ndarray, k: int) 
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])[ideal_n]
     ndcg = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
     return float(p.mean()), float(r.mean()), float(ndcg.mean())
-
-
-def interpolated_pr(relevant_sorted: np.ndarray, levels: int = 11) -> np.ndarray:
-    """Per row, the 11-point interpolated precision (max precision at recall >= r) of the full
-    ranking, for precision-recall curves; rows without relevant items are all 0."""
-    rel = relevant_sorted.astype(float)
-    n_rel = rel.sum(1, keepdims=True)
-    cum = np.cumsum(rel, axis=1)
-    prec = cum / np.arange(1, rel.shape[1] + 1)
-    rec = np.divide(cum, n_rel, out=np.zeros_like(cum), where=n_rel > 0)
-    # max precision at or after each rank = precision envelope
-    env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
-    out = np.zeros((rel.shape[0], levels))
-    for j, r in enumerate(np.linspace(0, 1, levels)):
-        idx = (rec >= r - 1e-12).argmax(1)
-        reached = (rec >= r - 1e-12).any(1)
-        out[:, j] = np.where(reached & (n_rel[:, 0] > 0), env[np.arange(rel.shape[0]), idx], 0.0)
-    return out
 
 
 def full_ranking_metrics(relevant_sorted: np.ndarray, levels: int = 11) -> dict[str, np.ndarray]:

@@ -102,6 +102,28 @@ def scan_folder(
     return items, skipped
 
 
+def walk_media(root: str | Path, kinds: tuple[str, ...] = ("video", "image")) -> tuple[list[Path], list[Skipped]]:
+    """Every media file under ``root`` at any depth (sorted; hidden files and symlinked folders
+    skipped): a user's library has no class folders. Non-media files are reported, not fatal."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"media_dir={str(root)!r} does not exist or is not a folder")
+    found: list[Path] = []
+    skipped: list[Skipped] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            f = Path(dirpath) / name
+            kind = media_type(f)
+            if kind is None:
+                skipped.append(Skipped(str(f), "not a video or image file (by extension)"))
+            elif kind in kinds:
+                found.append(f)
+    return found, skipped
+
+
 def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)) -> list[MediaItem]:
     """Usable media of a dataset; an error when there is none at all."""
     items, _ = scan_folder(root, dataset, kinds)

@@ -105,12 +105,15 @@ def pr_curve(curves: dict[str, np.ndarray], path: Path) -> Path:
 
 
 def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str, bool]]]], path: Path,
-                thumb: int = 96) -> Path:
-    """Each row: the query thumbnail, then its results, green border = same class, red = not."""
+                thumb: int = 96, label_chars: int = 16) -> Path:
+    """Each row: the query thumbnail, then its results; the flag colours the border green or red
+    (evaluation: same class as the query; search: kept by PAR)."""
     from PIL import Image, ImageDraw, ImageOps
 
     n_cols = 1 + max((len(r) for _, _, r in queries), default=0)
     pad, label_h = 6, 14
+    n_lines = 2 if label_chars > 16 else 1
+    label_h *= n_lines
     canvas = Image.new("RGB", (n_cols * (thumb + pad) + pad, len(queries) * (thumb + label_h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     for row, (q_img, q_label, results) in enumerate(queries):
@@ -121,6 +124,6 @@ def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str,
             tile = ImageOps.fit(Image.fromarray(img), (thumb - 6, thumb - 6))
             colour = "black" if right is None else ("#1a9850" if right else "#d73027")
             canvas.paste(ImageOps.expand(tile, border=3, fill=colour), (x, y))
-            draw.text((x, y + thumb), ("query: " if right is None else "") + label[:16], fill="black")
+            draw.text((x, y + thumb), ("query: " if right is None else "") + label[:label_chars], fill="black")
     canvas.save(path)
     return path

@@ -1,0 +1,314 @@
+"""Nearest-neighbour search backends behind one interface (``index.backend=``).
+
+Every backend answers ``search(queries, k) -> (distances, indices)`` with *Euclidean* distances,
+nearest first, so PAR (:mod:`media_retrieval.retrieval.par`) runs unchanged on top of any of them:
+
+- ``exact``: torch, chunked matrix multiply (:func:`topk_euclidean`); optional k-means
+  centroid pre-filtering (the paper's speed option): rank only the members of the ``probe``
+  clusters nearest the query.
+- ``flat``, ``ivf`` (IVF-Flat), ``hnsw``, ``ivfpq``: FAISS. We use FAISS rather than writing
+  approximate search ourselves: it is the well-kept reference implementation, and its index
+  files are plain binary (``faiss.write_index``), not pickle.
+
+Optional PCA (:class:`PCAProjection`) keeps the smallest dimension that reaches a target share
+of the variance (the paper's best practice, 0.90 by default); the backend then searches the
+projected vectors. Backends save to and load from a folder, so an index opens without rebuilding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from media_retrieval.errors import ConfigError
+from media_retrieval.retrieval.distances import topk_euclidean
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq")
+
+
+@dataclass
+class BackendOptions:
+    """Knobs of every backend; each uses the ones it needs (defaults suit 10^4-10^6 vectors).
+
+    ``nlist``: IVF lists (null: ~4 sqrt(N)); ``nprobe``: lists visited per query; ``hnsw_m`` and
+    ``ef_search``/``ef_construction``: HNSW graph degree and search/build beam; ``pq_m``: PQ
+    sub-quantisers (must divide the dimension); ``kmeans_clusters``/``kmeans_probe``: pre-filter of
+    the exact backend (0 = off)."""
+
+    nlist: int | None = None
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_search: int = 128
+    ef_construction: int = 200
+    pq_m: int = 16
+    pq_bits: int = 8
+    kmeans_clusters: int = 0
+    kmeans_probe: int = 8
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> BackendOptions:
+        d = {k: v for k, v in (d or {}).items() if v is not None or k == "nlist"}
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown index option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
+        raise ConfigError("FAISS backends need the faiss-cpu package: pip install faiss-cpu") from exc
+    return faiss
+
+
+class PCAProjection:
+    """Centre and project onto the leading principal components.
+
+    Fitted with a (randomised when large) SVD on at most ``max_fit`` vectors; the kept dimension
+    is the smallest reaching ``variance`` of the total, or ``dim`` when given."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray, explained: np.ndarray) -> None:
+        self.mean, self.components, self.explained = mean.astype(np.float32), components.astype(np.float32), explained
+
+    @property
+    def dim(self) -> int:
+        return self.components.shape[0]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, variance: float | None = 0.9, dim: int | None = None, max_fit: int = 100_000,
+            seed: int = 0) -> PCAProjection:
+        if variance is None and dim is None:
+            raise ConfigError("PCA needs a target variance (0 < v <= 1) or a dimension")
+        if variance is not None and not 0.0 < variance <= 1.0:
+            raise ConfigError(f"index.pca.variance must be in (0, 1], got {variance}")
+        rng = np.random.default_rng(seed)
+        sample = x if x.shape[0] <= max_fit else x[np.sort(rng.choice(x.shape[0], max_fit, replace=False))]
+        sample = np.asarray(sample, dtype=np.float64)
+        mean = sample.mean(0)
+        _, s, vt = np.linalg.svd(sample - mean, full_matrices=False)
+        var = s**2
+        ratio = np.cumsum(var) / max(var.sum(), 1e-12)
+        keep = dim if dim is not None else int(np.searchsorted(ratio, variance - 1e-9) + 1)
+        keep = max(1, min(keep, vt.shape[0]))
+        return cls(mean, vt[:keep], var[:keep] / max(var.sum(), 1e-12))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], self.dim), dtype=np.float32)
+        for s in range(0, x.shape[0], 65536):  # bounded memory on memory-mapped input
+            out[s:s + 65536] = (np.asarray(x[s:s + 65536], dtype=np.float32) - self.mean) @ self.components.T
+        return out
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, components=self.components, explained=self.explained)
+
+    @classmethod
+    def load(cls, path: Path) -> PCAProjection:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["mean"], z["components"], z["explained"])
+
+
+class SearchBackend:
+    """Builds from (N, D) float32 vectors, answers Euclidean top-k, saves to a folder."""
+
+    name = "base"
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+
+    def build(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, folder: Path, x: np.ndarray) -> None:
+        """Open a saved backend; ``x`` is the (memory-mapped) vectors it was built on."""
+        raise NotImplementedError
+
+
+class ExactBackend(SearchBackend):
+    """Brute force in torch; with ``kmeans_clusters`` > 0, only the members of the ``kmeans_probe``
+    clusters nearest each query are ranked (approximate, faster on large collections)."""
+
+    name = "exact"
+
+    def build(self, x: np.ndarray) -> None:
+        self.x = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: x may be a read-only memmap
+        self.centroids = self.assign = None
+        if self.options.kmeans_clusters:
+            c = min(self.options.kmeans_clusters, x.shape[0])
+            km = _faiss().Kmeans(x.shape[1], c, niter=20, seed=self.options.seed, verbose=False)
+            km.train(np.ascontiguousarray(x, dtype=np.float32))
+            self.centroids = torch.from_numpy(km.centroids)
+            self.assign = topk_euclidean(self.x, self.centroids, 1)[1][:, 0]
+        self._members()
+
+    def _members(self) -> None:
+        if self.assign is None:
+            return
+        order = torch.argsort(self.assign, stable=True)
+        counts = torch.bincount(self.assign, minlength=self.centroids.shape[0])
+        self.members = list(torch.split(order, counts.tolist()))
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
+        if self.centroids is None:
+            d, i = topk_euclidean(qt, self.x, k)
+            return d.numpy(), i.numpy()
+        probe = min(self.options.kmeans_probe, self.centroids.shape[0])
+        near = topk_euclidean(qt, self.centroids, probe)[1]
+        dist = np.full((q.shape[0], k), np.inf, dtype=np.float32)
+        idx = np.full((q.shape[0], k), -1, dtype=np.int64)
+        for r in range(q.shape[0]):  # candidate sets differ per query
+            cand = torch.cat([self.members[c] for c in near[r].tolist()])
+            d, i = topk_euclidean(qt[r:r + 1], self.x[cand], k)
+            n = d.shape[1]
+            dist[r, :n], idx[r, :n] = d[0].numpy(), cand[i[0]].numpy()
+        return dist, idx
+
+    def save(self, folder: Path) -> None:
+        if self.centroids is not None:
+            np.savez(folder / "kmeans.npz", centroids=self.centroids.numpy(), assign=self.assign.numpy())
+
+    def load(self, folder: Path, x: np.ndarray) -> None:
+        self.x = torch.from_numpy(np.array(x, dtype=np.float32))
+        self.centroids = self.assign = None
+        if (folder / "kmeans.npz").is_file():
+            with np.load(folder / "kmeans.npz", allow_pickle=False) as z:
+                self.centroids, self.assign = torch.from_numpy(z["centroids"]), torch.from_numpy(z["assign"])
+        self._members()
+
+
+class FaissBackend(SearchBackend):
+    """FAISS index of the given kind; distances come back squared and are square-rooted here."""
+
+    def __init__(self, name: str, options: BackendOptions) -> None:
+        super().__init__(options)
+        self.name = name
+
+    def _make(self, n: int, d: int):
+        faiss = _faiss()
+        o = self.options
+        if self.name == "flat":
+            return faiss.IndexFlatL2(d)
+        if self.name == "hnsw":
+            index = faiss.IndexHNSWFlat(d, o.hnsw_m)
+            index.hnsw.efConstruction = o.ef_construction
+            return index
+        nlist = o.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
+        quantizer = faiss.IndexFlatL2(d)
+        if self.name == "ivf":
+            return faiss.IndexIVFFlat(quantizer, d, nlist)
+        if d % o.pq_m:
+            raise ConfigError(f"index.pq_m={o.pq_m} must divide the vector dimension {d} (ivfpq)")
+        return faiss.IndexIVFPQ(quantizer, d, nlist, o.pq_m, o.pq_bits)
+
+    def _tune(self) -> None:
+        if hasattr(self.index, "nprobe"):
+            self.index.nprobe = self.options.nprobe
+        if self.name == "hnsw":
+            self.index.hnsw.efSearch = self.options.ef_search
+
+    def build(self, x: np.ndarray) -> None:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.index = self._make(*x.shape)
+        if not self.index.is_trained:
+            rng = np.random.default_rng(self.options.seed)
+            n_train = min(x.shape[0], max(256 * getattr(self.index, "nlist", 1), 50_000))
+            train = x if n_train == x.shape[0] else x[np.sort(rng.choice(x.shape[0], n_train, replace=False))]
+            self.index.train(train)
+        self.index.add(x)
+        self._tune()
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        d, i = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+        return np.sqrt(np.maximum(d, 0)), i
+
+    def save(self, folder: Path) -> None:
+        _faiss().write_index(self.index, str(folder / "faiss.index"))
+
+    def load(self, folder: Path, x: np.ndarray) -> None:
+        path = folder / "faiss.index"
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: the index was not built with backend {self.name!r}")
+        self.index = _faiss().read_index(str(path))
+        self._tune()
+
+
+def make_backend(name: str, options: BackendOptions | dict | None = None) -> SearchBackend:
+    opts = options if isinstance(options, BackendOptions) else BackendOptions.from_dict(options)
+    if name not in BACKENDS:
+        raise ConfigError(f"index.backend={name!r}; valid: {', '.join(BACKENDS)}")
+    if opts.kmeans_clusters and name != "exact":
+        raise ConfigError("index.kmeans_clusters pre-filters the exact backend only (ivf is the FAISS equivalent)")
+    return ExactBackend(opts) if name == "exact" else FaissBackend(name, opts)
+
+
+class VectorSearcher:
+    """PCA (optional) + backend, with exact re-scoring of the candidates.
+
+    The backend proposes ``k`` candidates in its (possibly projected, possibly approximate)
+    space; distances and cosines reported to users and used by PAR are recomputed on the
+    original vectors, so PCA or PQ changes *which* items come back, never their reported scores."""
+
+    def __init__(self, vectors: np.ndarray, backend: SearchBackend, pca: PCAProjection | None = None) -> None:
+        self.vectors, self.backend, self.pca = vectors, backend, pca
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, backend: str = "exact", options: dict | None = None,
+              pca_variance: float | None = None, pca_dim: int | None = None) -> VectorSearcher:
+        pca = None
+        if pca_variance is not None or pca_dim is not None:
+            pca = PCAProjection.fit(vectors, pca_variance, pca_dim)
+            log.info("PCA keeps %d of %d dimensions (%.1f %% of the variance)", pca.dim, vectors.shape[1],
+                     100 * pca.explained.sum())
+        b = make_backend(backend, options)
+        b.build(pca.transform(vectors) if pca is not None else vectors)
+        return cls(vectors, b, pca)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.save(folder)
+        if self.pca is not None:
+            self.pca.save(folder / "pca.npz")
+        (folder / "backend.json").write_text(json.dumps({"backend": self.backend.name,
+                                                         "options": self.backend.options.__dict__}))
+
+    @classmethod
+    def load(cls, folder: Path, vectors: np.ndarray, overrides: dict | None = None) -> VectorSearcher:
+        meta = json.loads((folder / "backend.json").read_text())
+        options = {**meta["options"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        pca = PCAProjection.load(folder / "pca.npz") if (folder / "pca.npz").is_file() else None
+        b = make_backend(meta["backend"], options)
+        b.load(folder, pca.transform(vectors) if pca is not None and meta["backend"] == "exact" else vectors)
+        return cls(vectors, b, pca)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distances, cosines, indices), each (Q, k'), nearest first; k' = min(k, N); -1 = no hit."""
+        k = min(k, self.vectors.shape[0])
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        _, idx = self.backend.search(self.pca.transform(q) if self.pca is not None else q, k)
+        safe = np.where(idx < 0, 0, idx)
+        cand = np.asarray(self.vectors[np.sort(np.unique(safe))], dtype=np.float32)
+        pos = np.searchsorted(np.sort(np.unique(safe)), safe)
+        g = torch.from_numpy(cand)[torch.from_numpy(pos)]  # (Q, k, D)
+        qt = torch.from_numpy(q)
+        dist = (g - qt[:, None]).norm(dim=-1)
+        cos = torch.nn.functional.cosine_similarity(g, qt[:, None].expand_as(g), dim=-1, eps=1e-12)
+        dist[torch.from_numpy(idx < 0)] = float("inf")
+        order = torch.argsort(dist, dim=1, stable=True)  # exact distances may reorder approximate hits
+        return (torch.gather(dist, 1, order).numpy(), torch.gather(cos, 1, order).numpy(),
+                np.take_along_axis(idx, order.numpy(), 1))

@@ -18,9 +18,17 @@ def main(cfg: DictConfig) -> float | None:
     from media_retrieval.cli.train import train
 
     metrics = run_cli(train, cfg)
-    # Returned for hyper-parameter sweepers (Optuna): the value they optimise.
+    # Returned for hyper-parameter sweepers (Optuna): the value they optimise. NaN for a failed
+    # or metric-less run, which Optuna records as a failed trial and moves on from.
     name = cfg.get("optimized_metric")
-    return metrics.get(name) if metrics and name else None
+    if not name:
+        return None
+    if metrics and name not in metrics:
+        import logging
+
+        logging.getLogger(__name__).warning("optimized_metric %r was not logged by this run (logged: %s)",
+                                            name, ", ".join(sorted(k for k in metrics if "_d" not in k)[:12]))
+    return float((metrics or {}).get(name, float("nan")))
 
 
 if __name__ == "__main__":

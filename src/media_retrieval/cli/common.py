@@ -50,14 +50,43 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
-def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Send the resolved config to every logger (what W&B shows as the run's config)."""
-    if not trainer.loggers:
-        return
+def flat_hparams(cfg: DictConfig, locked: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The resolved config as dotted keys (``model.temporal.cell``), the form W&B sweeps use.
+
+    Keys in ``locked`` (set by a W&B sweep for this run) are left out: the sweep already
+    recorded them, and re-logging could only repeat or silently overwrite the sweep's value
+    (Lightning's WandbLogger updates with ``allow_val_change=True``)."""
     hp = OmegaConf.to_container(cfg, resolve=True)
     hp.pop("hydra", None)
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node
+
+    walk("", hp)
+    return {k: v for k, v in out.items() if k not in locked and not any(k.startswith(f"{lk}.") for lk in locked)}
+
+
+def _sweep_locked_keys(logger: Any) -> set[str]:
+    """Config keys a W&B sweep set for this run (empty outside sweeps)."""
+    import os
+
+    if not os.environ.get("WANDB_SWEEP_ID") or type(logger).__name__ != "WandbLogger":
+        return set()
+    try:
+        return set(logger.experiment.config.keys())
+    except Exception:  # disabled/offline run objects may lack a config
+        return set()
+
+
+def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Send the resolved config to every logger (what W&B shows as the run's config)."""
     for lg in trainer.loggers:
-        lg.log_hyperparams(hp)
+        lg.log_hyperparams(flat_hparams(cfg, _sweep_locked_keys(lg)))
 
 
 def print_results(results_dir: Path, k: int, delta: float, title: str | None = None) -> list[dict]:
@@ -83,8 +112,18 @@ def _user_error(exc: BaseException) -> MediaRetrievalError | None:
     return None
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run an entry point; a user-fixable error ends with one clear line and exit code 2."""
+    """Run an entry point; a user-fixable error ends with one clear line and exit code 2.
+
+    In a Hydra multirun (sweeps, ablations) the error is written to the job's ``error.txt``
+    and the sweep goes on to its next job: one impossible combination must not stop the study."""
     try:
         return fn(cfg)
     except Exception as exc:
@@ -92,4 +131,10 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if err is None:
             raise
         print(f"error: {err}", file=sys.stderr)
+        if _in_multirun():
+            out = Path(cfg.paths.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(f"{err}\n")
+            log.error("job failed, sweep continues: %s", err)
+            return None
         sys.exit(2)

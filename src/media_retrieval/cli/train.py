@@ -67,6 +67,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
             trainer.test(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if ckpt_cb is not None and ckpt_cb.monitor and ckpt_cb.best_model_score is not None:
+        metrics[ckpt_cb.monitor] = float(ckpt_cb.best_model_score)  # the best epoch's, what searches optimise
     report(cfg, with_results=bool(cfg.get("test")))
     return metrics
 

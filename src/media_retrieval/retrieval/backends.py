@@ -157,6 +157,7 @@ class ExactBackend(SearchBackend):
         self._members()
 
     def _members(self) -> None:
+        self.x_sq = (self.x * self.x).sum(-1)
         if self.assign is None:
             return
         order = torch.argsort(self.assign, stable=True)
@@ -166,7 +167,7 @@ class ExactBackend(SearchBackend):
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
         if self.centroids is None:
-            d, i = topk_euclidean(qt, self.x, k)
+            d, i = topk_euclidean(qt, self.x, k, g_sq=self.x_sq)
             return d.numpy(), i.numpy()
         probe = min(self.options.kmeans_probe, self.centroids.shape[0])
         near = topk_euclidean(qt, self.centroids, probe)[1]
@@ -174,7 +175,7 @@ class ExactBackend(SearchBackend):
         idx = np.full((q.shape[0], k), -1, dtype=np.int64)
         for r in range(q.shape[0]):  # candidate sets differ per query
             cand = torch.cat([self.members[c] for c in near[r].tolist()])
-            d, i = topk_euclidean(qt[r:r + 1], self.x[cand], k)
+            d, i = topk_euclidean(qt[r:r + 1], self.x[cand], k, g_sq=self.x_sq[cand])
             n = d.shape[1]
             dist[r, :n], idx[r, :n] = d[0].numpy(), cand[i[0]].numpy()
         return dist, idx

@@ -25,7 +25,7 @@ def cosine(q: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor
 
 
 def topk_euclidean(
-    q: torch.Tensor, g: torch.Tensor, k: int, max_chunk_bytes: int = 256 << 20
+    q: torch.Tensor, g: torch.Tensor, k: int, max_chunk_bytes: int = 256 << 20, g_sq: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean top-k of ``g`` for every row of ``q``: (distances, indices), nearest first.
 
@@ -33,9 +33,11 @@ def topk_euclidean(
     (default 256 MiB), so memory does not grow with the number of queries, and the work is one
     matrix multiply plus ``torch.topk`` per chunk (no full sort). Exact ties may come in any
     order; evaluation uses :func:`media_retrieval.retrieval.evaluate.rank`, which sorts stably.
+    ``g_sq``: the gallery's squared norms, when a caller searching the same gallery many times
+    keeps them (computing them reads the whole gallery, as much memory traffic as the search).
     """
     k = min(k, g.shape[0])
-    g_sq = (g * g).sum(-1).unsqueeze(0)
+    g_sq = ((g * g).sum(-1) if g_sq is None else g_sq).unsqueeze(0)
     rows = max(1, max_chunk_bytes // (g.shape[0] * g.element_size()))
     dists, idxs = [], []
     for start in range(0, q.shape[0], rows):

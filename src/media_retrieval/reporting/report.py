@@ -1,0 +1,279 @@
+"""One markdown report from many runs (``src/report.py``): the paper's tables with our numbers
+beside the paper's, the ablation table, Fig. 4, the δ plot and the PCA curve.
+
+A *run* is a folder holding ``retrieval/results.json`` (written by the retrieval callback or
+``src/eval.py``) and ``.hydra/`` (config and overrides); a failed sweep job holds
+``error.txt`` instead. Give run folders or the folders above them (a multirun).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from media_retrieval.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The paper's numbers (Ravi & Nandakumar 2021), for the side-by-side columns.
+PAPER_TABLE_II = {"color": 0.8162, "gray": 0.8003}  # top-100 retrieval accuracy, CIFAR10 untrained classes
+PAPER_TABLE_III = {"cnn_lstm": {"params_m": 4.5, "embed_s": 0.8, "size_mb": 22.5, "train_h": 2.7},
+                   "c3d": {"params_m": 46.0, "embed_s": 1.2, "size_mb": 305.17, "train_h": 16.0}}
+PAPER_TABLE_IV = {  # (model, ranking, split) -> metric -> value; top-5
+    ("c3d", "euclidean", "seen"): {"accuracy": 0.6578, "precision": 0.5933, "recall": 0.4983, "f1": 0.5261},
+    ("c3d", "par", "seen"): {"accuracy": 0.7316, "precision": 0.6675, "recall": 0.6015, "f1": 0.6222},
+    ("cnn_lstm", "euclidean", "seen"): {"accuracy": 0.7644, "precision": 0.7481, "recall": 0.6644, "f1": 0.6866},
+    ("cnn_lstm", "par", "seen"): {"accuracy": 0.8575, "precision": 0.8656, "recall": 0.7984, "f1": 0.8165},
+    ("c3d", "euclidean", "unseen"): {"accuracy": 0.5983, "precision": 0.4984, "recall": 0.3759, "f1": 0.4141},
+    ("c3d", "par", "unseen"): {"accuracy": 0.6414, "precision": 0.5462, "recall": 0.4303, "f1": 0.467},
+    ("cnn_lstm", "euclidean", "unseen"): {"accuracy": 0.7113, "precision": 0.6225, "recall": 0.5225, "f1": 0.5566},
+    ("cnn_lstm", "par", "unseen"): {"accuracy": 0.914, "precision": 0.8793, "recall": 0.842, "f1": 0.8555},
+}
+METRICS = ("accuracy", "precision", "recall", "f1")
+IGNORED_OVERRIDES = ("hydra.", "paths.", "logger", "trainer.accelerator", "hparams_search", "ablation", "data.root",
+                     "data.corpus.", "data.num_workers", "data.batch_size", "data.eval_batch_size")
+
+
+@dataclass
+class Run:
+    path: Path
+    rows: list[dict] = field(default_factory=list)
+    overrides: dict[str, str] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def model(self) -> str:
+        return str((self.config.get("model") or {}).get("name") or (self.rows[0]["model"] if self.rows else "?"))
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.config.get("tags") or [])
+
+
+def _load_run(d: Path) -> Run:
+    run = Run(d)
+    hyd = d / ".hydra"
+    if (hyd / "overrides.yaml").is_file():
+        for o in yaml.safe_load((hyd / "overrides.yaml").read_text()) or []:
+            key, _, value = str(o).lstrip("+~").partition("=")
+            run.overrides[key] = value
+    if (hyd / "config.yaml").is_file():
+        run.config = yaml.safe_load((hyd / "config.yaml").read_text()) or {}
+    if (d / "error.txt").is_file():
+        run.error = (d / "error.txt").read_text().strip()
+    res = d / "retrieval" / "results.json"
+    if res.is_file():
+        run.rows = json.loads(res.read_text())
+    return run
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Run folders at or below each path (results.json or error.txt), in path order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConfigError(f"runs: {p} does not exist")
+        cands = [p] + sorted(q for q in p.rglob("*") if q.is_dir() and not q.name.startswith("."))
+        for c in cands:
+            if ((c / "retrieval" / "results.json").is_file() or (c / "error.txt").is_file()) and c not in found:
+                found.append(c)
+    if not found:
+        raise ConfigError(f"no run folders (retrieval/results.json or error.txt) under {', '.join(map(str, paths))}")
+    runs = [_load_run(d) for d in found]
+    return sorted(runs, key=lambda r: (_num(r.path.name), str(r.path)))
+
+
+def _num(name: str) -> int:
+    return int(name) if name.isdigit() else 10**9
+
+
+def _head(rows: list[dict], k: int, delta: float, ranking: str, split: str) -> dict | None:
+    for r in rows:
+        if (r["k"] == k and r["ranking"] == ranking and r["split"] == split and r.get("dataset", "all") == "all"
+                and (ranking == "euclidean" or abs((r["delta"] or 0) - delta) < 1e-9)):
+            return r
+    return None
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    """The overrides that differ between runs: what names a variant."""
+    keys = sorted({k for r in runs for k in r.overrides if not k.startswith(IGNORED_OVERRIDES)})
+    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1] or \
+        [k for k in keys if any(k in r.overrides for r in runs)]
+
+
+def ablation_table(runs: list[Run], k: int, delta: float) -> str:
+    """One row per run: its variant (the varying overrides), then P@k and mAP, EU and PAR."""
+    keys = varying_keys(runs)
+    cols = [("euclidean", "seen"), ("par", "seen"), ("euclidean", "unseen"), ("par", "unseen")]
+    head = ["run", *keys, *[f"P@{k} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for rk, sp in cols], "mAP all"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        vals = [r.path.name, *[r.overrides.get(key, "·") for key in keys]]
+        if r.error:
+            lines.append("| " + " | ".join(vals + [f"failed: {r.error[:80]}"] + [""] * (len(cols))) + " |")
+            continue
+        for rk, sp in cols:
+            h = _head(r.rows, k, delta, rk, sp)
+            vals.append(_fmt(h["precision"]) if h else "–")
+        h = _head(r.rows, k, delta, "euclidean", "all")
+        vals.append(_fmt(h.get("map")) if h else "–")
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_iv(runs: list[Run], k: int, delta: float) -> str:
+    """Top-k metrics per model x ranking x split, each beside the paper's value (k = 5)."""
+    by_model: dict[str, Run] = {}
+    for r in runs:
+        if r.rows and not r.error:
+            by_model.setdefault(r.model, r)
+    cols = [(m, rk, sp) for sp in ("seen", "unseen") for m in by_model for rk in ("euclidean", "par")]
+    head = ["metric", *[f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp} (paper)" for m, rk, sp in cols]]
+    lines = [f"Top-{k}, PAR δ = {delta}; the paper's Table IV value in brackets (its k = 5).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric in METRICS:
+        cells = [metric]
+        for m, rk, sp in cols:
+            h = _head(by_model[m].rows, k, delta, rk, sp)
+            paper = PAPER_TABLE_IV.get((m.replace("_e2e", ""), rk, sp), {}).get(metric)
+            cells.append(f"{_fmt(h[metric]) if h else '–'} ({'–' if paper is None else f'{paper:.4f}'})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_ii(runs: list[Run], delta: float) -> str | None:
+    """Colour vs grayscale top-100 accuracy on the unseen classes, beside the paper's."""
+    pair = {}
+    for r in runs:
+        if r.error or not r.rows or "table_ii" not in r.tags:
+            continue
+        chans = int(((r.config.get("model") or {}).get("backbone") or {}).get("in_chans", 3))
+        h = _head(r.rows, 100, delta, "euclidean", "unseen") or _head(r.rows, max(x["k"] for x in r.rows), delta,
+                                                                      "euclidean", "unseen")
+        pair["gray" if chans == 1 else "color"] = h
+    if not pair:
+        return None
+    lines = ["| dataset | colour (paper) | grayscale (paper) |", "|---|---|---|"]
+    cells = []
+    for kind in ("color", "gray"):
+        h = pair.get(kind)
+        cells.append(f"{_fmt(h['accuracy']) if h else '–'} ({PAPER_TABLE_II[kind]:.4f})")
+    k = next(iter(pair.values()))["k"] if next(iter(pair.values())) else 100
+    lines.append(f"| untrained classes, top-{k} accuracy | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_iii(table3_json: Path | None) -> str | None:
+    """Size and speed (benchmarks/table3.py's JSON) beside the paper's Table III."""
+    if table3_json is None or not table3_json.is_file():
+        return None
+    ours = json.loads(table3_json.read_text())
+    lines = ["| model | parameters (paper) | size MB (paper) | embed 16 frames, s (paper) |", "|---|---|---|---|"]
+    for name, paper in PAPER_TABLE_III.items():
+        m = ours.get(name, {})
+        lines.append(f"| {name} | {m.get('params_m', '–')} M ({paper['params_m']} M) | "
+                     f"{m.get('checkpoint_mb', '–')} ({paper['size_mb']}) | "
+                     f"{m.get('embed_s', m.get('embed_s_16x224', '–'))} ({paper['embed_s']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, variance: float = 0.9) -> list[dict]:
+    """P@k (Euclidean, all queries) and ranking time vs PCA dimension on saved embeddings;
+    the PCA is fitted on the gallery. ``at_variance`` marks the fewest dimensions keeping
+    ``variance`` of it (the paper's best practice)."""
+    from media_retrieval.retrieval.backends import PCAProjection
+    from media_retrieval.retrieval.embeddings_io import load_embeddings
+    from media_retrieval.retrieval.evaluate import rank, score_rows
+
+    emb, _, _, model = load_embeddings(embeddings)
+    x = emb.vectors.float().numpy()
+    full = PCAProjection.fit(x[emb.is_gallery], dim=x.shape[1])
+    cum = np.cumsum(full.explained)
+    d90 = int(np.searchsorted(cum, variance - 1e-9) + 1)
+    dims = sorted({d for d in (dims or [2, 4, 8, 16, 32, 64, 128, x.shape[1]]) if d <= x.shape[1]} | {d90})
+    out = []
+    for d in dims:
+        proj = PCAProjection(full.mean, full.components[:d], full.explained[:d])
+        e = replace(emb, vectors=torch.from_numpy(proj.transform(x)))
+        t = time.perf_counter()
+        rk = rank(e, k)
+        secs = time.perf_counter() - t
+        rows = score_rows(e, [k], 0.8, model=model, rankings=rk)
+        h = _head(rows, k, 0.8, "euclidean", "all")
+        out.append({"dim": d, "variance": round(float(cum[d - 1]), 4), f"precision@{k}": h["precision"],
+                    "rank_ms": round(1000 * secs, 2), "at_variance": d == d90})
+    return out
+
+
+def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Path:
+    from media_retrieval.reporting.figures import _plt
+
+    plt = _plt()
+    fig, a1 = plt.subplots(figsize=(6, 3.5))
+    dims = [r["dim"] for r in rows]
+    a1.plot(dims, [r[f"precision@{k}"] for r in rows], marker="o", label=f"P@{k}")
+    a1.set(xscale="log", xlabel="PCA dimension", ylabel=f"P@{k} (Euclidean)", ylim=(0, 1))
+    a2 = a1.twinx()
+    a2.plot(dims, [r["rank_ms"] for r in rows], marker="s", color="grey", label="ranking time")
+    a2.set(ylabel="ranking time, ms")
+    mark = next((r["dim"] for r in rows if r["at_variance"]), None)
+    if mark:
+        a1.axvline(mark, color="red", ls="--", label=f"{int(variance * 100)} % variance: {mark} dims")
+    a1.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float = 0.8,
+                 table3_json: Path | None = None) -> Path:
+    from media_retrieval.reporting import figures
+
+    runs = find_runs(run_paths)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pics = out.parent / f"{out.stem}_figures"
+    pics.mkdir(exist_ok=True)
+    ok = [r for r in runs if r.rows and not r.error]
+    parts = [f"# Retrieval report\n\n{len(runs)} runs ({len(runs) - len(ok)} failed), top-{k}, PAR δ = {delta}.\n"]
+    parts.append("## Runs (ablation table)\n\n" + ablation_table(runs, k, delta))
+    t2 = table_ii(runs, delta)
+    if t2:
+        parts.append("## Table II: colour vs grayscale\n\n" + t2)
+    t3 = table_iii(table3_json)
+    if t3:
+        parts.append("## Table III: size and speed\n\n" + t3)
+    video = [r for r in ok if "table_ii" not in r.tags]
+    if video:
+        parts.append("## Table IV: seen / unseen, EU / PAR\n\n" + table_iv(video, k, delta))
+        best = video[0]
+        f4 = figures.fig4_bars([r for r in best.rows], k, delta, pics / "fig4.png")
+        parts.append(f"## Fig. 4 ({best.model}, {best.path.name})\n\n![Fig. 4]({f4.relative_to(out.parent)})\n")
+        if any(r["ranking"] == "par" and abs((r["delta"] or 0) - delta) > 1e-9 for r in best.rows):
+            dp = figures.delta_plot(best.rows, k, pics / "delta.png")
+            parts.append(f"## PAR: precision and list length vs δ ({best.path.name})\n\n"
+                         f"![δ plot]({dp.relative_to(out.parent)})\n")
+    emb = next((r.path / "retrieval" / "embeddings.npz" for r in ok if (r.path / "retrieval" / "embeddings.npz").is_file()),
+               None)
+    if emb is not None:
+        rows = pca_study(emb, k)
+        p = pca_plot(rows, k, pics / "pca.png")
+        lines = [f"| dim | variance kept | P@{k} | ranking ms |", "|---|---|---|---|"]
+        lines += [f"| {r['dim']}{' (90 %)' if r['at_variance'] else ''} | {r['variance']:.3f} | "
+                  f"{r[f'precision@{k}']:.4f} | {r['rank_ms']} |" for r in rows]
+        parts.append(f"## PCA study ({emb.parent.parent.name})\n\n" + "\n".join(lines) + f"\n\n![PCA]({p.relative_to(out.parent)})\n")
+    out.write_text("\n".join(parts))
+    return out

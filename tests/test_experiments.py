@@ -1,0 +1,242 @@
+"""Experiment configs, W&B sweep files, Hydra multiruns (ablation, Optuna) and the report."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REAL_CLIPS, ROOT, compose_cfg, tiny_overrides
+from helpers.standins import make_cifar_batches, make_paper_datasets, make_real_clips_standin
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from media_retrieval.cli.common import flat_hparams
+from media_retrieval.cli.train import train
+from media_retrieval.data.image_sets import load_cifar_batch
+from media_retrieval.reporting.report import find_runs, pca_study, write_report
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+SMALL = ["data.num_workers=0", "trainer.accelerator=cpu", "logger=csv"]
+# the online-only ImageNet weights of the paper configs, replaced for offline smoke passes
+OFFLINE_WEIGHTS = ["model.backbone.weights=none"]
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("standins")
+    real = REAL_CLIPS if REAL_CLIPS.is_dir() else make_real_clips_standin(base / "real-clips")
+    return {"data": make_paper_datasets(base / "data"), "cifar": make_cifar_batches(base / "data" / "cifar10"),
+            "real": real, "cache": base / "cache"}
+
+
+def experiment_overrides(name: str, standins: dict[str, Path], tiny_dirs) -> list[str]:
+    common = [f"paths.data_dir={standins['data']}", f"paths.cache_dir={standins['cache']}", *SMALL,
+              "data.image_size=64"]
+    if name.startswith("paper_"):
+        extra = ["data.min_clips=2", "data.batch_size=4", "data.frames=4"]
+        extra += ["model.width=0.125"] if name == "paper_c3d" else OFFLINE_WEIGHTS
+        return common + extra
+    if name == "color_vs_gray":
+        return common + [*OFFLINE_WEIGHTS, "data.image_size=32", "data.batch_size=8", "data.eval_batch_size=8"]
+    if name == "real_clips":
+        return common + [f"paths.real_clips_dir={standins['real']}", "data.frames=4"]
+    return tiny_overrides(*tiny_dirs)  # demo, demo_baseline: the built-in corpus
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_runs_fast_dev_run(name, standins, tiny_dirs, tmp_path):
+    cfg = compose_cfg("train.yaml", [f"experiment={name}", "debug=fdr",
+                                     *experiment_overrides(name, standins, tiny_dirs)], tmp_path)
+    GlobalHydra.instance().clear()
+    expected = {"paper_cnn_lstm": ("CrossDataModule", "cnn_lstm"), "paper_c3d": ("CrossDataModule", "c3d"),
+                "paper_e2e": ("CrossDataModule", "cnn_lstm_e2e"), "color_vs_gray": ("Cifar10DataModule", "cnn_lstm_e2e"),
+                "real_clips": ("FolderDataModule", "cnn_lstm")}
+    if name in expected:
+        assert (cfg.data._target_.rsplit(".", 1)[1], cfg.model.name) == expected[name]
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    metrics = train(cfg)
+    # fast_dev_run: one batch of each stage; retrieval on one test batch may have no query
+    assert isinstance(json.loads((tmp_path / "retrieval" / "results.json").read_text()), list)
+    assert isinstance(metrics, dict)
+
+
+def test_paper_experiment_offline_ends_with_one_line(standins, tmp_path):
+    """Without the weights override, the paper's MobileNet V1 weights cannot download here:
+    the run stops at start-up with one line saying what to fetch."""
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    r = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "experiment=paper_cnn_lstm", "debug=fdr",
+                        f"paths.data_dir={standins['data']}", f"paths.cache_dir={standins['cache']}",
+                        "data.min_clips=2", f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot download ImageNet weights for timm model 'mobilenetv1_100'")
+    assert "model.backbone.weights=" in last
+
+
+def test_cifar_batches_load_without_running_code(tmp_path):
+    root = make_cifar_batches(tmp_path)
+    b = load_cifar_batch(root / "cifar-10-batches-py" / "data_batch_1")
+    assert np.asarray(b["data"]).shape == (30, 3072) and len(b["labels"]) == 30
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    import pickle
+
+    evil = tmp_path / "evil_batch"
+    evil.write_bytes(pickle.dumps({"data": Payload()}))
+    from media_retrieval.errors import DataError
+
+    with pytest.raises(DataError, match="refusing to load"):
+        load_cifar_batch(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------- W&B sweeps
+
+
+def _grid(sweep: dict) -> list[dict]:
+    params = sweep["parameters"]
+    fixed = {k: v["value"] for k, v in params.items() if "value" in v}
+    varying = {k: v["values"] for k, v in params.items() if "values" in v}
+    return [{**fixed, **dict(zip(varying, combo, strict=True))} for combo in itertools.product(*varying.values())]
+
+
+def _agent_args(params: dict) -> list[str]:
+    """What ${args_no_hyphens} expands to."""
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items()]
+
+
+def _expected_failure(params: dict) -> str | None:
+    if params.get("model.temporal.readout") == "last_hc" and params.get("model.temporal.cell") != "lstm":
+        return "needs cell=lstm"
+    if params.get("model.backbone.weights") == "imagenet" and params.get("model.backbone.name") != "efficientnet_lite0":
+        return "cannot download ImageNet weights"
+    return None
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_sweep_file_is_well_formed(path):
+    sweep = yaml.safe_load(path.read_text())
+    assert (ROOT / sweep["program"]).is_file()
+    assert sweep["command"][-1] in ("${args_no_hyphens}", "${args_override_hydra}")
+    assert sweep["method"] in ("grid", "random", "bayes")
+    assert sweep["metric"]["name"].startswith("retrieval/") and sweep["metric"]["goal"] == "maximize"
+    assert len(_grid(sweep)) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in SWEEPS if p.stem != "par_delta_k"],  # run in test_train.py
+                         ids=[p.stem for p in SWEEPS if p.stem != "par_delta_k"])
+def test_sweep_commands_run_offline(path, tiny_dirs, tmp_path):
+    """A sample of each training sweep's grid (both ends + one random point), run as the agent
+    would with WANDB_MODE=disabled; impossible and online-only points end with one line."""
+    sweep = yaml.safe_load(path.read_text())
+    grid = _grid(sweep)
+    sample = [grid[0], grid[-1], random.Random(0).choice(grid[1:-1])]
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("logger=")] + ["trainer.max_epochs=1"]
+    seen_metric = False
+    for i, params in enumerate(sample):
+        params = {**params, "data.frames": min(int(params.get("data.frames", 4)), 8)}  # tiny clips are short
+        out = tmp_path / f"run{i}"
+        cmd = [sys.executable, str(ROOT / sweep["program"]), *tiny, *_agent_args(params), f"hydra.run.dir={out}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+        why = _expected_failure(params)
+        if why:
+            assert r.returncode == 2, r.stderr[-1500:]
+            assert why in r.stderr.strip().splitlines()[-1]
+            continue
+        assert r.returncode == 0, (params, r.stderr[-3000:])
+        rows = json.loads((out / "retrieval" / "results.json").read_text())
+        assert rows
+        # the sweep's metric is one the run logs
+        logged = (out / "csv").rglob("metrics.csv")
+        header = next(iter(logged)).read_text().splitlines()[0].split(",")
+        seen_metric |= sweep["metric"]["name"] in header
+    assert seen_metric or all(_expected_failure(p) for p in sample)
+
+
+def test_sweep_locked_keys_are_not_relogged(cfg_train):
+    flat = flat_hparams(cfg_train)
+    assert flat["model.temporal.cell"] == "lstm" and "model" not in flat
+    locked = {"model.temporal.cell", "experiment", "data"}
+    out = flat_hparams(cfg_train, locked)
+    assert "model.temporal.cell" not in out and not any(k.startswith("data.") for k in out)
+    assert out["model.temporal.hidden"] == flat["model.temporal.hidden"]
+
+
+# ------------------------------------------------------------------------- multiruns + report
+
+
+@pytest.mark.slow
+def test_temporal_ablation_multirun_and_report(tiny_dirs, tmp_path):
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
+    sweep_dir = tmp_path / "multirun"
+    tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("data.frames")]
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "ablation=temporal", *tiny,
+           "model.temporal.num_layers=1", "model.temporal.bidirectional=false", "model.temporal.readout=last_hc",
+           "data.frames=4", "model.temporal.hidden=16", "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = find_runs([sweep_dir])
+    assert [r.overrides["model.temporal.cell"] for r in runs] == ["lstm", "gru", "none"]
+    # last_hc needs an LSTM: the gru and none jobs failed at start-up, recorded, sweep went on
+    assert runs[0].error is None and runs[0].rows
+    assert all("needs cell=lstm" in (r.error or "") for r in runs[1:])
+    out = write_report([sweep_dir], tmp_path / "report.md")
+    text = out.read_text()
+    table = text.split("## Runs (ablation table)")[1].split("##")[0]
+    body = [ln for ln in table.strip().splitlines()[2:] if ln.startswith("|")]
+    assert len(body) == 3 and "model.temporal.cell" in table
+    assert "| lstm |" in body[0] and "failed" in body[1] and "failed" in body[2]
+    assert (tmp_path / "report_figures" / "fig4.png").is_file()
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials(tiny_dirs, tmp_path):
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
+    sweep_dir = tmp_path / "optuna"
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "hparams_search=optuna", *tiny_overrides(*tiny_dirs),
+           "trainer.max_epochs=2", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+           f"hydra.sweep.dir={sweep_dir}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert 0.0 <= float(best["best_value"]) <= 1.0
+    assert set(best["best_params"]) == {"model.lr", "model.dropout", "model.temporal.cell", "model.temporal.hidden",
+                                        "model.temporal.num_layers"}
+    assert len([d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()]) == 2
+
+
+def test_pca_study_marks_the_90_percent_dimension(tmp_path):
+    from media_retrieval.retrieval.embeddings_io import save_embeddings
+    from media_retrieval.retrieval.evaluate import EmbeddingSet
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 10)
+    centers = rng.normal(0, 1, (6, 3)) @ rng.normal(0, 1, (3, 32))  # rank-3 class structure
+    x = centers[labels] + 0.05 * rng.normal(0, 1, (60, 32))
+    import torch
+
+    emb = EmbeddingSet(np.arange(60), torch.tensor(x, dtype=torch.float32), labels, np.ones(60, bool),
+                       np.arange(60) % 5 == 0, np.ones(60, bool))
+    save_embeddings(tmp_path / "e.npz", emb, [str(i) for i in range(6)], ["d"] * 60)
+    rows = pca_study(tmp_path / "e.npz", k=5)
+    marked = [r for r in rows if r["at_variance"]]
+    assert len(marked) == 1 and marked[0]["dim"] <= 3 and marked[0]["variance"] >= 0.9
+    full = rows[-1]
+    assert full["dim"] == 32 and abs(full["variance"] - 1.0) < 1e-6
+    assert marked[0]["precision@5"] >= full["precision@5"] - 0.02  # the paper's claim holds here

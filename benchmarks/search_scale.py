@@ -186,6 +186,7 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--real", type=Path, default=None, help="embeddings.npz from src/eval.py save_embeddings=true")
     ap.add_argument("--real-n", type=int, default=100_000)
+    ap.add_argument("--only", nargs="*", default=None, help="backends to run (exact flat ivf hnsw ivfpq pca)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/search_scale.json"))
     args = ap.parse_args()
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
@@ -196,7 +197,9 @@ def main() -> None:
         del noise
         q_pur = np.random.default_rng(5).choice(n, 200, replace=False)
         print(f"N={n}, latent {args.latent}: noise sigma={sigma:.3f}, exact top-10 purity {purity(x, labels, q_pur):.3f}", flush=True)
-        rows += run_size(x, labels, backends_for(n), args.queries, args.singles)
+        specs = [b for b in backends_for(n) if args.only is None
+                 or ("pca" if b.get("pca") else b["backend"]) in args.only]
+        rows += run_size(x, labels, specs, args.queries, args.singles)
         del x
     if args.real is not None:
         rows += real_rows(args.real, args.real_n, args.queries, args.singles)

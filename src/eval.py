@@ -18,4 +18,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from media_retrieval.cli.precheck import precheck_overrides
+
+    precheck_overrides("eval.yaml")
     main()

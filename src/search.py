@@ -21,4 +21,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from media_retrieval.cli.precheck import precheck_overrides
+
+    precheck_overrides("search.yaml")
     main()

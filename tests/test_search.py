@@ -181,7 +181,9 @@ def test_failed_generation_write_keeps_the_old_index(library, tmp_path, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(VectorSearcher, "save", boom)
-    with pytest.raises(OSError, match="No space"):
+    from media_retrieval.errors import MediaRetrievalError
+
+    with pytest.raises(MediaRetrievalError, match="No space left on device.*live index is unchanged"):
         run_index(media0, index, tmp_path / "run", ["index.rebuild=true", "preprocess.frames=2"])
     assert (index / "CURRENT").read_text() == before
     assert len(IndexStore(index).segments()) == len(IndexStore(index0).segments())

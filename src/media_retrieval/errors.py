@@ -19,3 +19,15 @@ class ConfigError(MediaRetrievalError):
 
 class WeightsUnavailableError(MediaRetrievalError):
     """Pretrained weights cannot be loaded (typically: offline and not in the local cache)."""
+
+
+class TrainingDiverged(MediaRetrievalError):
+    """Loss or weights became NaN/inf; the last good checkpoint is kept."""
+
+
+class Interrupted(MediaRetrievalError):
+    """Stopped by a signal (SIGTERM: exit code 143, Ctrl-C: 130); what was finished is on disk."""
+
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -18,8 +18,33 @@ from media_retrieval.errors import ConfigError, MediaRetrievalError
 log = logging.getLogger(__name__)
 
 
+# (config key, type, minimum): values every entry point reads; None = optional
+_TYPED = [("data.batch_size", int, 1), ("data.eval_batch_size", int, 1), ("data.frames", int, 1),
+          ("data.image_size", int, 8), ("data.num_workers", int, 0), ("trainer.max_epochs", int, -1),
+          ("model.lr", float, 0.0), ("model.dropout", float, 0.0), ("seed", int, None),
+          ("batch_size", int, 1), ("k", int, 1), ("preprocess.frames", int, 1)]
+
+
+def _check_types(cfg: DictConfig) -> None:
+    for key, typ, low in _TYPED:
+        v = OmegaConf.select(cfg, key, default=None)
+        if v is None:
+            continue
+        ok = isinstance(v, int) and not isinstance(v, bool) if typ is int else \
+            isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not ok:
+            raise ConfigError(f"{key} must be {'an integer' if typ is int else 'a number'}, got {v!r}")
+        if low is not None and v < low:
+            raise ConfigError(f"{key} must be >= {low}, got {v}")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Fail at start-up, before any data is read, on values that cannot work."""
+    _check_types(cfg)
+    model = cfg.get("model")
+    if model is not None and "backbone" in model and not str(model.get("_target_", "")).endswith("CNNLSTM"):
+        raise ConfigError(f"model={model.get('name')} has no 2D backbone: model.backbone.* applies to cnn_lstm "
+                          "models (cnn_lstm, cnn_lstm_e2e)")
     r = cfg.get("retrieval")
     if r is not None:
         ks = list(r.k)
@@ -102,11 +127,28 @@ def print_results(results_dir: Path, k: int, delta: float, title: str | None = N
     return rows
 
 
+def _oom_error(exc: BaseException) -> MediaRetrievalError | None:
+    """Out of memory (GPU or host) as a user error that says which knob to turn."""
+    import torch
+
+    text = str(exc)
+    if isinstance(exc, torch.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return MediaRetrievalError(
+            f"out of memory ({text.splitlines()[0][:160]}): use a smaller batch: data.batch_size / "
+            "data.eval_batch_size for training and evaluation, batch_size for src/index.py "
+            "(data.feature_batch_size when building the feature cache)")
+    return None
+
+
 def _user_error(exc: BaseException) -> MediaRetrievalError | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, MediaRetrievalError):
             return exc
+        oom = _oom_error(exc)
+        if oom is not None:
+            return oom
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
@@ -137,4 +179,4 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             (out / "error.txt").write_text(f"{err}\n")
             log.error("job failed, sweep continues: %s", err)
             return None
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))

@@ -26,7 +26,7 @@ from media_retrieval.data.datamodule import skip_failed_collate
 from media_retrieval.data.discovery import Skipped, quick_content_hash, walk_media
 from media_retrieval.data.library import Preprocess, SegmentDataset
 from media_retrieval.data.video import media_type, probe_video
-from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.errors import ConfigError, DataError, Interrupted
 from media_retrieval.retrieval.index_store import IndexStore, Segment, fingerprint, segment_key
 from media_retrieval.utils.checkpoint import load_model
 
@@ -146,7 +146,12 @@ def build_index(cfg: DictConfig) -> dict:
         loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], pre),
                             batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
                             collate_fn=skip_failed_collate, shuffle=False)
-        trainer.predict(model, dataloaders=loader, return_predictions=False)
+        try:
+            trainer.predict(model, dataloaders=loader, return_predictions=False)
+        except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
+            n = len(list(work.glob("shard-*.npz")))
+            raise Interrupted(f"interrupted: {n} finished batches are kept in {work} and the live index is "
+                              "unchanged; run the same command again to resume", exit_code=130) from exc
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return {}

@@ -19,6 +19,7 @@ from media_retrieval.cli.common import (
     print_results,
     validate_config,
 )
+from media_retrieval.errors import ConfigError, Interrupted, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,49 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
     return datamodule, model
 
 
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: ``last`` = this run dir's ``checkpoints/last.ckpt`` (resume an interrupted
+    run by giving its folder: ``hydra.run.dir=<run>``), or a path; checked before data is read."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        return None
+    ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    if str(ckpt) == "last":
+        path = ckpt_dir / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path=last: no {path}; to resume a run, point at its folder: "
+                              f"hydra.run.dir=logs/train/runs/<run> ckpt_path=last (or give the checkpoint's path)")
+        return str(path)
+    if not Path(str(ckpt)).is_file():
+        raise ConfigError(f"ckpt_path={ckpt!r}: file not found")
+    return str(ckpt)
+
+
+def _fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig) -> None:
+    """``trainer.fit`` with the ways a long run ends early turned into one clear line each."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except SIGTERMException as exc:
+        saved = next((c.saved for c in trainer.callbacks if getattr(c, "saved", None)), None)
+        raise Interrupted(f"terminated by SIGTERM at epoch {trainer.current_epoch}: "
+                          + (f"checkpoint saved to {saved}; resume with hydra.run.dir={cfg.paths.output_dir} "
+                             f"ckpt_path={saved}" if saved else "no checkpoint callback configured")) from exc
+    except (FloatingPointError, TrainingDiverged) as exc:
+        keep = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
+        raise TrainingDiverged(f"{exc}; {keep} (never overwritten with non-finite weights)") from exc
+    except Exception as exc:
+        if ckpt and ("Weights only load failed" in str(exc) or "UnpicklingError" in type(exc).__name__):
+            raise ConfigError(f"ckpt_path={ckpt!r} cannot be loaded safely (it holds more than weights and "
+                              f"training state, e.g. pickled code): {str(exc).splitlines()[0]}") from exc
+        raise
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
+    resume = resolve_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = prepare(cfg)
     # Re-seed: building the corpus or feature cache consumes random numbers, and the
@@ -53,21 +95,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_hyperparameters(trainer, cfg)
 
     if cfg.get("train") and model.has_trainable_embedding:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        _fit(trainer, model, datamodule, resume, cfg)
     elif cfg.get("train"):
         log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
 
     metrics: dict[str, float] = {}
     if cfg.get("test"):
         ckpt = None
-        ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
         if ckpt_cb is not None and ckpt_cb.best_model_path:
             ckpt = ckpt_cb.best_model_path
             log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
             trainer.test(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     if ckpt_cb is not None and ckpt_cb.monitor and ckpt_cb.best_model_score is not None:
         metrics[ckpt_cb.monitor] = float(ckpt_cb.best_model_score)  # the best epoch's, what searches optimise
     report(cfg, with_results=bool(cfg.get("test")))

@@ -19,8 +19,15 @@ def write_json(rows: Sequence[dict], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:  # full disk, quota, read-only: the previous results stay as they were
+        tmp.unlink(missing_ok=True)
+        from media_retrieval.errors import MediaRetrievalError
+
+        raise MediaRetrievalError(f"cannot write {path} ({exc.strerror or exc}); "
+                                  f"{'the previous file is unchanged' if path.exists() else 'nothing was written'}") from exc
 
 
 def _fmt(v) -> str:

@@ -25,7 +25,8 @@ def cosine(q: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor
 
 
 def topk_euclidean(
-    q: torch.Tensor, g: torch.Tensor, k: int, max_chunk_bytes: int = 256 << 20, g_sq: torch.Tensor | None = None
+    q: torch.Tensor, g: torch.Tensor, k: int, max_chunk_bytes: int = 256 << 20, g_sq: torch.Tensor | None = None,
+    gallery_block: int = 8192,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean top-k of ``g`` for every row of ``q``: (distances, indices), nearest first.
 
@@ -35,9 +36,13 @@ def topk_euclidean(
     order; evaluation uses :func:`media_retrieval.retrieval.evaluate.rank`, which sorts stably.
     ``g_sq``: the gallery's squared norms, when a caller searching the same gallery many times
     keeps them (computing them reads the whole gallery, as much memory traffic as the search).
+    Galleries over ``4 x gallery_block`` rows are searched block by block (:func:`_topk_blocked`).
     """
     k = min(k, g.shape[0])
-    g_sq = ((g * g).sum(-1) if g_sq is None else g_sq).unsqueeze(0)
+    g_sq = (g * g).sum(-1) if g_sq is None else g_sq
+    if g.shape[0] > 4 * gallery_block:
+        return _topk_blocked(q, g, g_sq, k, gallery_block)
+    g_sq = g_sq.unsqueeze(0)
     rows = max(1, max_chunk_bytes // (g.shape[0] * g.element_size()))
     dists, idxs = [], []
     for start in range(0, q.shape[0], rows):
@@ -49,4 +54,25 @@ def topk_euclidean(
         d = (top.values + (qc * qc).sum(-1, keepdim=True)).clamp_min_(0.0).sqrt_()
         dists.append(d)
         idxs.append(top.indices)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+def _topk_blocked(q: torch.Tensor, g: torch.Tensor, g_sq: torch.Tensor, k: int, block: int,
+                  query_block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Large galleries: up to ``query_block`` queries against ``block`` gallery rows at a time
+    (a cache-friendly matrix multiply; a whole-gallery chunk forces few queries per multiply,
+    which runs at half speed), keeping each block's top-k and merging them at the end."""
+    dists, idxs = [], []
+    for start in range(0, q.shape[0], query_block):
+        qc = q[start:start + query_block]
+        vals, cand = [], []
+        for gs in range(0, g.shape[0], block):
+            partial = torch.addmm(g_sq[gs:gs + block].unsqueeze(0), qc, g[gs:gs + block].T, beta=1.0, alpha=-2.0)
+            top = torch.topk(partial, min(k, partial.shape[1]), dim=1, largest=False, sorted=False)
+            vals.append(top.values)
+            cand.append(top.indices + gs)
+        v, c = torch.cat(vals, 1), torch.cat(cand, 1)
+        top = torch.topk(v, k, dim=1, largest=False, sorted=True)
+        dists.append((top.values + (qc * qc).sum(-1, keepdim=True)).clamp_min_(0.0).sqrt_())
+        idxs.append(torch.gather(c, 1, top.indices))
     return torch.cat(dists), torch.cat(idxs)

@@ -151,6 +151,23 @@ class IndexStore:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        try:
+            self._write_files(tmp, segments, vectors, manifest, model, model_spec, searcher)
+        except OSError as exc:  # full disk etc.: drop the partial folder, the live index is untouched
+            shutil.rmtree(tmp, ignore_errors=True)
+            from media_retrieval.errors import MediaRetrievalError
+
+            raise MediaRetrievalError(f"cannot write the index to {self.root} ({exc.strerror or exc}); the live index "
+                                      "is unchanged and the embedded batches are kept: free space and run again") from exc
+        os.replace(tmp, gen)
+        _atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
+        for old in self.root.glob("gen-*"):
+            if old != gen:
+                shutil.rmtree(old, ignore_errors=True)
+        return gen
+
+    def _write_files(self, tmp: Path, segments: list[Segment], vectors: np.ndarray, manifest: dict,
+                     model: torch.nn.Module, model_spec: dict, searcher) -> None:
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(vectors, dtype=np.float32))
         con = sqlite3.connect(tmp / "metadata.sqlite")
         try:
@@ -176,12 +193,6 @@ class IndexStore:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        os.replace(tmp, gen)
-        _atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
-        for old in self.root.glob("gen-*"):
-            if old != gen:
-                shutil.rmtree(old, ignore_errors=True)
-        return gen
 
     def skipped(self, gen: Path | None = None) -> list[tuple[str, str]]:
         gen = gen or self.require()

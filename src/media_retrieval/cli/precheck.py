@@ -1,0 +1,47 @@
+"""Command-line overrides checked before Hydra runs the job: one line for a typo'd key.
+
+Hydra reports an unknown key over several lines (plus a hint about HYDRA_FULL_ERROR) and exits
+with 1; composing the config first turns that into ``error: ...`` and exit code 2, the same
+as every other start-up error. Only hydra and omegaconf are imported: this runs before the
+heavy imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # sweeps (-m, a,b lists), --cfg/--help/--info and Hydra's own keys are left to Hydra
+    if any(a.startswith("-") for a in args):
+        return
+    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra.")]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_dir = str(Path(__file__).resolve().parents[3] / "configs")
+    if not Path(config_dir).is_dir():  # installed without the repository's configs
+        return
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=config_dir):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        text = f"{exc}\n{exc.__cause__ or ''}"
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "not in struct" in ln), "")
+        msg = lines[0].rstrip(".") + (f" ({detail})" if detail and detail != lines[0] else "")
+        video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
+                        and a.split("=", 1)[1] in ("c3d", "r2plus1d", "x3d_xs")), None)
+        if video3d and "model.backbone" in text:
+            msg = f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
+        print(f"error: {msg}; `python src/{config_name.replace('.yaml', '.py')} --cfg job` shows the config",
+              file=sys.stderr)
+        sys.exit(2)
+    except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it
+        return
+    finally:
+        GlobalHydra.instance().clear()

@@ -1,0 +1,326 @@
+"""The fault matrix (docs/reliability.md): resume, safe loading, NaN, OOM, SIGTERM, Ctrl-C,
+full disk and config validation. Each test asserts the outcome and that earlier results survive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_cfg, run_script, tiny_overrides
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from media_retrieval.cli.common import run_cli
+from media_retrieval.cli.train import train
+from media_retrieval.errors import ConfigError, MediaRetrievalError, TrainingDiverged
+
+
+def _cfg(tiny_dirs, out: Path, extra: list[str] = ()):
+    cfg = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), *extra], out)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def _headline(out: Path) -> dict:
+    rows = json.loads((out / "retrieval" / "results.json").read_text())
+    return {(r["ranking"], r["split"], r["k"], r["delta"]): (r["precision"], r["map"]) for r in rows
+            if r.get("dataset", "all") == "all"}
+
+
+class Evil:
+    """Unpickling this runs a shell command: a checkpoint that must never be executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _malicious(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {}, "payload": Evil(marker)}, path)  # torch.save pickles the object
+    return path
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+@pytest.mark.slow
+def test_resume_from_epoch_checkpoint_equals_uninterrupted_run(tiny_dirs, tmp_path):
+    det = ["trainer.deterministic=true", "seed=7"]
+    full = tmp_path / "full"
+    train(_cfg(tiny_dirs, full, [*det, "trainer.max_epochs=4"]))
+    part = tmp_path / "part"
+    train(_cfg(tiny_dirs, part, [*det, "trainer.max_epochs=2"]))
+    assert (part / "checkpoints" / "last.ckpt").is_file()
+    train(_cfg(tiny_dirs, part, [*det, "trainer.max_epochs=4", "ckpt_path=last"]))
+    a, b = _headline(full), _headline(part)
+    assert a.keys() == b.keys() and a
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-9, err_msg=str(key))
+    # the resumed invocation trained epochs 3-4 only (it continued, it did not start over)
+    import csv
+
+    newest = max((part / "csv").rglob("metrics.csv"), key=lambda p: p.stat().st_mtime_ns)
+    epochs = {int(float(r["epoch"])) for r in csv.DictReader(newest.open()) if r.get("train/loss")}
+    assert epochs == {2, 3}
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_one_clear_error(tiny_dirs, tmp_path):
+    cfg = _cfg(tiny_dirs, tmp_path, ["ckpt_path=last"])
+    with pytest.raises(ConfigError, match="ckpt_path=last: no .*last.ckpt.*hydra.run.dir"):
+        train(cfg)
+
+
+# ---------------------------------------------------------------------------- safe loading
+
+
+@pytest.mark.parametrize("entry", ["train", "eval", "index"])
+def test_malicious_pickle_checkpoint_is_refused_and_never_runs(entry, tiny_dirs, tmp_path):
+    marker = tmp_path / "payload_ran"
+    evil = _malicious(tmp_path / "evil.ckpt", marker)
+    if entry == "train":
+        cfg = _cfg(tiny_dirs, tmp_path / "out", [f"ckpt_path={evil}", "trainer.max_epochs=1"])
+        with pytest.raises(ConfigError, match="cannot be loaded safely"):
+            train(cfg)
+    elif entry == "eval":
+        from media_retrieval.cli.eval import evaluate
+
+        cfg = compose_cfg("eval.yaml", [*tiny_overrides(*tiny_dirs), f"ckpt_path={evil}"], tmp_path / "out")
+        GlobalHydra.instance().clear()
+        with pytest.raises(ConfigError, match="cannot be loaded safely"):
+            evaluate(cfg)
+    else:
+        from media_retrieval.cli.index import build_index
+
+        (tmp_path / "media").mkdir()
+        cfg = compose_cfg("index.yaml", [f"ckpt_path={evil}", f"media_dir={tmp_path / 'media'}",
+                                         f"index_dir={tmp_path / 'index'}"], tmp_path / "out")
+        GlobalHydra.instance().clear()
+        with pytest.raises(ConfigError, match="cannot be loaded safely"):
+            build_index(cfg)
+    assert not marker.exists()
+
+
+def test_embeddings_and_index_files_load_without_pickle(tmp_path):
+    from media_retrieval.retrieval.embeddings_io import load_embeddings
+
+    marker = tmp_path / "ran"
+    bad = tmp_path / "emb.npz"
+    np.savez(bad, vectors=np.array([Evil(marker)], dtype=object), ids=np.arange(1))
+    with pytest.raises((ConfigError, ValueError)):
+        load_embeddings(bad)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------- NaN, OOM
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dirs, tmp_path, monkeypatch):
+    from media_retrieval.models import CNNLSTM
+
+    real_embed = CNNLSTM.embed
+
+    def embed(self, batch):
+        z = real_embed(self, batch)
+        return z * float("nan") if self.training and self.current_epoch >= 2 else z
+
+    monkeypatch.setattr(CNNLSTM, "embed", embed)
+    cfg = _cfg(tiny_dirs, tmp_path, ["trainer.max_epochs=5"])
+    with pytest.raises(TrainingDiverged, match="non-finite training loss.*last good checkpoint is .*last.ckpt"):
+        train(cfg)
+    ck = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ck["epoch"] == 1  # the end of epoch 2 (index 1): the last one before the NaN
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_checkpoint_with_nan_weights_is_never_written(tmp_path):
+    import lightning as L
+
+    from media_retrieval.callbacks.resilience import FiniteWeightsGuard
+
+    class M(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([float("nan")]))
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, callbacks=[FiniteWeightsGuard()])
+    trainer.strategy.connect(M())
+    (tmp_path / "last.ckpt").write_bytes(b"previous good checkpoint")
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        trainer.save_checkpoint(tmp_path / "last.ckpt")
+    assert (tmp_path / "last.ckpt").read_bytes() == b"previous good checkpoint"
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tiny_dirs, tmp_path, monkeypatch, capsys):
+    from media_retrieval.models import CNNLSTM
+
+    def embed(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(CNNLSTM, "embed", embed)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train, _cfg(tiny_dirs, tmp_path, ["trainer.max_epochs=1"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: out of memory") and "data.batch_size" in err
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+def _wait_for(pred, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not pred():
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_saves_checkpoint_and_exits_cleanly(tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *tiny_overrides(*tiny_dirs), "trainer.max_epochs=200",
+           f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "checkpoints" / "last.ckpt").is_file())
+    before = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("error: terminated by SIGTERM") and "on_sigterm.ckpt" in last_line
+    saved = out / "checkpoints" / "on_sigterm.ckpt"
+    ck = torch.load(saved, map_location="cpu", weights_only=True)
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns >= before  # earlier checkpoint kept
+    # resume from it and finish
+    epochs = ck["epoch"] + 2
+    r = run_script("train.py", [*tiny_overrides(*tiny_dirs), f"trainer.max_epochs={epochs}", f"ckpt_path={saved}",
+                                f"hydra.run.dir={out}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "retrieval" / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_indexing_resumes(tmp_path):
+    from helpers.media_library import make_library
+
+    from media_retrieval.retrieval.index_store import IndexStore
+
+    media, index = tmp_path / "media", tmp_path / "index"
+    make_library(media)
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "src" / "index.py"), f"media_dir={media}", f"index_dir={index}",
+           "model.temporal.cell=none", "preprocess.frames=16", "preprocess.image_size=160", "preprocess.chunk_s=2",
+           "batch_size=1", "num_workers=0", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'h'}"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(list((index / "work").glob("*/shard-*.npz"))) >= 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err.strip().splitlines()[-1] and "run the same command again" in err
+    assert IndexStore(index).current() is None
+    kept = len(list((index / "work").glob("*/shard-*.npz")))
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{kept} from an interrupted build" in r.stdout + r.stderr
+    assert len(IndexStore(index).segments()) == 24
+
+
+# ---------------------------------------------------------------------------- full disk
+
+
+def test_full_disk_while_writing_results_keeps_the_previous_file(tmp_path, monkeypatch):
+    from media_retrieval.reporting.tables import write_json
+
+    path = tmp_path / "results.json"
+    write_json([{"a": 1}], path)
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name.endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(MediaRetrievalError, match="No space left on device.*previous file is unchanged"):
+        write_json([{"a": 2}], path)
+    assert json.loads(path.read_text()) == [{"a": 1}]
+    assert not (tmp_path / "results.json.tmp").exists()
+
+
+def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
+    from helpers.media_library import make_library
+
+    import media_retrieval.callbacks.prediction_writer as pw
+    from media_retrieval.cli.index import build_index
+    from media_retrieval.retrieval.index_store import IndexStore
+
+    media = tmp_path / "media"
+    make_library(media, long_s=3.0)
+    overrides = [f"media_dir={media}", f"index_dir={tmp_path / 'index'}", "model.temporal.cell=none",
+                 "preprocess.frames=2", "preprocess.image_size=32", "batch_size=2", "num_workers=0",
+                 "trainer.accelerator=cpu"]
+    real, calls = np.savez, {"n": 0}
+
+    def savez(path, **arrays):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(28, "No space left on device")
+        return real(path, **arrays)
+
+    monkeypatch.setattr(pw.np, "savez", savez)
+    cfg = compose_cfg("index.yaml", overrides, tmp_path / "o1")
+    GlobalHydra.instance().clear()
+    with pytest.raises(MediaRetrievalError, match="No space left on device.*finished shards are kept"):
+        build_index(cfg)
+    shards = list((tmp_path / "index" / "work").glob("*/shard-*.npz"))
+    assert len(shards) == 2 and not list((tmp_path / "index" / "work").glob("*/.*tmp*"))
+    monkeypatch.setattr(pw.np, "savez", real)
+    cfg = compose_cfg("index.yaml", overrides, tmp_path / "o2")
+    GlobalHydra.instance().clear()
+    stats = build_index(cfg)
+    assert stats["embedded"] == stats["segments"] - 4  # the 2 shards x batch 2 were not redone
+    assert len(IndexStore(tmp_path / "index").segments()) == stats["segments"]
+
+
+# ---------------------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.batchsize=3"], "Could not override 'data.batchsize' (Key 'batchsize' is not in struct)"),
+    (["model=c3d", "model.backbone.name=resnet18"], "model=c3d is a 3D CNN with no 2D backbone"),
+    (["model=c3d", "+model.backbone.name=resnet18"], "model=c3d has no 2D backbone"),
+    (["retrieval.k=[0,5]"], "retrieval.k must be a list of integers >= 1"),
+    (["retrieval.par.delta=1.5"], "retrieval.par.delta(s) must be numbers in [-1, 1]"),
+    (["data.batch_size=abc"], "data.batch_size must be an integer, got 'abc'"),
+    (["model.lr=-1"], "model.lr must be >= 0.0"),
+])
+def test_bad_config_fails_at_startup_with_one_line(overrides, message, tmp_path):
+    # the data root does not exist: the config error must come first, before any data is read
+    r = run_script("train.py", [*overrides, f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}"])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], r.stderr[-1500:]
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_train_split_file_and_metrics_are_seed_deterministic(tiny_dirs, tmp_path):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        cfg = _cfg(tiny_dirs, out, ["trainer.max_epochs=2", "seed=3", "trainer.deterministic=true"])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+        train(cfg)
+        outs.append(out)
+    assert (outs[0] / "split.csv").read_bytes() == (outs[1] / "split.csv").read_bytes()
+    assert _headline(outs[0]) == _headline(outs[1])

@@ -115,10 +115,11 @@ def varying_keys(runs: list[Run]) -> list[str]:
 
 
 def ablation_table(runs: list[Run], k: int, delta: float) -> str:
-    """One row per run: its variant (the varying overrides), then P@k and mAP, EU and PAR."""
+    """One row per run: its variant (the varying overrides), then accuracy@k (hits per item
+    kept: P@k for Euclidean, the paper's accuracy for PAR) and the full-ranking mAP."""
     keys = varying_keys(runs)
     cols = [("euclidean", "seen"), ("par", "seen"), ("euclidean", "unseen"), ("par", "unseen")]
-    head = ["run", *keys, *[f"P@{k} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for rk, sp in cols], "mAP all"]
+    head = ["run", *keys, *[f"acc@{k} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for rk, sp in cols], "mAP all"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         vals = [r.path.name, *[r.overrides.get(key, "·") for key in keys]]
@@ -127,7 +128,7 @@ def ablation_table(runs: list[Run], k: int, delta: float) -> str:
             continue
         for rk, sp in cols:
             h = _head(r.rows, k, delta, rk, sp)
-            vals.append(_fmt(h["precision"]) if h else "–")
+            vals.append(_fmt(h["accuracy"]) if h else "–")
         h = _head(r.rows, k, delta, "euclidean", "all")
         vals.append(_fmt(h.get("map")) if h else "–")
         lines.append("| " + " | ".join(vals) + " |")
@@ -213,7 +214,7 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
         secs = time.perf_counter() - t
         rows = score_rows(e, [k], 0.8, model=model, rankings=rk)
         h = _head(rows, k, 0.8, "euclidean", "all")
-        out.append({"dim": d, "variance": round(float(cum[d - 1]), 4), f"precision@{k}": h["precision"],
+        out.append({"dim": d, "variance": round(float(cum[d - 1]), 4), f"precision@{k}": h["accuracy"],
                     "rank_ms": round(1000 * secs, 2), "at_variance": d == d90})
     return out
 

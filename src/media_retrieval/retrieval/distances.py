@@ -36,14 +36,16 @@ def topk_euclidean(
     order; evaluation uses :func:`media_retrieval.retrieval.evaluate.rank`, which sorts stably.
     ``g_sq``: the gallery's squared norms, when a caller searching the same gallery many times
     keeps them (computing them reads the whole gallery, as much memory traffic as the search).
-    Galleries over ``4 x gallery_block`` rows are searched block by block (:func:`_topk_blocked`).
+    Galleries so large that a chunk would hold under 256 queries (over ~260 000 rows at 256-d)
+    are searched block by block instead (:func:`_topk_blocked`).
     """
     k = min(k, g.shape[0])
     g_sq = (g * g).sum(-1) if g_sq is None else g_sq
-    if g.shape[0] > 4 * gallery_block:
+    rows = max(1, max_chunk_bytes // (g.shape[0] * g.element_size()))
+    if rows < 256 and q.shape[0] > rows and g.shape[0] > 4 * gallery_block:
+        # so large a gallery that a whole-gallery chunk holds few queries: slow thin multiplies
         return _topk_blocked(q, g, g_sq, k, gallery_block)
     g_sq = g_sq.unsqueeze(0)
-    rows = max(1, max_chunk_bytes // (g.shape[0] * g.element_size()))
     dists, idxs = [], []
     for start in range(0, q.shape[0], rows):
         qc = q[start:start + rows]

@@ -119,12 +119,11 @@ def build_index(cfg: DictConfig) -> dict:
                 f"(fingerprint {old['fingerprint']}, {old.get('model_name')}, ckpt {old.get('ckpt_path')}); this run's "
                 f"is {fp}. Use a new index_dir, or index.rebuild=true to replace it")
         log.info("index.rebuild=true: replacing the index built by fingerprint %s", old["fingerprint"])
-    if getattr(getattr(model, "temporal", None), "center", False):
-        log.warning("this model subtracts each clip's mean frame feature (model.temporal.center=true): "
-                    "images and still videos carry no motion and all embed alike; search images with a "
-                    "model.temporal.center=false or cell=none model")
-
     segments, skipped, prev = scan_library(media_dir, pre, store)
+    if getattr(getattr(model, "temporal", None), "center", False) and any(s.media_type == "image" for s in segments):
+        log.warning("this model subtracts each clip's mean frame feature (model.temporal.center=true): "
+                    "images carry no motion and all embed alike; index images with a "
+                    "model.temporal.center=false or cell=none model")
     if not segments:
         raise DataError(f"media_dir={str(media_dir)!r} has no readable video or image files")
     reuse: dict[str, np.ndarray] = {}

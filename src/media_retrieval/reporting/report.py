@@ -182,6 +182,7 @@ def table_iii(table3_json: Path | None) -> str | None:
     if table3_json is None or not table3_json.is_file():
         return None
     ours = json.loads(table3_json.read_text())
+    ours = ours.get("models", ours)
     lines = ["| model | parameters (paper) | size MB (paper) | embed 16 frames, s (paper) |", "|---|---|---|---|"]
     for name, paper in PAPER_TABLE_III.items():
         m = ours.get(name, {})

@@ -296,7 +296,7 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["data.batchsize=3"], "Could not override 'data.batchsize' (Key 'batchsize' is not in struct)"),
+    (["data.batchsize=3"], "Could not override 'data.batchsize' (Key 'batchsize' is not in struct"),
     (["model=c3d", "model.backbone.name=resnet18"], "model=c3d is a 3D CNN with no 2D backbone"),
     (["model=c3d", "+model.backbone.name=resnet18"], "model=c3d has no 2D backbone"),
     (["retrieval.k=[0,5]"], "retrieval.k must be a list of integers >= 1"),

@@ -228,8 +228,7 @@ class FaissBackend(SearchBackend):
         self.index = self._make(*x.shape)
         if not self.index.is_trained:
             rng = np.random.default_rng(self.options.seed)
-            # FAISS wants 30-256 training points per list; 64 keeps k-means to minutes at 10^6-10^7
-            n_train = min(x.shape[0], max(64 * getattr(self.index, "nlist", 1), 50_000))
+            n_train = min(x.shape[0], max(256 * getattr(self.index, "nlist", 1), 50_000))
             train = x if n_train == x.shape[0] else x[np.sort(rng.choice(x.shape[0], n_train, replace=False))]
             self.index.train(train)
         self.index.add(x)

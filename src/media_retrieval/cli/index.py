@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from media_retrieval.callbacks.prediction_writer import EmbeddingShardWriter, read_shards
 from media_retrieval.cli.common import build, validate_config
 from media_retrieval.data.datamodule import skip_failed_collate
-from media_retrieval.data.discovery import Skipped, quick_content_hash, walk_media
+from media_retrieval.data.discovery import Skipped, chunk_spans, quick_content_hash, walk_media
 from media_retrieval.data.library import Preprocess, SegmentDataset
 from media_retrieval.data.video import media_type, probe_video
 from media_retrieval.errors import ConfigError, DataError, Interrupted
@@ -67,11 +67,7 @@ def file_segments(path: Path, root: Path, pre: Preprocess, previous: list[Segmen
     spans: list[tuple[int, float | None, float | None]] = [(0, None, None)]
     if kind == "video":
         duration = probe_video(path).duration_s  # DataError when the container cannot open
-        if pre.chunk_s and np.isfinite(duration) and duration > 0:
-            n = max(1, round(duration / pre.chunk_s))
-            if n > 1:
-                step = duration / n
-                spans = [(i, round(i * step, 3), round((i + 1) * step, 3)) for i in range(n)]
+        spans = chunk_spans(duration, pre.chunk_s or None)
     rel = str(path.relative_to(root))
     return [Segment(segment_key(digest, c, s, e), str(path), rel, kind, c, s, e, st.st_size, st.st_mtime_ns, digest)
             for c, s, e in spans]

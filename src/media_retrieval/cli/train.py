@@ -100,17 +100,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
 
     metrics: dict[str, float] = {}
+    # the checkpoint chosen by a validation metric (not the every-epoch last.ckpt one)
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     if cfg.get("test"):
         ckpt = None
-        ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
         if ckpt_cb is not None and ckpt_cb.best_model_path:
             ckpt = ckpt_cb.best_model_path
             log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
             trainer.test(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    if ckpt_cb is not None and ckpt_cb.monitor and ckpt_cb.best_model_score is not None:
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
         metrics[ckpt_cb.monitor] = float(ckpt_cb.best_model_score)  # the best epoch's, what searches optimise
     report(cfg, with_results=bool(cfg.get("test")))
     return metrics

@@ -132,11 +132,25 @@ def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)
     return items
 
 
+def chunk_spans(duration_s: float, chunk_s: float | None) -> list[tuple[int, float | None, float | None]]:
+    """``(chunk, start_s, end_s)`` of a video cut into ``round(duration / chunk_s)`` equal chunks;
+    one whole-file span ``(0, None, None)`` when that is 1, the duration is unknown or
+    ``chunk_s`` is None. Shared by dataset chunking and index builds, so both cut alike."""
+    import math
+
+    if chunk_s is None or not math.isfinite(duration_s) or duration_s <= 0:
+        return [(0, None, None)]
+    n = max(1, round(duration_s / chunk_s))
+    if n == 1:
+        return [(0, None, None)]
+    step = duration_s / n
+    return [(i, round(i * step, 3), round((i + 1) * step, 3)) for i in range(n)]
+
+
 def chunk_items(items: list[MediaItem], chunk_s: float | None) -> tuple[list[MediaItem], list[Skipped]]:
     """Split videos longer than ``chunk_s`` into equal chunks of about ``chunk_s`` seconds
     (``round(duration / chunk_s)`` of them), each an item carrying its video id, chunk index and
     time span. ``None`` keeps whole clips. Videos whose container cannot be probed are skipped."""
-    import math
     from dataclasses import replace
 
     from media_retrieval.data.video import probe_video
@@ -155,10 +169,9 @@ def chunk_items(items: list[MediaItem], chunk_s: float | None) -> tuple[list[Med
         except DataError as exc:
             skipped.append(Skipped(it.path, str(exc)))
             continue
-        n = max(1, round(duration / chunk_s)) if math.isfinite(duration) and duration > 0 else 1
-        if n == 1:
+        spans = chunk_spans(duration, chunk_s)
+        if len(spans) == 1:
             out.append(it)
             continue
-        step = duration / n
-        out += [replace(it, chunk=i, start_s=round(i * step, 3), end_s=round((i + 1) * step, 3)) for i in range(n)]
+        out += [replace(it, chunk=c, start_s=start, end_s=end) for c, start, end in spans]
     return out, skipped

@@ -28,20 +28,31 @@ def _legend(ax) -> None:
         ax.legend(fontsize=8)
 
 
-def table_iv_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
-    """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}."""
+def table_iv_markdown(rows: Sequence[dict], k: int, delta: float,
+                      paper: dict[tuple[str, str, str], dict[str, float]] | None = None) -> str:
+    """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}.
+    ``paper``: {(model, ranking, split): {metric: value}} shown in brackets beside ours."""
     models = sorted({r["model"] for r in rows})
     head = {(r["model"], r["ranking"], r["split"]): r for r in rows
             if r["k"] == k and r.get("dataset", "all") == "all"
             and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)}
     cols = [(m, rk, sp) for sp in ("seen", "unseen") for m in models for rk in ("euclidean", "par")
             if (m, rk, sp) in head]
+    suffix = " (paper)" if paper is not None else ""
     lines = [f"Top-{k} retrieval, PAR δ = {delta}", "",
-             "| metric | " + " | ".join(f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for m, rk, sp in cols) + " |",
+             "| metric | " + " | ".join(f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp}{suffix}"
+                                       for m, rk, sp in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for metric in METRICS:
-        vals = [head[c][metric] for c in cols]
-        lines.append(f"| {metric} | " + " | ".join("–" if v is None or v != v else f"{v:.4f}" for v in vals) + " |")
+        cells = []
+        for c in cols:
+            v = head[c][metric]
+            cell = "–" if v is None or v != v else f"{v:.4f}"
+            if paper is not None:
+                p = paper.get(c, {}).get(metric)
+                cell += f" ({'–' if p is None else f'{p:.4f}'})"
+            cells.append(cell)
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,8 @@ import torch
 import yaml
 
 from media_retrieval.errors import ConfigError
+from media_retrieval.reporting.figures import table_iv_markdown
+from media_retrieval.reporting.tables import _fmt, headline
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +98,8 @@ def _num(name: str) -> int:
 
 
 def _head(rows: list[dict], k: int, delta: float, ranking: str, split: str) -> dict | None:
-    for r in rows:
-        if (r["k"] == k and r["ranking"] == ranking and r["split"] == split and r.get("dataset", "all") == "all"
-                and (ranking == "euclidean" or abs((r["delta"] or 0) - delta) < 1e-9)):
-            return r
-    return None
-
-
-def _fmt(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
+    """The headline row (Euclidean, or PAR at ``delta``) of one ranking and split at ``k``."""
+    return next((r for r in headline(rows, k, delta) if r["ranking"] == ranking and r["split"] == split), None)
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -136,23 +131,16 @@ def ablation_table(runs: list[Run], k: int, delta: float) -> str:
 
 
 def table_iv(runs: list[Run], k: int, delta: float) -> str:
-    """Top-k metrics per model x ranking x split, each beside the paper's value (k = 5)."""
+    """Top-k metrics per model x ranking x split (the first run of each model), each beside the
+    paper's Table IV value."""
     by_model: dict[str, Run] = {}
     for r in runs:
         if r.rows and not r.error:
             by_model.setdefault(r.model, r)
-    cols = [(m, rk, sp) for sp in ("seen", "unseen") for m in by_model for rk in ("euclidean", "par")]
-    head = ["metric", *[f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp} (paper)" for m, rk, sp in cols]]
-    lines = [f"Top-{k}, PAR δ = {delta}; the paper's Table IV value in brackets (its k = 5).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for metric in METRICS:
-        cells = [metric]
-        for m, rk, sp in cols:
-            h = _head(by_model[m].rows, k, delta, rk, sp)
-            paper = PAPER_TABLE_IV.get((m.replace("_e2e", ""), rk, sp), {}).get(metric)
-            cells.append(f"{_fmt(h[metric]) if h else '–'} ({'–' if paper is None else f'{paper:.4f}'})")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    paper = {(m, rk, sp): v for m in by_model for (pm, rk, sp), v in PAPER_TABLE_IV.items()
+             if pm == m.replace("_e2e", "")}
+    return ("The paper's Table IV value in brackets (its k = 5).\n\n"
+            + table_iv_markdown([row for r in by_model.values() for row in r.rows], k, delta, paper))
 
 
 def table_ii(runs: list[Run], delta: float) -> str | None:

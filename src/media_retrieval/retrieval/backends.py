@@ -146,23 +146,25 @@ class ExactBackend(SearchBackend):
     name = "exact"
 
     def build(self, x: np.ndarray) -> None:
-        self.x = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: x may be a read-only memmap
-        self.centroids = self.assign = None
+        xt = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: x may be a read-only memmap
+        centroids = assign = None
         if self.options.kmeans_clusters:
             c = min(self.options.kmeans_clusters, x.shape[0])
             km = _faiss().Kmeans(x.shape[1], c, niter=20, seed=self.options.seed, verbose=False)
-            km.train(np.ascontiguousarray(x, dtype=np.float32))
-            self.centroids = torch.from_numpy(km.centroids)
-            self.assign = topk_euclidean(self.x, self.centroids, 1)[1][:, 0]
-        self._members()
+            km.train(xt.numpy())
+            centroids = torch.from_numpy(km.centroids)
+            assign = topk_euclidean(xt, centroids, 1)[1][:, 0]
+        self._set(xt, centroids, assign)
 
-    def _members(self) -> None:
-        self.x_sq = (self.x * self.x).sum(-1)
-        if self.assign is None:
-            return
-        order = torch.argsort(self.assign, stable=True)
-        counts = torch.bincount(self.assign, minlength=self.centroids.shape[0])
-        self.members = list(torch.split(order, counts.tolist()))
+    def _set(self, x: torch.Tensor, centroids: torch.Tensor | None, assign: torch.Tensor | None) -> None:
+        """The searchable state; the squared norms and each cluster's members derive from it."""
+        self.x, self.centroids, self.assign = x, centroids, assign
+        self.x_sq = (x * x).sum(-1)
+        self.members = None
+        if assign is not None:
+            order = torch.argsort(assign, stable=True)
+            counts = torch.bincount(assign, minlength=centroids.shape[0])
+            self.members = list(torch.split(order, counts.tolist()))
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
@@ -185,12 +187,11 @@ class ExactBackend(SearchBackend):
             np.savez(folder / "kmeans.npz", centroids=self.centroids.numpy(), assign=self.assign.numpy())
 
     def load(self, folder: Path, x: np.ndarray) -> None:
-        self.x = torch.from_numpy(np.array(x, dtype=np.float32))
-        self.centroids = self.assign = None
+        centroids = assign = None
         if (folder / "kmeans.npz").is_file():
             with np.load(folder / "kmeans.npz", allow_pickle=False) as z:
-                self.centroids, self.assign = torch.from_numpy(z["centroids"]), torch.from_numpy(z["assign"])
-        self._members()
+                centroids, assign = torch.from_numpy(z["centroids"]), torch.from_numpy(z["assign"])
+        self._set(torch.from_numpy(np.array(x, dtype=np.float32)), centroids, assign)
 
 
 class FaissBackend(SearchBackend):
@@ -303,8 +304,9 @@ class VectorSearcher:
         q = np.ascontiguousarray(q, dtype=np.float32)
         _, idx = self.backend.search(self.pca.transform(q) if self.pca is not None else q, k)
         safe = np.where(idx < 0, 0, idx)
-        cand = np.asarray(self.vectors[np.sort(np.unique(safe))], dtype=np.float32)
-        pos = np.searchsorted(np.sort(np.unique(safe)), safe)
+        rows = np.unique(safe)  # sorted: each candidate row is read once from the (memory-mapped) vectors
+        cand = np.asarray(self.vectors[rows], dtype=np.float32)
+        pos = np.searchsorted(rows, safe)
         g = torch.from_numpy(cand)[torch.from_numpy(pos)]  # (Q, k, D)
         qt = torch.from_numpy(q)
         dist = (g - qt[:, None]).norm(dim=-1)

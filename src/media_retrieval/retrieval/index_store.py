@@ -104,15 +104,17 @@ class IndexStore:
             raise ConfigError(f"{self.root}: index format {m.get('format')} is not {FORMAT_VERSION}: rebuild it")
         return gen
 
-    def segments(self, gen: Path | None = None) -> list[Segment]:
-        gen = gen or self.require()
-        con = sqlite3.connect(f"file:{gen / 'metadata.sqlite'}?mode=ro", uri=True)
+    def _read(self, gen: Path | None, sql: str) -> list[tuple]:
+        """Rows of a query on a generation's metadata, opened read-only."""
+        con = sqlite3.connect(f"file:{(gen or self.require()) / 'metadata.sqlite'}?mode=ro", uri=True)
         try:
-            names = [f.name for f in fields(Segment)]
-            rows = con.execute(f"SELECT {', '.join(names)} FROM segments ORDER BY row").fetchall()
+            return con.execute(sql).fetchall()
         finally:
             con.close()
-        return [Segment(*r) for r in rows]
+
+    def segments(self, gen: Path | None = None) -> list[Segment]:
+        names = [f.name for f in fields(Segment)]
+        return [Segment(*r) for r in self._read(gen, f"SELECT {', '.join(names)} FROM segments ORDER BY row")]
 
     def embeddings(self, gen: Path | None = None, mmap: bool = True) -> np.ndarray:
         gen = gen or self.require()
@@ -195,9 +197,4 @@ class IndexStore:
                     os.fsync(fh.fileno())
 
     def skipped(self, gen: Path | None = None) -> list[tuple[str, str]]:
-        gen = gen or self.require()
-        con = sqlite3.connect(f"file:{gen / 'metadata.sqlite'}?mode=ro", uri=True)
-        try:
-            return con.execute("SELECT path, reason FROM skipped").fetchall()
-        finally:
-            con.close()
+        return self._read(gen, "SELECT path, reason FROM skipped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 REAL_CLIPS = ROOT.parent / "shared" / "data" / "real-clips"
+# indexes the tests build are "built on this machine": recorded here, not in ~/.cache
+os.environ.setdefault("MEDIA_RETRIEVAL_TRUST_STORE", os.path.join(tempfile.mkdtemp(prefix="mr-trust-"), "trusted.txt"))
 
 TINY_CLASSES = ["static", "zoom_in", "pulse", "blink", "zoom_out", "rotate"]
 

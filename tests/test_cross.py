@@ -13,7 +13,7 @@ from conftest import compose_cfg, require_real_clips
 
 from media_retrieval.cli.train import train
 from media_retrieval.data.corpus import encode_mp4
-from media_retrieval.data.discovery import quick_content_hash, scan_folder
+from media_retrieval.data.discovery import content_hash, scan_folder
 from media_retrieval.data.presets import clip_identity
 from media_retrieval.data.splits import cross_dataset_split
 
@@ -55,7 +55,7 @@ def lookalikes(tmp_path_factory) -> dict[str, Path]:
 def _split(roots, seed=0, min_clips=3):
     items = {name: scan_folder(root, name)[0] for name, root in roots.items()}
     targets = items["ucf101"] + items["hmdb51"]
-    hashes = {it.path: quick_content_hash(it.path) for its in items.values() for it in its}
+    hashes = {it.path: content_hash(it.path) for its in items.values() for it in its}
     return cross_dataset_split(items["ucf50"], targets, CLASS_MAP, min_clips=min_clips, seed=seed,
                                content_hash=hashes)
 
@@ -66,9 +66,9 @@ def test_no_training_clip_reaches_the_test_pool(lookalikes):
     trainval = [it for it in split.items if it.role in ("train", "val")]
     pool = [it for it in split.items if it.role in ("query", "gallery")]
     train_ids = {clip_identity(it.path) for it in trainval}
-    train_hashes = {quick_content_hash(it.path) for it in trainval}
+    train_hashes = {content_hash(it.path) for it in trainval}
     assert not train_ids & {clip_identity(it.path) for it in pool}
-    assert not train_hashes & {quick_content_hash(it.path) for it in pool}
+    assert not train_hashes & {content_hash(it.path) for it in pool}
     reasons = {Path(p).name: r for p, r in excluded}
     assert set(reasons) == {"v_Biking_g01_c01.mp4", "renamed_copy.mp4"}
     assert all("same clip as training" in r for r in reasons.values())

@@ -133,7 +133,11 @@ def test_sweep_file_is_well_formed(path):
     assert (ROOT / sweep["program"]).is_file()
     assert sweep["command"][-1] in ("${args_no_hyphens}", "${args_override_hydra}")
     assert sweep["method"] in ("grid", "random", "bayes")
-    assert sweep["metric"]["name"].startswith("retrieval/") and sweep["metric"]["goal"] == "maximize"
+    # model selection on validation only: a val/ metric, or re-scoring of validation embeddings
+    on_val = sweep["metric"]["name"].startswith("val/retrieval/") or (
+        sweep["metric"]["name"].startswith("retrieval/")
+        and sweep["parameters"]["embeddings"]["value"].endswith("val_embeddings.npz"))
+    assert on_val and sweep["metric"]["goal"] == "maximize"
     assert len(_grid(sweep)) >= 2
 
 

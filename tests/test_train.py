@@ -189,7 +189,8 @@ def test_par_sweep_commands_run_offline(cfg_train, cfg_eval, tmp_path):
     evaluate(cfg_eval)
     params = sweep["parameters"]
     fixed = {k: v["value"] for k, v in params.items() if "value" in v}
-    fixed["embeddings"] = str(tmp_path / "emb" / "retrieval" / "embeddings.npz")
+    assert fixed["embeddings"].endswith("val_embeddings.npz")  # δ and k are chosen on validation clips
+    fixed["embeddings"] = str(tmp_path / "emb" / "retrieval" / "val_embeddings.npz")
     grid = [dict(zip(["retrieval.table_k", "retrieval.par.delta"], combo, strict=True)) for combo in
             itertools.product(params["retrieval.table_k"]["values"], params["retrieval.par.delta"]["values"])]
     for i, combo in enumerate([grid[0], grid[-1]]):  # a sample of the grid: both ends of k and δ

@@ -134,8 +134,14 @@ class RetrievalCallback(L.Callback):
         ids, emb = self._gathered(pl_module)
         if len(ids) < 2:
             return
-        rows = score_rows(self._embedding_set(trainer, ids, emb, leave_one_out=True), self.k, self.delta,
+        emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=True)
+        rows = score_rows(emb_set, self.k, self.delta,
                           model=self._name(pl_module), exclude_same_group=self.exclude_same_video)
+        if self.save_embeddings and trainer.state.fn == "validate" and trainer.is_global_zero and self.output_dir:
+            split = trainer.datamodule.split
+            path = save_embeddings(self.output_dir / "val_embeddings.npz", emb_set, split.classes,
+                                   [split.items[i].dataset for i in ids], model=self._name(pl_module), role="val")
+            log.info("validation embeddings saved to %s (choose δ on them: src/eval.py embeddings=%s)", path, path)
         for name, value in logged_metrics(rows, self.delta, grid=False).items():
             pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
@@ -22,17 +22,26 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
 
     from media_retrieval.callbacks.retrieval import logged_metrics
     from media_retrieval.reporting.tables import best_delta_table, write_json, write_markdown
-    from media_retrieval.retrieval.embeddings_io import load_embeddings
+    from media_retrieval.retrieval.embeddings_io import embeddings_role, load_embeddings
     from media_retrieval.retrieval.evaluate import score_rows
 
-    emb, _, datasets, model = load_embeddings(cfg.embeddings)
     r = cfg.retrieval
-    rows = score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model, datasets=datasets,
-                      exclude_same_group=bool(r.get("exclude_same_video", False)))
+
+    def scored(path) -> list[dict]:
+        emb, _, datasets, model = load_embeddings(path)
+        return score_rows(emb, list(r.k), r.par.delta, list(r.par.deltas), model=model, datasets=datasets,
+                          exclude_same_group=bool(r.get("exclude_same_video", False)))
+
+    rows = scored(cfg.embeddings)
     out = Path(cfg.paths.output_dir) / "retrieval"
     write_json(rows, out / "results.json")
     write_markdown(rows, out / "results.md", r.table_k, r.par.delta)
-    best = best_delta_table(rows)
+    # δ is chosen on validation embeddings only: these, or the val_embeddings.npz saved beside test ones
+    if embeddings_role(cfg.embeddings) == "val":
+        best = best_delta_table(rows)
+    else:
+        val = Path(cfg.embeddings).with_name("val_embeddings.npz")
+        best = best_delta_table(scored(val) if val.is_file() else None, rows)
     (out / "best_delta.md").write_text(best)
     print(best)
     metrics = logged_metrics(rows, r.par.delta)
@@ -64,7 +73,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 "(only a frozen backbone with model.temporal.cell=none evaluates without a checkpoint)"
             )
     datamodule, model = prepare(cfg, model, eval_mode=True)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    if cfg.get("save_embeddings") and datamodule.split.ids("val"):
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # val_embeddings.npz: where δ is chosen
     trainer.test(model, datamodule=datamodule, verbose=False)
     report(cfg)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -8,6 +8,7 @@ so an interrupted build resumes where it stopped; the new index appears atomical
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,17 +18,24 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.rank_zero import _get_rank
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from media_retrieval.callbacks.prediction_writer import EmbeddingShardWriter, read_shards
 from media_retrieval.cli.common import build, validate_config
 from media_retrieval.data.datamodule import skip_failed_collate
-from media_retrieval.data.discovery import Skipped, chunk_spans, quick_content_hash, walk_media
+from media_retrieval.data.discovery import Skipped, chunk_spans, content_hash, walk_media
 from media_retrieval.data.library import Preprocess, SegmentDataset
-from media_retrieval.data.video import media_type, probe_video
+from media_retrieval.data.video import media_type, probe_image, probe_video
 from media_retrieval.errors import ConfigError, DataError, Interrupted
-from media_retrieval.retrieval.index_store import IndexStore, Segment, fingerprint, segment_key
+from media_retrieval.retrieval.index_store import (
+    Generation,
+    IndexStore,
+    Segment,
+    fingerprint,
+    segment_key,
+)
 from media_retrieval.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
@@ -62,22 +70,23 @@ def file_segments(path: Path, root: Path, pre: Preprocess, previous: list[Segmen
     st = path.stat()
     if previous and previous[0].size == st.st_size and previous[0].mtime_ns == st.st_mtime_ns:
         return previous
-    digest = quick_content_hash(path)
+    digest = content_hash(path)
     kind = media_type(path)
     spans: list[tuple[int, float | None, float | None]] = [(0, None, None)]
     if kind == "video":
         duration = probe_video(path).duration_s  # DataError when the container cannot open
         spans = chunk_spans(duration, pre.chunk_s or None)
+    else:
+        probe_image(path)  # DataError for unreadable headers and decompression bombs, with the reason
     rel = str(path.relative_to(root))
     return [Segment(segment_key(digest, c, s, e), str(path), rel, kind, c, s, e, st.st_size, st.st_mtime_ns, digest)
             for c, s, e in spans]
 
 
-def scan_library(root: Path, pre: Preprocess, store: IndexStore) -> tuple[list[Segment], list[Skipped], dict]:
-    """Current segments of the library, what was skipped, and the previous generation's rows."""
+def scan_library(root: Path, pre: Preprocess, prev_rows: list[Segment]) -> tuple[list[Segment], list[Skipped]]:
+    """Current segments of the library and what was skipped; ``prev_rows`` (the live index's)
+    spare unchanged files a re-read."""
     files, skipped = walk_media(root)
-    gen = store.current()
-    prev_rows = store.segments(gen) if gen else []
     by_path: dict[str, list[Segment]] = {}
     for s in prev_rows:
         by_path.setdefault(s.path, []).append(s)
@@ -89,7 +98,19 @@ def scan_library(root: Path, pre: Preprocess, store: IndexStore) -> tuple[list[S
             skipped.append(Skipped(str(f), f"unreadable: {exc}"))
     for s in skipped:
         log.warning("skipping %s: %s", s.path, s.reason)
-    return segments, skipped, {"rows": prev_rows, "gen": gen}
+    return segments, skipped
+
+
+def _previous(store: IndexStore, rebuild: bool) -> Generation | None:
+    """The live generation (checked), or None; a corrupt one blocks an update unless it is being
+    replaced anyway (``index.rebuild=true``)."""
+    try:
+        return store.open(trusted=False) if store.current() is not None else None
+    except DataError as exc:
+        if not rebuild:
+            raise
+        log.warning("index.rebuild=true: the live index is unusable and is replaced (%s)", exc)
+        return None
 
 
 def build_index(cfg: DictConfig) -> dict:
@@ -102,12 +123,21 @@ def build_index(cfg: DictConfig) -> dict:
     from media_retrieval.retrieval.backends import make_backend
 
     make_backend(cfg.index.backend, OmegaConf.to_container(cfg.index.options, resolve=True))  # checks options early
+    # One build per index_dir: rank 0 of a run holds the lock; the ranks it launches run under it.
+    lock = store.writer_lock(float(cfg.index.get("lock_wait_s") or 0)) if _get_rank() in (None, 0) \
+        else contextlib.nullcontext()
+    with lock:
+        return _build(cfg, media_dir, store)
+
+
+def _build(cfg: DictConfig, media_dir: Path, store: IndexStore) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
     pre = preprocess_from_cfg(cfg)
     model, spec = model_from_cfg(cfg)
     fp = fingerprint(model, spec, pre.spec())
-    old = store.manifest()
+    prev_gen = _previous(store, bool(cfg.index.get("rebuild")))
+    old = prev_gen.manifest if prev_gen else None
     if old and old["fingerprint"] != fp:
         if not cfg.index.get("rebuild"):
             raise ConfigError(
@@ -115,7 +145,8 @@ def build_index(cfg: DictConfig) -> dict:
                 f"(fingerprint {old['fingerprint']}, {old.get('model_name')}, ckpt {old.get('ckpt_path')}); this run's "
                 f"is {fp}. Use a new index_dir, or index.rebuild=true to replace it")
         log.info("index.rebuild=true: replacing the index built by fingerprint %s", old["fingerprint"])
-    segments, skipped, prev = scan_library(media_dir, pre, store)
+    prev_rows = prev_gen.segments if prev_gen else []
+    segments, skipped = scan_library(media_dir, pre, prev_rows)
     if getattr(getattr(model, "temporal", None), "center", False) and any(s.media_type == "image" for s in segments):
         log.warning("this model subtracts each clip's mean frame feature (model.temporal.center=true): "
                     "images carry no motion and all embed alike; index images with a "
@@ -123,10 +154,9 @@ def build_index(cfg: DictConfig) -> dict:
     if not segments:
         raise DataError(f"media_dir={str(media_dir)!r} has no readable video or image files")
     reuse: dict[str, np.ndarray] = {}
-    if old and old["fingerprint"] == fp and prev["rows"]:
-        prev_vecs = store.embeddings(prev["gen"])
+    if old and old["fingerprint"] == fp and prev_rows:
         wanted = {s.key for s in segments}
-        reuse = {s.key: np.asarray(prev_vecs[i]) for i, s in enumerate(prev["rows"]) if s.key in wanted}
+        reuse = {s.key: np.asarray(prev_gen.vectors[i]) for i, s in enumerate(prev_rows) if s.key in wanted}
     work = store.work_dir(fp)
     done = read_shards(work)
     pending = [s for s in segments if s.key not in reuse and s.key not in done]
@@ -175,7 +205,7 @@ def build_index(cfg: DictConfig) -> dict:
     stats = {"segments": len(rows), "files": len({s.path for s in rows}),
              "embedded": sum(s.key in done for s in pending),
              "reused": sum(s.key in reuse for s in rows),
-             "removed": len({s.path for s in prev["rows"]} - {s.path for s in segments}),
+             "removed": len({s.path for s in prev_rows} - {s.path for s in segments}),
              "skipped": len(skipped), "seconds": round(time.time() - t0, 2)}
     manifest = {"fingerprint": fp, "model_name": spec["hparams"].get("name", spec["class"]),
                 "ckpt_path": spec["ckpt_path"], "preprocess": pre.spec(), "media_dir": str(media_dir),

@@ -23,6 +23,7 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    _check_syntax(overrides)
     config_dir = str(Path(__file__).resolve().parents[3] / "configs")
     if not Path(config_dir).is_dir():  # installed without the repository's configs
         return
@@ -45,3 +46,22 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
         return
     finally:
         GlobalHydra.instance().clear()
+
+
+def _check_syntax(overrides: list[str]) -> None:
+    """An override Hydra's grammar cannot read is almost always an unquoted path (spaces,
+    non-ASCII letters, ``( ) , = [ ] { }``): name the override and the quoting that fixes it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except HydraException:
+            key, _, value = o.partition("=")
+            fix = f"'{key}=\"{value}\"'" if '"' not in value else f"\"{key}='{value}'\""
+            print(f"error: cannot read the override {o!r}: values with spaces, non-ASCII letters or any of "
+                  f"( ) , = [ ] {{ }} must be quoted for Hydra: {fix} (the outer quotes are for the shell)",
+                  file=sys.stderr)
+            sys.exit(2)

@@ -21,8 +21,8 @@ from media_retrieval.cli.common import validate_config
 from media_retrieval.data.discovery import walk_media
 from media_retrieval.data.library import Preprocess, load_clip
 from media_retrieval.errors import ConfigError, DataError
-from media_retrieval.retrieval.backends import VectorSearcher
 from media_retrieval.retrieval.index_store import IndexStore, Segment, fingerprint
+from media_retrieval.utils.files import is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,20 @@ class Hit:
 class Searcher:
     """An opened index: model, preprocessing, vectors, metadata and backend."""
 
-    def __init__(self, index_dir: str | Path, backend_overrides: dict | None = None, decoder: str = "seek") -> None:
+    def __init__(self, index_dir: str | Path, backend_overrides: dict | None = None, decoder: str = "seek",
+                 trusted: bool | str = "auto") -> None:
         self.store = IndexStore(index_dir)
-        gen = self.store.require()
-        self.manifest = json.loads((gen / "manifest.json").read_text())
-        self.pre = Preprocess(**self.manifest["preprocess"], decoder=decoder)
-        self.model = self.store.load_model(gen)
-        self.model_spec = json.loads((gen / "model.json").read_text())
-        if fingerprint(self.model, self.model_spec, self.pre.spec()) != self.manifest["fingerprint"]:
-            raise ConfigError(f"{gen}: the stored model does not match the index fingerprint (files modified?): rebuild")
-        self.segments = self.store.segments(gen)
-        self.vectors = self.store.embeddings(gen)
-        self.index = VectorSearcher.load(gen / "search", self.vectors, backend_overrides)
+        gen = self.store.open(trusted=trusted)  # every file checked before use (docs/search.md)
+        self.manifest = gen.manifest
+        self.pre = Preprocess.from_spec(self.manifest.get("preprocess"), decoder=decoder)
+        self.model = gen.load_model()
+        self.model_spec = gen.model_spec()
+        if fingerprint(self.model, self.model_spec, self.pre.spec()) != self.manifest.get("fingerprint"):
+            raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files modified?): "
+                            "rebuild the index")
+        self.segments = gen.segments
+        self.vectors = gen.vectors
+        self.index = gen.searcher(backend_overrides)
 
     def check_model(self, ckpt_path: str, model_target: str) -> None:
         """Refuse a checkpoint other than the one the index was built with."""
@@ -152,21 +154,29 @@ def search(cfg: DictConfig) -> list[dict]:
     if int(cfg.k) < 1:
         raise ConfigError(f"k must be >= 1, got {cfg.k}")
     overrides = OmegaConf.to_container(cfg.search_options, resolve=True) if cfg.get("search_options") else None
-    s = Searcher(cfg.index_dir, overrides, decoder=cfg.get("decoder", "seek"))
+    trusted = OmegaConf.select(cfg, "index.trusted", default="auto")
+    if trusted not in ("auto", True, False):
+        raise ConfigError(f"index.trusted={trusted!r}; valid: auto, true, false")
+    s = Searcher(cfg.index_dir, overrides, decoder=cfg.get("decoder", "seek"), trusted=trusted)
     if cfg.get("ckpt_path"):
         s.check_model(cfg.ckpt_path, cfg.model._target_)
     qpath = Path(cfg.query)
+    results = []
     if qpath.is_dir():
-        files, _ = walk_media(qpath)
+        files, not_media = walk_media(qpath)
         queries = [str(f) for f in files]
         if not queries:
             raise DataError(f"query folder {qpath} holds no video or image files")
-    elif qpath.is_file():
+        for sk in not_media:  # listed among the unreadable queries, not silently dropped
+            log.warning("skipping query %s: %s", sk.path, sk.reason)
+            results.append({"query": sk.path, "error": sk.reason, "results": []})
+    elif is_regular_file(qpath):
         queries = [str(qpath)]
+    elif qpath.exists():
+        raise ConfigError(f"query={str(cfg.query)!r} is not a regular file or folder (a FIFO or device?)")
     else:
         raise ConfigError(f"query={str(cfg.query)!r}: no such file or folder")
     delta = float(cfg.retrieval.par.delta)
-    results = []
     good_queries, vecs = [], []
     for q in queries:  # one at a time: a bad query file is reported, not fatal to the batch
         try:
@@ -175,6 +185,7 @@ def search(cfg: DictConfig) -> list[dict]:
         except DataError as exc:
             log.warning("skipping query %s: %s", q, exc)
             results.append({"query": q, "error": str(exc), "results": []})
+    unreadable = [r["query"] for r in results]
     if not vecs:
         raise DataError(f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})")
     all_hits = s.search(np.stack(vecs), int(cfg.k), delta, cfg.group_by)
@@ -185,6 +196,9 @@ def search(cfg: DictConfig) -> list[dict]:
     if cfg.output == "json":
         json.dump(results, sys.stdout, indent=1)
         print()
+    elif unreadable:
+        print(f"{len(unreadable)} of {len(unreadable) + len(good_queries)} queries could not be read (see the log): "
+              f"{', '.join(unreadable)}")
     if cfg.get("sheet"):
         sheet = Path(cfg.sheet)
         p = contact_sheet(list(zip(good_queries, all_hits, strict=True)), sheet)

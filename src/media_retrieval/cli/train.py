@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import (
     build,
@@ -19,7 +18,8 @@ from media_retrieval.cli.common import (
     print_results,
     validate_config,
 )
-from media_retrieval.errors import ConfigError, Interrupted, TrainingDiverged
+from media_retrieval.errors import ConfigError, Interrupted, MediaRetrievalError, TrainingDiverged
+from media_retrieval.utils.checkpoint import AtomicCheckpointIO, newest_intact
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,34 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if not ckpt:
         return None
+    if OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
+        raise ConfigError(f"debug=fdr (fast_dev_run) runs one batch of everything from scratch and cannot resume "
+                          f"ckpt_path={ckpt}: drop one of the two")
     ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
     if str(ckpt) == "last":
         path = ckpt_dir / "last.ckpt"
         if not path.is_file():
             raise ConfigError(f"ckpt_path=last: no {path}; to resume a run, point at its folder: "
                               f"hydra.run.dir=logs/train/runs/<run> ckpt_path=last (or give the checkpoint's path)")
-        return str(path)
+        intact = newest_intact(ckpt_dir, path)  # a damaged last.ckpt falls back, with a warning
+        if intact is None:
+            raise ConfigError(f"ckpt_path=last: {path} and every other checkpoint in {ckpt_dir} are damaged "
+                              "(truncated or not checkpoints); start the run again without ckpt_path")
+        return str(intact)
     if not Path(str(ckpt)).is_file():
         raise ConfigError(f"ckpt_path={ckpt!r}: file not found")
     return str(ckpt)
+
+
+def _check_validation(datamodule, callbacks: list[L.Callback], cfg: DictConfig) -> None:
+    """Checkpoints are chosen by validation retrieval, which needs at least two validation clips
+    (each is a query against the others); fewer would stop the run at the end of its first epoch."""
+    monitor = next((c.monitor for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+    n_val = len(datamodule.split.ids("val"))
+    if monitor and monitor.startswith("val/retrieval") and n_val < 2 and not cfg.trainer.get("fast_dev_run"):
+        raise ConfigError(f"the validation split has {n_val} clip(s); checkpoints are chosen by {monitor}, "
+                          "which needs at least 2 (leave-one-out): add clips, or raise data.val_fraction "
+                          f"(now {cfg.data.get('val_fraction')})")
 
 
 def _fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig) -> None:
@@ -73,6 +91,10 @@ def _fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | N
     except (FloatingPointError, TrainingDiverged) as exc:
         keep = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
         raise TrainingDiverged(f"{exc}; {keep} (never overwritten with non-finite weights)") from exc
+    except OSError as exc:  # full disk or quota while writing a checkpoint or log
+        keep = f"the last good checkpoint {last} is intact" if last.is_file() else "no checkpoint was written yet"
+        raise MediaRetrievalError(f"cannot write to {cfg.paths.output_dir} ({exc.strerror or exc}); {keep}: free "
+                                  f"space and resume with hydra.run.dir={cfg.paths.output_dir} ckpt_path=last") from exc
     except Exception as exc:
         if ckpt and ("Weights only load failed" in str(exc) or "UnpicklingError" in type(exc).__name__):
             raise ConfigError(f"ckpt_path={ckpt!r} cannot be loaded safely (it holds more than weights and "
@@ -91,7 +113,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.set_classes(datamodule.split.train_classes)
 
     callbacks = build_callbacks(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
+    if cfg.get("train") and model.has_trainable_embedding:
+        _check_validation(datamodule, callbacks, cfg)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False,
+                               plugins=[AtomicCheckpointIO()])
     log_hyperparameters(trainer, cfg)
 
     if cfg.get("train") and model.has_trainable_embedding:

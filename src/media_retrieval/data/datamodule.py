@@ -17,7 +17,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
-from media_retrieval.data.discovery import MediaItem, Skipped, chunk_items, scan_folder
+from media_retrieval.data.discovery import HashCache, MediaItem, Skipped, chunk_items, scan_folder
+from media_retrieval.data.presets import missing_root
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.splits import (
     ROLES,
@@ -146,6 +147,14 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.cache: FrameFeatureCache | None = None
         self._encoder: torch.nn.Module | None = None
         self._discovered: tuple[list[MediaItem], list[Skipped]] | None = None
+        self._hashes: HashCache | None = None
+
+    @property
+    def hashes(self) -> HashCache:
+        """Full-file content hashes (duplicate detection), remembered in the cache folder."""
+        if self._hashes is None:
+            self._hashes = HashCache(Path(self.cache_dir) / "content-hashes.sqlite" if self.cache_dir else None)
+        return self._hashes
 
     # -------------------------------------------------------------- hooks for subclasses
     def prepare_source(self) -> None:
@@ -394,7 +403,7 @@ class FolderDataModule(VideoRetrievalDataModule):
             raise DataError("data=folder needs data.root=/path/to/<class>/<clip> folders or data.roots={name: path}")
         for name, path in roots.items():
             if not Path(path).is_dir():
-                raise DataError(f"{keys[name]}: {path} does not exist or is not a folder")
+                raise DataError(missing_root(keys[name], path, preset or name))
         self.roots = roots
         self.unseen_classes = unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
         self.test_fraction, self.protocol = test_fraction, protocol
@@ -403,7 +412,7 @@ class FolderDataModule(VideoRetrievalDataModule):
     def discover_items(self) -> list[MediaItem]:
         items = []
         for name, path in self.roots.items():
-            found, skipped = scan_folder(path, name, kinds=self.kinds, dedupe=self.dedupe)
+            found, skipped = scan_folder(path, name, kinds=self.kinds, dedupe=self.dedupe, hashes=self.hashes)
             items += found
             self.skipped += skipped
         if not items:
@@ -441,11 +450,11 @@ class CrossDataModule(VideoRetrievalDataModule):
         super().__init__(**kwargs)
         source = dict(source)
         if not source.get("root") or not Path(str(source["root"])).is_dir():
-            raise DataError(f"data.source.root: {source.get('root')} does not exist or is not a folder")
+            raise DataError(missing_root("data.source.root", source.get("root"), source.get("name")))
         targets = {k: v for k, v in (targets or {}).items() if v}
         for name, path in targets.items():
             if not Path(str(path)).is_dir():
-                raise DataError(f"data.targets.{name}: {path} does not exist or is not a folder")
+                raise DataError(missing_root(f"data.targets.{name}", path, name))
         if not targets:
             raise DataError("data=cross needs at least one test dataset: set data.targets.<name>=/path")
         self.source_name = str(source.get("name") or Path(str(source["root"])).name)
@@ -458,17 +467,15 @@ class CrossDataModule(VideoRetrievalDataModule):
     def discover_items(self) -> list[MediaItem]:
         items = []
         for name, path in ((self.source_name, self.source_root), *self.targets.items()):
-            found, skipped = scan_folder(path, name, kinds=("video",))
+            found, skipped = scan_folder(path, name, kinds=("video",), hashes=self.hashes)
             items += found
             self.skipped += skipped
         return items
 
     def make_split(self, items: list[MediaItem]) -> Split:
-        from media_retrieval.data.discovery import quick_content_hash
-
         source = [it for it in items if it.dataset == self.source_name]
         targets = [it for it in items if it.dataset != self.source_name]
-        hashes = {it.path: quick_content_hash(it.path) for it in items} if self.dedupe_by_content else None
+        hashes = {it.path: self.hashes(it.path) for it in items} if self.dedupe_by_content else None
         split, excluded = cross_dataset_split(source, targets, self.class_map, self.min_clips, self.val_fraction,
                                               self.query_fraction, self.seed, hashes)
         for path, reason in excluded:

@@ -7,7 +7,6 @@ caller logs them and writes ``skipped.csv``. Symlinked folders are not followed 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from media_retrieval.data.video import media_type
 from media_retrieval.errors import DataError
+from media_retrieval.utils.files import is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +44,82 @@ class Skipped:
     reason: str
 
 
-def quick_content_hash(path: str | Path, block: int = 1 << 16) -> str:
-    """Size + first and last 64 KiB: finds re-encoded-free copies (the same clip under another
-    name) without reading whole datasets."""
-    size = os.path.getsize(path)
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as fh:
-        h.update(fh.read(block))
-        if size > block:
-            fh.seek(max(size - block, block))
-            h.update(fh.read(block))
-    return h.hexdigest()
+class HashCache:
+    """Content identity by a full-file SHA-256, remembered per (path, size, mtime, inode) so an
+    unchanged file is never read twice. Two files of one size that differ anywhere get different
+    hashes (a size + head/tail hash would call them duplicates).
+
+    With ``path`` the cache persists in a small SQLite file (shared safely by processes);
+    without, it lives for this process only."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self._mem: dict[tuple, str] = {}
+        self._con = None
+        if path is not None:
+            import sqlite3
+
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._con = sqlite3.connect(str(path), timeout=60)
+                self._con.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
+                                  "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)")
+                self._con.commit()
+            except sqlite3.Error as exc:  # a cache only: hash without it
+                log.warning("content-hash cache %s unusable (%s): hashing without it", path, exc)
+                self._con = None
+
+    def __call__(self, path: str | Path) -> str:
+        from media_retrieval.utils.files import sha256_file
+
+        st = os.stat(path)
+        ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if ident in self._mem:
+            return self._mem[ident]
+        digest = None
+        if self._con is not None:
+            row = self._con.execute("SELECT size, mtime_ns, inode, sha256 FROM hashes WHERE path = ?",
+                                    (ident[0],)).fetchone()
+            if row is not None and tuple(row[:3]) == ident[1:]:
+                digest = row[3]
+        if digest is None:
+            digest = sha256_file(path)
+            if self._con is not None:
+                import sqlite3
+
+                try:
+                    self._con.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", (*ident, digest))
+                    self._con.commit()
+                except sqlite3.Error as exc:
+                    log.debug("content-hash cache not updated: %s", exc)
+        self._mem[ident] = digest
+        return digest
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+def content_hash(path: str | Path) -> str:
+    """Full-file SHA-256 (no cache): what identifies a file's content."""
+    from media_retrieval.utils.files import sha256_file
+
+    return sha256_file(path)
 
 
 def scan_folder(
-    root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video", "image"), dedupe: bool = True
+    root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video", "image"), dedupe: bool = True,
+    hashes: HashCache | None = None,
 ) -> tuple[list[MediaItem], list[Skipped]]:
-    """Media files of the given kinds under ``root/<class>/`` (sorted), and what was skipped."""
+    """Media files of the given kinds under ``root/<class>/`` (sorted), and what was skipped.
+    ``hashes``: where content hashes for duplicate detection are remembered."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a folder (dataset {dataset!r})")
     items: list[MediaItem] = []
     skipped: list[Skipped] = []
     seen_hashes: dict[str, str] = {}
+    hashes = hashes or HashCache()
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
         found = 0
         for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
@@ -82,9 +135,9 @@ def scan_folder(
                 if kind not in kinds:
                     continue
                 try:
-                    if not f.is_file():
-                        raise OSError("not a regular file (broken link?)")
-                    digest = quick_content_hash(f) if dedupe else None
+                    if not is_regular_file(f):
+                        raise OSError("not a regular file (a FIFO, device, folder or broken link)")
+                    digest = hashes(f) if dedupe else None
                 except OSError as exc:
                     skipped.append(Skipped(str(f), f"unreadable: {exc}"))
                     continue
@@ -119,6 +172,8 @@ def walk_media(root: str | Path, kinds: tuple[str, ...] = ("video", "image")) ->
             kind = media_type(f)
             if kind is None:
                 skipped.append(Skipped(str(f), "not a video or image file (by extension)"))
+            elif kind in kinds and not is_regular_file(f):
+                skipped.append(Skipped(str(f), "not a regular file (a FIFO, device, folder or broken link)"))
             elif kind in kinds:
                 found.append(f)
     return found, skipped

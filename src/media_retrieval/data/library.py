@@ -33,6 +33,20 @@ class Preprocess:
     chunk_s: float | None = 10.0
     decoder: str = "seek"  # not in the fingerprint: both decoders give the same pixels (tested)
 
+    @classmethod
+    def from_spec(cls, spec: object, decoder: str = "seek") -> Preprocess:
+        """From a stored spec (an index manifest): known keys of the right types only."""
+        types = {"frames": int, "image_size": int, "resize": str, "in_chans": int, "sampling": str,
+                 "chunk_s": (int, float, type(None))}
+        if not isinstance(spec, dict) or set(spec) != set(types):
+            raise DataError(f"the stored preprocessing {str(spec)[:120]} does not have the keys {sorted(types)}")
+        for k, t in types.items():
+            if not isinstance(spec[k], t) or isinstance(spec[k], bool):
+                raise DataError(f"the stored preprocessing has {k}={spec[k]!r}")
+        if not (1 <= spec["frames"] <= 1024 and 8 <= spec["image_size"] <= 4096 and spec["in_chans"] in (1, 3)):
+            raise DataError(f"the stored preprocessing is out of range: {spec}")
+        return cls(**spec, decoder=decoder)
+
     def spec(self) -> dict:
         d = asdict(self)
         d.pop("decoder")

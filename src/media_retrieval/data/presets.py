@@ -19,6 +19,25 @@ KTH_CLIP = re.compile(r"person(?P<person>\d+)_(?P<cls>[a-z]+)_d\d", re.IGNORECAS
 KTH_TRAIN_PERSONS = frozenset({11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, 24, 25, 1, 4})
 
 
+# Where each dataset is published (none can be downloaded by this project: they ship as RAR
+# archives from their authors' pages). Named in the error when a root is missing.
+SOURCES = {
+    "ucf50": "UCF50.rar from https://www.crcv.ucf.edu/data/UCF50.php (unpack to <root>/<Class>/*.avi)",
+    "ucf101": "UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip from "
+              "https://www.crcv.ucf.edu/data/UCF101.php (unpack to <root>/<Class>/*.avi, splits in <root>/ucfTrainTestlist)",
+    "hmdb51": "hmdb51_org.rar and test_train_splits.rar from "
+              "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (unpack each class "
+              "archive to <root>/<class>/*.avi, splits to <root>/testTrainMulti_7030_splits)",
+    "kth": "the six *_avi.zip archives from https://www.csc.kth.se/cvap/actions/ (unpack to <root>/<action>/*.avi)",
+}
+
+
+def missing_root(key: str, path: str, dataset: str | None) -> str:
+    """The one-line error for a dataset root that is not there: what to fetch and where."""
+    where = SOURCES.get((dataset or "").lower().replace("-", ""))
+    return f"{key}: {path} does not exist or is not a folder" + (f"; get {where}" if where else "")
+
+
 def clip_identity(path: str) -> str:
     """UCF clips as ``Class_gXX_cYY`` (case-folded), anything else by file stem: the same UCF50
     clip inside UCF101 has this identity even under another folder."""

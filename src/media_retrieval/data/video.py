@@ -6,6 +6,8 @@ frames it keeps, since colour conversion dominates the cost of small-frame decod
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from media_retrieval.errors import DataError
+from media_retrieval.utils.files import is_regular_file
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -41,22 +44,19 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Read container metadata without decoding (frame count may be estimated from duration)."""
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000
-            else:
-                duration = 0.0
-            n = stream.frames or int(round(duration * fps))
-            return VideoInfo(n, fps, duration, stream.codec_context.width, stream.codec_context.height)
-    except av.FFmpegError as exc:
-        raise DataError(f"{path}: cannot open video ({exc})") from exc
+    with _decode_errors(path), av.open(str(path)) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = 0.0
+        n = stream.frames or int(round(duration * fps))
+        return VideoInfo(n, fps, duration, stream.codec_context.width, stream.codec_context.height)
 
 
 def uniform_indices(n_frames: int, num: int) -> np.ndarray:
@@ -71,10 +71,30 @@ SAMPLINGS = ("index", "time")
 SEEKABLE_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm"})
 
 
-def _rgb(frame) -> np.ndarray:
+def _rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W, 3) uint8. ``to_rgb()`` gives the same pixels as ``to_ndarray(format="rgb24")``
-    (checked on H.264 and XviD, corpus and real clips) at about a fifth of the cost."""
+    (checked on H.264 and XviD, corpus and real clips) at about a fifth of the cost. A frame
+    whose resolution differs from ``size`` (the stream changed mid-way) is scaled to it, so
+    the frames of one clip always stack."""
+    if size is not None and (frame.width, frame.height) != size:
+        return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
     return frame.to_rgb().to_ndarray()
+
+
+@contextlib.contextmanager
+def _decode_errors(path: str | Path) -> Iterator[None]:
+    """Every way a hostile or broken file can fail to decode becomes one :class:`DataError`
+    (a logged skip for the caller), never a crash of the whole run."""
+    import av
+
+    if not is_regular_file(path):
+        raise DataError(f"{path}: not a regular file (a FIFO, device, folder or missing file)")
+    try:
+        yield
+    except DataError:
+        raise
+    except (av.FFmpegError, OSError, IndexError, ValueError, RuntimeError, MemoryError, EOFError) as exc:
+        raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {str(exc)[:160]})") from exc
 
 
 def _frame_time(frame) -> float:
@@ -90,6 +110,12 @@ def _in_span(times: np.ndarray, start_s: float | None, end_s: float | None) -> n
     if not inside.any() and len(times):
         inside[-1] = True
     return inside
+
+
+# Frames kept in memory while the length of a video is still unknown: past this many pixels
+# (~24 MB of YUV 4:2:0; ~8 s of 320x240 at 25 fps) :func:`decode_all_frames` stops holding
+# frames and decodes twice.
+HOLD_PIXELS = 16_000_000
 
 
 def decode_all_frames(
@@ -109,27 +135,55 @@ def decode_all_frames(
     nearest to ``num`` evenly spaced timestamps (differs for variable frame rate). With
     ``start_s``/``end_s`` only that span of the video is sampled (a chunk); with ``rng`` the
     positions are jittered (training).
+
+    Memory is bounded by the frames kept, not the video's length: a short video is decoded once
+    with its frames held; once the frames held pass :data:`HOLD_PIXELS`, they are dropped, the
+    pass only records timestamps, and a second pass converts the chosen frames.
     """
     import av
 
     if sampling not in SAMPLINGS:
         raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
-    try:
+    held: list | None = []
+    times: list[float] = []
+    pixels = 0
+    with _decode_errors(path):
         with av.open(str(path)) as container:
-            frames = list(container.decode(video=0))
-    except (av.FFmpegError, IndexError) as exc:
-        raise DataError(f"{path}: cannot decode video ({exc})") from exc
-    if frames and (start_s is not None or end_s is not None):
-        inside = _in_span(np.array([_frame_time(f) for f in frames]), start_s, end_s)
-        frames = [f for f, keep in zip(frames, inside, strict=True) if keep]
-    if not frames:
-        raise DataError(f"{path}: video has no decodable frames")
-    if len(frames) < min_frames:
-        raise DataError(f"{path}: only {len(frames)} decodable frames, fewer than the {min_frames} sampled")
-    if indices is None:
-        indices = _pick_indices(np.array([_frame_time(f) for f in frames]), num, sampling, rng)
-    arrays = [_rgb(frames[int(i)]) for i in indices]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+            for frame in container.decode(video=0):
+                times.append(_frame_time(frame))
+                if held is not None:
+                    held.append(frame)
+                    pixels += frame.width * frame.height
+                    if pixels > HOLD_PIXELS:
+                        held = None
+        positions = np.arange(len(times))
+        t = np.array(times)
+        if len(times) and (start_s is not None or end_s is not None):
+            inside = _in_span(t, start_s, end_s)
+            positions, t = positions[inside], t[inside]
+        if not len(positions):
+            raise DataError(f"{path}: video has no decodable frames")
+        if len(positions) < min_frames:
+            raise DataError(f"{path}: only {len(positions)} decodable frames, fewer than the {min_frames} sampled")
+        if indices is None:
+            indices = _pick_indices(t, num, sampling, rng)
+        wanted = [int(positions[int(i)]) for i in indices]
+        if held is not None:
+            frames = {i: held[i] for i in set(wanted)}
+        else:
+            frames, need = {}, set(wanted)
+            with av.open(str(path)) as container:
+                for i, frame in enumerate(container.decode(video=0)):
+                    if i in need:
+                        frames[i] = frame
+                        if len(frames) == len(need):
+                            break
+            if len(frames) < len(need):
+                raise DataError(f"{path}: the video decoded differently on a second pass (truncated while read?)")
+        first = frames[wanted[0]]
+        size = (first.width, first.height)
+        rgb = {i: _rgb(f, size) for i, f in frames.items()}
+    return torch.from_numpy(np.stack([rgb[i] for i in wanted])).permute(0, 3, 1, 2).contiguous()
 
 
 def jitter_indices(indices: np.ndarray, n_frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -176,7 +230,7 @@ def seek_sample_frames(
 
     if sampling not in SAMPLINGS:
         raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
-    try:
+    with _decode_errors(path):
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise DataError(f"{path}: no video stream")
@@ -200,7 +254,7 @@ def seek_sample_frames(
                 raise DataError(f"{path}: only {len(pts_all)} decodable frames, fewer than the {min_frames} sampled")
             wanted = pts_all[_pick_indices(times, num, sampling, rng)]
             got: dict[int, np.ndarray] = {}
-            frames_iter, position = None, None
+            frames_iter, position, size = None, None, None
             for target in sorted(set(wanted.tolist())):
                 before = keys[keys <= target]
                 keyframe = int(before[-1]) if len(before) else int(pts_all[0])
@@ -212,24 +266,48 @@ def seek_sample_frames(
                         continue
                     position = frame.pts
                     if frame.pts >= target:
-                        got[target] = _rgb(frame)
+                        size = size or (frame.width, frame.height)
+                        got[target] = _rgb(frame, size)
                         break
                 if target not in got:
                     raise DataError(f"{path}: frame at pts {target} could not be decoded (truncated?)")
-    except (av.FFmpegError, IndexError) as exc:
-        raise DataError(f"{path}: cannot decode video ({exc})") from exc
     return torch.from_numpy(np.stack([got[t] for t in wanted.tolist()])).permute(0, 3, 1, 2).contiguous()
+
+
+@contextlib.contextmanager
+def _image(path: str | Path) -> Iterator:
+    """An opened PIL image; every failure (unreadable, not an image, over the decompression-bomb
+    limit: PIL warns above ~89 Mpx and raises above twice that, both refused) is a DataError."""
+    import warnings
+
+    from PIL import Image
+
+    if not is_regular_file(path):
+        raise DataError(f"{path}: not a regular file (a FIFO, device, folder or missing file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on hostile input
+        reason = "larger than the decompression-bomb limit" if "decompression bomb" in str(exc).lower() else \
+            f"{type(exc).__name__}: {str(exc)[:160]}"
+        raise DataError(f"{path}: cannot read image ({reason})") from exc
+
+
+def probe_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header alone: an unreadable or oversized image is refused
+    before anything is decoded."""
+    with _image(path) as img:
+        return img.size
 
 
 def load_image(path: str | Path) -> torch.Tensor:
     """An image as a one-frame clip (1, 3, H, W) uint8: images and videos share one pipeline."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
+    with _image(path) as img:
+        arr = np.asarray(img.convert("RGB"))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
 
 

@@ -79,28 +79,48 @@ def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = 
     Console(width=120).print(table)
 
 
-def best_delta_table(rows: Sequence[dict], max_empty: float = 0.05) -> str:
-    """Per split and k, the PAR δ with the highest accuracy (hits per kept item, the paper's
+def best_par_rows(rows: Sequence[dict], max_empty: float = 0.05) -> dict[tuple[str, int], dict]:
+    """Per (split, k), the PAR row with the highest accuracy (hits per kept item, the paper's
     headline metric) among the δ that leave at most ``max_empty`` of the queries with an empty
     list (ties: the smaller δ).
 
     Why the constraint: accuracy over kept items alone is maximised by a δ that throws nearly
     every result away, and P@k (hits / k) can only fall as δ rises, so neither alone picks a
-    useful δ.
+    useful δ. Give it *validation* rows: a δ picked on the test pool inflates the test numbers.
     """
-    lines = [f"## Best PAR δ per k (highest accuracy with empty_share <= {max_empty})", "",
-             "| split | k | best δ | accuracy | Euclidean accuracy | p_at_k | Euclidean p_at_k | empty_share |",
-             "|---|---|---|---|---|---|---|---|"]
-    eu = {(r["split"], r["k"]): r for r in rows if r["ranking"] == "euclidean" and r.get("dataset", "all") == "all"}
+    best = {}
     for split in ("all", "seen", "unseen"):
         for k in sorted({r["k"] for r in rows}):
             cands = [r for r in rows if r["ranking"] == "par" and r["split"] == split and r["k"] == k
                      and r.get("dataset", "all") == "all" and r["accuracy"] == r["accuracy"]
                      and r["empty_share"] <= max_empty + 1e-12]
-            if not cands:
-                continue
-            best = max(cands, key=lambda r: (r["accuracy"], -r["delta"]))
-            e = eu[(split, k)]
-            lines.append(f"| {split} | {k} | {best['delta']:.2f} | {best['accuracy']:.4f} | {_fmt(e['accuracy'])} | "
-                         f"{best['p_at_k']:.4f} | {_fmt(e['p_at_k'])} | {best['empty_share']:.4f} |")
+            if cands:
+                best[split, k] = max(cands, key=lambda r: (r["accuracy"], -r["delta"]))
+    return best
+
+
+def best_delta_table(val_rows: Sequence[dict] | None, test_rows: Sequence[dict] | None = None,
+                     max_empty: float = 0.05) -> str:
+    """Best PAR δ per k chosen on ``val_rows``; with ``test_rows``, the test numbers at that δ
+    (the test pool is reported, never used to choose)."""
+    if not val_rows:
+        return ("## Best PAR δ per k\n\nNot chosen: no validation embeddings. δ is chosen on validation clips "
+                "only; save them with `python src/eval.py ckpt_path=... save_embeddings=true` (val_embeddings.npz).\n")
+    cols = "| split | k | best δ (validation) | val accuracy | val empty_share |"
+    if test_rows is not None:
+        cols += " test accuracy | test Euclidean accuracy | test p_at_k | test empty_share |"
+    lines = [f"## Best PAR δ per k, chosen on validation (highest accuracy with empty_share <= {max_empty})", "",
+             cols, "|" + "---|" * (cols.count("|") - 1)]
+    key = {(r["split"], r["k"], r["ranking"], r["delta"] if r["delta"] is None else round(r["delta"], 6)): r
+           for r in (test_rows or []) if r.get("dataset", "all") == "all"}
+    for (split, k), best in best_par_rows(val_rows, max_empty).items():
+        line = f"| {split} | {k} | {best['delta']:.2f} | {best['accuracy']:.4f} | {best['empty_share']:.4f} |"
+        if test_rows is not None:
+            t = key.get((split, k, "par", round(best["delta"], 6)))
+            e = key.get((split, k, "euclidean", None))
+            if t is None:
+                continue  # e.g. no seen/unseen split among the test rows
+            line += (f" {_fmt(t['accuracy'])} | {_fmt(e['accuracy'] if e else None)} | {_fmt(t['p_at_k'])} | "
+                     f"{_fmt(t['empty_share'])} |")
+        lines.append(line)
     return "\n".join(lines) + "\n"

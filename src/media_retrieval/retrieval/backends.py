@@ -54,12 +54,23 @@ class BackendOptions:
     kmeans_probe: int = 8
     seed: int = 0
 
+    # option -> smallest valid value (FAISS aborts the process on some out-of-range values)
+    _MIN = {"nlist": 1, "nprobe": 1, "hnsw_m": 2, "ef_search": 1, "ef_construction": 1, "pq_m": 1,
+            "pq_bits": 1, "kmeans_clusters": 0, "kmeans_probe": 1, "seed": 0}
+
     @classmethod
     def from_dict(cls, d: dict | None) -> BackendOptions:
         d = {k: v for k, v in (d or {}).items() if v is not None or k == "nlist"}
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown index option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        for k, v in d.items():
+            if v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < cls._MIN[k]:
+                raise ConfigError(f"index option {k} must be an integer >= {cls._MIN[k]}, got {v!r}")
+        if d.get("pq_bits") is not None and d["pq_bits"] > 16:
+            raise ConfigError(f"index option pq_bits must be <= 16, got {d['pq_bits']}")
         return cls(**d)
 
 
@@ -253,7 +264,7 @@ class FaissBackend(SearchBackend):
 def make_backend(name: str, options: BackendOptions | dict | None = None) -> SearchBackend:
     opts = options if isinstance(options, BackendOptions) else BackendOptions.from_dict(options)
     if name not in BACKENDS:
-        raise ConfigError(f"index.backend={name!r}; valid: {', '.join(BACKENDS)}")
+        raise ConfigError(f"index.backend={str(name)[:40]!r}; valid: {', '.join(BACKENDS)}")
     if opts.kmeans_clusters and name != "exact":
         raise ConfigError("index.kmeans_clusters pre-filters the exact backend only (ivf is the FAISS equivalent)")
     return ExactBackend(opts) if name == "exact" else FaissBackend(name, opts)
@@ -266,8 +277,10 @@ class VectorSearcher:
     space; distances and cosines reported to users and used by PAR are recomputed on the
     original vectors, so PCA or PQ changes *which* items come back, never their reported scores."""
 
-    def __init__(self, vectors: np.ndarray, backend: SearchBackend, pca: PCAProjection | None = None) -> None:
+    def __init__(self, vectors: np.ndarray, backend: SearchBackend, pca: PCAProjection | None = None,
+                 pca_args: dict | None = None) -> None:
         self.vectors, self.backend, self.pca = vectors, backend, pca
+        self.pca_args = pca_args or {"variance": None, "dim": None}
 
     @classmethod
     def build(cls, vectors: np.ndarray, backend: str = "exact", options: dict | None = None,
@@ -279,24 +292,45 @@ class VectorSearcher:
                      100 * pca.explained.sum())
         b = make_backend(backend, options)
         b.build(pca.transform(vectors) if pca is not None else vectors)
-        return cls(vectors, b, pca)
+        return cls(vectors, b, pca, {"variance": pca_variance, "dim": pca_dim})
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.backend.save(folder)
         if self.pca is not None:
             self.pca.save(folder / "pca.npz")
-        (folder / "backend.json").write_text(json.dumps({"backend": self.backend.name,
+        (folder / "backend.json").write_text(json.dumps({"backend": self.backend.name, "pca": self.pca_args,
                                                          "options": self.backend.options.__dict__}))
 
+    @staticmethod
+    def _options(meta: dict, overrides: dict | None) -> dict:
+        if not isinstance(meta.get("options"), dict):
+            raise ConfigError("backend.json has no options")
+        return {**meta["options"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
+
     @classmethod
-    def load(cls, folder: Path, vectors: np.ndarray, overrides: dict | None = None) -> VectorSearcher:
-        meta = json.loads((folder / "backend.json").read_text())
-        options = {**meta["options"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    def load(cls, folder: Path, vectors: np.ndarray, overrides: dict | None = None,
+             meta: dict | None = None) -> VectorSearcher:
+        """Open a saved backend. FAISS and PCA files are parsed by C++ / NumPy: only for files
+        this machine wrote (see :meth:`rebuild` for the others)."""
+        meta = meta if meta is not None else json.loads((folder / "backend.json").read_text())
+        options = cls._options(meta, overrides)
         pca = PCAProjection.load(folder / "pca.npz") if (folder / "pca.npz").is_file() else None
-        b = make_backend(meta["backend"], options)
+        b = make_backend(meta.get("backend"), options)
         b.load(folder, pca.transform(vectors) if pca is not None and meta["backend"] == "exact" else vectors)
-        return cls(vectors, b, pca)
+        return cls(vectors, b, pca, meta.get("pca"))
+
+    @classmethod
+    def rebuild(cls, vectors: np.ndarray, meta: dict, overrides: dict | None = None) -> VectorSearcher:
+        """The same backend built anew from ``vectors`` and the recorded (checked) options:
+        nothing but the vectors is read."""
+        pca = meta.get("pca") if isinstance(meta.get("pca"), dict) else {}
+        variance, dim = pca.get("variance"), pca.get("dim")
+        if variance is not None and (not isinstance(variance, (int, float)) or isinstance(variance, bool)):
+            raise ConfigError(f"backend.json: PCA variance {variance!r} is not a number")
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+            raise ConfigError(f"backend.json: PCA dim {dim!r} is not a positive integer")
+        return cls.build(vectors, meta.get("backend"), cls._options(meta, overrides), variance, dim)
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(distances, cosines, indices), each (Q, k'), nearest first; k' = min(k, N); -1 = no hit."""

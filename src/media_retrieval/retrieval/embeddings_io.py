@@ -19,7 +19,8 @@ FIELDS = ("ids", "vectors", "labels", "seen", "is_query", "is_gallery", "class_n
 
 
 def save_embeddings(path: str | Path, emb: EmbeddingSet, class_names: list[str], datasets: list[str],
-                    model: str = "model") -> Path:
+                    model: str = "model", role: str = "test") -> Path:
+    """``role``: ``val`` (validation clips, where δ and other choices are made) or ``test``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
@@ -28,7 +29,7 @@ def save_embeddings(path: str | Path, emb: EmbeddingSet, class_names: list[str],
         labels=np.asarray(emb.labels, dtype=np.int64), seen=emb.seen.astype(bool),
         is_query=emb.is_query.astype(bool), is_gallery=emb.is_gallery.astype(bool),
         class_names=np.array(class_names, dtype=str), datasets=np.array(datasets, dtype=str),
-        model=np.array(model, dtype=str),
+        model=np.array(model, dtype=str), role=np.array(role, dtype=str),
         groups=np.array(emb.groups if emb.groups is not None else [], dtype=str),
     )
     os.replace(tmp, path)
@@ -54,3 +55,9 @@ def load_embeddings(path: str | Path) -> tuple[EmbeddingSet, list[str], list[str
                        groups if groups is not None and len(groups) == len(data["ids"]) else None)
     model = str(data["model"]) if "model" in data else "model"
     return emb, [str(c) for c in data["class_names"]], [str(d) for d in data["datasets"]], model
+
+
+def embeddings_role(path: str | Path) -> str:
+    """``val`` or ``test`` (files from before roles were recorded are test embeddings)."""
+    with np.load(path, allow_pickle=False) as z:
+        return str(z["role"]) if "role" in z.files else "test"

@@ -3,36 +3,58 @@
 Layout of ``index_dir``::
 
     CURRENT                  name of the live generation (replaced atomically, last)
+    .lock                    held by the one build that may write here (pid inside)
     gen-000002/
-      manifest.json          fingerprint, model, preprocessing, counts, build stats
-      model.json, model.pt   the model's class + hparams and its state dict (weights only)
+      manifest.json          fingerprint, model, preprocessing, counts, and the size and SHA-256
+                             of every other file of the generation
+      model.json             the model's class (one of ours) and its hyper-parameters
+      model.safetensors      its weights (a tensor container: no code, no pickle)
       embeddings.npy         (N, D) float32, memory-mapped on open
       metadata.sqlite        one row per embedding: path, media type, chunk span, size, mtime, hash
       search/                the search backend (FAISS index file, PCA, k-means) if any
     work/<fingerprint>/      embeddings of an unfinished build, one .npz per batch (resume)
 
-A build writes a whole new generation folder and only then points ``CURRENT`` at it, so a
-crash at any moment leaves either the old index or the new one, never a half-written one.
-Nothing here is pickled: arrays are ``.npy``/``.npz`` read with ``allow_pickle=False``,
-weights load with ``torch.load(weights_only=True)``, metadata is SQLite.
+Threat model (docs/search.md): an index folder may come from someone else. Opening and
+searching it never runs code and never reads outside ``index_dir``, except media under the
+media root recorded at build time: ``CURRENT`` may only name a ``gen-NNNNNN`` folder inside
+``index_dir``; every file of the generation must match the manifest (size, SHA-256, row
+count, vector shape, finite values) before it is used; the model class comes from an
+allow-list; SQLite opens read-only with untrusted schema features off; FAISS and PCA files
+(parsed by C++) are loaded only from indexes this machine built, and rebuilt from the checked
+vectors otherwise. Checksums catch corruption, not an attacker who rewrites them too: the
+other rules are what hold against that.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import shutil
 import sqlite3
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
-from media_retrieval.errors import ConfigError
+from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
+from media_retrieval.utils.files import atomic_write_bytes, fsync_dir, sha256_file
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+GEN_NAME = re.compile(r"gen-\d{6}")
+MAX_JSON_BYTES = 16 << 20
+_HEX = re.compile(r"[0-9a-f]{16,128}")
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,7 @@ class Segment:
     """One indexed embedding: a whole file, or a time span (chunk) of a video."""
 
     key: str            # content identity: content hash + chunk span (stable across renames)
-    path: str           # absolute path at indexing time
+    path: str           # absolute path at indexing time (= media root / rel_path)
     rel_path: str       # path relative to the media root (what users see)
     media_type: str     # video | image
     chunk: int
@@ -67,13 +89,173 @@ def fingerprint(model: torch.nn.Module, model_spec: dict, preprocess: dict) -> s
     return h.hexdigest()[:24]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------- trust store
+def _trust_store() -> Path:
+    """Manifests of the generations this machine built (their SHA-256), one per line."""
+    env = os.environ.get("MEDIA_RETRIEVAL_TRUST_STORE")
+    return Path(env) if env else Path.home() / ".cache" / "media-retrieval" / "trusted-indexes.txt"
+
+
+def _mark_trusted(manifest_sha: str) -> None:
+    path = _trust_store()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(manifest_sha + "\n")
+    except OSError as exc:  # only costs a rebuild of the ANN structure at open
+        log.warning("cannot record this index as built here (%s): it will open as untrusted", exc)
+
+
+def _is_trusted(manifest_sha: str) -> bool:
+    try:
+        return manifest_sha in _trust_store().read_text().split()
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------- checks
+def _corrupt(gen: Path, what: str) -> DataError:
+    return DataError(f"index {gen.parent} ({gen.name}): {what}; the index is corrupt or was modified: "
+                     f"rebuild it (python src/index.py media_dir=... index_dir={gen.parent} index.rebuild=true)")
+
+
+def _read_json(gen: Path, name: str) -> dict:
+    path = gen / name
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise _corrupt(gen, f"{name} is missing or not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise _corrupt(gen, f"{name} is larger than {MAX_JSON_BYTES >> 20} MiB")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(gen, f"{name} cannot be read ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _corrupt(gen, f"{name} is not a JSON object")
+    return data
+
+
+def _is_num(v, allow_none: bool = False) -> bool:
+    if v is None:
+        return allow_none
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_segment(gen: Path, row: tuple, media_root: PurePosixPath) -> Segment:
+    try:
+        s = Segment(*row)
+    except TypeError as exc:
+        raise _corrupt(gen, f"metadata.sqlite row has {len(row)} columns") from exc
+    ok = (isinstance(s.key, str) and isinstance(s.path, str) and isinstance(s.rel_path, str)
+          and s.media_type in ("video", "image") and isinstance(s.chunk, int) and s.chunk >= 0
+          and _is_num(s.start_s, True) and _is_num(s.end_s, True) and isinstance(s.size, int)
+          and isinstance(s.mtime_ns, int) and isinstance(s.content_hash, str) and _HEX.fullmatch(s.content_hash))
+    if not ok:
+        raise _corrupt(gen, f"metadata.sqlite has a malformed row ({str(row)[:120]})")
+    rel = PurePosixPath(s.rel_path)
+    if not s.rel_path or rel.is_absolute() or ".." in rel.parts or "\x00" in s.rel_path \
+            or s.path != str(media_root / rel):
+        raise _corrupt(gen, f"segment path {s.path[:120]!r} is outside the media root {str(media_root)!r}")
+    return s
+
+
+def _check_files(gen: Path, manifest: dict) -> None:
+    """Every file of the generation is listed in the manifest with its size and SHA-256, and
+    nothing else is there (no symlinks, no extra files)."""
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise _corrupt(gen, "manifest.json lists no files")
+    found: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(gen, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                raise _corrupt(gen, f"{p.relative_to(gen)} is a symbolic link")
+        for name in filenames:
+            found.add((Path(dirpath) / name).relative_to(gen).as_posix())
+    found.discard("manifest.json")
+    if found != set(listed):
+        extra, missing = sorted(found - set(listed)), sorted(set(listed) - found)
+        raise _corrupt(gen, f"files differ from the manifest (unexpected {extra[:3]}, missing {missing[:3]})")
+    for rel, meta in sorted(listed.items()):
+        path = gen / rel
+        if not isinstance(meta, dict) or path.stat().st_size != meta.get("size"):
+            raise _corrupt(gen, f"{rel} has the wrong size")
+        if sha256_file(path) != meta.get("sha256"):
+            raise _corrupt(gen, f"{rel} does not match its SHA-256 in the manifest")
+
+
+# ---------------------------------------------------------------------- a generation
+@dataclass
+class Generation:
+    """One checked generation of an index: safe to hand to the search path."""
+
+    path: Path
+    manifest: dict
+    segments: list[Segment]
+    vectors: np.ndarray
+    trusted: bool
+
+    @property
+    def media_root(self) -> Path:
+        return Path(self.manifest["media_dir"])
+
+    def load_model(self) -> torch.nn.Module:
+        """The model that built the index, from its own files: an allow-listed class with checked
+        arguments and weights from a safetensors file (no pickle anywhere)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from media_retrieval.models.registry import build_from_spec
+
+        spec = _read_json(self.path, "model.json")
+        try:
+            state = load_file(str(self.path / "model.safetensors"), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise _corrupt(self.path, f"model.safetensors cannot be read ({exc})") from exc
+        try:
+            return build_from_spec(spec.get("class"), spec.get("hparams") or {}, state)
+        except DataError as exc:
+            raise _corrupt(self.path, f"model.json: {exc}") from exc
+
+    def model_spec(self) -> dict:
+        return _read_json(self.path, "model.json")
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return _query(self.path, "SELECT path, reason FROM skipped")
+
+    def searcher(self, overrides: dict | None = None):
+        """The search backend: loaded from its files when this machine built the index,
+        otherwise rebuilt from the checked vectors (FAISS/PCA files are parsed by C++)."""
+        from media_retrieval.retrieval.backends import VectorSearcher
+
+        folder = self.path / "search"
+        meta = _read_json(folder, "backend.json")
+        if self.trusted:
+            try:
+                return VectorSearcher.load(folder, self.vectors, overrides, meta=meta)
+            except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # FAISS / NumPy parse errors
+                raise _corrupt(self.path, f"search/ cannot be loaded ({str(exc).splitlines()[0][:160]})") from exc
+        log.info("index %s was not built on this machine: rebuilding its %s search structure from the "
+                 "checked vectors (index.trusted=true skips this for an index you trust)",
+                 self.path.parent, meta.get("backend"))
+        return VectorSearcher.rebuild(self.vectors, meta, overrides)
+
+
+def _query(gen: Path, sql: str) -> list[tuple]:
+    """Rows of a query on a generation's metadata: read-only, no triggers, views or functions
+    from the file's schema."""
+    try:
+        con = sqlite3.connect(f"file:{gen / 'metadata.sqlite'}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise _corrupt(gen, f"metadata.sqlite cannot be opened ({exc})") from exc
+    try:
+        con.execute("PRAGMA trusted_schema=OFF")
+        con.execute("PRAGMA query_only=ON")
+        return con.execute(sql).fetchall()
+    except sqlite3.Error as exc:
+        raise _corrupt(gen, f"metadata.sqlite cannot be read ({exc})") from exc
+    finally:
+        con.close()
 
 
 class IndexStore:
@@ -81,88 +263,141 @@ class IndexStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"index_dir={str(root)!r} is a file, not a folder")
 
     # ------------------------------------------------------------------ reading
     def current(self) -> Path | None:
+        """The live generation's folder; None when there is no index yet. ``CURRENT`` may only
+        name a ``gen-NNNNNN`` folder directly inside ``index_dir`` (no links, no ``..``)."""
         pointer = self.root / "CURRENT"
-        if not pointer.is_file():
+        if not pointer.exists() and not pointer.is_symlink():
             return None
-        gen = self.root / pointer.read_text().strip()
-        return gen if (gen / "manifest.json").is_file() else None
-
-    def manifest(self) -> dict | None:
-        gen = self.current()
-        return json.loads((gen / "manifest.json").read_text()) if gen else None
+        if pointer.is_symlink() or not pointer.is_file() or pointer.stat().st_size > 64:
+            raise DataError(f"index {self.root}: CURRENT is not a small regular file; rebuild the index")
+        name = pointer.read_text(errors="replace").strip()
+        if not GEN_NAME.fullmatch(name):
+            raise DataError(f"index {self.root}: CURRENT names {name[:80]!r}, not a generation inside "
+                            "index_dir; rebuild the index")
+        gen = self.root / name
+        if gen.is_symlink() or not gen.is_dir() or gen.resolve().parent != self.root.resolve():
+            raise DataError(f"index {self.root}: {name} is missing or not a folder inside index_dir; rebuild the index")
+        return gen
 
     def require(self) -> Path:
         gen = self.current()
         if gen is None:
             raise ConfigError(f"index_dir={str(self.root)!r} holds no index: build one with "
                               f"python src/index.py media_dir=... index_dir={self.root}")
-        m = json.loads((gen / "manifest.json").read_text())
-        if m.get("format") != FORMAT_VERSION:
-            raise ConfigError(f"{self.root}: index format {m.get('format')} is not {FORMAT_VERSION}: rebuild it")
         return gen
 
-    def _read(self, gen: Path | None, sql: str) -> list[tuple]:
-        """Rows of a query on a generation's metadata, opened read-only."""
-        con = sqlite3.connect(f"file:{(gen or self.require()) / 'metadata.sqlite'}?mode=ro", uri=True)
+    def open(self, trusted: bool | str = "auto") -> Generation:
+        """The live generation, checked against its manifest (see the module docstring).
+        ``trusted``: ``auto`` = only if this machine built it; True/False force it."""
+        gen = self.require()
+        manifest = _read_json(gen, "manifest.json")
+        if manifest.get("format") != FORMAT_VERSION:
+            raise DataError(f"index {self.root}: format {manifest.get('format')!r}, this version reads "
+                            f"{FORMAT_VERSION}: rebuild it (python src/index.py media_dir=... index_dir={self.root} "
+                            "index.rebuild=true)")
+        _check_files(gen, manifest)
+        count, dim, media = manifest.get("count"), manifest.get("dim"), manifest.get("media_dir")
+        if not (isinstance(count, int) and count > 0 and isinstance(dim, int) and dim > 0 and isinstance(media, str)
+                and Path(media).is_absolute()):
+            raise _corrupt(gen, "manifest.json has no valid count, dim or media_dir")
         try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-
-    def segments(self, gen: Path | None = None) -> list[Segment]:
+            vectors = np.load(gen / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise _corrupt(gen, f"embeddings.npy cannot be read ({exc})") from exc
+        if vectors.dtype != np.float32 or vectors.shape != (count, dim):
+            raise _corrupt(gen, f"embeddings.npy is {vectors.dtype} {vectors.shape}, the manifest says float32 "
+                                f"({count}, {dim})")
+        for s in range(0, count, 65536):
+            if not np.isfinite(vectors[s:s + 65536]).all():
+                raise _corrupt(gen, "embeddings.npy holds non-finite values")
         names = [f.name for f in fields(Segment)]
-        return [Segment(*r) for r in self._read(gen, f"SELECT {', '.join(names)} FROM segments ORDER BY row")]
+        rows = _query(gen, f"SELECT row, {', '.join(names)} FROM segments ORDER BY row")
+        if [r[0] for r in rows] != list(range(count)):
+            raise _corrupt(gen, f"metadata.sqlite has {len(rows)} rows, the manifest says {count}")
+        root = PurePosixPath(media)
+        segments = [_check_segment(gen, r[1:], root) for r in rows]
+        if trusted == "auto":
+            trusted = _is_trusted(sha256_file(gen / "manifest.json"))
+        return Generation(gen, manifest, segments, vectors, bool(trusted))
 
-    def embeddings(self, gen: Path | None = None, mmap: bool = True) -> np.ndarray:
-        gen = gen or self.require()
-        return np.load(gen / "embeddings.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    def manifest(self) -> dict | None:
+        return self.open().manifest if self.current() is not None else None
 
-    def load_model(self, gen: Path | None = None) -> torch.nn.Module:
-        """The model that built the index, from its own files (no checkpoint needed)."""
-        from hydra.utils import get_class
+    def segments(self) -> list[Segment]:
+        return self.open().segments
 
-        gen = gen or self.require()
-        spec = json.loads((gen / "model.json").read_text())
-        cls = get_class(spec["class"])
-        hparams = dict(spec["hparams"])
-        if "backbone" in hparams and isinstance(hparams["backbone"], dict):
-            # the weights come from model.pt: do not fetch pretrained ones again
-            hparams["backbone"] = {**hparams["backbone"], "weights": "none"}
-        model = cls(**hparams)
-        state = torch.load(gen / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return model.eval()
+    def embeddings(self) -> np.ndarray:
+        return self.open().vectors
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.open().skipped()
 
     # ------------------------------------------------------------------ writing
     def work_dir(self, fp: str) -> Path:
         return self.root / "work" / fp
 
+    @contextlib.contextmanager
+    def writer_lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Exclusive right to build into this folder (readers never need it). A second build
+        waits up to ``wait_s`` seconds, then fails with one line naming the holder's pid."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fh = open(path, "a+")  # noqa: SIM115 - held for the whole build
+        try:
+            deadline = time.monotonic() + max(wait_s, 0.0)
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "unknown"
+                        raise ConfigError(f"index_dir={str(self.root)!r} is being built by another process "
+                                          f"(pid {holder}); wait for it to finish, or give index.lock_wait_s=<seconds>") from None
+                    time.sleep(0.2)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fh.close()  # releases the lock
+
     def write_generation(self, segments: list[Segment], vectors: np.ndarray, manifest: dict,
                          model: torch.nn.Module, model_spec: dict, searcher=None) -> Path:
-        """Write a complete generation, then switch ``CURRENT`` to it; older ones are removed."""
+        """Write a complete generation, then switch ``CURRENT`` to it; older ones are removed.
+        Call with :meth:`writer_lock` held."""
         self.root.mkdir(parents=True, exist_ok=True)
-        prev = self.current()
-        n = int(prev.name.split("-")[1]) + 1 if prev is not None else 1
-        gen = self.root / f"gen-{n:06d}"
-        if gen.exists():  # left by a crash before CURRENT moved: never live, safe to replace
-            shutil.rmtree(gen)
+        existing = sorted(int(p.name.split("-")[1]) for p in self.root.glob("gen-*") if GEN_NAME.fullmatch(p.name))
+        gen = self.root / f"gen-{(existing[-1] if existing else 0) + 1:06d}"
         tmp = self.root / f".{gen.name}.partial"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        for stale in self.root.glob(".gen-*.partial"):  # left by a crash: never live
+            shutil.rmtree(stale, ignore_errors=True)
         try:
+            tmp.mkdir()
             self._write_files(tmp, segments, vectors, manifest, model, model_spec, searcher)
-        except OSError as exc:  # full disk etc.: drop the partial folder, the live index is untouched
+            os.replace(tmp, gen)
+            atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
+        except BaseException as exc:  # full disk etc.: nothing half-written stays; the live index is untouched
             shutil.rmtree(tmp, ignore_errors=True)
-            from media_retrieval.errors import MediaRetrievalError
-
-            raise MediaRetrievalError(f"cannot write the index to {self.root} ({exc.strerror or exc}); the live index "
-                                      "is unchanged and the embedded batches are kept: free space and run again") from exc
-        os.replace(tmp, gen)
-        _atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
+            pointer = self.root / "CURRENT"
+            live = pointer.read_text().strip() if pointer.is_file() else None
+            if gen.exists() and live != gen.name:
+                shutil.rmtree(gen, ignore_errors=True)
+            if isinstance(exc, (OSError, RuntimeError)):
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:160]
+                raise MediaRetrievalError(f"cannot write the index to {self.root} ({reason}); the live index is "
+                                          "unchanged and the embedded batches are kept: free space and run again") from exc
+            raise
+        _mark_trusted(sha256_file(gen / "manifest.json"))
         for old in self.root.glob("gen-*"):
             if old != gen:
                 shutil.rmtree(old, ignore_errors=True)
@@ -170,6 +405,8 @@ class IndexStore:
 
     def _write_files(self, tmp: Path, segments: list[Segment], vectors: np.ndarray, manifest: dict,
                      model: torch.nn.Module, model_spec: dict, searcher) -> None:
+        from safetensors.torch import save_file
+
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(vectors, dtype=np.float32))
         con = sqlite3.connect(tmp / "metadata.sqlite")
         try:
@@ -183,18 +420,22 @@ class IndexStore:
             con.commit()
         finally:
             con.close()
-        torch.save(model.state_dict(), tmp / "model.pt")
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
         (tmp / "model.json").write_text(json.dumps(model_spec, indent=1, default=str))
         if searcher is not None:
             searcher.save(tmp / "search")
-        manifest = {**manifest, "format": FORMAT_VERSION, "count": len(segments),
-                    "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0}
-        manifest.pop("skipped_files", None)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        for f in tmp.rglob("*"):
+        files = {}
+        for f in sorted(tmp.rglob("*")):
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-
-    def skipped(self, gen: Path | None = None) -> list[tuple[str, str]]:
-        return self._read(gen, "SELECT path, reason FROM skipped")
+                files[f.relative_to(tmp).as_posix()] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
+        manifest = {**manifest, "format": FORMAT_VERSION, "count": len(segments),
+                    "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0, "files": files}
+        manifest.pop("skipped_files", None)
+        with open(tmp / "manifest.json", "w") as fh:
+            fh.write(json.dumps(manifest, indent=1))
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(tmp)

@@ -18,8 +18,12 @@ def gather_by_id(module: L.LightningModule, ids: torch.Tensor, values: torch.Ten
     values = values.to(module.device)
     world = module.trainer.world_size if module._trainer is not None else 1
     if world > 1:
-        n = torch.tensor([ids.numel()], device=module.device)
-        longest = int(module.all_gather(n).max())
+        # a rank that saw no samples holds a (0, 1) placeholder: agree on the width as well
+        meta = torch.tensor([ids.numel(), values.shape[-1] if ids.numel() else 0], device=module.device)
+        sizes = module.all_gather(meta).reshape(-1, 2)
+        longest, width = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+        if ids.numel() == 0:
+            values = values.new_zeros((0, *(values.shape[1:-1]), width))
         pad = longest - ids.numel()
         ids = torch.cat([ids, ids.new_full((pad,), -1)])
         values = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])

@@ -1,0 +1,82 @@
+"""The model classes an index or checkpoint may name, and building one from stored hparams.
+
+An index folder may come from someone else, so its ``model.json`` is data: the class it names
+must be one of ours (an allow-list, never an import of whatever string is there), and its
+hyper-parameters must be arguments that class accepts. Anything else is refused before a single
+constructor runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from media_retrieval.errors import DataError
+
+# qualified class name (as written into model.json) -> import path of the class
+_ALLOWED = {
+    "media_retrieval.models.cnn_lstm.CNNLSTM": ("media_retrieval.models.cnn_lstm", "CNNLSTM"),
+    "media_retrieval.models.c3d.C3DModule": ("media_retrieval.models.c3d", "C3DModule"),
+    "media_retrieval.models.video3d.Video3DModule": ("media_retrieval.models.video3d", "Video3DModule"),
+}
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def model_class(name: str) -> type:
+    """The class for a stored name; a name outside the allow-list is refused, never imported."""
+    import importlib
+
+    if not isinstance(name, str) or name not in _ALLOWED:
+        raise DataError(f"model class {str(name)[:80]!r} is not one of this project's models "
+                        f"({', '.join(sorted(_ALLOWED))})")
+    module, attr = _ALLOWED[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
+    if not isinstance(given, dict):
+        raise DataError(f"{where} must be a mapping, got {type(given).__name__}")
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise DataError(f"{where} has argument(s) {unknown[:5]} that the model does not take")
+
+
+def _params(fn: Any, drop: tuple[str, ...] = ("self",)) -> set[str]:
+    return {p for p in inspect.signature(fn).parameters if p not in drop}
+
+
+def check_hparams(cls: type, hparams: dict) -> None:
+    """Every key (and each nested block we know) is an argument the constructor takes."""
+    _check_keys("model.json hparams", hparams, _params(cls.__init__))
+    if "backbone" in hparams:
+        from media_retrieval.models.backbones import create_backbone
+
+        _check_keys("model.json hparams.backbone", hparams["backbone"], _params(create_backbone))
+    if "temporal" in hparams:
+        from media_retrieval.models.temporal import TemporalHead
+
+        _check_keys("model.json hparams.temporal", hparams["temporal"], _params(TemporalHead.__init__, ("self", "in_dim")))
+
+
+def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Rebuild a stored model: allow-listed class, checked arguments, pretrained weights not
+    fetched (they come from ``state_dict``), every tensor present with its shape."""
+    cls = model_class(class_name)
+    check_hparams(cls, hparams)
+    hparams = dict(hparams)
+    if isinstance(hparams.get("backbone"), dict):
+        hparams["backbone"] = {**hparams["backbone"], "weights": "none"}
+    try:
+        model = cls(**hparams)
+        model.load_state_dict(state_dict, strict=True)
+    except DataError:
+        raise
+    except Exception as exc:  # any constructor or shape error: the stored spec is unusable
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"the stored model cannot be rebuilt ({first})") from exc
+    return model.eval()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, compose_cfg, run_script, tiny_overrides
 from helpers.media_library import make_library, write_image, write_video
 from hydra.core.global_hydra import GlobalHydra
@@ -447,8 +448,6 @@ def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics
     monkeypatch.undo()
     last = part / "checkpoints" / "last.ckpt"
     assert is_intact(last) and not list((part / "checkpoints").glob(".*tmp"))
-    import torch
-
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
     train(cfg(part, ["trainer.max_epochs=3", "ckpt_path=last"]))
     a = json.loads((full / "retrieval" / "results.json").read_text())
@@ -459,7 +458,6 @@ def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics
 
 
 def test_damaged_last_ckpt_falls_back_to_the_newest_intact_one(tmp_path, caplog):
-    import torch
     from omegaconf import OmegaConf
 
     from media_retrieval.cli.train import resolve_resume
@@ -509,8 +507,6 @@ def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(built, inde
     (["logger=wandb"], "logger=wandb needs a W&B login"),
 ])
 def test_config_errors_fail_at_startup(overrides, message, tiny_dirs, tmp_path, monkeypatch):
-    import torch
-
     from media_retrieval.cli.common import validate_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -677,3 +673,18 @@ def test_best_delta_is_chosen_on_validation_rows_and_only_reported_on_test():
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == "0.50" and cells[3] == "0.9000" and cells[5] == "0.6000"  # val's δ; test's value there
     assert "Not chosen" in best_delta_table(None, rows(0.9))
+
+
+@pytest.mark.parametrize("sampling", ["index", "time"])
+def test_streaming_decode_gives_the_frames_of_holding_everything(sampling, tmp_path, monkeypatch):
+    """Past the hold budget the frames come from the predicted set (index sampling) or a second
+    pass (time sampling, chunks): the same pixels as holding every frame, jitter included."""
+    from media_retrieval.data import video
+
+    path = write_video(tmp_path / "v.mp4", "red_disc", 3.0, seed=4)
+    kw = {"num": 5, "sampling": sampling}
+    held = video.decode_all_frames(path, **kw, rng=np.random.default_rng(1))
+    chunk = video.decode_all_frames(path, **kw, start_s=1.0, end_s=2.0)
+    monkeypatch.setattr(video, "HOLD_PIXELS", 1)
+    assert torch.equal(video.decode_all_frames(path, **kw, rng=np.random.default_rng(1)), held)
+    assert torch.equal(video.decode_all_frames(path, **kw, start_s=1.0, end_s=2.0), chunk)

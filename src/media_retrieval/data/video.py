@@ -113,8 +113,8 @@ def _in_span(times: np.ndarray, start_s: float | None, end_s: float | None) -> n
 
 
 # Frames kept in memory while the length of a video is still unknown: past this many pixels
-# (~24 MB of YUV 4:2:0; ~8 s of 320x240 at 25 fps) :func:`decode_all_frames` stops holding
-# frames and decodes twice.
+# (~24 MB of YUV 4:2:0; ~8 s of 320x240 at 25 fps) :func:`decode_all_frames` keeps only the
+# frames it expects to need (and decodes again if the expectation was wrong).
 HOLD_PIXELS = 16_000_000
 
 
@@ -137,20 +137,31 @@ def decode_all_frames(
     positions are jittered (training).
 
     Memory is bounded by the frames kept, not the video's length: a short video is decoded once
-    with its frames held; once the frames held pass :data:`HOLD_PIXELS`, they are dropped, the
-    pass only records timestamps, and a second pass converts the chosen frames.
+    with its frames held. Past :data:`HOLD_PIXELS` they are dropped and only the frames the
+    container's frame count predicts are kept; when the decoded count proves it wrong (or the
+    choice depends on timestamps), a second pass decodes the chosen frames.
     """
+    import copy
+
     import av
 
     if sampling not in SAMPLINGS:
         raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
     held: list | None = []
+    guessed: dict[int, object] = {}
     times: list[float] = []
     pixels = 0
     with _decode_errors(path):
         with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
+            guess: set[int] = set()
+            n_guess = container.streams.video[0].frames if container.streams.video else 0
+            if indices is None and sampling == "index" and start_s is None and end_s is None and n_guess > 0:
+                # the same draw as the real pick below, from a copy of the generator
+                guess = set(_pick_indices(np.zeros(n_guess), num, sampling, copy.deepcopy(rng)).tolist())
+            for i, frame in enumerate(container.decode(video=0)):
                 times.append(_frame_time(frame))
+                if i in guess:
+                    guessed[i] = frame
                 if held is not None:
                     held.append(frame)
                     pixels += frame.width * frame.height
@@ -170,6 +181,8 @@ def decode_all_frames(
         wanted = [int(positions[int(i)]) for i in indices]
         if held is not None:
             frames = {i: held[i] for i in set(wanted)}
+        elif set(wanted) <= set(guessed):
+            frames = {i: guessed[i] for i in set(wanted)}
         else:
             frames, need = {}, set(wanted)
             with av.open(str(path)) as container:

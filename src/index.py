@@ -15,9 +15,9 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../configs", config_name="index.yaml")
 def main(cfg: DictConfig) -> None:
     from media_retrieval.cli.common import run_cli
-    from media_retrieval.cli.index import build_index
+    from media_retrieval.cli.index import run_index
 
-    run_cli(build_index, cfg)
+    run_cli(run_index, cfg)
 
 
 if __name__ == "__main__":

@@ -99,14 +99,14 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(entry, tiny_dirs,
         with pytest.raises(ConfigError, match="cannot be loaded safely"):
             evaluate(cfg)
     else:
-        from media_retrieval.cli.index import build_index
+        from media_retrieval.cli.index import run_index
 
         (tmp_path / "media").mkdir()
         cfg = compose_cfg("index.yaml", [f"ckpt_path={evil}", f"media_dir={tmp_path / 'media'}",
                                          f"index_dir={tmp_path / 'index'}"], tmp_path / "out")
         GlobalHydra.instance().clear()
         with pytest.raises(ConfigError, match="cannot be loaded safely"):
-            build_index(cfg)
+            run_index(cfg)
     assert not marker.exists()
 
 
@@ -261,7 +261,7 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     from helpers.media_library import make_library
 
     import media_retrieval.callbacks.prediction_writer as pw
-    from media_retrieval.cli.index import build_index
+    from media_retrieval.cli.index import run_index
     from media_retrieval.retrieval.index_store import IndexStore
 
     media = tmp_path / "media"
@@ -281,13 +281,13 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     cfg = compose_cfg("index.yaml", overrides, tmp_path / "o1")
     GlobalHydra.instance().clear()
     with pytest.raises(MediaRetrievalError, match="No space left on device.*finished shards are kept"):
-        build_index(cfg)
+        run_index(cfg)
     shards = list((tmp_path / "index" / "work").glob("*/shard-*.npz"))
     assert len(shards) == 2 and not list((tmp_path / "index" / "work").glob("*/.*tmp*"))
     monkeypatch.setattr(pw.np, "savez", real)
     cfg = compose_cfg("index.yaml", overrides, tmp_path / "o2")
     GlobalHydra.instance().clear()
-    stats = build_index(cfg)
+    stats = run_index(cfg)
     assert stats["embedded"] == stats["segments"] - 4  # the 2 shards x batch 2 were not redone
     assert len(IndexStore(tmp_path / "index").segments()) == stats["segments"]
 

@@ -18,11 +18,12 @@ from conftest import ROOT, compose_cfg, run_script
 from helpers.media_library import CLASSES, make_library, write_image, write_video
 from hydra.core.global_hydra import GlobalHydra
 
-from media_retrieval.cli.index import build_index
-from media_retrieval.cli.search import Searcher, search
+from media_retrieval.cli.index import run_index as index_from_cfg
+from media_retrieval.cli.search import search
 from media_retrieval.errors import ConfigError
 from media_retrieval.retrieval.backends import PCAProjection, VectorSearcher
 from media_retrieval.retrieval.index_store import IndexStore
+from media_retrieval.retrieval.media_index import MediaIndex
 
 # the no-training model (ImageNet Lite0, mean of frame features): appearance classes separate
 MODEL = ["model.temporal.cell=none", "preprocess.frames=4", "preprocess.image_size=64",
@@ -36,7 +37,7 @@ def index_overrides(media: Path, index: Path, extra: list[str] = ()) -> list[str
 def run_index(media: Path, index: Path, tmp: Path, extra: list[str] = ()) -> dict:
     cfg = compose_cfg("index.yaml", index_overrides(media, index, extra), tmp)
     try:
-        return build_index(cfg)
+        return index_from_cfg(cfg)
     finally:
         GlobalHydra.instance().clear()
 
@@ -66,17 +67,17 @@ def test_index_skips_bad_files_and_chunks_long_videos(library):
     assert all(s.start_s is not None and s.end_s > s.start_s for s in long_chunks)
     assert store.embeddings().shape == (len(segs), 1280)
     manifest = store.manifest()
-    assert manifest["preprocess"]["frames"] == 4 and len(manifest["fingerprint"]) == 24
+    assert manifest["clip_spec"]["frames"] == 4 and len(manifest["fingerprint"]) == 24
 
 
 @pytest.mark.parametrize("kind", ["video", "image"])
 def test_query_by_video_and_image_returns_its_class(library, tmp_path, kind):
     _, index, _ = library
-    s = Searcher(index)
+    s = MediaIndex(index)
     for ci, c in enumerate(CLASSES):  # new media, not in the index
         q = (write_video(tmp_path / f"q{ci}.mp4", c, 2.0, seed=999 + ci) if kind == "video"
              else write_image(tmp_path / f"q{ci}.png", c, seed=999 + ci))
-        hits = s.search(s.embed([str(q)]), k=5, delta=0.8)[0]
+        hits = s.search_vectors(s.embed([str(q)]), k=5, delta=0.8)[0]
         assert _classes(hits) == [c] * 5, (q, _classes(hits))
         assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
         assert all(a.distance <= b.distance for a, b in zip(hits, hits[1:], strict=False))
@@ -85,10 +86,10 @@ def test_query_by_video_and_image_returns_its_class(library, tmp_path, kind):
 
 def test_group_by_video_merges_chunks(library):
     media, index, _ = library
-    s = Searcher(index)
+    s = MediaIndex(index)
     q = s.embed([str(media / "red_disc" / "clips" / "red_disc_2.mp4")])
-    flat = s.search(q, k=8, delta=0.8)[0]
-    grouped = s.search(q, k=8, delta=0.8, group_by="video")[0]
+    flat = s.search_vectors(q, k=8, delta=0.8)[0]
+    grouped = s.search_vectors(q, k=8, delta=0.8, group_by="video")[0]
     assert len({h.segment.path for h in flat}) < len(flat)  # chunks of one video repeat
     paths = [h.segment.path for h in grouped]
     assert len(paths) == len(set(paths))
@@ -187,7 +188,7 @@ def test_failed_generation_write_keeps_the_old_index(library, tmp_path, monkeypa
         run_index(media0, index, tmp_path / "run", ["index.rebuild=true", "preprocess.frames=2"])
     assert (index / "CURRENT").read_text() == before
     assert len(IndexStore(index).segments()) == len(IndexStore(index0).segments())
-    Searcher(index)  # still opens
+    MediaIndex(index)  # still opens
 
 
 def _index_cmd(media: Path, index: Path, extra: list[str]) -> list[str]:

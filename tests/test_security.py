@@ -25,10 +25,10 @@ from conftest import ROOT, compose_cfg, run_script, tiny_overrides
 from helpers.media_library import make_library, write_image, write_video
 from hydra.core.global_hydra import GlobalHydra
 
-from media_retrieval.cli.index import build_index
-from media_retrieval.cli.search import Searcher
+from media_retrieval.cli.index import run_index
 from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
 from media_retrieval.retrieval.index_store import IndexStore
+from media_retrieval.retrieval.media_index import MediaIndex
 from media_retrieval.utils.files import sha256_file
 
 MODEL = ["model.temporal.cell=none", "preprocess.frames=2", "preprocess.image_size=48", "preprocess.chunk_s=2",
@@ -38,7 +38,7 @@ MODEL = ["model.temporal.cell=none", "preprocess.frames=2", "preprocess.image_si
 def _index(media: Path, index: Path, out: Path, extra: list[str] = ()) -> dict:
     cfg = compose_cfg("index.yaml", [f"media_dir={media}", f"index_dir={index}", *MODEL, *extra], out)
     GlobalHydra.instance().clear()
-    return build_index(cfg)
+    return run_index(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -173,12 +173,12 @@ def test_hostile_index_runs_nothing_and_reads_nothing_outside(kind, built, index
     _OPENED.clear()
     if expect:
         with pytest.raises(DataError, match=expect.replace("[", r"\[").replace("]", r"\]")) as err:
-            s = Searcher(index)
-            s.search(s.embed([str(_query(media))]), k=3, delta=0.8)
+            s = MediaIndex(index)
+            s.search_vectors(s.embed([str(_query(media))]), k=3, delta=0.8)
         assert "\n" not in str(err.value)
     else:
-        s = Searcher(index)  # checksums were rewritten: untrusted, its search files are never parsed
-        hits = s.search(s.embed([str(_query(media))]), k=3, delta=0.8)[0]
+        s = MediaIndex(index)  # checksums were rewritten: untrusted, its search files are never parsed
+        hits = s.search_vectors(s.embed([str(_query(media))]), k=3, delta=0.8)[0]
         assert hits[0].segment.rel_path == "red_disc/red_disc_photo0.jpg"
     opened = list(_OPENED)
     assert not marker.exists()
@@ -192,18 +192,18 @@ def test_an_index_built_here_loads_its_faiss_file_and_a_foreign_one_does_not(bui
     parsed = []
     real = faiss.read_index
     monkeypatch.setattr(faiss, "read_index", lambda path, *a: parsed.append(path) or real(path, *a))
-    s = Searcher(index)  # built by this machine (recorded in the trust store)
+    s = MediaIndex(index)  # built by this machine (recorded in the trust store)
     assert len(parsed) == 1 and parsed[0].endswith("faiss.index")
-    expected = [h.segment.key for h in s.search(s.embed([str(_query(media))]), 5, 0.8)[0]]
+    expected = [h.segment.key for h in s.search_vectors(s.embed([str(_query(media))]), 5, 0.8)[0]]
     monkeypatch.setenv("MEDIA_RETRIEVAL_TRUST_STORE", str(tmp_path / "empty.txt"))
-    s = Searcher(index)  # from elsewhere: rebuilt from the checked vectors, the file is not parsed
+    s = MediaIndex(index)  # from elsewhere: rebuilt from the checked vectors, the file is not parsed
     assert len(parsed) == 1
-    assert [h.segment.key for h in s.search(s.embed([str(_query(media))]), 5, 0.8)[0]] == expected
+    assert [h.segment.key for h in s.search_vectors(s.embed([str(_query(media))]), 5, 0.8)[0]] == expected
     # index.trusted=true parses the file even then; a damaged one is one clear error
     (_gen(index) / "search" / "faiss.index").write_bytes(os.urandom(4096))
     _resign(_gen(index))
     with pytest.raises(DataError, match="search/ cannot be loaded"):
-        Searcher(index, trusted=True)
+        MediaIndex(index, trusted=True)
 
 
 @pytest.mark.parametrize("damage", ["reversed", "truncated", "nan", "npy_shape", "sqlite", "manifest", "weights"])
@@ -241,18 +241,18 @@ def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(damage, 
         _resign(gen)
         expect = "model.safetensors cannot be read"
     with pytest.raises(DataError, match=expect) as err:
-        Searcher(index)
+        MediaIndex(index)
     assert "\n" not in str(err.value) and "rebuild" in str(err.value)
     if damage == "weights":  # an update never loads the old weights: it writes a whole new generation
         _index(media, index, tmp_path / "run")
-        Searcher(index)
+        MediaIndex(index)
         return
     with pytest.raises(DataError, match=expect):  # an update refuses to build on it ...
         _index(media, index, tmp_path / "run")
     if damage == "manifest":  # ... a rebuild replaces it (one case: each rebuild embeds everything)
         stats = _index(media, index, tmp_path / "run", ["index.rebuild=true"])
         assert stats["segments"] == len(IndexStore(built[1]).segments())
-        Searcher(index)
+        MediaIndex(index)
 
 
 # ---------------------------------------------------------------------- 2. concurrent builds
@@ -483,8 +483,8 @@ def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(built, inde
     from media_retrieval.retrieval import backends
 
     media = built[0]
-    before = Searcher(index)
-    expected = [h.segment.key for h in before.search(before.embed([str(_query(media))]), 5, 0.8)[0]]
+    before = MediaIndex(index)
+    expected = [h.segment.key for h in before.search_vectors(before.embed([str(_query(media))]), 5, 0.8)[0]]
 
     def full(self, folder):
         raise RuntimeError("Error in faiss::FileIOWriter: fwrite returned 0 (No space left on device)")
@@ -493,8 +493,8 @@ def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(built, inde
     with pytest.raises(MediaRetrievalError, match="No space left on device.*live index is unchanged"):
         _index(media, index, tmp_path / "run", ["index.backend=hnsw", "index.rebuild=true", "preprocess.frames=1"])
     assert not list(index.glob(".gen-*")) and [p.name for p in index.glob("gen-*")] == [_gen(index).name]
-    after = Searcher(index)
-    assert [h.segment.key for h in after.search(after.embed([str(_query(media))]), 5, 0.8)[0]] == expected
+    after = MediaIndex(index)
+    assert [h.segment.key for h in after.search_vectors(after.embed([str(_query(media))]), 5, 0.8)[0]] == expected
 
 
 # ---------------------------------------------------------------------- 6. one-line errors
@@ -534,7 +534,7 @@ def test_index_dir_that_is_a_file_and_fdr_resume_are_one_line(built, tiny_dirs, 
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         _index(built[0], tmp_path / "afile", tmp_path / "run")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        Searcher(tmp_path / "afile")
+        MediaIndex(tmp_path / "afile")
     from media_retrieval.cli.train import train
 
     cfg = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "debug=fdr", "ckpt_path=last"], tmp_path)

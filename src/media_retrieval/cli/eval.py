@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.cli.train import prepare, report
 from media_retrieval.errors import ConfigError
-from media_retrieval.utils.checkpoint import load_model
+from media_retrieval.models.registry import load_model
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         return metrics
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
-        model = load_model(get_class(cfg.model._target_), cfg.ckpt_path)
+        model = load_model(cfg.ckpt_path, cls=get_class(cfg.model._target_))
     else:
         model = build(cfg.model)
         if model.has_trainable_embedding:

@@ -33,6 +33,8 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
     if eval_mode:
         datamodule.eval_mode = True
         datamodule.seen_classes = list(model.hparams.get("train_classes") or [])
+    if not eval_mode or model.clip_spec is None:
+        model.clip_spec = datamodule.clip_spec  # saved in its checkpoints: index and search reuse it
     if getattr(model, "uses_frame_features", False):
         datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
     datamodule.prepare_data()

@@ -17,9 +17,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
+from media_retrieval.clips import ClipSpec, load_clip
 from media_retrieval.data.discovery import HashCache, MediaItem, Skipped, chunk_items, scan_folder
 from media_retrieval.data.presets import missing_root
 from media_retrieval.data.feature_cache import FrameFeatureCache
+from media_retrieval.data.library import skip_failed_collate
 from media_retrieval.data.splits import (
     ROLES,
     TEST_ROLES,
@@ -30,8 +32,6 @@ from media_retrieval.data.splits import (
     one_dataset_split,
     seen_unseen_split,
 )
-from media_retrieval.data.transforms import ClipTransform
-from media_retrieval.data.video import load_frames
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,6 @@ class SplitDataset(Dataset):
             "target": self.split.train_index.get(item.label, -1),
             **data,
         }
-
-
-def skip_failed_collate(batch: list[dict | None]) -> dict | None:
-    """Default collation without the samples that failed to load (None); None if all failed,
-    which the models' steps treat as "skip this batch"."""
-    from torch.utils.data import default_collate
-
-    batch = [b for b in batch if b is not None]
-    return default_collate(batch) if batch else None
 
 
 class VideoRetrievalDataModule(L.LightningDataModule):
@@ -134,7 +125,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if frames < 1:
             raise DataError(f"data.frames must be >= 1, got {frames}")
         self.frames = frames
-        self.transform = ClipTransform(image_size, resize, in_chans=in_chans)
+        # how this data's files become clips: saved with the model, reused by index and search
+        self.clip_spec = ClipSpec(frames=frames, image_size=image_size, resize=resize, in_chans=in_chans,
+                                  sampling=sampling, chunk_s=chunk_s, decoder=decoder)
+        self.transform = self.clip_spec.transform()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -186,10 +180,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
         augment = train and self.train_transform is not None
         rng = np.random.default_rng(int(torch.randint(0, 2**31, ()))) if augment and self.temporal_jitter else None
-        min_frames = self.frames if self.skip_short else 1
-        frames = load_frames(item.path, self.frames, min_frames=min_frames, sampling=self.sampling,
-                             start_s=item.start_s, end_s=item.end_s, decoder=self.decoder, rng=rng)
-        return (self.train_transform if augment else self.transform)(frames)
+        return load_clip(item.path, self.clip_spec, item.start_s, item.end_s, min_frames=self.frames if self.skip_short
+                         else 1, rng=rng, transform=self.train_transform if augment else self.transform)
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
         """Pixel mode has no cache build to catch bad files, so probe each container up front

@@ -63,6 +63,11 @@ class CNNLSTM(ClipEmbedder):
         """False when training cannot change the embedding (frozen CNN + no recurrence)."""
         return any(p.requires_grad for p in self.temporal.parameters()) or not self.freeze_backbone
 
+    @property
+    def embeds_stills(self) -> bool:
+        """A centred temporal head subtracts each clip's mean frame: a still leaves nothing."""
+        return not self.temporal.center
+
     def encoder_spec(self) -> dict:
         return self.backbone.spec()
 

@@ -11,7 +11,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from media_retrieval.clips import ClipSpec, load_clip
 from media_retrieval.models.losses import build_metric_loss
+
+# checkpoint["media_retrieval"]["format"]: 1 = class + clip spec recorded. Checkpoints without it
+# still load (the clip spec then comes from the config).
+CHECKPOINT_FORMAT = 1
 
 
 def plain_dict(cfg: Any) -> dict:
@@ -28,6 +33,49 @@ class ClipEmbedder(L.LightningModule):
 
     uses_frame_features = False
     has_trainable_embedding = True
+    #: how files become this model's input; set from the training data, saved in checkpoints
+    clip_spec: ClipSpec | None = None
+
+    @property
+    def input_spec(self) -> ClipSpec:
+        """How files become this model's input: the spec it was trained with, else its defaults
+        (its input size and channels)."""
+        if self.clip_spec is not None:
+            return self.clip_spec
+        backbone = self.hparams.get("backbone") or {}
+        in_chans = self.hparams.get("in_chans") or backbone.get("in_chans") or 3
+        return ClipSpec(image_size=int(self.hparams.get("input_size", 224)), in_chans=int(in_chans))
+
+    @property
+    def embeds_stills(self) -> bool:
+        """Whether a still image gets a meaningful embedding (False for models that keep only
+        what changes over a clip)."""
+        return True
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The class and the clip spec travel with the weights: a checkpoint alone is enough to
+        rebuild the model (:func:`media_retrieval.load_model`) and to index and search."""
+        from dataclasses import asdict
+
+        from media_retrieval.models.registry import qualified_name
+
+        checkpoint["media_retrieval"] = {"format": CHECKPOINT_FORMAT, "class": qualified_name(type(self)),
+                                         "clip_spec": asdict(self.clip_spec) if self.clip_spec else None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("media_retrieval") or {}
+        if info.get("clip_spec"):
+            self.clip_spec = ClipSpec.from_dict(info["clip_spec"])
+
+    @torch.inference_mode()
+    def embed_file(self, path: str, spec: ClipSpec | None = None) -> torch.Tensor:
+        """(D,) embedding of one video or image, made into a clip by ``spec`` (default: the
+        model's own)."""
+        spec = spec or self.input_spec
+        clip = load_clip(path, spec).unsqueeze(0).to(self.device)
+        self.eval()
+        return self.embed({"clip": clip})[0]
 
     @property
     def embed_dim(self) -> int:

@@ -9,6 +9,7 @@ constructor runs.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,3 +81,38 @@ def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise DataError(f"the stored model cannot be rebuilt ({first})") from exc
     return model.eval()
+
+
+def model_record(model: torch.nn.Module, ckpt_path: str | None = None) -> dict:
+    """What an index stores about its model (``model.json``): class, hyper-parameters, source."""
+    from omegaconf import OmegaConf
+
+    hparams = OmegaConf.to_container(OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True)
+    return {"class": qualified_name(type(model)), "hparams": hparams,
+            "ckpt_path": str(Path(ckpt_path).resolve()) if ckpt_path else None}
+
+
+def load_model(ckpt_path: str | Path, cls: type | None = None) -> torch.nn.Module:
+    """A trained model from its checkpoint alone: the class the checkpoint records (one of
+    ours), its hyper-parameters, weights and clip spec; nothing in it is executed
+    (``weights_only``). ``cls`` is needed only for checkpoints written before the class was
+    recorded (format 1)."""
+    from media_retrieval.errors import ConfigError
+    from media_retrieval.utils.checkpoint import load_model as load_weights_only
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: file not found")
+    try:
+        info = torch.load(path, map_location="cpu", weights_only=True).get("media_retrieval") or {}
+    except Exception as exc:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
+    if info.get("class"):
+        try:
+            cls = model_class(info["class"])
+        except DataError as exc:
+            raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {exc}") from exc
+    if cls is None:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
+                          "(model=<its config> on the command line, or load_model(path, cls=...))")
+    return load_weights_only(cls, path)

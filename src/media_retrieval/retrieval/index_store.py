@@ -4,6 +4,7 @@ Layout of ``index_dir``::
 
     CURRENT                  name of the live generation (replaced atomically, last)
     .lock                    held by the one build that may write here (pid inside)
+    .readers/gen-NNNNNN.lock shared locks of open MediaIndex readers: a held generation is not deleted
     gen-000002/
       manifest.json          fingerprint, model, preprocessing, counts, and the size and SHA-256
                              of every other file of the generation
@@ -258,6 +259,18 @@ def _query(gen: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+class _Lease:
+    """A held reader lease (see :meth:`IndexStore.reader_lease`)."""
+
+    def __init__(self, fh) -> None:
+        self._fh = fh
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
 class IndexStore:
     """Reads and writes generations of an index folder."""
 
@@ -267,11 +280,12 @@ class IndexStore:
             raise ConfigError(f"index_dir={str(root)!r} is a file, not a folder")
 
     # ------------------------------------------------------------------ reading
-    def current(self) -> Path | None:
-        """The live generation's folder; None when there is no index yet. ``CURRENT`` may only
-        name a ``gen-NNNNNN`` folder directly inside ``index_dir`` (no links, no ``..``)."""
+    def current_name(self, required: bool = False) -> str | None:
+        """The live generation's name (``gen-NNNNNN``), checked; None when there is no index."""
         pointer = self.root / "CURRENT"
         if not pointer.exists() and not pointer.is_symlink():
+            if required:
+                self.require()
             return None
         if pointer.is_symlink() or not pointer.is_file() or pointer.stat().st_size > 64:
             raise DataError(f"index {self.root}: CURRENT is not a small regular file; rebuild the index")
@@ -279,6 +293,14 @@ class IndexStore:
         if not GEN_NAME.fullmatch(name):
             raise DataError(f"index {self.root}: CURRENT names {name[:80]!r}, not a generation inside "
                             "index_dir; rebuild the index")
+        return name
+
+    def current(self) -> Path | None:
+        """The live generation's folder; None when there is no index yet. ``CURRENT`` may only
+        name a ``gen-NNNNNN`` folder directly inside ``index_dir`` (no links, no ``..``)."""
+        name = self.current_name()
+        if name is None:
+            return None
         gen = self.root / name
         if gen.is_symlink() or not gen.is_dir() or gen.resolve().parent != self.root.resolve():
             raise DataError(f"index {self.root}: {name} is missing or not a folder inside index_dir; rebuild the index")
@@ -336,6 +358,36 @@ class IndexStore:
 
     def skipped(self) -> list[tuple[str, str]]:
         return self.open().skipped()
+
+    # ------------------------------------------------------------------ reader leases
+    def reader_lease(self, name: str) -> _Lease:
+        """A shared lock on generation ``name``: while held, builds leave that generation on disk.
+        Released by :meth:`_Lease.close` or when the process ends. A read-only ``index_dir``
+        gets no lease (nothing can be removed from it either)."""
+        path = self.root / ".readers" / f"{name}.lock"
+        try:
+            path.parent.mkdir(exist_ok=True)
+            fh = open(path, "a+")  # noqa: SIM115 - held as long as the reader uses the generation
+            fcntl.flock(fh, fcntl.LOCK_SH)
+        except OSError as exc:
+            log.debug("no reader lease on %s (%s)", path, exc)
+            return _Lease(None)
+        return _Lease(fh)
+
+    def _remove_unread(self, gen: Path) -> None:
+        """Delete an old generation unless a reader still holds it (the next build retries)."""
+        lock = self.root / ".readers" / f"{gen.name}.lock"
+        if lock.is_file():
+            with open(lock, "a+") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    log.info("%s is still open for reading: kept until a later build", gen.name)
+                    return
+                shutil.rmtree(gen, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+                return
+        shutil.rmtree(gen, ignore_errors=True)
 
     # ------------------------------------------------------------------ writing
     def work_dir(self, fp: str) -> Path:
@@ -400,7 +452,7 @@ class IndexStore:
         _mark_trusted(sha256_file(gen / "manifest.json"))
         for old in self.root.glob("gen-*"):
             if old != gen:
-                shutil.rmtree(old, ignore_errors=True)
+                self._remove_unread(old)
         return gen
 
     def _write_files(self, tmp: Path, segments: list[Segment], vectors: np.ndarray, manifest: dict,

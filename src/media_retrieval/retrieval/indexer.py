@@ -1,0 +1,213 @@
+"""Building an index from a media folder (what ``MediaIndex.build``/``update`` and
+``src/index.py`` run): scan, reuse, embed what is new, write a generation.
+
+Incremental: a file whose size and mtime match the live index keeps its rows and embeddings;
+new or changed files are embedded, deleted ones dropped. Embedding runs through
+``trainer.predict`` (``devices=N`` shards it), each batch written to disk as it is done, so an
+interrupted build resumes where it stopped; the new index appears atomically at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.fabric.utilities.rank_zero import _get_rank
+from torch.utils.data import DataLoader
+
+from media_retrieval.callbacks.prediction_writer import EmbeddingShardWriter, read_shards
+from media_retrieval.clips import ClipSpec
+from media_retrieval.data.discovery import Skipped, chunk_spans, content_hash, walk_media
+from media_retrieval.data.library import SegmentDataset, skip_failed_collate
+from media_retrieval.data.video import media_type, probe_image, probe_video
+from media_retrieval.errors import ConfigError, DataError, Interrupted
+from media_retrieval.models.registry import model_record
+from media_retrieval.retrieval.index_store import (
+    Generation,
+    IndexStore,
+    Segment,
+    fingerprint,
+    segment_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexOptions:
+    """How an index is built; every field has the default of ``configs/index.yaml``."""
+
+    backend: str = "exact"
+    backend_options: dict = field(default_factory=dict)
+    pca_variance: float | None = None
+    pca_dim: int | None = None
+    rebuild: bool = False
+    lock_wait_s: float = 0.0
+    batch_size: int = 8
+    num_workers: int = 1
+    seed: int = 42
+    trainer: dict = field(default_factory=dict)  # L.Trainer keyword arguments (devices, strategy, ...)
+
+    def check(self) -> None:
+        from media_retrieval.retrieval.backends import make_backend
+
+        make_backend(self.backend, self.backend_options)  # refuses bad names and options before any work
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
+
+
+def file_segments(path: Path, root: Path, spec: ClipSpec, previous: list[Segment] | None) -> list[Segment]:
+    """The rows of one file: reused from the live index when size and mtime are unchanged,
+    otherwise hashed and (videos) probed and cut into ~chunk_s chunks."""
+    st = path.stat()
+    if previous and previous[0].size == st.st_size and previous[0].mtime_ns == st.st_mtime_ns:
+        return previous
+    digest = content_hash(path)
+    kind = media_type(path)
+    spans: list[tuple[int, float | None, float | None]] = [(0, None, None)]
+    if kind == "video":
+        duration = probe_video(path).duration_s  # DataError when the container cannot open
+        spans = chunk_spans(duration, spec.chunk_s or None)
+    else:
+        probe_image(path)  # DataError for unreadable headers and decompression bombs, with the reason
+    rel = str(path.relative_to(root))
+    return [Segment(segment_key(digest, c, s, e), str(path), rel, kind, c, s, e, st.st_size, st.st_mtime_ns, digest)
+            for c, s, e in spans]
+
+
+def scan_library(root: Path, spec: ClipSpec, prev_rows: list[Segment]) -> tuple[list[Segment], list[Skipped]]:
+    """Current segments of the library and what was skipped; ``prev_rows`` (the live index's)
+    spare unchanged files a re-read."""
+    files, skipped = walk_media(root)
+    by_path: dict[str, list[Segment]] = {}
+    for s in prev_rows:
+        by_path.setdefault(s.path, []).append(s)
+    segments: list[Segment] = []
+    for f in files:
+        try:
+            segments += file_segments(f, root, spec, by_path.get(str(f)))
+        except (DataError, OSError) as exc:
+            skipped.append(Skipped(str(f), f"unreadable: {exc}"))
+    for s in skipped:
+        log.warning("skipping %s: %s", s.path, s.reason)
+    return segments, skipped
+
+
+def _previous(store: IndexStore, rebuild: bool) -> Generation | None:
+    """The live generation (checked), or None; a corrupt one blocks an update unless it is being
+    replaced anyway (``rebuild``)."""
+    try:
+        return store.open(trusted=False) if store.current() is not None else None
+    except DataError as exc:
+        if not rebuild:
+            raise
+        log.warning("rebuild: the live index is unusable and is replaced (%s)", exc)
+        return None
+
+
+def build_index(media_dir: str | Path, index_dir: str | Path, model: L.LightningModule, spec: ClipSpec,
+                options: IndexOptions | None = None, ckpt_path: str | None = None) -> dict[str, Any]:
+    """Index ``media_dir`` into ``index_dir`` with ``model`` and clips made by ``spec``.
+    Returns the build statistics (``{}`` on ranks other than 0)."""
+    options = options or IndexOptions()
+    media_dir, store = Path(media_dir).resolve(), IndexStore(Path(index_dir).resolve())
+    if not media_dir.is_dir():
+        raise ConfigError(f"media_dir={str(media_dir)!r} does not exist or is not a folder")
+    options.check()
+    # One build per index_dir: rank 0 of a run holds the lock; the ranks it launches run under it.
+    lock = store.writer_lock(options.lock_wait_s) if _get_rank() in (None, 0) else contextlib.nullcontext()
+    with lock:
+        return _build(media_dir, store, model.eval(), spec, options, ckpt_path)
+
+
+def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: ClipSpec, options: IndexOptions,
+           ckpt_path: str | None) -> dict[str, Any]:
+    L.seed_everything(options.seed, workers=True)
+    t0 = time.time()
+    record = model_record(model, ckpt_path)
+    fp = fingerprint(model, record, spec.key())
+    prev_gen = _previous(store, options.rebuild)
+    old = prev_gen.manifest if prev_gen else None
+    if old and old["fingerprint"] != fp:
+        if not options.rebuild:
+            raise ConfigError(
+                f"index_dir={str(store.root)!r} was built by another model or preprocessing "
+                f"(fingerprint {old['fingerprint']}, {old.get('model_name')}, ckpt {old.get('ckpt_path')}); this run's "
+                f"is {fp}. Use a new index_dir, or index.rebuild=true to replace it")
+        log.info("rebuild: replacing the index built by fingerprint %s", old["fingerprint"])
+    prev_rows = prev_gen.segments if prev_gen else []
+    segments, skipped = scan_library(media_dir, spec, prev_rows)
+    if not model.embeds_stills and any(s.media_type == "image" for s in segments):
+        log.warning("this model's embedding ignores what stays the same over a clip (e.g. model.temporal.center="
+                    "true): images all embed alike; index images with a model that embeds stills")
+    if not segments:
+        raise DataError(f"media_dir={str(media_dir)!r} has no readable video or image files")
+    reuse: dict[str, np.ndarray] = {}
+    if old and old["fingerprint"] == fp and prev_rows:
+        wanted = {s.key for s in segments}
+        reuse = {s.key: np.asarray(prev_gen.vectors[i]) for i, s in enumerate(prev_rows) if s.key in wanted}
+    work = store.work_dir(fp)
+    done = read_shards(work)
+    pending = [s for s in segments if s.key not in reuse and s.key not in done]
+    pending = list({s.key: s for s in pending}.values())  # identical content at two paths: embed once
+    log.info("%d segments in %s: %d from the index, %d from an interrupted build, %d to embed",
+             len(segments), media_dir, sum(s.key in reuse for s in segments),
+             sum(s.key in done and s.key not in reuse for s in segments), len(pending))
+
+    trainer = L.Trainer(**{"logger": False, "enable_checkpointing": False, **options.trainer},
+                        callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
+    if pending:
+        loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
+                            batch_size=options.batch_size, num_workers=options.num_workers,
+                            collate_fn=skip_failed_collate, shuffle=False)
+        try:
+            trainer.predict(model, dataloaders=loader, return_predictions=False)
+        except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
+            n = len(list(work.glob("shard-*.npz")))
+            raise Interrupted(f"interrupted: {n} finished batches are kept in {work} and the live index is "
+                              "unchanged; run the same command again to resume", exit_code=130) from exc
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return {}
+
+    done = read_shards(work)
+    vectors, rows, failed = [], [], []
+    for s in segments:
+        v = reuse.get(s.key)
+        if v is None:
+            v = done.get(s.key)
+        if v is None:
+            failed.append(Skipped(s.path, "could not be decoded (see the log)"))
+            continue
+        rows.append(s)
+        vectors.append(v)
+    if not rows:
+        raise DataError(f"no file under {media_dir} could be embedded (see the log)")
+    skipped += list({f.path: f for f in failed}.values())
+    x = np.stack(vectors).astype(np.float32)
+    from media_retrieval.retrieval.backends import VectorSearcher
+
+    searcher = VectorSearcher.build(x, options.backend, options.backend_options,
+                                    pca_variance=options.pca_variance, pca_dim=options.pca_dim)
+    stats = {"segments": len(rows), "files": len({s.path for s in rows}),
+             "embedded": sum(s.key in done for s in pending),
+             "reused": sum(s.key in reuse for s in rows),
+             "removed": len({s.path for s in prev_rows} - {s.path for s in segments}),
+             "skipped": len(skipped), "seconds": round(time.time() - t0, 2)}
+    manifest = {"fingerprint": fp, "model_name": record["hparams"].get("name", record["class"]),
+                "ckpt_path": record["ckpt_path"], "clip_spec": spec.key(), "media_dir": str(media_dir),
+                "backend": options.backend, "pca_dim": searcher.pca.dim if searcher.pca else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stats": stats,
+                "skipped_files": [(s.path, s.reason) for s in skipped]}
+    gen = store.write_generation(rows, x, manifest, model, record, searcher)
+    shutil.rmtree(work, ignore_errors=True)
+    if work.parent.is_dir() and not any(work.parent.iterdir()):
+        work.parent.rmdir()
+    return {**stats, "generation": gen.name, "index_dir": str(store.root)}

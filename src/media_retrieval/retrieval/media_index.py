@@ -1,0 +1,243 @@
+"""The Python API over an index: build, open, search, update, reload. No Hydra needed.
+
+    from media_retrieval import MediaIndex, load_model
+
+    index = MediaIndex.build("~/Videos", "~/video-index", model=load_model("best.ckpt"))
+    hits = index.search("query.mp4", k=10)            # typed hits, PAR flag on each
+    index.update()                                     # re-scan the media folder, embed what changed
+
+The command line (``src/index.py``, ``src/search.py``) and the service call these same objects.
+
+Concurrency: searches are safe from several threads (each reads one immutable snapshot of the
+generation); :meth:`MediaIndex.reload` swaps the snapshot atomically. While a ``MediaIndex``
+holds a generation, a newer build leaves that generation on disk (a shared reader lease);
+it is removed by the first build after no reader holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.retrieval.index_store import Generation, IndexStore, Segment, fingerprint
+from media_retrieval.retrieval.indexer import IndexOptions, build_index
+from media_retrieval.retrieval.par import par_keep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hit:
+    """One search result: the indexed segment and how it relates to the query."""
+
+    rank: int
+    segment: Segment
+    distance: float
+    cosine: float
+    kept: bool  # kept by PAR (cosine > δ)
+    spans: list[tuple[float | None, float | None]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the segment (content hash + chunk span): survives renames."""
+        return self.segment.key
+
+    @property
+    def rel_path(self) -> str:
+        return self.segment.rel_path
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.segment
+        return {"rank": self.rank, "key": s.key, "path": s.path, "rel_path": s.rel_path, "media_type": s.media_type,
+                "start_s": s.start_s, "end_s": s.end_s, "spans": self.spans, "distance": self.distance,
+                "cosine": self.cosine, "kept_by_par": self.kept}
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything one generation answers with; never mutated, swapped whole by reload()."""
+
+    generation: Generation
+    model: torch.nn.Module
+    clip_spec: ClipSpec
+    searcher: Any
+    lease: Any
+
+
+def default_model() -> torch.nn.Module:
+    """The model with nothing to train: ImageNet EfficientNet-Lite0, mean of frame features."""
+    from media_retrieval.models import CNNLSTM
+
+    return CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "imagenet"}, temporal={"cell": "none"},
+                   name="lite0_mean").eval()
+
+
+class MediaIndex:
+    """An opened index: its model, clip spec, vectors, metadata and search backend."""
+
+    def __init__(self, index_dir: str | Path, *, trusted: bool | str = "auto", search_options: dict | None = None,
+                 decoder: str = "seek") -> None:
+        self.store = IndexStore(index_dir)
+        self._trusted, self._search_options, self._decoder = trusted, search_options, decoder
+        self._lock = threading.Lock()
+        self._snap = self._load()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, index_dir: str | Path, **kwargs: Any) -> MediaIndex:
+        """Open an index for searching (every file is checked first: docs/search.md)."""
+        return cls(index_dir, **kwargs)
+
+    @classmethod
+    def build(cls, media_dir: str | Path, index_dir: str | Path, model: torch.nn.Module | str | Path | None = None,
+              *, clip_spec: ClipSpec | None = None, options: IndexOptions | None = None, **open_kwargs: Any,
+              ) -> MediaIndex:
+        """Index ``media_dir`` (or update the index already in ``index_dir``) and open it.
+
+        ``model``: a model, a checkpoint path, or None for :func:`default_model`. ``clip_spec``:
+        how files become clips; default the model's own (saved in its checkpoint)."""
+        ckpt_path = None
+        if isinstance(model, (str, Path)):
+            from media_retrieval.models.registry import load_model
+
+            ckpt_path, model = str(model), load_model(model)
+        model = model if model is not None else default_model()
+        spec = clip_spec or getattr(model, "clip_spec", None) or ClipSpec(
+            image_size=int(getattr(model, "hparams", {}).get("input_size", 224)))
+        build_index(media_dir, index_dir, model, spec, options, ckpt_path=ckpt_path)
+        return cls(index_dir, **open_kwargs)
+
+    def _load(self) -> _Snapshot:
+        name = self.store.current_name(required=True)
+        lease = self.store.reader_lease(name)  # before reading: a concurrent build then keeps it
+        try:
+            gen = self.store.open(trusted=self._trusted)
+            if gen.path.name != name:  # CURRENT moved between the two reads: take the newer one
+                lease.close()
+                lease = self.store.reader_lease(gen.path.name)
+            spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
+            model = gen.load_model()
+            if fingerprint(model, gen.model_spec(), spec.key()) != gen.manifest.get("fingerprint"):
+                raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files "
+                                "modified?): rebuild the index")
+            return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease)
+        except BaseException:
+            lease.close()
+            raise
+
+    def reload(self) -> bool:
+        """Switch to a newer generation if one was written since; searches in flight finish on
+        the one they started with. True when it switched."""
+        if self.store.current_name(required=True) == self._snap.generation.path.name:
+            return False
+        with self._lock:
+            old, self._snap = self._snap, self._load()
+        old.lease.close()
+        return True
+
+    def update(self, options: IndexOptions | None = None) -> dict[str, Any]:
+        """Re-scan the media folder this index was built from with the index's own model and
+        clip spec (new and changed files embedded, deleted ones dropped), then reload."""
+        snap = self._snap
+        stats = build_index(snap.generation.media_root, self.store.root, snap.model, snap.clip_spec, options,
+                            ckpt_path=snap.generation.manifest.get("ckpt_path"))
+        self.reload()
+        return stats
+
+    def close(self) -> None:
+        self._snap.lease.close()
+
+    def __enter__(self) -> MediaIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def manifest(self) -> dict:
+        return self._snap.generation.manifest
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._snap.model
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        return self._snap.clip_spec
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self._snap.generation.segments
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._snap.generation.vectors
+
+    @property
+    def generation(self) -> str:
+        return self._snap.generation.path.name
+
+    @property
+    def media_root(self) -> Path:
+        return self._snap.generation.media_root
+
+    # ------------------------------------------------------------------ searching
+    @torch.inference_mode()
+    def embed(self, paths: list[str | Path]) -> np.ndarray:
+        """(N, D) embeddings of files, made into clips exactly as the indexed media were."""
+        snap = self._snap
+        clips = [load_clip(p, snap.clip_spec) for p in paths]
+        return snap.model.embed({"clip": torch.stack(clips)}).float().numpy()
+
+    def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float = 0.8,
+               group_by: str | None = None) -> list[Hit]:
+        """Top-k hits for one query: a file path, or an embedding (D,)."""
+        if isinstance(query, (str, Path)):
+            q = self.embed([query])
+        else:
+            q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
+            q = q.reshape(1, -1)
+        return self.search_vectors(q, k, delta, group_by)[0]
+
+    def search_vectors(self, q: np.ndarray, k: int, delta: float = 0.8, group_by: str | None = None) -> list[list[Hit]]:
+        """Per query embedding, the top-k hits with PAR's flag on each; ``group_by='video'``
+        merges the chunks of a file into one hit (its nearest chunk, with the spans of all its
+        chunks among the hits)."""
+        if group_by not in (None, "video"):
+            raise ConfigError(f"group_by={group_by!r}; valid: null, video")
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        snap = self._snap
+        segments = snap.generation.segments
+        if q.ndim != 2 or q.shape[1] != snap.generation.vectors.shape[1]:
+            raise ConfigError(f"query embeddings must be (N, {snap.generation.vectors.shape[1]}), got {q.shape}")
+        fetch = k if group_by is None else min(len(segments), k * 8)
+        dist, cos, idx = snap.searcher.search(q, fetch)
+        kept = par_keep(torch.from_numpy(cos), delta).numpy()
+        out = []
+        for d_row, c_row, i_row, k_row in zip(dist, cos, idx, kept, strict=True):
+            hits: list[Hit] = []
+            by_path: dict[str, Hit] = {}
+            for d, c, i, keep in zip(d_row, c_row, i_row, k_row, strict=True):
+                if i < 0:
+                    continue
+                seg = segments[int(i)]
+                if group_by == "video" and seg.path in by_path:
+                    by_path[seg.path].spans.append((seg.start_s, seg.end_s))
+                    continue
+                hit = Hit(len(hits) + 1, seg, float(d), float(c), bool(keep), [(seg.start_s, seg.end_s)])
+                by_path[seg.path] = hit
+                hits.append(hit)
+            for h in hits:
+                h.spans.sort(key=lambda s: s[0] or 0.0)
+            out.append(hits[:k])
+        return out

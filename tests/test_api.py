@@ -1,0 +1,178 @@
+"""The Python API (issue 13): MediaIndex and load_model without Hydra; the clip spec that
+travels with a checkpoint into the index; reload while other threads search."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_cfg
+from helpers.media_library import CLASSES, make_library, write_image, write_video
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from media_retrieval import ClipSpec, IndexOptions, MediaIndex, load_model
+from media_retrieval.errors import ConfigError
+
+SPEC = ClipSpec(frames=2, image_size=48, chunk_s=2.0)
+OPTIONS = IndexOptions(batch_size=8, num_workers=0, trainer={"accelerator": "cpu"})
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    media = tmp_path_factory.mktemp("api") / "media"
+    make_library(media, long_s=3.0)
+    return media
+
+
+def test_the_api_imports_without_hydra():
+    code = ("import sys; import media_retrieval; from media_retrieval import MediaIndex, load_model, ClipSpec; "
+            "MediaIndex, load_model, ClipSpec; assert 'hydra' not in sys.modules, 'hydra imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_build_open_search_update(library, tmp_path):
+    index = MediaIndex.build(library, tmp_path / "index", clip_spec=SPEC, options=OPTIONS)
+    assert index.clip_spec.key() == SPEC.key() and index.generation == "gen-000001"
+    q = write_image(tmp_path / "q.png", "blue_stripes", seed=7)
+    hits = index.search(q, k=3)
+    assert [Path(h.rel_path).parts[0] for h in hits] == ["blue_stripes"] * 3
+    assert all(h.kept == (h.cosine > 0.8) for h in hits) and [h.rank for h in hits] == [1, 2, 3]
+    assert hits[0].key == hits[0].segment.key and "kept_by_par" in hits[0].as_dict()
+    # a query embedding works too, and is the same search
+    same = index.search(index.embed([q])[0], k=3)
+    assert [h.key for h in same] == [h.key for h in hits]
+    # opened again, without building
+    again = MediaIndex.open(tmp_path / "index")
+    assert [h.key for h in again.search(q, k=3)] == [h.key for h in hits]
+    # update: a new file is embedded and found after the automatic reload
+    media = tmp_path / "media"
+    import shutil
+
+    shutil.copytree(library, media)
+    moved = MediaIndex.build(media, tmp_path / "index2", clip_spec=SPEC, options=OPTIONS)
+    added = write_video(media / "green_checker" / "new.mp4", "green_checker", 1.0, seed=99)
+    stats = moved.update(OPTIONS)
+    assert stats["embedded"] == 1 and moved.generation == "gen-000002"
+    assert moved.search(added, k=1)[0].rel_path == "green_checker/new.mp4"
+    with pytest.raises(ConfigError, match="group_by"):
+        moved.search(q, group_by="folder")
+
+
+def test_reload_while_other_threads_search(library, tmp_path):
+    import shutil
+
+    media = tmp_path / "media"
+    shutil.copytree(library, media)
+    index = MediaIndex.build(media, tmp_path / "index", clip_spec=SPEC, options=OPTIONS)
+    reader = MediaIndex.open(tmp_path / "index")  # a second reader that keeps gen-000001 open
+    q = index.embed([media / "red_disc" / "red_disc_photo0.jpg"])[0]
+    errors, counts, stop = [], [0, 0], threading.Event()
+
+    def searching(slot: int) -> None:
+        while not stop.is_set():
+            try:
+                hits = index.search(q, k=3)
+                assert Path(hits[0].rel_path).parts[0] == "red_disc"
+                counts[slot] += 1
+            except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=searching, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    write_image(media / "red_disc" / "extra.png", "red_disc", seed=42)
+    MediaIndex.build(media, tmp_path / "index", clip_spec=SPEC, options=OPTIONS)  # another writer
+    assert index.reload() and index.generation == "gen-000002"
+    assert not index.reload()  # nothing newer
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors and min(counts) > 0
+    # gen-000001 is still held by `reader`: the build left it; once closed, the next build removes it
+    assert (tmp_path / "index" / "gen-000001").is_dir()
+    assert len(reader.search(q, k=3)) == 3
+    reader.close()
+    index.update(OPTIONS)  # `index` itself held gen-000002 during this build: kept until a later one
+    assert sorted(p.name for p in (tmp_path / "index").glob("gen-*")) == ["gen-000002", "gen-000003"]
+    assert index.generation == "gen-000003"
+
+
+def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
+    """A model trained on non-default preprocessing (4 frames, 64 px, stretched) indexes and
+    searches with nothing but its checkpoint: the index's vectors are the training pipeline's."""
+    from media_retrieval.cli.index import run_index
+    from media_retrieval.cli.train import prepare, train
+
+    with open_dict(cfg_train):
+        cfg_train.data.resize = "stretch"
+        cfg_train.trainer.max_epochs = 1
+    train(cfg_train)
+    ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    model = load_model(ckpt)
+    assert model.clip_spec.key() == {"frames": 4, "image_size": 64, "resize": "stretch", "in_chans": 3,
+                                     "sampling": "index", "chunk_s": None}
+    # a few clips of the training corpus as a library
+    datamodule, _ = prepare(cfg_train, model=load_model(ckpt))
+    items = datamodule.split.items[:6]
+    media = tmp_path / "media"
+    for it in items:
+        (media / it.label).mkdir(parents=True, exist_ok=True)
+        (media / it.label / Path(it.path).name).symlink_to(it.path)
+    cfg = compose_cfg("index.yaml", [f"ckpt_path={ckpt}", f"media_dir={media}", f"index_dir={tmp_path / 'index'}",
+                                     "preprocess.chunk_s=null", "num_workers=0", "trainer.accelerator=cpu"], tmp_path)
+    GlobalHydra.instance().clear()
+    run_index(cfg)
+    index = MediaIndex.open(tmp_path / "index")
+    assert index.clip_spec.key() == model.clip_spec.key()
+    dm = datamodule
+    dm.cache = None  # pixels through the training pipeline (not the feature cache)
+    for it in items:
+        want = model.embed({"clip": dm.load_pixels(it).unsqueeze(0)})[0].detach().numpy()
+        row = next(i for i, s in enumerate(index.segments) if Path(s.path).name == Path(it.path).name)
+        np.testing.assert_allclose(index.vectors[row], want, atol=1e-4)
+        hit = index.search(it.path, k=1)[0]
+        assert Path(hit.rel_path).name == Path(it.path).name and hit.distance < 1e-3
+
+
+def test_checkpoints_record_their_class_and_older_ones_still_load(cfg_train, tmp_path):
+    from media_retrieval.cli.train import train
+    from media_retrieval.models import CNNLSTM
+
+    with open_dict(cfg_train):
+        cfg_train.trainer.max_epochs = 1
+    train(cfg_train)
+    ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert data["media_retrieval"]["class"] == "media_retrieval.models.cnn_lstm.CNNLSTM"
+    model = load_model(ckpt)
+    del data["media_retrieval"]
+    old = tmp_path / "old.ckpt"
+    torch.save(data, old)
+    with pytest.raises(ConfigError, match="predates recorded model classes"):
+        load_model(old)
+    legacy = load_model(old, cls=CNNLSTM)
+    assert legacy.clip_spec is None and legacy.input_spec.frames == 16  # falls back to the defaults
+    for a, b in zip(model.state_dict().values(), legacy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_embed_file_uses_the_models_clip_spec(tmp_path):
+    from media_retrieval.retrieval.media_index import default_model
+
+    model = default_model()
+    model.clip_spec = ClipSpec(frames=2, image_size=32)
+    img = write_image(tmp_path / "a.png", CLASSES[0], seed=1)
+    v = model.embed_file(str(img))
+    from media_retrieval.clips import load_clip
+
+    want = model.embed({"clip": load_clip(img, model.clip_spec).unsqueeze(0)})[0]
+    assert v.shape == (1280,) and torch.allclose(v, want)

@@ -110,7 +110,8 @@ def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
     """A model trained on non-default preprocessing (4 frames, 64 px, stretched) indexes and
     searches with nothing but its checkpoint: the index's vectors are the training pipeline's."""
     from media_retrieval.cli.index import run_index
-    from media_retrieval.cli.train import prepare, train
+    from media_retrieval.cli.train import train
+    from media_retrieval.training import prepare
 
     with open_dict(cfg_train):
         cfg_train.data.resize = "stretch"

@@ -18,10 +18,10 @@ from helpers.standins import make_cifar_batches, make_paper_datasets, make_real_
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
-from media_retrieval.cli.common import flat_hparams
 from media_retrieval.cli.train import train
 from media_retrieval.data.image_sets import load_cifar_batch
 from media_retrieval.reporting.report import find_runs, pca_study
+from media_retrieval.utils.hparams import flat_hparams
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

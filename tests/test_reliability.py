@@ -260,7 +260,7 @@ def test_full_disk_while_writing_results_keeps_the_previous_file(tmp_path, monke
 def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     from helpers.media_library import make_library
 
-    import media_retrieval.callbacks.prediction_writer as pw
+    import media_retrieval.retrieval.shards as pw
     from media_retrieval.cli.index import run_index
     from media_retrieval.retrieval.index_store import IndexStore
 

@@ -460,7 +460,7 @@ def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics
 def test_damaged_last_ckpt_falls_back_to_the_newest_intact_one(tmp_path, caplog):
     from omegaconf import OmegaConf
 
-    from media_retrieval.cli.train import resolve_resume
+    from media_retrieval.training import resolve_resume
 
     ck = tmp_path / "checkpoints"
     ck.mkdir()
@@ -507,7 +507,7 @@ def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(built, inde
     (["logger=wandb"], "logger=wandb needs a W&B login"),
 ])
 def test_config_errors_fail_at_startup(overrides, message, tiny_dirs, tmp_path, monkeypatch):
-    from media_retrieval.cli.common import validate_config
+    from media_retrieval.config_checks import validate_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B login

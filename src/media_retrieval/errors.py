@@ -31,3 +31,32 @@ class Interrupted(MediaRetrievalError):
     def __init__(self, message: str, exit_code: int = 143) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def oom_error(exc: BaseException) -> MediaRetrievalError | None:
+    """Out of memory (GPU or host) as a user error that says which knob to turn."""
+    import torch
+
+    text = str(exc)
+    if isinstance(exc, torch.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return MediaRetrievalError(
+            f"out of memory ({text.splitlines()[0][:160]}): use a smaller batch: data.batch_size / "
+            "data.eval_batch_size for training and evaluation, batch_size for src/index.py "
+            "(data.feature_batch_size when building the feature cache)")
+    return None
+
+
+def user_error(exc: BaseException) -> MediaRetrievalError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MediaRetrievalError):
+            return exc
+        oom = oom_error(exc)
+        if oom is not None:
+            return oom
+        if type(exc).__name__ == "MisconfigurationException":  # Lightning's word for a setting that cannot work
+            return ConfigError(" ".join(str(exc).split())[:400])
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

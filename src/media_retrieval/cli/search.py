@@ -13,41 +13,21 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import validate_config
-from media_retrieval.data.discovery import walk_media
+from media_retrieval.data.library import query_paths
 from media_retrieval.errors import ConfigError, DataError
-from media_retrieval.retrieval.index_store import fingerprint
 from media_retrieval.retrieval.media_index import MediaIndex
-from media_retrieval.utils.files import is_regular_file
 
 log = logging.getLogger(__name__)
 
 
 def check_model(index: MediaIndex, ckpt_path: str, model_target: str) -> None:
     """Refuse a checkpoint other than the one the index was built with."""
-    from media_retrieval.models.registry import load_model, qualified_name
+    from media_retrieval.models.registry import load_model
 
-    other = load_model(ckpt_path, cls=get_class(model_target))
-    if fingerprint(other, {"class": qualified_name(type(other))}, index.clip_spec.key()) != index.manifest["fingerprint"]:
+    if not index.built_by(load_model(ckpt_path, cls=get_class(model_target))):
         raise ConfigError(f"ckpt_path={ckpt_path!r} is not the model this index was built with "
                           f"({index.manifest.get('ckpt_path') or index.manifest.get('model_name')}): its embeddings "
                           "are not comparable; search without ckpt_path (the index carries its model) or re-index")
-
-
-def query_files(query: str) -> tuple[list[str], list[dict]]:
-    """The query files, and error rows for what in a query folder cannot be a query."""
-    qpath = Path(query)
-    if qpath.is_dir():
-        files, not_media = walk_media(qpath)
-        if not files:
-            raise DataError(f"query folder {qpath} holds no video or image files")
-        for sk in not_media:  # listed among the unreadable queries, not silently dropped
-            log.warning("skipping query %s: %s", sk.path, sk.reason)
-        return [str(f) for f in files], [{"query": sk.path, "error": sk.reason, "results": []} for sk in not_media]
-    if is_regular_file(qpath):
-        return [str(qpath)], []
-    if qpath.exists():
-        raise ConfigError(f"query={query!r} is not a regular file or folder (a FIFO or device?)")
-    raise ConfigError(f"query={query!r}: no such file or folder")
 
 
 def search(cfg: DictConfig) -> list[dict]:
@@ -63,7 +43,8 @@ def search(cfg: DictConfig) -> list[dict]:
     index = MediaIndex.open(cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder", "seek"))
     if cfg.get("ckpt_path"):
         check_model(index, cfg.ckpt_path, cfg.model._target_)
-    queries, results = query_files(str(cfg.query))
+    queries, not_queries = query_paths(cfg.query)
+    results = [{"query": sk.path, "error": sk.reason, "results": []} for sk in not_queries]
     delta = float(cfg.retrieval.par.delta)
     good, vecs = [], []
     for q in queries:  # one at a time: a bad query file is reported, not fatal to the batch

@@ -8,100 +8,15 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from media_retrieval.cli.common import (
-    build,
-    build_callbacks,
-    build_loggers,
-    log_hyperparameters,
-    print_results,
-    validate_config,
-)
-from media_retrieval.errors import ConfigError, Interrupted, MediaRetrievalError, TrainingDiverged
-from media_retrieval.utils.checkpoint import AtomicCheckpointIO, newest_intact
+from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
+from media_retrieval.reporting.tables import print_results
+from media_retrieval.training import check_validation, fit, prepare, resolve_resume
+from media_retrieval.utils.checkpoint import AtomicCheckpointIO
+from media_retrieval.utils.hparams import log_hyperparameters
 
 log = logging.getLogger(__name__)
-
-
-def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: bool = False):
-    """DataModule ready to serve (corpus generated, features cached, split made) + model.
-
-    ``eval_mode``: evaluating a given model, whose training classes decide what is *seen*."""
-    datamodule = build(cfg.data)
-    model = model if model is not None else build(cfg.model)
-    if eval_mode:
-        datamodule.eval_mode = True
-        datamodule.seen_classes = list(model.hparams.get("train_classes") or [])
-    if not eval_mode or model.clip_spec is None:
-        model.clip_spec = datamodule.clip_spec  # saved in its checkpoints: index and search reuse it
-    if getattr(model, "uses_frame_features", False):
-        datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule, model
-
-
-def resolve_resume(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: ``last`` = this run dir's ``checkpoints/last.ckpt`` (resume an interrupted
-    run by giving its folder: ``hydra.run.dir=<run>``), or a path; checked before data is read."""
-    ckpt = cfg.get("ckpt_path")
-    if not ckpt:
-        return None
-    if OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
-        raise ConfigError(f"debug=fdr (fast_dev_run) runs one batch of everything from scratch and cannot resume "
-                          f"ckpt_path={ckpt}: drop one of the two")
-    ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
-    if str(ckpt) == "last":
-        path = ckpt_dir / "last.ckpt"
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path=last: no {path}; to resume a run, point at its folder: "
-                              f"hydra.run.dir=logs/train/runs/<run> ckpt_path=last (or give the checkpoint's path)")
-        intact = newest_intact(ckpt_dir, path)  # a damaged last.ckpt falls back, with a warning
-        if intact is None:
-            raise ConfigError(f"ckpt_path=last: {path} and every other checkpoint in {ckpt_dir} are damaged "
-                              "(truncated or not checkpoints); start the run again without ckpt_path")
-        return str(intact)
-    if not Path(str(ckpt)).is_file():
-        raise ConfigError(f"ckpt_path={ckpt!r}: file not found")
-    return str(ckpt)
-
-
-def _check_validation(datamodule, callbacks: list[L.Callback], cfg: DictConfig) -> None:
-    """Checkpoints are chosen by validation retrieval, which needs at least two validation clips
-    (each is a query against the others); fewer would stop the run at the end of its first epoch."""
-    monitor = next((c.monitor for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    n_val = len(datamodule.split.ids("val"))
-    if monitor and monitor.startswith("val/retrieval") and n_val < 2 and not cfg.trainer.get("fast_dev_run"):
-        raise ConfigError(f"the validation split has {n_val} clip(s); checkpoints are chosen by {monitor}, "
-                          "which needs at least 2 (leave-one-out): add clips, or raise data.val_fraction "
-                          f"(now {cfg.data.get('val_fraction')})")
-
-
-def _fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig) -> None:
-    """``trainer.fit`` with the ways a long run ends early turned into one clear line each."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    except SIGTERMException as exc:
-        saved = next((c.saved for c in trainer.callbacks if getattr(c, "saved", None)), None)
-        raise Interrupted(f"terminated by SIGTERM at epoch {trainer.current_epoch}: "
-                          + (f"checkpoint saved to {saved}; resume with hydra.run.dir={cfg.paths.output_dir} "
-                             f"ckpt_path={saved}" if saved else "no checkpoint callback configured")) from exc
-    except (FloatingPointError, TrainingDiverged) as exc:
-        keep = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
-        raise TrainingDiverged(f"{exc}; {keep} (never overwritten with non-finite weights)") from exc
-    except OSError as exc:  # full disk or quota while writing a checkpoint or log
-        keep = f"the last good checkpoint {last} is intact" if last.is_file() else "no checkpoint was written yet"
-        raise MediaRetrievalError(f"cannot write to {cfg.paths.output_dir} ({exc.strerror or exc}); {keep}: free "
-                                  f"space and resume with hydra.run.dir={cfg.paths.output_dir} ckpt_path=last") from exc
-    except Exception as exc:
-        if ckpt and ("Weights only load failed" in str(exc) or "UnpicklingError" in type(exc).__name__):
-            raise ConfigError(f"ckpt_path={ckpt!r} cannot be loaded safely (it holds more than weights and "
-                              f"training state, e.g. pickled code): {str(exc).splitlines()[0]}") from exc
-        raise
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -116,13 +31,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = build_callbacks(cfg)
     if cfg.get("train") and model.has_trainable_embedding:
-        _check_validation(datamodule, callbacks, cfg)
+        check_validation(datamodule, callbacks, cfg)
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False,
                                plugins=[AtomicCheckpointIO()])
     log_hyperparameters(trainer, cfg)
 
     if cfg.get("train") and model.has_trainable_embedding:
-        _fit(trainer, model, datamodule, resume, cfg)
+        fit(trainer, model, datamodule, resume, cfg)
     elif cfg.get("train"):
         log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
 

@@ -8,10 +8,12 @@ indexed media were, and both as the model's training clips.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.data.discovery import Skipped
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,3 +46,25 @@ class SegmentDataset(Dataset):
             log.warning("skipping %s: %s", path, exc)
             return None
         return {"sample_id": i, "clip": clip}
+
+
+def query_paths(query: str | Path) -> tuple[list[str], list[Skipped]]:
+    """The files a query names: the file itself, or every video and image in a folder (and,
+    listed apart, what in that folder cannot be a query)."""
+    from media_retrieval.data.discovery import walk_media
+    from media_retrieval.errors import ConfigError
+    from media_retrieval.utils.files import is_regular_file
+
+    qpath = Path(query)
+    if qpath.is_dir():
+        files, not_media = walk_media(qpath)
+        if not files:
+            raise DataError(f"query folder {qpath} holds no video or image files")
+        for sk in not_media:
+            log.warning("skipping query %s: %s", sk.path, sk.reason)
+        return [str(f) for f in files], not_media
+    if is_regular_file(qpath):
+        return [str(qpath)], []
+    if qpath.exists():
+        raise ConfigError(f"query={str(query)!r} is not a regular file or folder (a FIFO or device?)")
+    raise ConfigError(f"query={str(query)!r}: no such file or folder")

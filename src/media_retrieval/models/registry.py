@@ -51,6 +51,10 @@ def _params(fn: Any, drop: tuple[str, ...] = ("self",)) -> set[str]:
     return {p for p in inspect.signature(fn).parameters if p not in drop}
 
 
+def takes_argument(cls: type, name: str) -> bool:
+    return name in _params(cls.__init__)
+
+
 def check_hparams(cls: type, hparams: dict) -> None:
     """Every key (and each nested block we know) is an argument the constructor takes."""
     _check_keys("model.json hparams", hparams, _params(cls.__init__))

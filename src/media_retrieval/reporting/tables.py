@@ -124,3 +124,14 @@ def best_delta_table(val_rows: Sequence[dict] | None, test_rows: Sequence[dict] 
                      f"{_fmt(t['empty_share'])} |")
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def print_results(results_dir: Path, k: int, delta: float, title: str | None = None) -> list[dict]:
+    path = results_dir / "results.json"
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())
+    rows = [{kk: (float("nan") if v is None and kk != "delta" else v) for kk, v in r.items()} for r in rows]
+    print_table(rows, k, delta, title)
+    print(f"results: {path} and {results_dir / 'results.md'}")
+    return rows

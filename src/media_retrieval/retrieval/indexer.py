@@ -22,7 +22,6 @@ import numpy as np
 from lightning.fabric.utilities.rank_zero import _get_rank
 from torch.utils.data import DataLoader
 
-from media_retrieval.callbacks.prediction_writer import EmbeddingShardWriter, read_shards
 from media_retrieval.clips import ClipSpec
 from media_retrieval.data.discovery import Skipped, chunk_spans, content_hash, walk_media
 from media_retrieval.data.library import SegmentDataset, skip_failed_collate
@@ -36,6 +35,7 @@ from media_retrieval.retrieval.index_store import (
     fingerprint,
     segment_key,
 )
+from media_retrieval.retrieval.shards import EmbeddingShardWriter, read_shards
 
 log = logging.getLogger(__name__)
 

@@ -190,6 +190,14 @@ class MediaIndex:
     def media_root(self) -> Path:
         return self._snap.generation.media_root
 
+    def built_by(self, model: torch.nn.Module) -> bool:
+        """Whether ``model`` (weights, class) and this index's clip spec make this index's
+        embeddings: only then are its query embeddings comparable."""
+        from media_retrieval.models.registry import qualified_name
+
+        return fingerprint(model, {"class": qualified_name(type(model))}, self.clip_spec.key()) == \
+            self.manifest.get("fingerprint")
+
     # ------------------------------------------------------------------ searching
     @torch.inference_mode()
     def embed(self, paths: list[str | Path]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Prediction writer for index builds: every predicted batch lands on disk at once.
+"""Embedding shards of an index build: every predicted batch lands on disk at once.
 
 Each rank writes its own shard per batch (``trainer.devices=N`` shards the work), named by
 the content keys it holds, so an interrupted build resumes by skipping the keys already on

@@ -1,0 +1,41 @@
+"""Re-scoring saved embeddings (``src/eval.py embeddings=...``): every k and δ in seconds, no
+model and no media; δ is chosen on validation embeddings only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from media_retrieval.reporting.tables import best_delta_table, write_json, write_markdown
+
+
+def rescore_embeddings(path: str | Path, out: Path, ks: Sequence[int], delta: float, deltas: Sequence[float],
+                       table_k: int, exclude_same_group: bool = False) -> dict[str, float]:
+    """Write results.json, results.md and best_delta.md for saved embeddings; return the
+    logged metrics (with k-free ``@k`` aliases of the ``table_k`` values, what a sweep over k
+    compares)."""
+    from media_retrieval.callbacks.retrieval import logged_metrics
+    from media_retrieval.retrieval.embeddings_io import embeddings_role, load_embeddings
+    from media_retrieval.retrieval.evaluate import score_rows
+
+    def scored(p: str | Path) -> list[dict]:
+        emb, _, datasets, model = load_embeddings(p)
+        return score_rows(emb, list(ks), delta, list(deltas), model=model, datasets=datasets,
+                          exclude_same_group=exclude_same_group)
+
+    rows = scored(path)
+    write_json(rows, out / "results.json")
+    write_markdown(rows, out / "results.md", table_k, delta)
+    # δ is chosen on validation embeddings only: these, or the val_embeddings.npz saved beside test ones
+    if embeddings_role(path) == "val":
+        best = best_delta_table(rows)
+    else:
+        val = Path(path).with_name("val_embeddings.npz")
+        best = best_delta_table(scored(val) if val.is_file() else None, rows)
+    (out / "best_delta.md").write_text(best)
+    print(best)
+    metrics = logged_metrics(rows, delta)
+    at = f"@{table_k}"
+    metrics.update({name.replace(at, "@k"): v for name, v in list(metrics.items())
+                    if name.endswith(at) and "_d" not in name})
+    return metrics

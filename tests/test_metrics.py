@@ -250,3 +250,32 @@ def test_cross_check_with_pytorch_metric_learning():
     assert r["accuracy"] == pytest.approx(pml["precision_at_1"], abs=1e-6)
     assert r["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-6)
     assert r["map_at_r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-6)
+
+
+def test_ir_metrics_agree_with_torchmetrics_retrieval():
+    """Cross-check of the IR columns against torchmetrics' retrieval metrics (leave-one-out,
+    random embeddings, no ties). Scores are exp(-distance): torchmetrics >= 1.8 ignores
+    predictions <= 0."""
+    from torchmetrics.retrieval import (
+        RetrievalMAP,
+        RetrievalNormalizedDCG,
+        RetrievalPrecision,
+        RetrievalRecall,
+        RetrievalRPrecision,
+    )
+
+    rng = np.random.default_rng(3)
+    n, k = 60, 5
+    x = torch.tensor(rng.normal(size=(n, 8)), dtype=torch.float32)
+    labels = rng.integers(0, 4, n)
+    emb = EmbeddingSet(np.arange(n), x, labels, np.ones(n, bool), np.ones(n, bool), np.ones(n, bool))
+    row = next(r for r in score_rows(emb, [k], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all")
+    d = torch.cdist(x, x)
+    off = ~torch.eye(n, dtype=torch.bool)
+    preds = torch.exp(-d)[off]
+    target = torch.from_numpy(labels[:, None] == labels[None, :])[off]
+    indexes = torch.arange(n)[:, None].expand(n, n)[off]
+    expected = {"map": RetrievalMAP(), "p_at_k": RetrievalPrecision(top_k=k), "r_at_k": RetrievalRecall(top_k=k),
+                "ndcg_at_k": RetrievalNormalizedDCG(top_k=k), "r_precision": RetrievalRPrecision()}
+    for key, metric in expected.items():
+        assert row[key] == pytest.approx(float(metric(preds, target, indexes=indexes)), abs=1e-6), key

@@ -126,7 +126,7 @@ def test_local_state_dict_weights_load_safely(tmp_path):
 
 @pytest.mark.real_clips
 def test_still_frame_retrieves_same_class_videos():
-    """Conjoint retrieval: the middle frame of each real clip, embedded as a 1-frame clip, queries
+    """Conjoint retrieval: the middle frame of each real clip, embedded as a still clip, queries
     the other 41 clips embedded as videos; same-class P@5 must beat chance."""
     from conftest import require_real_clips
 
@@ -156,3 +156,26 @@ def test_still_frame_retrieves_same_class_videos():
     row = next(r for r in score_rows(emb, [5], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all")
     print(f"still -> video P@5 {row['accuracy']:.3f}, chance {row['chance']:.3f}")
     assert row["accuracy"] > row["chance"] + 0.2, row
+
+
+@pytest.mark.parametrize("override", [None, "+model/scheduler=cosine"])
+def test_optimizer_and_scheduler_are_hydra_partials(override, tiny_dirs, tmp_path):
+    """Default: Adam at model.lr and no schedule (the paper); a scheduler config is a partial
+    the model calls with its optimizer, and neither ends up in the checkpoint's hparams."""
+    from conftest import compose_cfg, tiny_overrides
+    from hydra.core.global_hydra import GlobalHydra
+
+    from media_retrieval.utils.instantiate import build
+
+    cfg = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "model.backbone.weights=none",
+                                     *([override] if override else [])], tmp_path)
+    GlobalHydra.instance().clear()
+    model = build(cfg.model)
+    out = model.configure_optimizers()
+    if override is None:
+        assert isinstance(out, torch.optim.Adam) and out.param_groups[0]["lr"] == cfg.model.lr
+    else:
+        assert isinstance(out["optimizer"], torch.optim.Adam)
+        sched = out["lr_scheduler"]["scheduler"]
+        assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == cfg.trainer.max_epochs
+    assert "optimizer" not in model.hparams and "scheduler" not in model.hparams

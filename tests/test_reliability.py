@@ -246,15 +246,16 @@ def test_full_disk_while_writing_results_keeps_the_previous_file(tmp_path, monke
     real = Path.write_text
 
     def full(self, *a, **k):
-        if self.name.endswith(".tmp"):
-            raise OSError(28, "No space left on device")
+        if ".tmp" in self.name:  # the temporary file beside results.json
+            real(self, "[{")  # half written ...
+            raise OSError(28, "No space left on device")  # ... when the disk fills
         return real(self, *a, **k)
 
     monkeypatch.setattr(Path, "write_text", full)
     with pytest.raises(MediaRetrievalError, match="No space left on device.*previous file is unchanged"):
         write_json([{"a": 2}], path)
     assert json.loads(path.read_text()) == [{"a": 1}]
-    assert not (tmp_path / "results.json.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
 
 
 def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):

@@ -567,23 +567,23 @@ def test_multirun_where_every_job_failed_exits_non_zero(tmp_path):
 
 
 def test_ddp_gather_with_an_empty_rank(tmp_path):
-    """A rank that collected nothing (every clip of its shard failed to load) still gathers."""
+    """A rank that collected nothing (every clip of its shard failed to load) still gathers:
+    torchmetrics' cat sync with the width agreed first; ids de-duplicated."""
     script = tmp_path / "gather.py"
     script.write_text(f'''
-import os, sys, torch, torch.distributed as dist
+import sys, torch, torch.distributed as dist
 sys.path.insert(0, {str(ROOT / "src")!r})
-from media_retrieval.utils.distributed import gather_by_id
+from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
 rank = int(sys.argv[1])
 dist.init_process_group("gloo", init_method="file://{tmp_path / "rdv"}", rank=rank, world_size=2)
-class M:
-    device = torch.device("cpu")
-    _trainer = trainer = type("T", (), {{"world_size": 2}})()
-    def all_gather(self, t):
-        out = [torch.zeros_like(t) for _ in range(2)]
-        dist.all_gather(out, t.contiguous())
-        return torch.stack(out)
-ids, emb = (torch.tensor([3, 1]), torch.ones(2, 5)) if rank == 0 else (torch.zeros(0, dtype=torch.long), torch.zeros(0, 1))
-i, e = gather_by_id(M(), ids, emb)
+def all_gather(t):
+    out = [torch.zeros_like(t) for _ in range(2)]
+    dist.all_gather(out, t.contiguous())
+    return torch.stack(out)
+c = EmbeddingCollector()
+if rank == 0:
+    c.update(torch.tensor([3, 1, 3]), torch.ones(3, 5))
+i, e = gather_by_id(c, 2, all_gather)
 assert i.tolist() == [1, 3] and tuple(e.shape) == (2, 5), (i, e.shape)
 print("ok", rank)
 ''')

@@ -11,53 +11,52 @@ import lightning as L
 import numpy as np
 import torch
 
-from media_retrieval.reporting.tables import write_json, write_markdown
-from media_retrieval.retrieval.embeddings_io import save_embeddings
+from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
-from media_retrieval.utils.distributed import gather_by_id
+from media_retrieval.retrieval.rankers import RANKERS
+from media_retrieval.retrieval.results import METRICS
+from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
 
 log = logging.getLogger(__name__)
 
 
-# results.json key -> logged name; metrics of the full ranking carry no @k.
-LOGGED = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "f1",
-          "empty_share": "empty_share", "mean_kept": "mean_kept", "p_at_k": "p", "r_at_k": "r",
-          "ndcg_at_k": "ndcg", "map": "map", "map_at_r": "map_at_r", "r_precision": "r_precision"}
-FULL_RANKING = ("map", "map_at_r", "r_precision")
-
-
 def metric_key(row: dict, metric: str, grid: bool) -> str:
-    """``retrieval/<ranking>/<split>/<metric>@<k>``, ``_d<δ>`` appended for PAR grid values."""
+    """``retrieval/<ranking>/<split>/<logged>@<k>``, ``_d<δ>`` appended for parameter-grid values
+    (the names come from the result-row registry, :mod:`media_retrieval.retrieval.results`)."""
+    m = METRICS[metric]
     suffix = f"_d{row['delta']:.2f}" if grid else ""
-    at = "" if metric in FULL_RANKING else f"@{row['k']}"
-    return f"retrieval/{row['ranking']}/{row['split']}/{LOGGED[metric]}{at}{suffix}"
+    at = "" if m.full_ranking else f"@{row['k']}"
+    return f"retrieval/{row['ranking']}/{row['split']}/{m.logged}{at}{suffix}"
 
 
 def logged_metrics(rows: Sequence[dict], delta: float, grid: bool = True) -> dict[str, float]:
-    """Result rows as logged metric names: Euclidean and PAR at the headline δ without suffix,
-    every PAR δ with ``_d<δ>`` (when ``grid``); full-ranking metrics only for Euclidean."""
+    """Result rows as logged metric names: each ranking method at the headline δ without suffix
+    (methods without a parameter always), every other parameter value with ``_d<δ>`` (when
+    ``grid``); full-ranking metrics once, for the method whose lists are the full ranking."""
     out: dict[str, float] = {}
     for row in rows:
         if row.get("dataset", "all") != "all":
             continue  # per-dataset rows live in results.json / results.md
-        par = row["ranking"] == "par"
-        headline = not par or abs(row["delta"] - delta) < 1e-9
-        for m in LOGGED:
-            v = row.get(m)
-            if v is None or math.isnan(v) or (m in FULL_RANKING and par):
+        method = RANKERS.get(row["ranking"])
+        has_param = row["delta"] is not None
+        headline = not has_param or abs(row["delta"] - delta) < 1e-9
+        for m in METRICS.values():
+            v = row.get(m.name)
+            if m.logged is None or v is None or math.isnan(v) or \
+                    (m.full_ranking and not (method is not None and method.full_ranking)):
                 continue
             if headline:
-                out[metric_key(row, m, grid=False)] = v
-            if par and grid:
-                out[metric_key(row, m, grid=True)] = v
+                out[metric_key(row, m.name, grid=False)] = v
+            if has_param and grid:
+                out[metric_key(row, m.name, grid=True)] = v
     return out
 
 
 class RetrievalCallback(L.Callback):
-    """Collects ``embed`` outputs with their sample ids, gathers them across ranks and scores
-    retrieval. Validation: leave-one-out over the validation clips (logged under ``val/``, no
-    grid). Test: the split's queries against its gallery; every k and delta is logged and
-    ``results.json`` / ``results.md`` are written to ``output_dir`` (rank 0 only)."""
+    """Collects ``embed`` outputs with their sample ids, gathers them across ranks, scores and
+    logs retrieval. Validation: leave-one-out over the validation clips (logged under ``val/``,
+    no grid). Test: the split's queries against its gallery, every k and delta logged. What is
+    written to ``output_dir`` (rank 0) is :mod:`media_retrieval.reporting.run_outputs`' job."""
 
     def __init__(
         self,
@@ -79,18 +78,17 @@ class RetrievalCallback(L.Callback):
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
         self.table_k = table_k
-        self._ids: list[torch.Tensor] = []
-        self._emb: list[torch.Tensor] = []
+        self.collector = EmbeddingCollector()
         self.rows: list[dict] = []
 
     # ---------------------------------------------------------------- collection
     def _reset(self) -> None:
-        self._ids, self._emb = [], []
+        self.collector.reset()
 
     def _collect(self, outputs) -> None:
         if isinstance(outputs, dict) and "embedding" in outputs:
-            self._ids.append(outputs["sample_id"].detach())
-            self._emb.append(outputs["embedding"].detach().float())
+            self.collector.to(outputs["embedding"].device)
+            self.collector.update(outputs["sample_id"].detach(), outputs["embedding"].detach())
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._reset()
@@ -105,9 +103,9 @@ class RetrievalCallback(L.Callback):
         self._collect(outputs)
 
     def _gathered(self, pl_module) -> tuple[np.ndarray, torch.Tensor]:
-        ids = torch.cat(self._ids) if self._ids else torch.zeros(0, dtype=torch.long)
-        emb = torch.cat(self._emb) if self._emb else torch.zeros(0, 1)
-        ids, emb = gather_by_id(pl_module, ids, emb)
+        self.collector.to(pl_module.device)
+        world = pl_module.trainer.world_size if pl_module._trainer is not None else 1
+        ids, emb = gather_by_id(self.collector, world, pl_module.all_gather)
         return ids.numpy(), emb
 
     def _embedding_set(self, trainer, ids: np.ndarray, emb: torch.Tensor, leave_one_out: bool) -> EmbeddingSet:
@@ -138,53 +136,10 @@ class RetrievalCallback(L.Callback):
         rows = score_rows(emb_set, self.k, self.delta,
                           model=self._name(pl_module), exclude_same_group=self.exclude_same_video)
         if self.save_embeddings and trainer.state.fn == "validate" and trainer.is_global_zero and self.output_dir:
-            split = trainer.datamodule.split
-            path = save_embeddings(self.output_dir / "val_embeddings.npz", emb_set, split.classes,
-                                   [split.items[i].dataset for i in ids], model=self._name(pl_module), role="val")
-            log.info("validation embeddings saved to %s (choose δ on them: src/eval.py embeddings=%s)", path, path)
+            write_embeddings(self.output_dir, emb_set, trainer.datamodule.split, self._name(pl_module), role="val")
         for name, value in logged_metrics(rows, self.delta, grid=False).items():
             pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()
-
-    def _write_pictures(self, trainer, emb: EmbeddingSet, rankings, split) -> None:
-        """Table IV markdown, Fig. 4, δ plot, PR curve and a retrieval gallery (+ W&B)."""
-        from media_retrieval.reporting import figures
-
-        out = self.output_dir
-        (out / "table_iv.md").write_text(figures.table_iv_markdown(self.rows, self.table_k, self.delta))
-        pngs = {
-            "fig4": figures.fig4_bars(self.rows, self.table_k, self.delta, out / "fig4.png"),
-            "delta": figures.delta_plot(self.rows, self.table_k, out / "delta.png"),
-        }
-        q_seen = emb.seen[rankings.query_rows]
-        curves = {name: rankings.pr11[sel].mean(0) for name, sel in
-                  (("all", np.ones_like(q_seen)), ("seen", q_seen), ("unseen", ~q_seen)) if sel.any()}
-        pngs["pr_curve"] = figures.pr_curve(curves, out / "pr_curve.png")
-        pngs["gallery"] = figures.gallery_png(self._gallery_rows(emb, rankings, split), out / "gallery.png")
-        for lg in trainer.loggers:
-            if type(lg).__name__ == "WandbLogger":
-                lg.log_image(key="retrieval/pictures", images=[str(p) for p in pngs.values()],
-                             caption=list(pngs))
-                cols = sorted({c for r in self.rows for c in r})
-                lg.log_table(key="retrieval/results", columns=cols, data=[[r.get(c) for c in cols] for r in self.rows])
-
-    def _gallery_rows(self, emb: EmbeddingSet, rankings, split):
-        from media_retrieval.data.video import load_frames
-
-        def thumb(sample_id: int) -> np.ndarray:
-            frames = load_frames(split.items[sample_id].path, 3)
-            return frames[len(frames) // 2].permute(1, 2, 0).numpy()
-
-        rows = []
-        step = max(len(rankings.query_rows) // self.gallery_queries, 1)
-        for qi in list(range(0, len(rankings.query_rows), step))[: self.gallery_queries]:
-            q = rankings.query_rows[qi]
-            q_item = split.items[emb.ids[q]]
-            results = [(thumb(emb.ids[g]), split.items[emb.ids[g]].label, bool(emb.labels[g] == emb.labels[q]))
-                       for g, ok in zip(rankings.topk[qi, : self.table_k], rankings.valid[qi, : self.table_k],
-                                        strict=True) if ok]
-            rows.append((thumb(emb.ids[q]), q_item.label, results))
-        return rows
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         ids, emb = self._gathered(pl_module)
@@ -194,22 +149,12 @@ class RetrievalCallback(L.Callback):
         rankings = rank(emb_set, max(self.k), exclude_same_group=self.exclude_same_video)
         self.rows = score_rows(emb_set, self.k, self.delta, self.deltas, model=self._name(pl_module),
                                rankings=rankings, datasets=datasets)
-        if self.save_embeddings and trainer.is_global_zero and self.output_dir is not None:
-            split = trainer.datamodule.split
-            path = save_embeddings(self.output_dir / "embeddings.npz", emb_set, split.classes,
-                                   [split.items[i].dataset for i in ids], model=self._name(pl_module))
-            log.info("embeddings saved to %s (re-score with src/eval.py embeddings=%s)", path, path)
         for name, value in logged_metrics(self.rows, self.delta).items():
             pl_module.log(name, value, batch_size=len(ids), sync_dist=True)
         if trainer.is_global_zero and self.output_dir is not None:
-            out = self.output_dir
-            write_json(self.rows, out / "results.json")
-            write_markdown(self.rows, out / "results.md", self.table_k, self.delta)
-            np.save(out / "scored_ids.npy", ids)
-            if self.pictures:
-                try:
-                    self._write_pictures(trainer, emb_set, rankings, split)
-                except Exception as exc:  # results are written; a picture must not fail the run
-                    log.warning("retrieval pictures not written: %s", exc)
-            log.info("retrieval results written to %s", out)
+            if self.save_embeddings:
+                write_embeddings(self.output_dir, emb_set, split, self._name(pl_module), role="test")
+            write_test_outputs(self.output_dir, self.rows, emb_set, rankings, split, table_k=self.table_k,
+                               delta=self.delta, pictures=self.pictures, gallery_queries=self.gallery_queries,
+                               loggers=trainer.loggers)
         self._reset()

@@ -57,13 +57,13 @@ def search(cfg: DictConfig) -> list[dict]:
     unreadable = [r["query"] for r in results]
     if not vecs:
         raise DataError(f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})")
-    all_hits = index.search_vectors(np.stack(vecs), int(cfg.k), delta, cfg.group_by)
+    all_hits = index.search_vectors(np.stack(vecs), int(cfg.k), delta, cfg.group_by, cfg.get("ranking", "par"))
     from media_retrieval.reporting.search_output import contact_sheet, print_hits
 
     for q, hits in zip(good, all_hits, strict=True):
         results.append({"query": q, "results": [h.as_dict() for h in hits]})
         if cfg.output == "table":
-            print_hits(q, hits, delta)
+            print_hits(q, hits, delta, cfg.get("ranking", "par"))
     if cfg.output == "json":
         json.dump(results, sys.stdout, indent=1)
         print()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from media_retrieval.utils.files import atomic_path, atomic_write_text, sha256_file
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -251,9 +253,7 @@ def encode_mp4(frames: Iterable[np.ndarray], path: Path, fps: int, gop: int | No
     """Write frames as H.264 MP4 atomically (temp file + rename), so a crash leaves no half file."""
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(path, durable=False) as tmp, av.open(str(tmp), mode="w") as container:
         stream = None
         for frame in frames:
             if stream is None:
@@ -268,7 +268,6 @@ def encode_mp4(frames: Iterable[np.ndarray], path: Path, fps: int, gop: int | No
         if stream is not None:
             for packet in stream.encode():
                 container.mux(packet)
-    os.replace(tmp, path)
 
 
 def _render_clip(plan: ClipPlan) -> tuple[str, str]:
@@ -313,19 +312,9 @@ def _render_image(args: tuple[str, str, int, int]) -> tuple[str, str]:
     frame[mask] = np.array(colour, np.float32) * float(rng.uniform(0.8, 1.0))
     frame += rng.normal(0, 0.03, size=(h, w, 1)).astype(np.float32)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    Image.fromarray((np.clip(frame, 0, 1) * 255).astype(np.uint8)).save(tmp)
-    os.replace(tmp, out)
+    with atomic_path(out, durable=False) as tmp:
+        Image.fromarray((np.clip(frame, 0, 1) * 255).astype(np.uint8)).save(tmp)
     return path, sha256_file(out)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _manifest_ok(root: Path, spec: CorpusSpec, verify: bool) -> bool:
@@ -393,7 +382,5 @@ def ensure_corpus(
         "clips": [asdict(p) | {"path": str(Path(p.path).relative_to(root))} for p in plans],
         "files": dict(sorted(files.items())),
     }
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, root / MANIFEST)  # manifest last: a partial corpus never looks complete
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))  # last: a partial corpus never looks complete
     return root

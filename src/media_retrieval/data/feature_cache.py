@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.discovery import MediaItem
 from media_retrieval.errors import DataError
+from media_retrieval.utils.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +106,16 @@ class FrameFeatureCache:
         nums = self._shard_numbers()
         n = (nums[-1] + 1) if nums else 0
         base = self.dir / f"shard_{n:05d}"
-        with open(f"{base}.npy.tmp", "wb") as fh:
-            np.save(fh, np.stack(feats).astype(np.float32))
-        os.replace(f"{base}.npy.tmp", f"{base}.npy")
-        tmp = Path(f"{base}.json.tmp")
-        tmp.write_text(json.dumps(keys))
-        os.replace(tmp, f"{base}.json")
+        with atomic_path(f"{base}.npy", durable=False) as tmp:
+            np.save(tmp, np.stack(feats).astype(np.float32))
+        atomic_write_text(f"{base}.json", json.dumps(keys), durable=False)
         index = self.index()
         for row, k in enumerate(keys):
             index[k] = (n, row)
 
     def _write_skipped(self, skipped: dict[str, str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / "skipped.json.tmp"
-        tmp.write_text(json.dumps(skipped, indent=1, sort_keys=True))
-        os.replace(tmp, self.dir / "skipped.json")
+        atomic_write_text(self.dir / "skipped.json", json.dumps(skipped, indent=1, sort_keys=True), durable=False)
 
     @torch.inference_mode()
     def build(

@@ -18,6 +18,7 @@ import numpy as np
 
 from media_retrieval.data.discovery import MediaItem
 from media_retrieval.errors import DataError
+from media_retrieval.utils.files import atomic_path
 
 # "both": a leave-one-out member, query and gallery at once (itself excluded when ranking).
 ROLES = ("train", "val", "query", "gallery", "both")
@@ -46,16 +47,12 @@ class Split:
         return [i for i, it in enumerate(self.items) if it.role in roles]
 
     def write_csv(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         names = ["sample_id"] + [f.name for f in fields(SplitItem)]
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=names)
             w.writeheader()
             for i, it in enumerate(self.items):
                 w.writerow({"sample_id": i, **asdict(it)})
-        os.replace(tmp, path)
 
     @classmethod
     def read_csv(cls, path: str | Path) -> Split:

@@ -9,6 +9,9 @@ average pool before fc6 gives fc6 the native 512x1x4x4 input whatever the clip s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -60,11 +63,14 @@ class C3DModule(ClipEmbedder):
         input_size: int = 112,
         loss: dict | None = None,
         name: str = "c3d",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         train_classes = list(train_classes) if train_classes is not None else None
         loss = plain_dict(loss or {"name": "ce"})
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # code stays out of checkpoints
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = C3D(in_chans, embed_dim, dropout, width)
         self._init_objective(num_classes)
 

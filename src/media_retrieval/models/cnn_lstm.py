@@ -3,6 +3,9 @@ sequence into one clip embedding, and a classifier on top provides the training 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from media_retrieval.models.backbones import create_backbone, freeze_first_blocks
@@ -34,12 +37,15 @@ class CNNLSTM(ClipEmbedder):
         backbone_lr_mult: float = 1.0,
         freeze_blocks: int = 0,
         name: str = "cnn_lstm",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         backbone, temporal = plain_dict(backbone), plain_dict(temporal)
         loss = plain_dict(loss or {"name": "ce"})
         train_classes = list(train_classes) if train_classes is not None else None
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # code stays out of checkpoints
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.backbone = create_backbone(**backbone)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
@@ -86,15 +92,13 @@ class CNNLSTM(ClipEmbedder):
             self.backbone.eval()  # frozen BatchNorm statistics stay ImageNet's
         return self
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def param_groups(self) -> list[dict]:
         """End to end (Fig. 3): the backbone learns at ``lr x backbone_lr_mult`` so fine-tuning
         does not wreck its ImageNet features; the temporal head and classifier at ``lr``."""
         if self.freeze_backbone or self.hparams.backbone_lr_mult == 1.0:
-            return super().configure_optimizers()
+            return super().param_groups()
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         ids = {id(p) for p in backbone}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         lr = self.hparams.lr
-        return torch.optim.Adam([{"params": backbone, "lr": lr * self.hparams.backbone_lr_mult},
-                                 {"params": rest, "lr": lr}], lr=lr, weight_decay=self.hparams.weight_decay)
-
+        return [{"params": backbone, "lr": lr * self.hparams.backbone_lr_mult}, {"params": rest, "lr": lr}]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.clips import ClipSpec
 from media_retrieval.models.losses import build_metric_loss
 
 # checkpoint["media_retrieval"]["format"]: 1 = class + clip spec recorded. Checkpoints without it
@@ -68,14 +68,12 @@ class ClipEmbedder(L.LightningModule):
         if info.get("clip_spec"):
             self.clip_spec = ClipSpec.from_dict(info["clip_spec"])
 
-    @torch.inference_mode()
     def embed_file(self, path: str, spec: ClipSpec | None = None) -> torch.Tensor:
         """(D,) embedding of one video or image, made into a clip by ``spec`` (default: the
-        model's own)."""
-        spec = spec or self.input_spec
-        clip = load_clip(path, spec).unsqueeze(0).to(self.device)
-        self.eval()
-        return self.embed({"clip": clip})[0]
+        model's own); see :func:`media_retrieval.models.inference.embed_file` for stills."""
+        from media_retrieval.models.inference import embed_file
+
+        return embed_file(self, path, spec=spec)
 
     @property
     def embed_dim(self) -> int:
@@ -156,6 +154,20 @@ class ClipEmbedder(L.LightningModule):
             return None
         return {"embedding": self.embed(batch), "sample_id": batch["sample_id"]}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def param_groups(self) -> list[dict]:
+        """What the optimizer trains (frozen parameters left out); models with per-part learning
+        rates return several groups."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self) -> Any:
+        """``optimizer`` and ``scheduler`` are Hydra partials (``model.optimizer``,
+        ``model.scheduler``, lightning-hydra-template style); without them, Adam at ``lr`` and
+        ``weight_decay`` (the paper's Table I) and no schedule."""
+        groups = self.param_groups()
+        factory = getattr(self, "optimizer_factory", None)
+        opt = factory(groups) if factory is not None else \
+            torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        scheduler = getattr(self, "scheduler_factory", None)
+        if scheduler is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt), "interval": "epoch"}}

@@ -7,6 +7,9 @@ fixed-size head pools are replaced by adaptive ones so any clip length and crop 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -51,6 +54,8 @@ class Video3DModule(ClipEmbedder):
         input_size: int = 112,
         loss: dict | None = None,
         name: str | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         from media_retrieval.models.module import plain_dict
@@ -58,7 +63,8 @@ class Video3DModule(ClipEmbedder):
         train_classes = list(train_classes) if train_classes is not None else None
         loss = plain_dict(loss or {"name": "ce"})
         name = name or arch
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # code stays out of checkpoints
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = build_video3d(arch, embed_dim, in_chans, dropout)
         self._embed_dim = embed_dim
         self._init_objective(num_classes)

@@ -14,13 +14,16 @@ def span_text(h: Hit) -> str:
     return ", ".join(f"{s:.1f}-{e:.1f}s" for s, e in spans) if spans else ("image" if h.segment.media_type == "image" else "whole")
 
 
-def print_hits(query: str, hits: list[Hit], delta: float) -> None:
+def print_hits(query: str, hits: list[Hit], delta: float, ranking: str = "par") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{query}  (PAR δ = {delta}: {sum(h.kept for h in hits)} of {len(hits)} kept)")
+    from media_retrieval.retrieval.rankers import label
+
+    method = f"PAR δ = {delta}" if ranking == "par" else label(ranking)
+    table = Table(title=f"{query}  ({method}: {sum(h.kept for h in hits)} of {len(hits)} kept)")
     for col, just in [("rank", "right"), ("path", "left"), ("span", "left"), ("distance", "right"),
-                      ("cosine", "right"), ("PAR", "center")]:
+                      ("cosine", "right"), (label(ranking), "center")]:
         table.add_column(col, justify=just)
     for h in hits:
         table.add_row(str(h.rank), h.segment.rel_path, span_text(h), f"{h.distance:.4f}", f"{h.cosine:.4f}",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-METRICS = ("accuracy", "precision", "recall", "f1")
+from media_retrieval.utils.files import atomic_write_text
 
 
 def _clean(v):
@@ -17,13 +16,9 @@ def _clean(v):
 
 def write_json(rows: Sequence[dict], path: str | Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
     except OSError as exc:  # full disk, quota, read-only: the previous results stay as they were
-        tmp.unlink(missing_ok=True)
         from media_retrieval.errors import MediaRetrievalError
 
         raise MediaRetrievalError(f"cannot write {path} ({exc.strerror or exc}); "
@@ -43,24 +38,23 @@ def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
 
 
 def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
-    cols = ["model", "ranking", "split", "k", "delta", *METRICS, "map", "empty_share", "mean_kept", "chance",
-            "n_queries"]
+    from media_retrieval.retrieval.results import METRICS as REGISTERED
+    from media_retrieval.retrieval.results import TABLE
+
+    cols = ["model", "ranking", "split", "k", "delta", *TABLE]
     head = headline(rows, k, delta)
     lines = [f"## Top-{k} retrieval (PAR δ = {delta})", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in head]
-    all_cols = ["dataset", *cols[:-1], "p_at_k", "r_at_k", "ndcg_at_k", "r_precision", "map_at_r", "n_queries"]
+    rest = [m for m in REGISTERED if m not in TABLE]
+    all_cols = ["dataset", *[c for c in cols if c != "n_queries"], *rest, "n_queries"]
     lines += ["", "## All rows", "", "| " + " | ".join(all_cols) + " |", "|" + "---|" * len(all_cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in all_cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def write_markdown(rows: Sequence[dict], path: str | Path, k: int, delta: float) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(to_markdown(rows, k, delta))
-    os.replace(tmp, path)
+    atomic_write_text(path, to_markdown(rows, k, delta))
 
 
 def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = None) -> None:
@@ -68,14 +62,17 @@ def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = 
     from rich.console import Console
     from rich.table import Table
 
+    from media_retrieval.retrieval.rankers import label
+    from media_retrieval.retrieval.results import TABLE
+
     head = headline(rows, k, delta)
     cols = [(r["ranking"], r["split"]) for r in head]
     table = Table(title=title or f"Top-{k} retrieval (EU = Euclidean, PAR δ = {delta})")
     table.add_column("metric")
     for ranking, split in cols:
-        table.add_column(f"{'EU' if ranking == 'euclidean' else 'PAR'} {split}", justify="right")
-    for m in (*METRICS, "map", "empty_share", "mean_kept", "chance", "n_queries"):
-        table.add_row(m, *[_fmt(r[m]) for r in head])
+        table.add_column(f"{label(ranking)} {split}", justify="right")
+    for m in TABLE:
+        table.add_row(m, *[_fmt(r.get(m)) for r in head])
     Console(width=120).print(table)
 
 

@@ -6,7 +6,6 @@ by someone else cannot execute code when loaded.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from media_retrieval.errors import ConfigError
 from media_retrieval.retrieval.evaluate import EmbeddingSet
+from media_retrieval.utils.files import atomic_path
 
 FIELDS = ("ids", "vectors", "labels", "seen", "is_query", "is_gallery", "class_names", "datasets")
 
@@ -22,17 +22,15 @@ def save_embeddings(path: str | Path, emb: EmbeddingSet, class_names: list[str],
                     model: str = "model", role: str = "test") -> Path:
     """``role``: ``val`` (validation clips, where δ and other choices are made) or ``test``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(
-        tmp, ids=np.asarray(emb.ids, dtype=np.int64), vectors=emb.vectors.float().numpy(),
-        labels=np.asarray(emb.labels, dtype=np.int64), seen=emb.seen.astype(bool),
-        is_query=emb.is_query.astype(bool), is_gallery=emb.is_gallery.astype(bool),
-        class_names=np.array(class_names, dtype=str), datasets=np.array(datasets, dtype=str),
-        model=np.array(model, dtype=str), role=np.array(role, dtype=str),
-        groups=np.array(emb.groups if emb.groups is not None else [], dtype=str),
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(
+            tmp, ids=np.asarray(emb.ids, dtype=np.int64), vectors=emb.vectors.float().numpy(),
+            labels=np.asarray(emb.labels, dtype=np.int64), seen=emb.seen.astype(bool),
+            is_query=emb.is_query.astype(bool), is_gallery=emb.is_gallery.astype(bool),
+            class_names=np.array(class_names, dtype=str), datasets=np.array(datasets, dtype=str),
+            model=np.array(model, dtype=str), role=np.array(role, dtype=str),
+            groups=np.array(emb.groups if emb.groups is not None else [], dtype=str),
+        )
     return path
 
 

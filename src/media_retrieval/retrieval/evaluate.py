@@ -10,13 +10,9 @@ import numpy as np
 import torch
 
 from media_retrieval.retrieval.distances import cosine, squared_euclidean
-from media_retrieval.retrieval.metrics import (
-    accuracy_at_k,
-    full_ranking_metrics,
-    pair_prf,
-    topk_ir,
-)
-from media_retrieval.retrieval.par import par_keep
+from media_retrieval.retrieval.metrics import full_ranking_metrics
+from media_retrieval.retrieval.rankers import RANKERS
+from media_retrieval.retrieval.results import ResultRow, Scored
 
 SPLITS = ("all", "seen", "unseen")
 
@@ -126,7 +122,8 @@ def score_rows(
     datasets: Sequence[str] | None = None,
     exclude_same_group: bool = False,
 ) -> list[dict]:
-    """Every result row: Euclidean top-k and PAR(k, delta) for each k, delta and split.
+    """Every result row: each registered ranking method (Euclidean top-k; PAR at ``delta`` and
+    each of ``deltas``; :mod:`media_retrieval.retrieval.rankers`) for each k and split.
 
     Rows carry ``dataset="all"``; with ``datasets`` (one name per embedding) and queries from
     more than one dataset, the same rows follow for the queries of each dataset.
@@ -134,45 +131,34 @@ def score_rows(
     rankings = rankings or rank(emb, max(ks), exclude_same_group=exclude_same_group)
     q_labels = emb.labels[rankings.query_rows]
     q_seen = emb.seen[rankings.query_rows]
-    all_deltas = sorted({round(float(x), 6) for x in (*deltas, delta)})
     q_data = np.array(["all"] * len(q_seen) if datasets is None else np.asarray(datasets)[rankings.query_rows])
     groups = ["all"] + (sorted(set(q_data)) if len(set(q_data)) > 1 else [])
     rows = []
     for dataset in groups:
         in_data = np.ones_like(q_seen, dtype=bool) if dataset == "all" else q_data == dataset
-        rows += _split_rows(rankings, q_labels, q_seen, in_data, ks, all_deltas, model, str(dataset))
+        rows += _split_rows(rankings, q_labels, q_seen, in_data, ks, delta, deltas, model, str(dataset))
     return rows
 
 
 def _split_rows(rankings: Rankings, q_labels: np.ndarray, q_seen: np.ndarray, in_data: np.ndarray,
-                ks: Sequence[int], all_deltas: list[float], model: str, dataset: str) -> list[dict]:
+                ks: Sequence[int], delta: float, deltas: Sequence[float], model: str, dataset: str) -> list[dict]:
+    """Rows of every registered ranking method (each of its parameter values) per split and k."""
+    methods = [r for cls in RANKERS.values() for r in cls.grid(delta, deltas)]
     rows = []
     for split in SPLITS:
         sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(bool) & in_data
         if not sel.any():
             continue
         ql = q_labels[sel]
-        mean_ap = float(rankings.ap[sel].mean())
-        chance = float(rankings.chance[sel].mean())
-        n_rel = rankings.n_relevant[sel]
-        full = {"r_precision": float(rankings.r_precision[sel].mean()),
-                "map_at_r": float(rankings.map_at_r[sel].mean())}
         for k in ks:
             labels = rankings.topk_labels[sel, :k]
             valid = rankings.valid[sel, :k]
-            hits = labels == ql[:, None]
-            cos = rankings.topk_cosine[sel, :k]
-            variants = [("euclidean", None, valid)]
-            variants += [("par", d, valid & par_keep(torch.from_numpy(cos), d).numpy()) for d in all_deltas]
-            for ranking, d, kept in variants:
-                acc, empty = accuracy_at_k(hits, kept)
-                p, r, f1 = pair_prf(ql, labels, kept)
-                p_k, r_k, ndcg = topk_ir(hits, kept, n_rel, k)
-                rows.append({
-                    "model": model, "dataset": dataset, "ranking": ranking, "split": split, "k": int(k),
-                    "delta": d, "accuracy": acc, "precision": p, "recall": r, "f1": f1,
-                    "map": mean_ap, "n_queries": int(sel.sum()), "empty_share": empty,
-                    "mean_kept": float(kept.sum(1).mean()), "chance": chance,
-                    "p_at_k": p_k, "r_at_k": r_k, "ndcg_at_k": ndcg, **full,
-                })
+            cos, dist = rankings.topk_cosine[sel, :k], rankings.topk_distance[sel, :k]
+            for method in methods:
+                scored = Scored(hits=labels == ql[:, None], kept=valid & method.keep(cos, dist), retrieved=labels,
+                                query_labels=ql, n_relevant=rankings.n_relevant[sel], k=int(k), ap=rankings.ap[sel],
+                                chance_q=rankings.chance[sel], r_precision_q=rankings.r_precision[sel],
+                                map_at_r_q=rankings.map_at_r[sel])
+                rows.append(ResultRow.score(scored, model=model, dataset=dataset, ranking=method.name, split=split,
+                                            k=int(k), delta=method.param).as_dict())
     return rows

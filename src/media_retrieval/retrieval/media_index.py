@@ -29,7 +29,7 @@ from media_retrieval.clips import ClipSpec, load_clip
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.retrieval.index_store import Generation, IndexStore, Segment, fingerprint
 from media_retrieval.retrieval.indexer import IndexOptions, build_index
-from media_retrieval.retrieval.par import par_keep
+from media_retrieval.retrieval.rankers import make_ranker
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Hit:
     segment: Segment
     distance: float
     cosine: float
-    kept: bool  # kept by PAR (cosine > δ)
+    kept: bool  # kept by the ranking method (PAR: cosine > δ)
     spans: list[tuple[float | None, float | None]] = field(default_factory=list)
 
     @property
@@ -207,19 +207,21 @@ class MediaIndex:
         return snap.model.embed({"clip": torch.stack(clips)}).float().numpy()
 
     def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float = 0.8,
-               group_by: str | None = None) -> list[Hit]:
+               group_by: str | None = None, ranking: str = "par") -> list[Hit]:
         """Top-k hits for one query: a file path, or an embedding (D,)."""
         if isinstance(query, (str, Path)):
             q = self.embed([query])
         else:
             q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
             q = q.reshape(1, -1)
-        return self.search_vectors(q, k, delta, group_by)[0]
+        return self.search_vectors(q, k, delta, group_by, ranking)[0]
 
-    def search_vectors(self, q: np.ndarray, k: int, delta: float = 0.8, group_by: str | None = None) -> list[list[Hit]]:
-        """Per query embedding, the top-k hits with PAR's flag on each; ``group_by='video'``
-        merges the chunks of a file into one hit (its nearest chunk, with the spans of all its
-        chunks among the hits)."""
+    def search_vectors(self, q: np.ndarray, k: int, delta: float = 0.8, group_by: str | None = None,
+                       ranking: str = "par") -> list[list[Hit]]:
+        """Per query embedding, the top-k hits in Euclidean order, each flagged ``kept`` by the
+        ranking method (:mod:`media_retrieval.retrieval.rankers`: ``par`` keeps cosine > δ);
+        ``group_by='video'`` merges the chunks of a file into one hit (its nearest chunk, with
+        the spans of all its chunks among the hits)."""
         if group_by not in (None, "video"):
             raise ConfigError(f"group_by={group_by!r}; valid: null, video")
         if k < 1:
@@ -230,7 +232,7 @@ class MediaIndex:
             raise ConfigError(f"query embeddings must be (N, {snap.generation.vectors.shape[1]}), got {q.shape}")
         fetch = k if group_by is None else min(len(segments), k * 8)
         dist, cos, idx = snap.searcher.search(q, fetch)
-        kept = par_keep(torch.from_numpy(cos), delta).numpy()
+        kept = make_ranker(ranking, delta).keep(cos, dist)
         out = []
         for d_row, c_row, i_row, k_row in zip(dist, cos, idx, kept, strict=True):
             hits: list[Hit] = []

@@ -9,7 +9,6 @@ renamed, so a killed process never leaves a shard that loads half-written.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from media_retrieval.errors import MediaRetrievalError
+from media_retrieval.utils.files import atomic_path
 
 
 class EmbeddingShardWriter(BasePredictionWriter):
@@ -44,12 +44,10 @@ def write_shard(out_dir: Path, keys: np.ndarray, emb: np.ndarray) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha1("\n".join(keys.tolist()).encode()).hexdigest()[:20]
     path = out_dir / f"shard-{name}.npz"
-    tmp = out_dir / f".shard-{name}.{os.getpid()}.tmp.npz"
     try:
-        np.savez(tmp, keys=keys, embeddings=emb)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, keys=keys, embeddings=emb)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise MediaRetrievalError(f"cannot write index shard to {out_dir} ({exc.strerror or exc}); "
                                   "finished shards are kept: free space and run the same command again") from exc
     return path

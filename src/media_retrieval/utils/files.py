@@ -4,9 +4,11 @@ and the check that a path is a regular file before anything opens it (a FIFO nam
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -57,3 +59,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix, so writers that add one do not) for any
+    writer; on success it is fsynced (``durable``) and renamed onto ``path``, on failure removed.
+    Readers see the old file or the new one, never a prefix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
+    with atomic_path(path, durable) as tmp:
+        tmp.write_text(text)

@@ -37,8 +37,6 @@ def search(cfg: DictConfig) -> list[dict]:
     if cfg.output not in ("table", "json"):
         raise ConfigError(f"output={cfg.output!r}; valid: table, json")
     trusted = OmegaConf.select(cfg, "index.trusted", default="auto")
-    if trusted not in ("auto", True, False):
-        raise ConfigError(f"index.trusted={trusted!r}; valid: auto, true, false")
     overrides = OmegaConf.to_container(cfg.search_options, resolve=True) if cfg.get("search_options") else None
     index = MediaIndex.open(cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder", "seek"))
     if cfg.get("ckpt_path"):

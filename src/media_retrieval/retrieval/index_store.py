@@ -42,6 +42,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -208,7 +209,7 @@ class Generation:
 
         from media_retrieval.models.registry import build_from_spec
 
-        spec = _read_json(self.path, "model.json")
+        spec = self.model_spec
         try:
             state = load_file(str(self.path / "model.safetensors"), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
@@ -218,7 +219,9 @@ class Generation:
         except DataError as exc:
             raise _corrupt(self.path, f"model.json: {exc}") from exc
 
+    @cached_property
     def model_spec(self) -> dict:
+        """``model.json``: the model's class and hyper-parameters (data, checked when built)."""
         return _read_json(self.path, "model.json")
 
     def skipped(self) -> list[tuple[str, str]]:
@@ -230,7 +233,7 @@ class Generation:
         from media_retrieval.retrieval.backends import VectorSearcher
 
         folder = self.path / "search"
-        meta = _read_json(folder, "backend.json")
+        meta = _read_json(self.path, "search/backend.json")
         if self.trusted:
             try:
                 return VectorSearcher.load(folder, self.vectors, overrides, meta=meta)
@@ -316,6 +319,8 @@ class IndexStore:
     def open(self, trusted: bool | str = "auto") -> Generation:
         """The live generation, checked against its manifest (see the module docstring).
         ``trusted``: ``auto`` = only if this machine built it; True/False force it."""
+        if trusted not in ("auto", True, False):
+            raise ConfigError(f"index.trusted={trusted!r}; valid: auto, true, false")
         gen = self.require()
         manifest = _read_json(gen, "manifest.json")
         if manifest.get("format") != FORMAT_VERSION:

@@ -125,7 +125,7 @@ class MediaIndex:
                 lease = self.store.reader_lease(gen.path.name)
             spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
             model = gen.load_model()
-            if fingerprint(model, gen.model_spec(), spec.key()) != gen.manifest.get("fingerprint"):
+            if fingerprint(model, gen.model_spec, spec.key()) != gen.manifest.get("fingerprint"):
                 raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files "
                                 "modified?): rebuild the index")
             return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease)

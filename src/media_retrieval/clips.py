@@ -12,8 +12,10 @@ models, exactly the training input), so images and videos share one pipeline and
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +81,13 @@ class ClipSpec:
             log.warning("clip spec overridden (the model was trained with other clips): %s",
                         ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         return new
+
+    def with_preprocess(self, preprocess: Mapping[str, Any], warn: bool = True) -> ClipSpec:
+        """This spec with a ``preprocess:`` block's values (``configs/index.yaml``; null = the
+        model's own); ``chunk_s`` and ``decoder`` are a library's choices, not the model's."""
+        given = {k: preprocess.get(k) for k in ("frames", "image_size", "resize", "in_chans", "sampling")}
+        return self.with_overrides(warn=warn, **given, chunk_s=preprocess.get("chunk_s"),
+                                   decoder=preprocess.get("decoder") or "seek")
 
     def transform(self):
         from media_retrieval.data.transforms import ClipTransform

@@ -1,5 +1,5 @@
-"""What every entry point shares: building objects from config nodes, and turning user errors
-into one line (exit 2) or, in a multirun, a failed job the sweep goes past."""
+"""Turning user errors into one line (exit 2) or, in a multirun, a failed job the sweep goes
+past; and the one import of what the entry points build from config."""
 
 from __future__ import annotations
 
@@ -10,23 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from media_retrieval.config_checks import validate_config  # noqa: F401 - the entry points' one import
 from media_retrieval.errors import user_error
-from media_retrieval.utils.instantiate import build  # noqa: F401 - re-exported for the entry points
+from media_retrieval.utils.instantiate import build, build_callbacks, build_loggers  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
-
-
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
 def _in_multirun() -> bool:

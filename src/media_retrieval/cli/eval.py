@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.cli.train import report
-from media_retrieval.errors import ConfigError
-from media_retrieval.models.registry import load_model
+from media_retrieval.models.registry import model_from_config
 from media_retrieval.training import prepare
 
 log = logging.getLogger(__name__)
@@ -40,15 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         report(cfg)
         return metrics
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("ckpt_path"):
-        model = load_model(cfg.ckpt_path, cls=get_class(cfg.model._target_))
-    else:
-        model = build(cfg.model)
-        if model.has_trainable_embedding:
-            raise ConfigError(
-                "ckpt_path is required: this model's embedding must be trained first "
-                "(only a frozen backbone with model.temporal.cell=none evaluates without a checkpoint)"
-            )
+    model = model_from_config(cfg.model, cfg.get("ckpt_path"))
     datamodule, model = prepare(cfg, model, eval_mode=True)
     trainer: L.Trainer = build(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     if cfg.get("save_embeddings") and datamodule.split.ids("val"):

@@ -4,11 +4,9 @@ search each query, print a table, JSON or a contact sheet."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,8 +14,6 @@ from media_retrieval.cli.common import validate_config
 from media_retrieval.data.library import query_paths
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.retrieval.media_index import MediaIndex
-
-log = logging.getLogger(__name__)
 
 
 def check_model(index: MediaIndex, ckpt_path: str, model_target: str) -> None:
@@ -44,18 +40,12 @@ def search(cfg: DictConfig) -> list[dict]:
     queries, not_queries = query_paths(cfg.query)
     results = [{"query": sk.path, "error": sk.reason, "results": []} for sk in not_queries]
     delta = float(cfg.retrieval.par.delta)
-    good, vecs = [], []
-    for q in queries:  # one at a time: a bad query file is reported, not fatal to the batch
-        try:
-            vecs.append(index.embed([q])[0])
-            good.append(q)
-        except DataError as exc:
-            log.warning("skipping query %s: %s", q, exc)
-            results.append({"query": q, "error": str(exc), "results": []})
+    good, vecs, errors = index.embed_each(queries)
+    results += [{"query": q, "error": e, "results": []} for q, e in errors.items()]
     unreadable = [r["query"] for r in results]
-    if not vecs:
+    if not good:
         raise DataError(f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})")
-    all_hits = index.search_vectors(np.stack(vecs), int(cfg.k), delta, cfg.group_by, cfg.get("ranking", "par"))
+    all_hits = index.search_vectors(vecs, int(cfg.k), delta, cfg.group_by, cfg.get("ranking", "par"))
     from media_retrieval.reporting.search_output import contact_sheet, print_hits
 
     for q, hits in zip(good, all_hits, strict=True):

@@ -66,3 +66,19 @@ def report(cfg: DictConfig, with_results: bool = True) -> None:
                       title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
                             f"(EU = Euclidean, PAR δ = {cfg.retrieval.par.delta})")
     print(f"run dir: {cfg.paths.output_dir}")
+
+
+def train_for_sweep(cfg: DictConfig) -> float | None:
+    """``train`` for ``src/train.py``: returns ``optimized_metric`` for hyper-parameter sweepers
+    (Optuna); NaN for a failed or metric-less run, which Optuna records as a failed trial and
+    moves on from."""
+    from media_retrieval.cli.common import run_cli
+
+    metrics = run_cli(train, cfg)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if metrics and name not in metrics:
+        log.warning("optimized_metric %r was not logged by this run (logged: %s)",
+                    name, ", ".join(sorted(k for k in metrics if "_d" not in k)[:12]))
+    return float((metrics or {}).get(name, float("nan")))

@@ -220,16 +220,11 @@ def _pick_indices(times: np.ndarray, num: int, sampling: str, rng: np.random.Gen
     return uniform_indices(len(times), num)
 
 
-def seek_sample_frames(
-    path: str | Path,
-    num: int = 16,
-    min_frames: int = 1,
-    sampling: str = "index",
-    start_s: float | None = None,
-    end_s: float | None = None,
-    rng: np.random.Generator | None = None,
-) -> torch.Tensor:
-    """The same frames as :func:`decode_all_frames`, without decoding the whole video.
+def seek_sample_frames(path: str | Path, num: int = 16, min_frames: int = 1, sampling: str = "index",
+                       start_s: float | None = None, end_s: float | None = None,
+                       rng: np.random.Generator | None = None) -> torch.Tensor:
+    """The same frames as :func:`decode_all_frames` (a drop-in replacement: the same arguments),
+    without decoding the whole video.
 
     One demux pass (no decoding) lists every frame's timestamp and the keyframes. Then, for
     each wanted frame in order: if a keyframe lies between the decoder's position and the

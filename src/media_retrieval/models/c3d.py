@@ -9,13 +9,12 @@ average pool before fc6 gives fc6 the native 512x1x4x4 input whatever the clip s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from media_retrieval.models.module import ClipEmbedder, plain_dict
+from media_retrieval.models.module import ClipEmbedder
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -50,29 +49,11 @@ class C3DModule(ClipEmbedder):
     """C3D trained end to end on pixels (no frame-feature cache); ``embed`` takes ``clip``
     (B, T, C, H, W) like every other model. ``width`` < 1 scales every layer (for tests)."""
 
-    def __init__(
-        self,
-        in_chans: int = 3,
-        embed_dim: int = 256,
-        num_classes: int = 0,
-        train_classes: list[str] | None = None,
-        lr: float = 0.005,
-        weight_decay: float = 0.0,
-        dropout: float = 0.25,
-        width: float = 1.0,
-        input_size: int = 112,
-        loss: dict | None = None,
-        name: str = "c3d",
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-    ) -> None:
-        super().__init__()
-        train_classes = list(train_classes) if train_classes is not None else None
-        loss = plain_dict(loss or {"name": "ce"})
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # code stays out of checkpoints
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.net = C3D(in_chans, embed_dim, dropout, width)
-        self._init_objective(num_classes)
+    def __init__(self, in_chans: int = 3, embed_dim: int = 256, width: float = 1.0, *, lr: float = 0.005,
+                 input_size: int = 112, name: str = "c3d", **common: Any) -> None:
+        super().__init__(lr=lr, input_size=input_size, name=name, **common)
+        self.net = C3D(in_chans, embed_dim, self.hparams.dropout, width)
+        self._init_objective()
 
     @property
     def embed_dim(self) -> int:

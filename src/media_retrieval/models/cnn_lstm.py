@@ -3,7 +3,6 @@ sequence into one clip embedding, and a classifier on top provides the training 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,26 +25,15 @@ class CNNLSTM(ClipEmbedder):
         self,
         backbone: dict,
         temporal: dict,
-        num_classes: int = 0,
-        train_classes: list[str] | None = None,
         freeze_backbone: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        dropout: float = 0.25,
-        input_size: int = 224,
-        loss: dict | None = None,
         backbone_lr_mult: float = 1.0,
         freeze_blocks: int = 0,
+        *,
         name: str = "cnn_lstm",
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
         backbone, temporal = plain_dict(backbone), plain_dict(temporal)
-        loss = plain_dict(loss or {"name": "ce"})
-        train_classes = list(train_classes) if train_classes is not None else None
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # code stays out of checkpoints
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(name=name, **common)
         self.backbone = create_backbone(**backbone)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
@@ -53,7 +41,7 @@ class CNNLSTM(ClipEmbedder):
         elif freeze_blocks:
             freeze_first_blocks(self.backbone.net, freeze_blocks)
         self.temporal = TemporalHead(self.backbone.num_features, **temporal)
-        self._init_objective(num_classes)
+        self._init_objective()
 
     @property
     def embed_dim(self) -> int:

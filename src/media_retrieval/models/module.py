@@ -4,6 +4,7 @@ the retrieval callback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -27,14 +28,49 @@ def plain_dict(cfg: Any) -> dict:
 
 
 class ClipEmbedder(L.LightningModule):
-    """Subclasses set ``self.classifier = self.make_classifier(num_classes)`` and implement
-    :meth:`embed` and :attr:`embed_dim`; hparams must include ``lr``, ``weight_decay`` and
-    ``dropout``."""
+    """The one LightningModule every model shares: the objective (classifier or metric loss),
+    the optimizer and scheduler (Hydra partials) and the train/eval/predict steps live here, and
+    so do the arguments they take, declared once. A model subclass adds only its encoder: its
+    own arguments, ``**common`` passed on here, then ``self._init_objective()`` once the encoder
+    (and so :attr:`embed_dim`) exists, plus :meth:`embed`."""
 
     uses_frame_features = False
     has_trainable_embedding = True
     #: how files become this model's input; set from the training data, saved in checkpoints
     clip_spec: ClipSpec | None = None
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 0,
+        train_classes: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        dropout: float = 0.25,
+        input_size: int = 224,
+        loss: dict | None = None,
+        name: str = "clip_embedder",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        import inspect
+
+        from lightning.pytorch.core.mixins import HyperparametersMixin
+        from lightning.pytorch.utilities.parsing import collect_init_args
+
+        # The subclass's own arguments (its frame) plus these, normalised: plain containers only,
+        # so checkpoints load with ``weights_only=True``; code (the partials) stays out of them.
+        hparams: dict[str, Any] = {}
+        for frame_args in collect_init_args(inspect.currentframe(), [], classes=(HyperparametersMixin,)):
+            hparams.update(frame_args)
+        hparams.update(num_classes=num_classes, lr=lr, weight_decay=weight_decay, dropout=dropout,
+                       input_size=input_size, name=name, loss=plain_dict(loss or {"name": "ce"}),
+                       train_classes=list(train_classes) if train_classes is not None else None)
+        for key in ("optimizer", "scheduler"):
+            hparams.pop(key, None)
+        self.save_hyperparameters(hparams)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
     @property
     def input_spec(self) -> ClipSpec:
@@ -104,8 +140,9 @@ class ClipEmbedder(L.LightningModule):
         elif self.classifier is None or self.classifier[-1].out_features != len(train_classes):
             self.classifier = self.make_classifier(len(train_classes))
 
-    def _init_objective(self, num_classes: int) -> None:
+    def _init_objective(self) -> None:
         """Call at the end of ``__init__``: the classifier (ce) or the metric loss."""
+        num_classes = self.hparams.num_classes
         self.classifier = self.make_classifier(num_classes)
         self.metric_loss = (build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.embed_dim)
                             if self.loss_name != "ce" and num_classes > 0 else None)
@@ -164,10 +201,8 @@ class ClipEmbedder(L.LightningModule):
         ``model.scheduler``, lightning-hydra-template style); without them, Adam at ``lr`` and
         ``weight_decay`` (the paper's Table I) and no schedule."""
         groups = self.param_groups()
-        factory = getattr(self, "optimizer_factory", None)
-        opt = factory(groups) if factory is not None else \
+        opt = self.optimizer_factory(groups) if self.optimizer_factory is not None else \
             torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        scheduler = getattr(self, "scheduler_factory", None)
-        if scheduler is None:
+        if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt), "interval": "epoch"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}

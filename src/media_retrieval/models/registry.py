@@ -51,13 +51,27 @@ def _params(fn: Any, drop: tuple[str, ...] = ("self",)) -> set[str]:
     return {p for p in inspect.signature(fn).parameters if p not in drop}
 
 
+def accepted_arguments(cls: type) -> set[str]:
+    """The constructor's named arguments, plus those its ``**common`` passes on to the shared
+    base (walked up the MRO while each ``__init__`` forwards keywords)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def takes_argument(cls: type, name: str) -> bool:
-    return name in _params(cls.__init__)
+    return name in accepted_arguments(cls)
 
 
 def check_hparams(cls: type, hparams: dict) -> None:
     """Every key (and each nested block we know) is an argument the constructor takes."""
-    _check_keys("model.json hparams", hparams, _params(cls.__init__))
+    _check_keys("model.json hparams", hparams, accepted_arguments(cls))
     if "backbone" in hparams:
         from media_retrieval.models.backbones import create_backbone
 
@@ -120,3 +134,21 @@ def load_model(ckpt_path: str | Path, cls: type | None = None) -> torch.nn.Modul
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
                           "(model=<its config> on the command line, or load_model(path, cls=...))")
     return load_weights_only(cls, path)
+
+
+def model_from_config(model_cfg: Any, ckpt_path: str | Path | None = None) -> torch.nn.Module:
+    """The checkpoint's model (the class it records wins over ``model_cfg``), or, without a
+    checkpoint, the configured model when it has nothing to train (a frozen backbone without
+    recurrence embeds as it is)."""
+    from hydra.utils import get_class
+
+    from media_retrieval.errors import ConfigError
+    from media_retrieval.utils.instantiate import build
+
+    if ckpt_path:
+        return load_model(ckpt_path, cls=get_class(model_cfg._target_))
+    model = build(model_cfg)
+    if model.has_trainable_embedding:
+        raise ConfigError("ckpt_path is required: this model's embedding must be trained first "
+                          "(only a frozen backbone with model.temporal.cell=none embeds without a checkpoint)")
+    return model

@@ -7,7 +7,6 @@ fixed-size head pools are replaced by adaptive ones so any clip length and crop 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,33 +40,12 @@ def build_video3d(arch: str, embed_dim: int, in_chans: int = 3, dropout: float =
 class Video3DModule(ClipEmbedder):
     """A pytorchvideo 3D CNN as a clip embedder, trained on pixels like C3D."""
 
-    def __init__(
-        self,
-        arch: str = "r2plus1d",
-        in_chans: int = 3,
-        embed_dim: int = 256,
-        num_classes: int = 0,
-        train_classes: list[str] | None = None,
-        lr: float = 0.001,
-        weight_decay: float = 0.0,
-        dropout: float = 0.25,
-        input_size: int = 112,
-        loss: dict | None = None,
-        name: str | None = None,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-    ) -> None:
-        super().__init__()
-        from media_retrieval.models.module import plain_dict
-
-        train_classes = list(train_classes) if train_classes is not None else None
-        loss = plain_dict(loss or {"name": "ce"})
-        name = name or arch
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # code stays out of checkpoints
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.net = build_video3d(arch, embed_dim, in_chans, dropout)
+    def __init__(self, arch: str = "r2plus1d", in_chans: int = 3, embed_dim: int = 256, *, name: str | None = None,
+                 **common: Any) -> None:
+        super().__init__(input_size=common.pop("input_size", 112), name=name or arch, **common)
+        self.net = build_video3d(arch, embed_dim, in_chans, self.hparams.dropout)
         self._embed_dim = embed_dim
-        self._init_objective(num_classes)
+        self._init_objective()
 
     @property
     def embed_dim(self) -> int:

@@ -267,3 +267,15 @@ def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: floa
         parts.append(f"## PCA study ({emb.parent.parent.name})\n\n" + "\n".join(lines) + f"\n\n![PCA]({p.relative_to(out.parent)})\n")
     out.write_text("\n".join(parts))
     return out
+
+
+def run_report(cfg) -> Path:  # noqa: ANN001 - a DictConfig; omegaconf stays out of this module's imports
+    """``src/report.py``: the report of ``runs=[...]`` at ``out``, printed."""
+    runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)
+    if not runs:
+        raise ConfigError("runs=[...] is required: run folders or multirun folders holding them")
+    out = write_report(runs, Path(cfg.out), int(cfg.k), float(cfg.delta),
+                       Path(cfg.table3) if cfg.get("table3") else None)
+    print(out.read_text())
+    print(f"report: {out}")
+    return out

@@ -55,6 +55,21 @@ class IndexOptions:
     seed: int = 42
     trainer: dict = field(default_factory=dict)  # L.Trainer keyword arguments (devices, strategy, ...)
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> IndexOptions:
+        """From ``configs/index.yaml``'s composed config (``index.*``, ``batch_size``, ...)."""
+        from omegaconf import OmegaConf
+
+        ix = cfg.index
+        trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+        trainer.pop("_target_", None)
+        pca = ix.pca.enabled
+        return cls(backend=ix.backend, backend_options=OmegaConf.to_container(ix.options, resolve=True),
+                   pca_variance=ix.pca.variance if pca else None, pca_dim=ix.pca.dim if pca else None,
+                   rebuild=bool(ix.get("rebuild")), lock_wait_s=float(ix.get("lock_wait_s") or 0),
+                   batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), seed=int(cfg.seed),
+                   trainer=trainer)
+
     def check(self) -> None:
         from media_retrieval.retrieval.backends import make_backend
 

@@ -206,6 +206,20 @@ class MediaIndex:
         clips = [load_clip(p, snap.clip_spec) for p in paths]
         return snap.model.embed({"clip": torch.stack(clips)}).float().numpy()
 
+    def embed_each(self, paths: list[str | Path]) -> tuple[list[str], np.ndarray, dict[str, str]]:
+        """Embed files one at a time, so one unreadable file is reported, not fatal to the
+        batch: (the paths read, their (N, D) embeddings, {unreadable path: reason})."""
+        good, vecs, errors = [], [], {}
+        for p in paths:
+            try:
+                vecs.append(self.embed([p])[0])
+                good.append(str(p))
+            except DataError as exc:
+                log.warning("skipping %s: %s", p, exc)
+                errors[str(p)] = str(exc)
+        dim = self._snap.model.embed_dim if not vecs else vecs[0].shape[0]
+        return good, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), errors
+
     def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float = 0.8,
                group_by: str | None = None, ranking: str = "par") -> list[Hit]:
         """Top-k hits for one query: a file path, or an embedding (D,)."""

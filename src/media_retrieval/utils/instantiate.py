@@ -20,3 +20,12 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if err is not None and err is not exc:
             raise err from None
         raise
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """The ``callbacks:`` group's entries that name a target (``none`` entries switch one off)."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]

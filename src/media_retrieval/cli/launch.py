@@ -1,6 +1,7 @@
-"""Command-line overrides checked before Hydra runs the job: one line for a typo'd key.
+"""How every entry point starts: :func:`launch` checks the command-line overrides, then runs
+the task under Hydra with the repository's configs.
 
-Hydra reports an unknown key over several lines (plus a hint about HYDRA_FULL_ERROR) and exits
+The overrides are checked before Hydra runs the job, for one line on a typo'd key: Hydra reports an unknown key over several lines (plus a hint about HYDRA_FULL_ERROR) and exits
 with 1; composing the config first turns that into ``error: ...`` and exit code 2, the same
 as every other start-up error. Only hydra and omegaconf are imported: this runs before the
 heavy imports.
@@ -8,8 +9,30 @@ heavy imports.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+def launch(config_name: str, task: str) -> Any:
+    """Run ``task`` (``"module:function"``, called with the composed config) as a Hydra app on
+    ``configs/<config_name>``: overrides checked first, user errors one line (exit 2), and in a
+    multirun one failed job the sweep goes past. Returns what the task returns (sweepers read it)."""
+    import hydra
+
+    precheck_overrides(config_name)
+    module, _, name = task.partition(":")
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
+    def main(cfg: Any) -> Any:
+        from media_retrieval.cli.common import run_cli
+
+        return run_cli(getattr(importlib.import_module(module), name), cfg)
+
+    return main()
 
 
 def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
@@ -24,8 +47,8 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     _check_syntax(overrides)
-    config_dir = str(Path(__file__).resolve().parents[3] / "configs")
-    if not Path(config_dir).is_dir():  # installed without the repository's configs
+    config_dir = str(CONFIG_DIR)
+    if not CONFIG_DIR.is_dir():  # installed without the repository's configs
         return
     try:
         with initialize_config_dir(version_base="1.3", config_dir=config_dir):

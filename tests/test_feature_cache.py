@@ -74,15 +74,46 @@ def test_interrupted_build_resumes_without_redoing_shards(clips, tmp_path):
         return torch.full((4, 3, 8, 8), float(len(item.path)))
 
     cache = FrameFeatureCache(tmp_path / "cache", {"k": 1}, shard_size=2)
+    keys = [it.key for it in items]
     with pytest.raises(KeyboardInterrupt):
-        cache.build(items, load, enc)
-    done = set(FrameFeatureCache(tmp_path / "cache", {"k": 1}).index())
+        cache.build(items, keys, load, enc)
+    done = set(FrameFeatureCache(tmp_path / "cache", {"k": 1}).store.index())
     assert len(done) == 4  # two complete shards survived
     resumed = FrameFeatureCache(tmp_path / "cache", {"k": 1}, shard_size=2)
     calls["n"] = 100
-    resumed.build(items, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), enc)
-    assert set(resumed.index()) == {it.key for it in items}
+    resumed.build(items, keys, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), enc)
+    assert set(resumed.store.index()) == set(keys)
     full = FrameFeatureCache(tmp_path / "fresh", {"k": 1}, shard_size=2)
-    full.build(items, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), CountingEncoder())
+    full.build(items, keys, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), CountingEncoder())
     for it in items:  # same result as an uninterrupted build
         np.testing.assert_array_equal(resumed.get(it.key), full.get(it.key))
+
+
+def test_features_are_keyed_by_content_not_path(clips, tmp_path):
+    """An edited file at the same path is never served its old features; its new content is
+    computed once (and a copy of known content at a new path costs nothing)."""
+    import os
+    import shutil
+
+    enc = CountingEncoder()
+    dm = _dm(clips, tmp_path / "cache")
+    dm.attach_frame_encoder(enc, {"name": "counting"})
+    dm.prepare_data()
+    dm.setup()
+    a0 = next(it for it in dm.items() if it.path.endswith("a0.mp4"))
+    b1 = next(it for it in dm.items() if it.path.endswith("b1.mp4"))
+    before_a0, b1_feats = dm._load(a0)["features"], dm._load(b1)["features"]
+    assert not torch.equal(before_a0, b1_feats)
+
+    shutil.copy(b1.path, a0.path)  # same path, other content
+    os.utime(a0.path, ns=(1, 1))
+    shutil.copy(b1.path, clips / "b" / "b1_copy.mp4")  # known content, new path
+    seen = enc.frames_seen
+    edited = _dm(clips, tmp_path / "cache", dedupe=False)  # keep the copies (a corpus would drop them)
+    edited.attach_frame_encoder(enc, {"name": "counting"})
+    edited.prepare_data()
+    edited.setup()
+    assert enc.frames_seen == seen  # both files hold content already cached (b1's)
+    assert torch.equal(edited._load(a0)["features"], b1_feats)
+    copy = next(it for it in edited.items() if it.path.endswith("b1_copy.mp4"))
+    assert torch.equal(edited._load(copy)["features"], b1_feats)

@@ -222,13 +222,13 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
            "model.temporal.cell=none", "preprocess.frames=16", "preprocess.image_size=160", "preprocess.chunk_s=2",
            "batch_size=1", "num_workers=0", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'h'}"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(list((index / "work").glob("*/shard-*.npz"))) >= 3)
+    _wait_for(lambda: len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err.strip().splitlines()[-1] and "run the same command again" in err
     assert IndexStore(index).current() is None
-    kept = len(list((index / "work").glob("*/shard-*.npz")))
+    kept = len(list((index / "work").glob("*/shard-*.keys.json")))
     r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{kept} from an interrupted build" in r.stdout + r.stderr
@@ -261,7 +261,7 @@ def test_full_disk_while_writing_results_keeps_the_previous_file(tmp_path, monke
 def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     from helpers.media_library import make_library
 
-    import media_retrieval.retrieval.shards as pw
+    import media_retrieval.utils.shard_store as pw
     from media_retrieval.cli.index import run_index
     from media_retrieval.retrieval.index_store import IndexStore
 
@@ -270,22 +270,22 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     overrides = [f"media_dir={media}", f"index_dir={tmp_path / 'index'}", "model.temporal.cell=none",
                  "preprocess.frames=2", "preprocess.image_size=32", "batch_size=2", "num_workers=0",
                  "trainer.accelerator=cpu"]
-    real, calls = np.savez, {"n": 0}
+    real, calls = np.save, {"n": 0}
 
-    def savez(path, **arrays):
+    def save(file, arr, **kw):
         calls["n"] += 1
         if calls["n"] > 2:
             raise OSError(28, "No space left on device")
-        return real(path, **arrays)
+        return real(file, arr, **kw)
 
-    monkeypatch.setattr(pw.np, "savez", savez)
+    monkeypatch.setattr(pw.np, "save", save)
     cfg = compose_cfg("index.yaml", overrides, tmp_path / "o1")
     GlobalHydra.instance().clear()
     with pytest.raises(MediaRetrievalError, match="No space left on device.*finished shards are kept"):
         run_index(cfg)
-    shards = list((tmp_path / "index" / "work").glob("*/shard-*.npz"))
+    shards = list((tmp_path / "index" / "work").glob("*/shard-*.keys.json"))
     assert len(shards) == 2 and not list((tmp_path / "index" / "work").glob("*/.*tmp*"))
-    monkeypatch.setattr(pw.np, "savez", real)
+    monkeypatch.setattr(pw.np, "save", real)
     cfg = compose_cfg("index.yaml", overrides, tmp_path / "o2")
     GlobalHydra.instance().clear()
     stats = run_index(cfg)

@@ -205,12 +205,12 @@ def test_killed_build_resumes_to_the_same_index(library, tmp_path):
     proc = subprocess.Popen(_index_cmd(media, killed, slow), env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
-    while time.time() < deadline and len(list((killed / "work").glob("*/shard-*.npz"))) < 5:
+    while time.time() < deadline and len(list((killed / "work").glob("*/shard-*.keys.json"))) < 5:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert IndexStore(killed).current() is None  # nothing half-built is visible
-    n_done = len(list((killed / "work").glob("*/shard-*.npz")))
+    n_done = len(list((killed / "work").glob("*/shard-*.keys.json")))
     assert n_done >= 5
     r = subprocess.run(_index_cmd(media, killed, slow), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
 from media_retrieval.clips import ClipSpec, load_clip
-from media_retrieval.data.discovery import HashCache, MediaItem, Skipped, chunk_items, scan_folder
+from media_retrieval.data.discovery import HashCache, MediaItem, Skipped, chunk_items, scan_folder, segment_key
 from media_retrieval.data.presets import missing_root
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.library import skip_failed_collate
@@ -142,6 +142,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self._encoder: torch.nn.Module | None = None
         self._discovered: tuple[list[MediaItem], list[Skipped]] | None = None
         self._hashes: HashCache | None = None
+        self._content_keys: dict[str, str] = {}
 
     @property
     def hashes(self) -> HashCache:
@@ -149,6 +150,14 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self._hashes is None:
             self._hashes = HashCache(Path(self.cache_dir) / "content-hashes.sqlite" if self.cache_dir else None)
         return self._hashes
+
+    def content_key(self, item: MediaItem) -> str:
+        """The feature-cache key of an item: its content (full-file hash), chunk and span."""
+        key = self._content_keys.get(item.key)
+        if key is None:
+            key = segment_key(self.hashes(item.path), item.chunk, item.start_s, item.end_s)
+            self._content_keys[item.key] = key
+        return key
 
     # -------------------------------------------------------------- hooks for subclasses
     def prepare_source(self) -> None:
@@ -209,7 +218,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
     def _load(self, item: MediaItem, train: bool = False) -> dict:
         if self.cache is not None:
-            return {"features": torch.from_numpy(self.cache.get(item.key).copy())}
+            return {"features": torch.from_numpy(self.cache.get(self.content_key(item)).copy())}
         return {"clip": self.load_pixels(item, train)}
 
     # -------------------------------------------------------------- Lightning hooks
@@ -228,7 +237,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.prepare_source()
         if self.cache is not None and self._encoder is not None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.cache.build(self.items(), self.load_pixels, self._encoder,
+            items = self.items()
+            self.cache.build(items, [self.content_key(it) for it in items], self.load_pixels, self._encoder,
                              batch_size=self.feature_batch_size, num_workers=self.num_workers,
                              device=device)
 
@@ -241,9 +251,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             items = self.items()
             if self.cache is not None:
                 bad = self.cache.skipped()
-                self.skipped += [Skipped(it.path, bad[it.key]) for it in items if it.key in bad]
-                items = [it for it in items if it.key not in bad]
-                missing = [it.path for it in items if it.key not in self.cache]
+                self.skipped += [Skipped(it.path, bad[self.content_key(it)]) for it in items
+                                 if self.content_key(it) in bad]
+                items = [it for it in items if self.content_key(it) not in bad]
+                missing = [it.path for it in items if self.content_key(it) not in self.cache]
                 if missing:
                     raise DataError(f"{len(missing)} items have no cached features (first: {missing[0]}); "
                                     "run prepare_data() first")

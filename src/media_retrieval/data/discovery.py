@@ -100,6 +100,13 @@ class HashCache:
             self._con = None
 
 
+def segment_key(content_hash: str, chunk: int, start_s: float | None, end_s: float | None) -> str:
+    """What a clip is made of, whatever path it has: the file's content, the chunk and its
+    span. Keys the feature cache and the index alike."""
+    span = "" if start_s is None else f"{start_s:.3f}-{end_s:.3f}"
+    return f"{content_hash[:32]}:{chunk}:{span}"
+
+
 def content_hash(path: str | Path) -> str:
     """Full-file SHA-256 (no cache): what identifies a file's content."""
     from media_retrieval.utils.files import sha256_file

@@ -2,12 +2,13 @@
 
 The paper's main model trains only the LSTM on top of a frozen ImageNet CNN, so decoding
 video and running the CNN every epoch would be wasted work (Lite0 manages ~70 frames/s on
-2 cores). Features live in shards of ``shard_size`` items under a folder named by a hash of
-everything that changes them (backbone, weights, transform, frames, sampling): a changed
-setting lands in a new folder and never reuses stale features. A shard is an ``.npy`` array
-(memory-mapped on load) plus a ``.json`` list of item keys; the JSON is renamed into place last,
-so an interrupted build leaves only complete shards and a rerun computes just what is missing.
-Files that cannot be decoded are recorded in ``skipped.json`` with the reason.
+2 cores). Features are stored by content key (the file's SHA-256, chunk and span: an edited
+file is never served stale features, a copy at another path reuses them) in a
+:class:`~media_retrieval.utils.shard_store.ShardStore` (the engine index builds use too) under a
+folder named by a hash of everything that changes them (backbone, weights, transform, frames,
+sampling): a changed setting lands in a new folder. An interrupted build keeps its finished
+shards and a rerun computes just what is missing. Files that cannot be decoded are recorded in
+``skipped.json`` with the reason.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.discovery import MediaItem
 from media_retrieval.errors import DataError
-from media_retrieval.utils.files import atomic_path, atomic_write_text
+from media_retrieval.utils.files import atomic_write_text
+from media_retrieval.utils.shard_store import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -56,86 +57,54 @@ def _collate(batch: list[dict]) -> list[dict]:
 
 
 class FrameFeatureCache:
-    """Disk cache of (T, F) frame features per :class:`MediaItem` key."""
+    """Disk cache of (T, F) frame features per content key."""
+
+    # part of the folder hash: a change of the on-disk layout starts a new cache
+    FORMAT = 2
 
     def __init__(self, cache_dir: str | Path, spec: dict, shard_size: int = 64) -> None:
         self.spec = spec
-        self.key = spec_key(spec)
+        self.key = spec_key({**spec, "cache_format": self.FORMAT})
         self.dir = Path(cache_dir) / self.key
         self.shard_size = shard_size
-        self._index: dict[str, tuple[int, int]] | None = None
-        self._shards: dict[int, np.ndarray] = {}
-
-    # ------------------------------------------------------------------ reading
-    def _shard_numbers(self) -> list[int]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(int(p.stem.split("_")[1]) for p in self.dir.glob("shard_*.json"))
-
-    def index(self) -> dict[str, tuple[int, int]]:
-        if self._index is None:
-            self._index = {}
-            for n in self._shard_numbers():
-                keys = json.loads((self.dir / f"shard_{n:05d}.json").read_text())
-                for row, k in enumerate(keys):
-                    self._index[k] = (n, row)
-        return self._index
+        self.store = ShardStore(self.dir)
 
     def skipped(self) -> dict[str, str]:
-        path = self.dir / "skipped.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return self.store.skipped()
 
     def __contains__(self, key: str) -> bool:
-        return key in self.index()
+        return key in self.store
 
     def get(self, key: str) -> np.ndarray:
-        n, row = self.index()[key]
-        if n not in self._shards:
-            self._shards[n] = np.load(self.dir / f"shard_{n:05d}.npy", mmap_mode="r")
-        return np.asarray(self._shards[n][row])
-
-    def __getstate__(self) -> dict:
-        # Memory maps do not pickle (DataLoader workers, ddp_spawn); reopen lazily instead.
-        state = self.__dict__.copy()
-        state["_shards"] = {}
-        return state
-
-    # ------------------------------------------------------------------ writing
-    def _write_shard(self, keys: list[str], feats: list[np.ndarray]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        nums = self._shard_numbers()
-        n = (nums[-1] + 1) if nums else 0
-        base = self.dir / f"shard_{n:05d}"
-        with atomic_path(f"{base}.npy", durable=False) as tmp:
-            np.save(tmp, np.stack(feats).astype(np.float32))
-        atomic_write_text(f"{base}.json", json.dumps(keys), durable=False)
-        index = self.index()
-        for row, k in enumerate(keys):
-            index[k] = (n, row)
-
-    def _write_skipped(self, skipped: dict[str, str]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.dir / "skipped.json", json.dumps(skipped, indent=1, sort_keys=True), durable=False)
+        return self.store.get(key)
 
     @torch.inference_mode()
     def build(
         self,
         items: Sequence[MediaItem],
+        keys: Sequence[str],
         load: Callable[[MediaItem], torch.Tensor],
         encoder: torch.nn.Module,
         batch_size: int = 1,
         num_workers: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
-        """Compute features for every item not yet cached (or known bad)."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        """Compute features for every item (``keys[i]``: the content key of ``items[i]``) not
+        yet cached or known bad."""
+        from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
         skipped = self.skipped()
-        todo = [it for it in items if it.key not in self and it.key not in skipped]
+        todo, todo_keys, seen = [], [], set()
+        for it, k in zip(items, keys, strict=True):
+            if k not in self and k not in skipped and k not in seen:  # a copy at two paths: once
+                todo.append(it)
+                todo_keys.append(k)
+                seen.add(k)
         if not todo:
             return
-        (self.dir).mkdir(parents=True, exist_ok=True)
-        (self.dir / "spec.json").write_text(json.dumps(self.spec, indent=1, sort_keys=True, default=str))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / "spec.json", json.dumps(self.spec, indent=1, sort_keys=True, default=str),
+                          durable=False)
         log.info("Computing frame features for %d items into %s", len(todo), self.dir)
         # channels_last roughly doubles CPU throughput of depthwise-conv nets such as Lite0
         # (measured: 71 vs 39 frames/s on 2 cores, 16-frame batches).
@@ -144,7 +113,7 @@ class FrameFeatureCache:
             _FrameLoadingDataset(todo, load), batch_size=batch_size, num_workers=num_workers,
             collate_fn=_collate,
         )
-        keys: list[str] = []
+        keys_out: list[str] = []
         feats: list[np.ndarray] = []
         columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns) as progress:
@@ -153,7 +122,7 @@ class FrameFeatureCache:
                 good = [b for b in batch if "clip" in b]
                 for b in batch:
                     if "error" in b:
-                        skipped[todo[b["i"]].key] = b["error"]
+                        skipped[todo_keys[b["i"]]] = b["error"]
                         log.warning("skipping %s: %s", todo[b["i"]].path, b["error"])
                 if good:
                     clips = [b["clip"] for b in good]
@@ -161,12 +130,12 @@ class FrameFeatureCache:
                     x = torch.cat(clips).to(device).contiguous(memory_format=torch.channels_last)
                     out = encoder(x).float().cpu().numpy()
                     for b, chunk in zip(good, np.split(out, np.cumsum(lengths)[:-1]), strict=True):
-                        keys.append(todo[b["i"]].key)
+                        keys_out.append(todo_keys[b["i"]])
                         feats.append(chunk)
-                if len(keys) >= self.shard_size:
-                    self._write_shard(keys, feats)
-                    keys, feats = [], []
+                if len(keys_out) >= self.shard_size:
+                    self.store.write(keys_out, np.stack(feats))
+                    keys_out, feats = [], []
                 progress.advance(task, len(batch))
-        if keys:
-            self._write_shard(keys, feats)
-        self._write_skipped(skipped)
+        if keys_out:
+            self.store.write(keys_out, np.stack(feats))
+        self.store.record_skipped(skipped)

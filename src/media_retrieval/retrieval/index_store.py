@@ -75,11 +75,6 @@ class Segment:
     content_hash: str
 
 
-def segment_key(content_hash: str, chunk: int, start_s: float | None, end_s: float | None) -> str:
-    span = "" if start_s is None else f"{start_s:.3f}-{end_s:.3f}"
-    return f"{content_hash[:32]}:{chunk}:{span}"
-
-
 def fingerprint(model: torch.nn.Module, model_spec: dict, preprocess: dict) -> str:
     """What decides the embeddings: the weights, the model's definition and the preprocessing.
     Two indexes (or an index and a query) are comparable only when these agree."""

@@ -23,7 +23,13 @@ from lightning.fabric.utilities.rank_zero import _get_rank
 from torch.utils.data import DataLoader
 
 from media_retrieval.clips import ClipSpec
-from media_retrieval.data.discovery import Skipped, chunk_spans, content_hash, walk_media
+from media_retrieval.data.discovery import (
+    Skipped,
+    chunk_spans,
+    content_hash,
+    segment_key,
+    walk_media,
+)
 from media_retrieval.data.library import SegmentDataset, skip_failed_collate
 from media_retrieval.data.video import media_type, probe_image, probe_video
 from media_retrieval.errors import ConfigError, DataError, Interrupted
@@ -33,9 +39,8 @@ from media_retrieval.retrieval.index_store import (
     IndexStore,
     Segment,
     fingerprint,
-    segment_key,
 )
-from media_retrieval.retrieval.shards import EmbeddingShardWriter, read_shards
+from media_retrieval.retrieval.shards import EmbeddingShardWriter, shard_store
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +174,7 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
         wanted = {s.key for s in segments}
         reuse = {s.key: np.asarray(prev_gen.vectors[i]) for i, s in enumerate(prev_rows) if s.key in wanted}
     work = store.work_dir(fp)
-    done = read_shards(work)
+    done = shard_store(work)
     pending = [s for s in segments if s.key not in reuse and s.key not in done]
     pending = list({s.key: s for s in pending}.values())  # identical content at two paths: embed once
     log.info("%d segments in %s: %d from the index, %d from an interrupted build, %d to embed",
@@ -185,14 +190,14 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
         try:
             trainer.predict(model, dataloaders=loader, return_predictions=False)
         except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
-            n = len(list(work.glob("shard-*.npz")))
+            n = shard_store(work).shard_count()
             raise Interrupted(f"interrupted: {n} finished batches are kept in {work} and the live index is "
                               "unchanged; run the same command again to resume", exit_code=130) from exc
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return {}
 
-    done = read_shards(work)
+    done = shard_store(work).read_all()
     vectors, rows, failed = [], [], []
     for s in segments:
         v = reuse.get(s.key)

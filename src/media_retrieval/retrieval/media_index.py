@@ -215,7 +215,7 @@ class MediaIndex:
                 vecs.append(self.embed([p])[0])
                 good.append(str(p))
             except DataError as exc:
-                log.warning("skipping %s: %s", p, exc)
+                log.warning("skipping query %s: %s", p, exc)
                 errors[str(p)] = str(exc)
         dim = self._snap.model.embed_dim if not vecs else vecs[0].shape[0]
         return good, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), errors

@@ -67,6 +67,10 @@ def epoch_times() -> dict:
     """One training epoch of cnn_lstm on the built-in corpus: from the feature cache vs
     decoding + running Lite0 on the fly (what the cache saves every epoch)."""
     from hydra import compose, initialize_config_dir
+
+    from media_retrieval.config_schema import register
+
+    register()
     from hydra.utils import instantiate
 
     root = Path(__file__).resolve().parents[1]

@@ -314,6 +314,43 @@ def test_bad_config_fails_at_startup_with_one_line(overrides, message, tmp_path)
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.parametrize(("config", "overrides", "message"), [
+    ("train.yaml", ["data.frames=abc"], "data.frames must be an integer, got 'abc'"),
+    ("train.yaml", ["data=cross", "data.min_clips=lots"], "data.min_clips must be an integer, got 'lots'"),
+    ("train.yaml", ["model=c3d", "model.width=wide"], "model.width must be a number, got 'wide'"),
+    ("train.yaml", ["data.augment.enabled=maybe"], "data.augment.enabled must be true or false, got 'maybe'"),
+    ("train.yaml", ["data=folder", "data.dedup=false"], "Could not override 'data.dedup'"),
+    ("train.yaml", ["model.temporal.cell=rnn"], "model.temporal.cell='rnn'; valid: lstm, gru, none"),
+    ("train.yaml", ["model.loss.name=hinge"], "model.loss.name='hinge'; valid: ce, triplet"),
+    ("index.yaml", ["index.options.nprobe=1.5"], "index.options.nprobe must be an integer, got '1.5'"),
+    ("index.yaml", ["preprocess.sampling=random"], "preprocess.sampling='random'; valid: index, time"),
+])
+def test_type_and_choice_errors_fail_at_composition_before_torch_loads(config, overrides, message):
+    """The structured-config schemas (media_retrieval/config_schema.py) catch these when the
+    config is composed: one line, exit 2, and torch is never imported."""
+    code = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, "
+            f"file=sys.stderr)); sys.argv = ['x', *{overrides!r}]; "
+            f"from media_retrieval.cli.launch import launch; launch({config!r}, 'no.such.module:task')")
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert r.returncode == 2, r.stderr[-1500:]
+    lines = r.stderr.strip().splitlines()
+    assert lines[-2].startswith("error: ") and message in lines[-2], r.stderr[-1500:]
+    assert lines[-1] == "torch imported: False"
+
+
+def test_composed_configs_are_typed_for_in_process_callers(tiny_dirs, tmp_path):
+    """Composing without the launcher (tests, notebooks) gets the same schema checks."""
+    from hydra.errors import ConfigCompositionException
+
+    for name in ("builtin", "folder", "cifar10", "oxford5k", "cross", "kth"):
+        cfg = compose_cfg("train.yaml", [f"data={name}"], tmp_path)
+        assert type(cfg.data.frames) is int and cfg.data.augment.hflip >= 0
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "data.batch_size=many"], tmp_path)
+    GlobalHydra.instance().clear()
+
+
 def test_train_split_file_and_metrics_are_seed_deterministic(tiny_dirs, tmp_path):
     outs = []
     for i in range(2):

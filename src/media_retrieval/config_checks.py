@@ -1,42 +1,18 @@
 """Checks of a composed config that run at start-up, before any data is read: a value that
 cannot work ends with one line (``error: ...``, exit 2) instead of a traceback minutes in.
-Each list of valid values lives beside the code that uses it; this module only asks."""
+Types, valid values and bounds live in :mod:`media_retrieval.config_schema` (checked when the
+config is composed); what is here needs more than the config: the machine, the model class,
+several fields at once."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from media_retrieval.config_schema import check_choices
 from media_retrieval.errors import ConfigError
 
-# (config key, type, minimum): values every entry point reads; None = optional
-_TYPED = [("data.batch_size", int, 1), ("data.eval_batch_size", int, 1), ("data.frames", int, 1),
-          ("data.image_size", int, 8), ("data.num_workers", int, 0), ("trainer.max_epochs", int, -1),
-          ("model.lr", float, 0.0), ("model.dropout", float, 0.0), ("seed", int, None),
-          ("batch_size", int, 1), ("k", int, 1), ("preprocess.frames", int, 1), ("preprocess.image_size", int, 8),
-          ("model.temporal.hidden", int, 1), ("model.temporal.num_layers", int, 1),
-          ("model.temporal.embed_dim", int, 1), ("model.embed_dim", int, 1), ("num_workers", int, 0),
-          ("retrieval.table_k", int, 1), ("data.chunk_s", float, 0.001), ("preprocess.chunk_s", float, 0.001),
-          ("index.lock_wait_s", float, 0.0)]
-
-
-def _choices() -> list[tuple[str, tuple]]:
-    """(config key, valid values) checked at start-up; each tuple lives beside the code using it."""
-    from media_retrieval.data.transforms import RESIZE_MODES
-    from media_retrieval.data.video import DECODERS, SAMPLINGS
-    from media_retrieval.models.temporal import CELLS, READOUTS
-    from media_retrieval.retrieval.backends import BACKENDS
-
-    return [("data.resize", RESIZE_MODES), ("preprocess.resize", RESIZE_MODES), ("data.sampling", SAMPLINGS),
-            ("preprocess.sampling", SAMPLINGS), ("data.decoder", DECODERS), ("preprocess.decoder", DECODERS),
-            ("decoder", DECODERS), ("model.temporal.cell", CELLS), ("model.temporal.readout", READOUTS),
-            ("index.backend", BACKENDS)]
-
-
-def _check_choices(cfg: DictConfig) -> None:
-    for key, valid in _choices():
-        v = OmegaConf.select(cfg, key, default=None)
-        if v is not None and v not in valid:
-            raise ConfigError(f"{key}={v!r}; valid: {', '.join(valid)}")
+# Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
+_TYPED = [("seed", int), ("batch_size", int), ("k", int), ("num_workers", int), ("trainer.max_epochs", int)]
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -80,16 +56,10 @@ def _check_wandb(cfg: DictConfig) -> None:
 
 
 def _check_types(cfg: DictConfig) -> None:
-    for key, typ, low in _TYPED:
+    for key, typ in _TYPED:
         v = OmegaConf.select(cfg, key, default=None)
-        if v is None:
-            continue
-        ok = isinstance(v, int) and not isinstance(v, bool) if typ is int else \
-            isinstance(v, (int, float)) and not isinstance(v, bool)
-        if not ok:
-            raise ConfigError(f"{key} must be {'an integer' if typ is int else 'a number'}, got {v!r}")
-        if low is not None and v < low:
-            raise ConfigError(f"{key} must be >= {low}, got {v}")
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
+            raise ConfigError(f"{key} must be an integer, got {v!r}")
 
 
 def _takes(target: str | None, argument: str) -> bool:
@@ -106,7 +76,7 @@ def _takes(target: str | None, argument: str) -> bool:
 def validate_config(cfg: DictConfig) -> None:
     """Fail at start-up, before any data is read, on values that cannot work."""
     _check_types(cfg)
-    _check_choices(cfg)
+    check_choices(cfg)
     _check_trainer(cfg)
     _check_wandb(cfg)
     model = cfg.get("model")

@@ -23,6 +23,9 @@ def launch(config_name: str, task: str) -> Any:
     multirun one failed job the sweep goes past. Returns what the task returns (sweepers read it)."""
     import hydra
 
+    from media_retrieval.config_schema import register
+
+    register()  # the configs name their schemas
     precheck_overrides(config_name)
     module, _, name = task.partition(":")
 
@@ -46,29 +49,53 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from media_retrieval.config_schema import check_choices
+    from media_retrieval.errors import ConfigError
+
     _check_syntax(overrides)
     config_dir = str(CONFIG_DIR)
     if not CONFIG_DIR.is_dir():  # installed without the repository's configs
         return
     try:
         with initialize_config_dir(version_base="1.3", config_dir=config_dir):
-            compose(config_name=config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        text = f"{exc}\n{exc.__cause__ or ''}"
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "not in struct" in ln), "")
-        msg = lines[0].rstrip(".") + (f" ({detail})" if detail and detail != lines[0] else "")
-        video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
-                        and a.split("=", 1)[1] in ("c3d", "r2plus1d", "x3d_xs")), None)
-        if video3d and "model.backbone" in text:
-            msg = f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
-        print(f"error: {msg}; `python src/{config_name.replace('.yaml', '.py')} --cfg job` shows the config",
-              file=sys.stderr)
+            cfg = compose(config_name=config_name, overrides=overrides)
+        check_choices(cfg)
+    except (HydraException, OmegaConfBaseException, ConfigError) as exc:
+        print(f"error: {_one_line(exc, overrides)}; `python src/{config_name.replace('.yaml', '.py')} --cfg job` "
+              "shows the config", file=sys.stderr)
         sys.exit(2)
     except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it
         return
     finally:
         GlobalHydra.instance().clear()
+
+
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _one_line(exc: Exception, overrides: list[str]) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line that names the key."""
+    import re
+
+    from omegaconf.errors import ValidationError
+
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        m = re.search(r"Value (.*) of type '\w+' could not be converted to (\w+)", str(cause))
+        if m:  # a schema type (media_retrieval/config_schema.py)
+            return f"{cause.full_key} must be {_TYPE_WORDS.get(m.group(2), m.group(2))}, got {m.group(1)}"
+        m = re.search(r"Value (.*) is not a valid bool", str(cause))
+        if m:
+            return f"{cause.full_key} must be true or false, got {m.group(1)}"
+    text = f"{exc}\n{cause or ''}"
+    video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
+                    and a.split("=", 1)[1] in ("c3d", "r2plus1d", "x3d_xs")), None)
+    if video3d and "model.backbone" in text:
+        return f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    unknown = next((re.sub(r" not in '\w+'$", " is not in struct", ln) for ln in lines
+                    if re.search(r"^Key '.*' (is )?not in ", ln)), "")
+    return lines[0].rstrip(".") + (f" ({unknown})" if unknown and unknown != lines[0] else "")
 
 
 def _check_syntax(overrides: list[str]) -> None:

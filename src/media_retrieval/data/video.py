@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from media_retrieval.config_schema import DECODERS, SAMPLINGS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import is_regular_file
 
@@ -66,7 +67,6 @@ def uniform_indices(n_frames: int, num: int) -> np.ndarray:
     return np.linspace(0, n_frames - 1, num).round().astype(np.int64)
 
 
-SAMPLINGS = ("index", "time")
 # Containers whose packets carry presentation timestamps (FFmpeg demuxer names).
 SEEKABLE_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm"})
 
@@ -319,7 +319,6 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
 
 
-DECODERS = ("seek", "decode_all")
 
 
 def load_frames(

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from media_retrieval.config_schema import CELLS, READOUTS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import ConfigError
-
-CELLS = ("lstm", "gru", "none")
-READOUTS = ("last", "mean", "last_hc")
 
 
 class TemporalHead(nn.Module):

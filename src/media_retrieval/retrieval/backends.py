@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from media_retrieval.config_schema import BACKENDS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import ConfigError
 from media_retrieval.retrieval.distances import topk_euclidean
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq")
 
 
 @dataclass

@@ -1,0 +1,300 @@
+"""Structured-config schemas: the types of the config blocks every entry point shares, and the
+valid values of each choice, checked when the config is composed (well under a second, before
+torch is imported) instead of minutes into a run.
+
+Registered in Hydra's ConfigStore under ``schema/`` by :func:`register`; each block's YAML names
+its schema in its defaults list (``/schema/data/folder@_here_``), so Hydra merges the YAML onto
+the typed node: a wrong type (``data.frames=abc``) or an unknown key fails at composition.
+Datasets and models extend the shared blocks with schemas of their own (subclasses). Choices are plain strings in the config (enum
+values would reach checkpoints, which load only plain types): :func:`check_choices` checks them
+right after composition, from the tuples here, which the code that uses each value imports.
+
+Only hydra and omegaconf are imported: this runs before the heavy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# ---------------------------------------------------------------------- valid values (one home)
+RESIZE_MODES = ("short_side_crop", "stretch")
+SAMPLINGS = ("index", "time")
+DECODERS = ("seek", "decode_all")
+CELLS = ("lstm", "gru", "none")
+READOUTS = ("last", "mean", "last_hc")
+LOSSES = ("ce", "triplet", "supcon", "proxy_anchor", "arcface")
+BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq")
+
+#: (config key, valid values): what :func:`check_choices` asks of a composed config
+CHOICES: list[tuple[str, tuple[str, ...]]] = [
+    ("data.resize", RESIZE_MODES), ("preprocess.resize", RESIZE_MODES), ("data.sampling", SAMPLINGS),
+    ("preprocess.sampling", SAMPLINGS), ("data.decoder", DECODERS), ("preprocess.decoder", DECODERS),
+    ("decoder", DECODERS), ("model.temporal.cell", CELLS), ("model.temporal.readout", READOUTS),
+    ("model.loss.name", LOSSES), ("index.backend", BACKENDS),
+]
+
+# (config key, minimum): numbers that cannot work below a bound (types come from the schemas)
+MINIMUMS: list[tuple[str, float]] = [
+    ("data.batch_size", 1), ("data.eval_batch_size", 1), ("data.frames", 1), ("data.image_size", 8),
+    ("data.num_workers", 0), ("trainer.max_epochs", -1), ("model.lr", 0.0), ("model.dropout", 0.0),
+    ("batch_size", 1), ("k", 1), ("preprocess.frames", 1), ("preprocess.image_size", 8),
+    ("model.temporal.hidden", 1), ("model.temporal.num_layers", 1), ("model.temporal.embed_dim", 1),
+    ("model.embed_dim", 1), ("num_workers", 0), ("retrieval.table_k", 1), ("data.chunk_s", 0.001),
+    ("preprocess.chunk_s", 0.001), ("index.lock_wait_s", 0.0),
+]
+
+
+# ---------------------------------------------------------------------- schemas
+# Every field is MISSING: the YAML files hold the values (one home for defaults), the schemas
+# the types. A MISSING field never overwrites a value when a more specific schema is merged
+# onto a block (``data/folder`` onto ``data/_base``), so a block can be re-typed as it is built.
+@dataclass
+class ParSchema:
+    delta: float = MISSING
+    deltas: list[float] = MISSING
+
+
+@dataclass
+class RetrievalSchema:
+    k: list[int] = MISSING
+    table_k: int | None = MISSING
+    exclude_same_video: bool = MISSING
+    par: ParSchema = field(default_factory=ParSchema)
+
+
+@dataclass
+class AugmentSchema:
+    enabled: bool = MISSING
+    temporal_jitter: bool = MISSING
+    scale: list[float] = MISSING
+    hflip: float = MISSING
+
+
+@dataclass
+class DataSchema:
+    """``data/_base.yaml``: what every data config shares."""
+
+    frames: int = MISSING
+    image_size: int = MISSING
+    resize: str = MISSING
+    in_chans: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int | None = MISSING
+    num_workers: int = MISSING
+    val_fraction: float = MISSING
+    query_fraction: float = MISSING
+    seed: int = MISSING
+    cache_dir: str | None = MISSING
+    output_dir: str | None = MISSING
+    split_file: str | None = MISSING
+    feature_batch_size: int = MISSING
+    skip_short: bool = MISSING
+    decoder: str = MISSING
+    sampling: str = MISSING
+    chunk_s: float | None = MISSING
+    augment: AugmentSchema = field(default_factory=AugmentSchema)
+    m_per_class: int | None = MISSING
+
+
+@dataclass
+class BuiltinDataSchema(DataSchema):
+    _target_: str = MISSING
+    root: str = MISSING
+    corpus: Any = MISSING
+    source: str = MISSING
+    test: list[str] = MISSING
+    held_out_classes: list[str] = MISSING
+    protocol: str = MISSING
+
+
+@dataclass
+class FolderDataSchema(DataSchema):
+    """``data=folder`` and the presets built on it (ucf101, hmdb51, kth, ucf50)."""
+
+    _target_: str = MISSING
+    roots: dict[str, str] | None = MISSING
+    root: str | None = MISSING
+    unseen_classes: Any = MISSING  # a share (0.5) or a list of class names
+    test_fraction: float = MISSING
+    protocol: str = MISSING
+    kinds: list[str] = MISSING
+    dedupe: bool = MISSING
+    preset: str | None = MISSING
+    split: int = MISSING
+
+
+@dataclass
+class Cifar10DataSchema(FolderDataSchema):
+    cifar_root: str = MISSING
+    download: bool = MISSING
+    train_classes: list[str] = MISSING
+
+
+@dataclass
+class Oxford5kDataSchema(FolderDataSchema):
+    images_dir: str = MISSING
+    gt_dir: str = MISSING
+    arranged_dir: str = MISSING
+
+
+@dataclass
+class CrossDataSchema(DataSchema):
+    _target_: str = MISSING
+    source: Any = MISSING  # {name, root}
+    min_clips: int = MISSING
+    targets: Any = MISSING  # {dataset: root or null}
+    class_map: Any = None
+    dedupe_by_content: bool = MISSING
+
+
+@dataclass
+class LossSchema:
+    name: str = MISSING
+    margin: float = MISSING
+    temperature: float = MISSING
+
+
+@dataclass
+class ModelSchema:
+    """``model/_base.yaml``: what every model config shares."""
+
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    dropout: float = MISSING
+    optimizer: Any = MISSING  # Hydra partials
+    scheduler: Any = MISSING
+    loss: LossSchema = field(default_factory=LossSchema)
+
+
+@dataclass
+class BackboneSchema:
+    name: str = MISSING
+    weights: str = MISSING
+    in_chans: int = MISSING
+
+
+@dataclass
+class TemporalSchema:
+    cell: str = MISSING
+    num_layers: int = MISSING
+    hidden: int = MISSING
+    bidirectional: bool = MISSING
+    readout: str = MISSING
+    dropout: float = MISSING
+    embed_dim: int | None = MISSING
+    center: bool = MISSING
+
+
+@dataclass
+class CNNLSTMSchema(ModelSchema):
+    _target_: str = MISSING
+    name: str = MISSING
+    backbone: BackboneSchema = field(default_factory=BackboneSchema)
+    temporal: TemporalSchema = field(default_factory=TemporalSchema)
+    input_size: int = MISSING
+    freeze_backbone: bool = MISSING
+    backbone_lr_mult: float = MISSING
+    freeze_blocks: int = MISSING
+
+
+@dataclass
+class C3DSchema(ModelSchema):
+    _target_: str = MISSING
+    name: str = MISSING
+    in_chans: int = MISSING
+    embed_dim: int = MISSING
+    input_size: int = MISSING
+    width: float = MISSING
+
+
+@dataclass
+class Video3DSchema(ModelSchema):
+    _target_: str = MISSING
+    arch: str = MISSING
+    name: str = MISSING
+    in_chans: int = MISSING
+    embed_dim: int = MISSING
+    input_size: int = MISSING
+
+
+@dataclass
+class PreprocessSchema:
+    """``index.yaml``'s ``preprocess:``: null = the model's own clip spec."""
+
+    frames: int | None = MISSING
+    image_size: int | None = MISSING
+    resize: str | None = MISSING
+    in_chans: int | None = MISSING
+    sampling: str | None = MISSING
+    chunk_s: float | None = MISSING
+    decoder: str = MISSING
+
+
+@dataclass
+class PcaSchema:
+    enabled: bool = MISSING
+    variance: float = MISSING
+    dim: int | None = MISSING
+
+
+@dataclass
+class BackendOptionsSchema:
+    nlist: int | None = MISSING
+    nprobe: int = MISSING
+    hnsw_m: int = MISSING
+    ef_search: int = MISSING
+    ef_construction: int = MISSING
+    pq_m: int = MISSING
+    pq_bits: int = MISSING
+    kmeans_clusters: int = MISSING
+    kmeans_probe: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class IndexSchema:
+    """``index.yaml``'s ``index:``."""
+
+    backend: str = MISSING
+    rebuild: bool = MISSING
+    lock_wait_s: float = MISSING
+    pca: PcaSchema = field(default_factory=PcaSchema)
+    options: BackendOptionsSchema = field(default_factory=BackendOptionsSchema)
+
+
+#: ConfigStore group -> {name: schema}; a YAML names one as ``/schema/data/folder@_here_``
+SCHEMAS: dict[str, dict[str, type]] = {
+    "schema": {"retrieval": RetrievalSchema, "preprocess": PreprocessSchema, "index": IndexSchema},
+    "schema/data": {"base": DataSchema, "builtin": BuiltinDataSchema, "folder": FolderDataSchema,
+                    "cifar10": Cifar10DataSchema, "oxford5k": Oxford5kDataSchema, "cross": CrossDataSchema},
+    "schema/model": {"base": ModelSchema, "cnn_lstm": CNNLSTMSchema, "c3d": C3DSchema, "video3d": Video3DSchema},
+}
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore; call before composing (the entry points'
+    launcher and the tests' compose helper do)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, schema in schemas.items():
+            cs.store(group=group, name=name, node=schema)
+
+
+def check_choices(cfg: DictConfig) -> None:
+    """Each choice key that is set holds one of its valid values, and each bounded number is
+    within its bound; raises ``ConfigError`` with one line."""
+    from media_retrieval.errors import ConfigError
+
+    for key, valid in CHOICES:
+        v = OmegaConf.select(cfg, key, default=None)
+        if v is not None and v not in valid:
+            raise ConfigError(f"{key}={v!r}; valid: {', '.join(valid)}")
+    for key, low in MINIMUMS:
+        v = OmegaConf.select(cfg, key, default=None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
+            raise ConfigError(f"{key} must be >= {low}, got {v}")

@@ -115,7 +115,7 @@ class FolderDataSchema(DataSchema):
     """``data=folder`` and the presets built on it (ucf101, hmdb51, kth, ucf50)."""
 
     _target_: str = MISSING
-    roots: dict[str, str] | None = MISSING
+    roots: Any = MISSING  # {name: folder} or null
     root: str | None = MISSING
     unseen_classes: Any = MISSING  # a share (0.5) or a list of class names
     test_fraction: float = MISSING

@@ -177,3 +177,29 @@ def test_embed_file_uses_the_models_clip_spec(tmp_path):
 
     want = model.embed({"clip": load_clip(img, model.clip_spec).unsqueeze(0)})[0]
     assert v.shape == (1280,) and torch.allclose(v, want)
+
+
+def test_layers_import_only_downward_and_without_cycles():
+    """The package graph: library layers (data, models, retrieval, ...) never import the
+    application layers (cli, callbacks, reporting), and no two packages import each other."""
+    import ast
+    from collections import defaultdict
+    from pathlib import Path
+
+    import media_retrieval
+
+    root = Path(media_retrieval.__file__).parent
+    edges: dict[str, set[str]] = defaultdict(set)
+    for p in root.rglob("*.py"):
+        here = p.relative_to(root).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("media_retrieval."):
+                there = node.module.split(".")[1]
+                if there != here:
+                    edges[here].add(there)
+    app = {"cli", "callbacks", "reporting"}
+    for lib in ("data", "models", "retrieval", "utils", "clips", "errors", "config_schema", "training"):
+        assert not edges[lib] & app, f"{lib} imports {edges[lib] & app}"
+    assert not edges["utils"] - {"errors"}
+    cycles = sorted((a, b) for a in edges for b in edges[a] if a < b and a in edges.get(b, set()))
+    assert not cycles, cycles

@@ -39,7 +39,7 @@ def _set() -> EmbeddingSet:
 
 
 def test_a_new_ranking_method_is_scored_logged_and_searchable(extended, tmp_path):
-    from media_retrieval.callbacks.retrieval import logged_metrics
+    from media_retrieval.retrieval.results import logged_metrics
 
     rel = extended["RelativePAR"](margin=0.05)
     cos = np.array([[0.99, 0.97, 0.5], [0.4, 0.38, 0.1]])
@@ -69,7 +69,7 @@ def test_a_new_ranking_method_is_scored_logged_and_searchable(extended, tmp_path
 
 
 def test_a_new_metric_is_in_every_row_and_logged(extended):
-    from media_retrieval.callbacks.retrieval import logged_metrics
+    from media_retrieval.retrieval.results import logged_metrics
 
     rows = score_rows(_set(), [1, 3], 0.8, [0.99])
     for r in rows:

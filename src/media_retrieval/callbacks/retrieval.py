@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,43 +12,10 @@ import torch
 
 from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
-from media_retrieval.retrieval.rankers import RANKERS
-from media_retrieval.retrieval.results import METRICS
+from media_retrieval.retrieval.results import logged_metrics
 from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
 
 log = logging.getLogger(__name__)
-
-
-def metric_key(row: dict, metric: str, grid: bool) -> str:
-    """``retrieval/<ranking>/<split>/<logged>@<k>``, ``_d<δ>`` appended for parameter-grid values
-    (the names come from the result-row registry, :mod:`media_retrieval.retrieval.results`)."""
-    m = METRICS[metric]
-    suffix = f"_d{row['delta']:.2f}" if grid else ""
-    at = "" if m.full_ranking else f"@{row['k']}"
-    return f"retrieval/{row['ranking']}/{row['split']}/{m.logged}{at}{suffix}"
-
-
-def logged_metrics(rows: Sequence[dict], delta: float, grid: bool = True) -> dict[str, float]:
-    """Result rows as logged metric names: each ranking method at the headline δ without suffix
-    (methods without a parameter always), every other parameter value with ``_d<δ>`` (when
-    ``grid``); full-ranking metrics once, for the method whose lists are the full ranking."""
-    out: dict[str, float] = {}
-    for row in rows:
-        if row.get("dataset", "all") != "all":
-            continue  # per-dataset rows live in results.json / results.md
-        method = RANKERS.get(row["ranking"])
-        has_param = row["delta"] is not None
-        headline = not has_param or abs(row["delta"] - delta) < 1e-9
-        for m in METRICS.values():
-            v = row.get(m.name)
-            if m.logged is None or v is None or math.isnan(v) or \
-                    (m.full_ranking and not (method is not None and method.full_ranking)):
-                continue
-            if headline:
-                out[metric_key(row, m.name, grid=False)] = v
-            if has_param and grid:
-                out[metric_key(row, m.name, grid=True)] = v
-    return out
 
 
 class RetrievalCallback(L.Callback):

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
-from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.data.discovery import HashCache, MediaItem, Skipped, chunk_items, scan_folder, segment_key
 from media_retrieval.data.presets import missing_root
 from media_retrieval.data.feature_cache import FrameFeatureCache

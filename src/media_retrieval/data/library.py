@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.data.discovery import Skipped
 from media_retrieval.errors import DataError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.errors import ConfigError
 
 

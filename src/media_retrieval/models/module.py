@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from media_retrieval.clips import ClipSpec
+from media_retrieval.data.clips import ClipSpec
 from media_retrieval.models.losses import build_metric_loss
 
 # checkpoint["media_retrieval"]["format"]: 1 = class + clip spec recorded. Checkpoints without it

@@ -22,7 +22,7 @@ import numpy as np
 from lightning.fabric.utilities.rank_zero import _get_rank
 from torch.utils.data import DataLoader
 
-from media_retrieval.clips import ClipSpec
+from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.discovery import (
     Skipped,
     chunk_spans,

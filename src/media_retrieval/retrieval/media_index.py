@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from media_retrieval.clips import ClipSpec, load_clip
+from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.retrieval.index_store import Generation, IndexStore, Segment, fingerprint
 from media_retrieval.retrieval.indexer import IndexOptions, build_index

@@ -12,10 +12,11 @@ ENV_DIR ?= $(HOME)/.cache/media-retrieval/venv-$(DEPS_HASH)
 PY := .venv/bin/python
 export WANDB_SILENT ?= true
 
-.PHONY: env demo baseline test lint format clean-env help
+.PHONY: env demo baseline real-benchmark test lint format clean-env help
 
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
+	@echo "make real-benchmark   leave-one-source-out on ../shared/data/real-clips: trained vs untrained (~10 min)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make test      set up if needed and run the tests"
 	@echo "make lint      ruff"
@@ -40,6 +41,9 @@ demo: env
 
 baseline: env
 	$(PY) src/train.py experiment=demo_baseline
+
+real-benchmark: env
+	PYTHONPATH=src $(PY) benchmarks/real_benchmark.py
 
 test: env
 	WANDB_MODE=disabled $(PY) -m pytest -q

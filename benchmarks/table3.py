@@ -53,8 +53,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    from omegaconf import OmegaConf
+
+    default = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "model" / "cnn_lstm.yaml")
     cnn = CNNLSTM({"name": "efficientnet_lite0", "weights": "imagenet", "in_chans": 3},
-                  {"cell": "lstm", "hidden": 256, "center": True}, num_classes=6).eval()
+                  OmegaConf.to_container(default.temporal), num_classes=6, whiten=default.get("whiten")).eval()
     c3d = C3DModule(num_classes=6).eval()
     cnn.backbone.to(memory_format=torch.channels_last)
     out = {"benchmark": "table3", "torch_threads": torch.get_num_threads(), "runs": args.runs, "models": {}}
@@ -96,7 +99,7 @@ def main() -> None:
     target = torch.randint(0, 6, (64,))
 
     def cnn_step():
-        loss, _ = cnn._classify({"target": target}, cnn.embed({"features": feats}))
+        loss, _ = cnn._classify({"target": target}, cnn.objective_embedding({"features": feats}))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -3,6 +3,7 @@ travels with a checkpoint into the index; reload while other threads search."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -203,3 +204,36 @@ def test_layers_import_only_downward_and_without_cycles():
     assert not edges["utils"] - {"errors"}
     cycles = sorted((a, b) for a in edges for b in edges[a] if a < b and a in edges.get(b, set()))
     assert not cycles, cycles
+
+
+def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, tmp_path):
+    """retrieval.par.delta=auto: δ is picked on the validation clips, saved in the checkpoint,
+    used by the test, recorded in the index manifest and used by search."""
+    import torch
+
+    from media_retrieval.cli.index import run_index
+    from media_retrieval.cli.train import train
+
+    with open_dict(cfg_train):
+        cfg_train.retrieval.par.delta = "auto"
+        cfg_train.retrieval.par.deltas = [round(-1 + 0.05 * i, 2) for i in range(40)]
+        cfg_train.trainer.max_epochs = 1
+    train(cfg_train)
+    ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["media_retrieval"]["par_delta"]
+    assert stored in list(cfg_train.retrieval.par.deltas)  # δ = -1 keeps every candidate: never eligible...
+    assert stored != -1.0  # ...since mean_kept must stay below k
+    model = load_model(ckpt)
+    assert model.par_delta == stored
+    results = json.loads((Path(cfg_train.paths.output_dir) / "retrieval" / "results.json").read_text())
+    assert any(r["ranking"] == "par" and r["delta"] == stored for r in results)
+    media = tmp_path / "media"
+    (media / "a").mkdir(parents=True)
+    for p in sorted(Path(cfg_train.data.root).rglob("*.mp4"))[:3]:
+        (media / "a" / p.name).symlink_to(p)
+    cfg = compose_cfg("index.yaml", [f"ckpt_path={ckpt}", f"media_dir={media}", f"index_dir={tmp_path / 'index'}",
+                                     "num_workers=0", "trainer.accelerator=cpu"], tmp_path)
+    GlobalHydra.instance().clear()
+    run_index(cfg)
+    index = MediaIndex.open(tmp_path / "index")
+    assert index.par_delta == stored

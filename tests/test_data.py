@@ -197,3 +197,36 @@ def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(messy_folder, tmp
     for rel in ("corrupt.mp4", "truncated.mp4", "empty.mp4", "short.mp4", "notes.txt"):
         assert rel in skipped, rel
     assert any("beta_3.mp4" in r.getMessage() and "in this batch" in r.getMessage() for r in caplog.records)
+
+
+def test_horizontal_flips_keep_direction_classes_right(tmp_path):
+    """A flipped move_left clip is a move_right clip: its target swaps; a class without a
+    mirrored twin is never flipped; flips of other classes keep their label."""
+    import numpy as np
+    import torch
+
+    from media_retrieval.data.corpus import encode_mp4
+    from media_retrieval.data.datamodule import FolderDataModule
+
+    rng = np.random.default_rng(0)
+    for label in ("move_left", "move_right", "pass_through", "static"):
+        for i in range(4):
+            encode_mp4([rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(4)],
+                       tmp_path / "clips" / label / f"{label}{i}.mp4", fps=4)
+    augment = {"enabled": True, "temporal_jitter": False, "scale": [1.0, 1.0], "hflip": 1.0,
+               "flip_pairs": [["move_left", "move_right"]], "no_flip": ["pass_through"]}
+    dm = FolderDataModule(root=str(tmp_path / "clips"), unseen_classes=0.0, test_fraction=0.25, frames=4,
+                          image_size=32, chunk_s=None, num_workers=0, augment=augment, val_fraction=0.0)
+    dm.setup()
+    train = dm.train_dataloader().dataset
+    seen = {}
+    for i in range(len(train)):
+        item = dm.split.items[train.ids[i]]
+        out = train[i]
+        seen[item.label] = dm.split.train_classes[int(out["target"])]
+    assert seen["move_left"] == "move_right" and seen["move_right"] == "move_left"
+    assert seen["static"] == "static" and seen["pass_through"] == "pass_through"
+    item = next(dm.split.items[i] for i in train.ids if dm.split.items[i].label == "pass_through")
+    assert not dm._flip(item, train=True) and not dm._flip(item, train=False)
+    flipped = dm.load_pixels(item, train=True, flip=True)
+    torch.testing.assert_close(flipped, dm.load_pixels(item, train=True, flip=False).flip(-1))

@@ -179,3 +179,72 @@ def test_optimizer_and_scheduler_are_hydra_partials(override, tiny_dirs, tmp_pat
         sched = out["lr_scheduler"]["scheduler"]
         assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == cfg.trainer.max_epochs
     assert "optimizer" not in model.hparams and "scheduler" not in model.hparams
+
+
+def test_fused_embedding_shapes_gradients_and_zero_weight_is_the_pretrained_embedding():
+    """stats ⊕ w · learned: the objective trains the learned part only, and w = 0 gives
+    exactly the training-free statistics (normalised mean ⊕ std)."""
+    from torch.nn.functional import normalize
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 16)
+    head = TemporalHead(16, cell="lstm", hidden=8, center=True, stats=["mean", "std"], fusion_weight=0.0)
+    z = head(x)
+    assert z.shape == (4, 2 * 16 + 8) and head.embed_dim == 40 and head.learned_dim == 8
+    want = torch.cat([normalize(x.mean(1), dim=-1), normalize(x.std(1, unbiased=False), dim=-1)], -1) / 2 ** 0.5
+    torch.testing.assert_close(z[:, :32], want)
+    assert torch.equal(z[:, 32:], torch.zeros(4, 8))
+    head.fusion_weight.fill_(0.5)
+    z = head(x)
+    torch.testing.assert_close(z[:, 32:].norm(dim=-1), torch.full((4,), 0.5))  # the learned part, weighted
+    head.learned(x).pow(2).sum().backward()  # the objective's input: gradients reach the LSTM
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.rnn.parameters())
+    free = TemporalHead(16, cell="none", stats=["mean", "std", "diff"])
+    assert free(x).shape == (4, 48) and not free.has_learned
+    torch.testing.assert_close(free(x).norm(dim=-1), torch.ones(4))
+    with pytest.raises(ConfigError, match="model.temporal.stats"):
+        TemporalHead(16, stats=["mean", "median"])
+
+
+def test_fused_model_trains_its_learned_part_and_keeps_the_weight_in_the_checkpoint(tmp_path):
+    from media_retrieval.models import CNNLSTM
+
+    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"},
+                    {"cell": "gru", "hidden": 8, "stats": ["mean", "std"], "fusion_weight": 0.25}, num_classes=3)
+    assert model.classifier[-1].in_features == 8 and model.embed_dim == 2 * 1280 + 8
+    batch = {"features": torch.randn(5, 4, 1280), "target": torch.tensor([0, 1, 2, 0, 1])}
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert model.temporal.rnn.weight_ih_l0.grad.abs().sum() > 0
+    assert model.has_trainable_embedding and model.embeds_stills
+    model.temporal.fusion_weight.fill_(0.75)  # chosen after training: saved with the weights
+    assert float(model.state_dict()["temporal.fusion_weight"]) == 0.75
+
+
+def test_whitening_decorrelates_training_embeddings_and_travels_in_the_state_dict():
+    from media_retrieval.models import CNNLSTM
+    from media_retrieval.models.whitening import Whitening
+
+    torch.manual_seed(0)
+    z = torch.randn(200, 6) @ torch.diag(torch.tensor([10.0, 5.0, 1.0, 0.5, 0.1, 0.01])) + 3.0
+    w = Whitening(6, 3)
+    assert torch.equal(w(z), z) and w.out_dim == 6  # unfitted (a model never trained): the identity
+    w.fit(z)
+    assert w.out_dim == 3
+    y = (z - w.mean) @ w.proj  # before the final normalisation: unit variance, uncorrelated
+    torch.testing.assert_close(torch.cov(y.T), torch.eye(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(w(z).norm(dim=-1), torch.ones(200))
+    few = Whitening(6, 4)
+    few.fit(z[:3])  # 3 samples span 2 axes: the others stay zero instead of exploding
+    assert torch.isfinite(few(z)).all() and few.proj[:, 2:].abs().sum() == 0
+
+    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"}, {"cell": "gru", "hidden": 8}, num_classes=2,
+                    whiten=4)
+    batch = {"features": torch.randn(30, 4, 1280), "target": torch.randint(0, 2, (30,))}
+    model.training_step(batch, 0)  # the epoch's training embeddings are collected...
+    model.on_validation_epoch_start()  # ...and fitted before validation
+    assert bool(model.whitening.fitted) and model.embed(batch).shape == (30, 4) and model.embed_dim == 4
+    again = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"}, {"cell": "gru", "hidden": 8}, num_classes=2,
+                    whiten=4)
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.eval().embed(batch), model.eval().embed(batch))

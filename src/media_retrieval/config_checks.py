@@ -88,9 +88,9 @@ def validate_config(cfg: DictConfig) -> None:
         ks = list(r.k)
         if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ConfigError(f"retrieval.k must be a list of integers >= 1, got {ks}")
-        for d in [r.par.delta, *r.par.deltas]:
-            if not isinstance(d, (int, float)) or not -1.0 <= float(d) <= 1.0:
-                raise ConfigError(f"retrieval.par.delta(s) must be numbers in [-1, 1] (cosine), got {d}")
+        for d in [*([] if r.par.delta == "auto" else [r.par.delta]), *r.par.deltas]:
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not -1.0 <= float(d) <= 1.0:
+                raise ConfigError(f"retrieval.par.delta(s) must be numbers in [-1, 1] (cosine) or delta=auto, got {d}")
         if r.get("table_k") is not None and r.table_k not in ks:
             raise ConfigError(f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "
                               f"empty; add it, e.g. retrieval.k=[{','.join(map(str, sorted({*ks, r.table_k})))}]")

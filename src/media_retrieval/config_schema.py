@@ -25,6 +25,7 @@ SAMPLINGS = ("index", "time")
 DECODERS = ("seek", "decode_all")
 CELLS = ("lstm", "gru", "none")
 READOUTS = ("last", "mean", "last_hc")
+TEMPORAL_STATS = ("mean", "std", "diff")
 LOSSES = ("ce", "triplet", "supcon", "proxy_anchor", "arcface")
 BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq")
 
@@ -33,7 +34,7 @@ CHOICES: list[tuple[str, tuple[str, ...]]] = [
     ("data.resize", RESIZE_MODES), ("preprocess.resize", RESIZE_MODES), ("data.sampling", SAMPLINGS),
     ("preprocess.sampling", SAMPLINGS), ("data.decoder", DECODERS), ("preprocess.decoder", DECODERS),
     ("decoder", DECODERS), ("model.temporal.cell", CELLS), ("model.temporal.readout", READOUTS),
-    ("model.loss.name", LOSSES), ("index.backend", BACKENDS),
+    ("model.loss.name", LOSSES), ("index.backend", BACKENDS), ("model.temporal.stats", TEMPORAL_STATS),
 ]
 
 # (config key, minimum): numbers that cannot work below a bound (types come from the schemas)
@@ -42,7 +43,7 @@ MINIMUMS: list[tuple[str, float]] = [
     ("data.num_workers", 0), ("trainer.max_epochs", -1), ("model.lr", 0.0), ("model.dropout", 0.0),
     ("batch_size", 1), ("k", 1), ("preprocess.frames", 1), ("preprocess.image_size", 8),
     ("model.temporal.hidden", 1), ("model.temporal.num_layers", 1), ("model.temporal.embed_dim", 1),
-    ("model.embed_dim", 1), ("num_workers", 0), ("retrieval.table_k", 1), ("data.chunk_s", 0.001),
+    ("model.embed_dim", 1), ("model.whiten", 1), ("num_workers", 0), ("retrieval.table_k", 1), ("data.chunk_s", 0.001),
     ("preprocess.chunk_s", 0.001), ("index.lock_wait_s", 0.0),
 ]
 
@@ -53,7 +54,7 @@ MINIMUMS: list[tuple[str, float]] = [
 # onto a block (``data/folder`` onto ``data/_base``), so a block can be re-typed as it is built.
 @dataclass
 class ParSchema:
-    delta: float = MISSING
+    delta: Any = MISSING  # a number in [-1, 1] or "auto" (config_checks.py checks which)
     deltas: list[float] = MISSING
 
 
@@ -71,6 +72,8 @@ class AugmentSchema:
     temporal_jitter: bool = MISSING
     scale: list[float] = MISSING
     hflip: float = MISSING
+    flip_pairs: Any = MISSING  # [[move_left, move_right], ...]: a flip swaps the pair's labels
+    no_flip: list[str] = MISSING  # classes never flipped (direction-defined, without a pair)
 
 
 @dataclass
@@ -164,6 +167,7 @@ class ModelSchema:
     lr: float = MISSING
     weight_decay: float = MISSING
     dropout: float = MISSING
+    whiten: int | None = MISSING
     optimizer: Any = MISSING  # Hydra partials
     scheduler: Any = MISSING
     loss: LossSchema = field(default_factory=LossSchema)
@@ -186,6 +190,8 @@ class TemporalSchema:
     dropout: float = MISSING
     embed_dim: int | None = MISSING
     center: bool = MISSING
+    stats: list[str] = MISSING
+    fusion_weight: float = MISSING
 
 
 @dataclass
@@ -292,8 +298,9 @@ def check_choices(cfg: DictConfig) -> None:
 
     for key, valid in CHOICES:
         v = OmegaConf.select(cfg, key, default=None)
-        if v is not None and v not in valid:
-            raise ConfigError(f"{key}={v!r}; valid: {', '.join(valid)}")
+        for one in (list(v) if OmegaConf.is_list(v) else [v]):  # a list: each of its values
+            if one is not None and one not in valid:
+                raise ConfigError(f"{key}={one!r}; valid: {', '.join(valid)}")
     for key, low in MINIMUMS:
         v = OmegaConf.select(cfg, key, default=None)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:

@@ -12,6 +12,7 @@ import torch
 
 from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
+from media_retrieval.retrieval.par import resolve_delta, select_delta
 from media_retrieval.retrieval.results import logged_metrics
 from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
 
@@ -27,7 +28,7 @@ class RetrievalCallback(L.Callback):
     def __init__(
         self,
         k: Sequence[int] = (1, 5, 10),
-        delta: float = 0.8,
+        delta: float | str = 0.8,
         deltas: Sequence[float] = (),
         output_dir: str | None = None,
         model_name: str | None = None,
@@ -40,7 +41,10 @@ class RetrievalCallback(L.Callback):
         self.exclude_same_video = exclude_same_video
         self.save_embeddings = save_embeddings
         self.pictures, self.gallery_queries = pictures, gallery_queries
-        self.k, self.delta, self.deltas = list(k), float(delta), list(deltas)
+        # "auto": δ is chosen at each validation (select_delta over ``deltas``) and kept on the
+        # model, so the checkpoint of the best epoch carries the δ chosen with it.
+        self.auto = delta == "auto"
+        self.k, self.delta, self.deltas = list(k), resolve_delta(delta, None), list(deltas)
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
         self.table_k = table_k
@@ -99,13 +103,24 @@ class RetrievalCallback(L.Callback):
         if len(ids) < 2:
             return
         emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=True)
-        rows = score_rows(emb_set, self.k, self.delta,
+        rows = score_rows(emb_set, self.k, self.delta, self.deltas if self.auto else (),
                           model=self._name(pl_module), exclude_same_group=self.exclude_same_video)
+        if self.auto:
+            chosen = select_delta(rows, self.table_k)
+            pl_module.par_delta = chosen
+            self.delta = resolve_delta("auto", chosen)
+            pl_module.log("val/par_delta", self.delta, batch_size=len(ids), sync_dist=True)
         if self.save_embeddings and trainer.state.fn == "validate" and trainer.is_global_zero and self.output_dir:
             write_embeddings(self.output_dir, emb_set, trainer.datamodule.split, self._name(pl_module), role="val")
         for name, value in logged_metrics(rows, self.delta, grid=False).items():
             pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if self.auto:  # the tested checkpoint's δ (chosen at its validation)
+            self.delta = resolve_delta("auto", getattr(pl_module, "par_delta", None))
+            log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if pl_module.par_delta is not None
+                     else "no δ chosen on validation: the default")
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         ids, emb = self._gathered(pl_module)

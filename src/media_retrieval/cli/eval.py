@@ -8,7 +8,8 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
-from media_retrieval.cli.train import report
+from media_retrieval.cli.train import report, tested_delta
+from media_retrieval.errors import ConfigError
 from media_retrieval.models.registry import model_from_config
 from media_retrieval.training import prepare
 
@@ -22,6 +23,9 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
     from media_retrieval.reporting.rescore import rescore_embeddings
 
     r = cfg.retrieval
+    if r.par.delta == "auto":
+        raise ConfigError("retrieval.par.delta=auto needs the model (its δ was chosen on validation clips): "
+                          "give a number to re-score saved embeddings, e.g. retrieval.par.delta=0.8")
     metrics = rescore_embeddings(cfg.embeddings, Path(cfg.paths.output_dir) / "retrieval", list(r.k), r.par.delta,
                                  list(r.par.deltas), r.table_k, bool(r.get("exclude_same_video", False)))
     for lg in build_loggers(cfg):  # W&B sweeps read the metric from here
@@ -44,5 +48,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("save_embeddings") and datamodule.split.ids("val"):
         trainer.validate(model, datamodule=datamodule, verbose=False)  # val_embeddings.npz: where δ is chosen
     trainer.test(model, datamodule=datamodule, verbose=False)
-    report(cfg)
+    report(cfg, delta=tested_delta(trainer, cfg))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.reporting.tables import print_results
+from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.training import check_validation, fit, prepare, resolve_resume
 from media_retrieval.utils.checkpoint import AtomicCheckpointIO
 from media_retrieval.utils.hparams import log_hyperparameters
@@ -54,17 +55,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
         metrics[ckpt_cb.monitor] = float(ckpt_cb.best_model_score)  # the best epoch's, what searches optimise
-    report(cfg, with_results=bool(cfg.get("test")))
+    report(cfg, with_results=bool(cfg.get("test")), delta=tested_delta(trainer, cfg))
     return metrics
 
 
+def tested_delta(trainer: L.Trainer, cfg: DictConfig) -> float:
+    """The δ the test used: ``retrieval.par.delta``, or with ``auto`` the model's."""
+    from media_retrieval.callbacks.retrieval import RetrievalCallback
+
+    cb = next((c for c in trainer.callbacks if isinstance(c, RetrievalCallback)), None)
+    return cb.delta if cb is not None else resolve_delta(cfg.retrieval.par.delta, None)
+
+
 @rank_zero_only
-def report(cfg: DictConfig, with_results: bool = True) -> None:
+def report(cfg: DictConfig, with_results: bool = True, delta: float | None = None) -> None:
     """Print the retrieval table from the run's results.json (rank 0 only)."""
     if with_results:
-        print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, cfg.retrieval.par.delta,
+        delta = resolve_delta(cfg.retrieval.par.delta, None) if delta is None else delta
+        how = " chosen on validation" if cfg.retrieval.par.delta == "auto" else ""
+        print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, delta,
                       title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
-                            f"(EU = Euclidean, PAR δ = {cfg.retrieval.par.delta})")
+                            f"(EU = Euclidean, PAR δ = {delta:g}{how})")
     print(f"run dir: {cfg.paths.output_dir}")
 
 

@@ -64,10 +64,11 @@ class SplitDataset(Dataset):
         except (DataError, OSError, RuntimeError, ValueError) as exc:
             log.warning("skipping %s in this batch: %s", item.path, exc)
             return None  # dropped by skip_failed_collate
+        label = data.pop("label_as", item.label)
         return {
             "sample_id": sid,
-            "label": self.split.class_index[item.label],
-            "target": self.split.train_index.get(item.label, -1),
+            "label": self.split.class_index[label],
+            "target": self.split.train_index.get(label, -1),
             **data,
         }
 
@@ -106,6 +107,13 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
         augment = dict(augment or {})
         self.temporal_jitter = bool(augment.get("temporal_jitter", False))
+        # Direction-defined classes: a horizontal flip turns move_left into move_right. Each pair
+        # swaps labels when flipped; classes in ``no_flip`` are never flipped.
+        self.flip_to: dict[str, str] = {}
+        for pair in augment.get("flip_pairs") or []:
+            a, b = (str(c) for c in pair)
+            self.flip_to.update({a: b, b: a})
+        self.no_flip = {str(c) for c in augment.get("no_flip") or []}
         self.train_transform = (
             TrainClipTransform(image_size, tuple(augment.get("scale", (0.6, 1.0))), float(augment.get("hflip", 0.5)),
                                resize=resize, in_chans=in_chans)
@@ -183,14 +191,22 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             log.info("data.augment applies to pixels only: frame features are cached (frozen backbone) and "
                  "computed once with the evaluation transform")
 
-    def load_pixels(self, item: MediaItem, train: bool = False) -> torch.Tensor:
-        """Frames of an item, preprocessed; ``train`` adds the configured augmentation."""
+    def load_pixels(self, item: MediaItem, train: bool = False, flip: bool = False) -> torch.Tensor:
+        """Frames of an item, preprocessed; ``train`` adds the configured augmentation (with
+        ``flip`` decided by the caller: see :meth:`_load`)."""
+        import functools
+
         import numpy as np
 
         augment = train and self.train_transform is not None
         rng = np.random.default_rng(int(torch.randint(0, 2**31, ()))) if augment and self.temporal_jitter else None
+        transform = functools.partial(self.train_transform, flip=flip) if augment else self.transform
         return load_clip(item.path, self.clip_spec, item.start_s, item.end_s, min_frames=self.frames if self.skip_short
-                         else 1, rng=rng, transform=self.train_transform if augment else self.transform)
+                         else 1, rng=rng, transform=transform)
+
+    def _flip(self, item: MediaItem, train: bool) -> bool:
+        t = self.train_transform
+        return bool(train and t is not None and item.label not in self.no_flip and torch.rand(()) < t.hflip)
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
         """Pixel mode has no cache build to catch bad files, so probe each container up front
@@ -217,9 +233,15 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         return good
 
     def _load(self, item: MediaItem, train: bool = False) -> dict:
+        """Model input of an item; a flipped training clip of a direction pair carries the
+        other class of its pair (``label_as``)."""
         if self.cache is not None:
             return {"features": torch.from_numpy(self.cache.get(self.content_key(item)).copy())}
-        return {"clip": self.load_pixels(item, train)}
+        flip = self._flip(item, train)
+        out = {"clip": self.load_pixels(item, train, flip)}
+        if flip and item.label in self.flip_to:
+            out["label_as"] = self.flip_to[item.label]
+        return out
 
     # -------------------------------------------------------------- Lightning hooks
     def items(self) -> list[MediaItem]:

@@ -68,11 +68,13 @@ class TrainClipTransform(ClipTransform):
         super().__init__(size, **kwargs)
         self.scale, self.hflip = tuple(scale), float(hflip)
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, flip: bool | None = None) -> torch.Tensor:
+        """``flip``: decided by the caller (who may have to change the label with it); None =
+        with probability ``hflip``."""
         from torchvision.transforms import v2
 
         i, j, h, w = v2.RandomResizedCrop.get_params(frames, scale=list(self.scale), ratio=[3 / 4, 4 / 3])
         x = TF.resized_crop(frames, i, j, h, w, [self.size, self.size], antialias=True)
-        if torch.rand(()) < self.hflip:
+        if (torch.rand(()) < self.hflip) if flip is None else flip:
             x = TF.horizontal_flip(x)
         return self.normalize(x)

@@ -56,8 +56,8 @@ class C3DModule(ClipEmbedder):
         self._init_objective()
 
     @property
-    def embed_dim(self) -> int:
+    def encode_dim(self) -> int:
         return self.net.embed_dim
 
-    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(batch["clip"].permute(0, 2, 1, 3, 4))

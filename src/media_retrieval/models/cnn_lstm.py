@@ -44,7 +44,7 @@ class CNNLSTM(ClipEmbedder):
         self._init_objective()
 
     @property
-    def embed_dim(self) -> int:
+    def encode_dim(self) -> int:
         return self.temporal.embed_dim
 
     # ------------------------------------------------------------------ embedding
@@ -55,12 +55,14 @@ class CNNLSTM(ClipEmbedder):
     @property
     def has_trainable_embedding(self) -> bool:
         """False when training cannot change the embedding (frozen CNN + no recurrence)."""
-        return any(p.requires_grad for p in self.temporal.parameters()) or not self.freeze_backbone
+        return (self.temporal.has_learned and any(p.requires_grad for p in self.temporal.parameters())) \
+            or not self.freeze_backbone
 
     @property
     def embeds_stills(self) -> bool:
-        """A centred temporal head subtracts each clip's mean frame: a still leaves nothing."""
-        return not self.temporal.center
+        """A centred temporal head subtracts each clip's mean frame: a still leaves nothing
+        (unless the mean is among the fused statistics)."""
+        return not self.temporal.center or "mean" in self.temporal.stats
 
     def encoder_spec(self) -> dict:
         return self.backbone.spec()
@@ -69,10 +71,20 @@ class CNNLSTM(ClipEmbedder):
         b, t = clip.shape[:2]
         return self.backbone(clip.flatten(0, 1)).view(b, t, -1)
 
-    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, D) clip embeddings: the one method every retrieval path calls."""
-        feats = batch["features"] if "features" in batch else self.frame_features(batch["clip"])
-        return self.temporal(feats.float())
+    def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (batch["features"] if "features" in batch else self.frame_features(batch["clip"])).float()
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, D) clip embeddings before any whitening."""
+        return self.temporal(self._features(batch))
+
+    @property
+    def objective_dim(self) -> int:
+        return self.temporal.learned_dim
+
+    def objective_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The learned part only: fused statistics stay as the backbone made them."""
+        return self.temporal.learned(self._features(batch))
 
     def train(self, mode: bool = True) -> CNNLSTM:
         super().train(mode)

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.models.losses import build_metric_loss
+from media_retrieval.models.whitening import Whitening
 
 # checkpoint["media_retrieval"]["format"]: 1 = class + clip spec recorded. Checkpoints without it
 # still load (the clip spec then comes from the config).
@@ -32,12 +33,14 @@ class ClipEmbedder(L.LightningModule):
     the optimizer and scheduler (Hydra partials) and the train/eval/predict steps live here, and
     so do the arguments they take, declared once. A model subclass adds only its encoder: its
     own arguments, ``**common`` passed on here, then ``self._init_objective()`` once the encoder
-    (and so :attr:`embed_dim`) exists, plus :meth:`embed`."""
+    (and so :attr:`encode_dim`) exists, plus :meth:`encode`."""
 
     uses_frame_features = False
     has_trainable_embedding = True
     #: how files become this model's input; set from the training data, saved in checkpoints
     clip_spec: ClipSpec | None = None
+    #: PAR's δ chosen on validation clips (``retrieval.par.delta=auto``); saved in checkpoints
+    par_delta: float | None = None
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class ClipEmbedder(L.LightningModule):
         input_size: int = 224,
         loss: dict | None = None,
         name: str = "clip_embedder",
+        whiten: int | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
@@ -65,12 +69,14 @@ class ClipEmbedder(L.LightningModule):
         for frame_args in collect_init_args(inspect.currentframe(), [], classes=(HyperparametersMixin,)):
             hparams.update(frame_args)
         hparams.update(num_classes=num_classes, lr=lr, weight_decay=weight_decay, dropout=dropout,
-                       input_size=input_size, name=name, loss=plain_dict(loss or {"name": "ce"}),
+                       input_size=input_size, name=name, loss=plain_dict(loss or {"name": "ce"}), whiten=whiten,
                        train_classes=list(train_classes) if train_classes is not None else None)
         for key in ("optimizer", "scheduler"):
             hparams.pop(key, None)
         self.save_hyperparameters(hparams)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # PCA whitening of the encoder's output (``whiten``), fitted on training embeddings
+        self.whitening: Whitening | None = None
 
     @property
     def input_spec(self) -> ClipSpec:
@@ -97,12 +103,16 @@ class ClipEmbedder(L.LightningModule):
         from media_retrieval.models.registry import qualified_name
 
         checkpoint["media_retrieval"] = {"format": CHECKPOINT_FORMAT, "class": qualified_name(type(self)),
-                                         "clip_spec": asdict(self.clip_spec) if self.clip_spec else None}
+                                         "clip_spec": asdict(self.clip_spec) if self.clip_spec else None,
+                                         "par_delta": self.par_delta}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("media_retrieval") or {}
         if info.get("clip_spec"):
             self.clip_spec = ClipSpec.from_dict(info["clip_spec"])
+        delta = info.get("par_delta")
+        if isinstance(delta, (int, float)) and not isinstance(delta, bool) and -1.0 <= delta <= 1.0:
+            self.par_delta = float(delta)
 
     def embed_file(self, path: str, spec: ClipSpec | None = None) -> torch.Tensor:
         """(D,) embedding of one video or image, made into a clip by ``spec`` (default: the
@@ -112,12 +122,33 @@ class ClipEmbedder(L.LightningModule):
         return embed_file(self, path, spec=spec)
 
     @property
-    def embed_dim(self) -> int:
+    def encode_dim(self) -> int:
+        """Size of :meth:`encode`'s output (each model says)."""
         raise NotImplementedError
 
-    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, D) clip embeddings: the one method every retrieval path calls."""
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, encode_dim): the model's own clip embedding (each model implements it)."""
         raise NotImplementedError
+
+    @property
+    def embed_dim(self) -> int:
+        return self.whitening.out_dim if self.whitening is not None else self.encode_dim
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, D) clip embeddings: the one method every retrieval path calls (the encoding,
+        whitened when ``whiten`` is set)."""
+        z = self.encode(batch)
+        return self.whitening(z) if self.whitening is not None else z
+
+    @property
+    def objective_dim(self) -> int:
+        """Size of what the objective trains (:meth:`objective_embedding`)."""
+        return self.encode_dim
+
+    def objective_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the classifier or metric loss trains: the encoding, unless a model keeps a
+        training-free part out of the objective's reach (fused statistics)."""
+        return self.encode(batch)
 
     @property
     def loss_name(self) -> str:
@@ -128,7 +159,7 @@ class ClipEmbedder(L.LightningModule):
         or when a metric-learning loss trains the embedding directly."""
         if num_classes <= 0 or self.loss_name != "ce":
             return None
-        return nn.Sequential(nn.Dropout(self.hparams.dropout), nn.Linear(self.embed_dim, num_classes))
+        return nn.Sequential(nn.Dropout(self.hparams.dropout), nn.Linear(self.objective_dim, num_classes))
 
     def set_classes(self, train_classes: list[str]) -> None:
         """Size the classifier for the training classes (known only once the split exists);
@@ -136,15 +167,19 @@ class ClipEmbedder(L.LightningModule):
         self.hparams["train_classes"] = list(train_classes)
         self.hparams["num_classes"] = len(train_classes)
         if self.loss_name != "ce":
-            self.metric_loss = build_metric_loss(self.hparams.get("loss") or {}, len(train_classes), self.embed_dim)
+            self.metric_loss = build_metric_loss(self.hparams.get("loss") or {}, len(train_classes), self.objective_dim)
         elif self.classifier is None or self.classifier[-1].out_features != len(train_classes):
             self.classifier = self.make_classifier(len(train_classes))
 
     def _init_objective(self) -> None:
-        """Call at the end of ``__init__``: the classifier (ce) or the metric loss."""
+        """Call at the end of ``__init__``: the classifier (ce) or the metric loss, and the
+        whitening (``whiten``: its dimension)."""
+        if self.hparams.get("whiten"):
+            self.whitening = Whitening(self.encode_dim, int(self.hparams.whiten))
+            self._white_buffer: list[torch.Tensor] = []
         num_classes = self.hparams.num_classes
         self.classifier = self.make_classifier(num_classes)
-        self.metric_loss = (build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.embed_dim)
+        self.metric_loss = (build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.objective_dim)
                             if self.loss_name != "ce" and num_classes > 0 else None)
 
     def _classify(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,8 +190,11 @@ class ClipEmbedder(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every clip of the batch failed to load (logged): skip the step
             return None
-        z = self.embed(batch)
+        z = self.objective_embedding(batch)
         bs = batch["target"].shape[0]
+        if self.whitening is not None:  # this epoch's training embeddings: the whitening's data
+            with torch.no_grad():
+                self._white_buffer.append(self.encode(batch).detach().float().cpu())
         if self.loss_name != "ce":
             loss = self.metric_loss(z, batch["target"])
         else:
@@ -174,11 +212,24 @@ class ClipEmbedder(L.LightningModule):
         z = self.embed(batch)
         known = batch["target"] >= 0
         if self.classifier is not None and bool(known.all()):
-            loss, acc = self._classify(batch, z)
+            loss, acc = self._classify(batch, self.objective_embedding(batch))
             bs = batch["target"].shape[0]
             self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=bs)
             self.log(f"{stage}/acc", acc, sync_dist=True, batch_size=bs)
         return {"embedding": z.detach(), "sample_id": batch["sample_id"]}
+
+    def on_validation_epoch_start(self) -> None:
+        """Fit the whitening on the training embeddings of the epoch that just ended (all
+        ranks' together, so every rank whitens alike); before the first epoch it is unfitted."""
+        if self.whitening is None or not getattr(self, "_white_buffer", None):
+            return
+        z = torch.cat(self._white_buffer)
+        self._white_buffer = []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, z)
+            z = torch.cat(parts)
+        self.whitening.fit(z)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "val")

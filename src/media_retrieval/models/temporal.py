@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from media_retrieval.config_schema import CELLS, READOUTS  # noqa: F401 - re-exported: valid values live with the schemas
+from media_retrieval.config_schema import CELLS, READOUTS, TEMPORAL_STATS
 from media_retrieval.errors import ConfigError
 
 
@@ -24,6 +24,14 @@ class TemporalHead(nn.Module):
     classifier on raw ImageNet features memorises the training clips' appearance (README).
     ``center=false`` is the paper-exact input; ``cell='none'`` ignores it (the mean of centred
     frames is 0), so ``model.temporal.cell=none`` alone gives the mean-of-frames baseline.
+
+    ``stats`` fuses training-free statistics of the raw frame features (``mean``, ``std``: how
+    much each feature varies over the clip, ``diff``: the mean absolute change between frames)
+    with the learned part: the embedding is ``[n(s_1), ..., n(s_m)] / sqrt(m) ⊕ w · n(learned)``
+    (``n``: L2 normalisation, ``w``: ``fusion_weight``, a buffer so a weight chosen after
+    training travels with the weights). The objective trains the learned part alone
+    (:meth:`learned`), so what the backbone knows is kept whatever training does, and ``w = 0``
+    is exactly the training-free embedding. With ``cell='none'`` the statistics are the embedding.
     """
 
     def __init__(
@@ -37,8 +45,14 @@ class TemporalHead(nn.Module):
         dropout: float = 0.0,
         embed_dim: int | None = None,
         center: bool = False,
+        stats: list[str] | tuple[str, ...] | None = None,
+        fusion_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        self.stats = tuple(stats or ())
+        bad = [st for st in self.stats if st not in TEMPORAL_STATS]
+        if bad or len(set(self.stats)) != len(self.stats):
+            raise ConfigError(f"model.temporal.stats={list(self.stats)}; valid: distinct of {', '.join(TEMPORAL_STATS)}")
         if cell not in CELLS:
             raise ConfigError(f"model.temporal.cell={cell!r}; valid: {', '.join(CELLS)}")
         if readout not in READOUTS:
@@ -58,9 +72,37 @@ class TemporalHead(nn.Module):
                                bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
             out = hidden * (2 if bidirectional else 1) * (2 if readout == "last_hc" else 1)
         self.proj = nn.Linear(out, embed_dim) if embed_dim else None
-        self.embed_dim = embed_dim or out
+        self.learned_dim = embed_dim or out
+        self.fused = bool(self.stats)
+        if self.fused:
+            self.register_buffer("fusion_weight", torch.tensor(float(fusion_weight)))
+        stat_dim = in_dim * len(self.stats)
+        self.has_learned = not (self.fused and self.rnn is None and self.proj is None)
+        self.embed_dim = stat_dim + (self.learned_dim if self.has_learned else 0) if self.fused else self.learned_dim
+
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, m·F): each statistic of the raw frame features L2-normalised, the block of unit norm."""
+        parts = []
+        for name in self.stats:
+            if name == "mean":
+                v = x.mean(dim=1)
+            elif name == "std":
+                v = x.std(dim=1, unbiased=False)
+            else:  # diff
+                v = (x[:, 1:] - x[:, :-1]).abs().mean(dim=1) if x.shape[1] > 1 else torch.zeros_like(x[:, 0])
+            parts.append(nn.functional.normalize(v, dim=-1))
+        return torch.cat(parts, dim=-1) / len(parts) ** 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return self.learned(x)
+        block = self.statistics(x)
+        if not self.has_learned:
+            return block
+        return torch.cat([block, self.fusion_weight * nn.functional.normalize(self.learned(x), dim=-1)], dim=-1)
+
+    def learned(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, learned_dim): the trainable readout (what the objective trains)."""
         if self.center:
             x = x - x.mean(dim=1, keepdim=True)
         if self.rnn is None:

@@ -225,6 +225,7 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
                 "ckpt_path": record["ckpt_path"], "clip_spec": spec.key(), "media_dir": str(media_dir),
                 "backend": options.backend, "pca_dim": searcher.pca.dim if searcher.pca else None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stats": stats,
+                "par_delta": getattr(model, "par_delta", None),  # δ chosen on validation (delta=auto)
                 "skipped_files": [(s.path, s.reason) for s in skipped]}
     gen = store.write_generation(rows, x, manifest, model, record, searcher)
     shutil.rmtree(work, ignore_errors=True)

@@ -175,6 +175,16 @@ class MediaIndex:
         return self._snap.clip_spec
 
     @property
+    def par_delta(self) -> float:
+        """PAR's δ for this index: the one its model chose on validation clips (recorded at
+        build time), else the default; a value outside [-1, 1] in a foreign manifest is ignored."""
+        from media_retrieval.retrieval.par import resolve_delta
+
+        d = self.manifest.get("par_delta")
+        ok = isinstance(d, (int, float)) and not isinstance(d, bool) and -1.0 <= d <= 1.0
+        return resolve_delta("auto", float(d) if ok else None)
+
+    @property
     def segments(self) -> list[Segment]:
         return self._snap.generation.segments
 
@@ -220,7 +230,7 @@ class MediaIndex:
         dim = self._snap.model.embed_dim if not vecs else vecs[0].shape[0]
         return good, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), errors
 
-    def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float = 0.8,
+    def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float | None = None,
                group_by: str | None = None, ranking: str = "par") -> list[Hit]:
         """Top-k hits for one query: a file path, or an embedding (D,)."""
         if isinstance(query, (str, Path)):
@@ -230,12 +240,13 @@ class MediaIndex:
             q = q.reshape(1, -1)
         return self.search_vectors(q, k, delta, group_by, ranking)[0]
 
-    def search_vectors(self, q: np.ndarray, k: int, delta: float = 0.8, group_by: str | None = None,
+    def search_vectors(self, q: np.ndarray, k: int, delta: float | None = None, group_by: str | None = None,
                        ranking: str = "par") -> list[list[Hit]]:
         """Per query embedding, the top-k hits in Euclidean order, each flagged ``kept`` by the
         ranking method (:mod:`media_retrieval.retrieval.rankers`: ``par`` keeps cosine > δ);
         ``group_by='video'`` merges the chunks of a file into one hit (its nearest chunk, with
-        the spans of all its chunks among the hits)."""
+        the spans of all its chunks among the hits). ``delta=None``: the index's own δ
+        (:attr:`par_delta`)."""
         if group_by not in (None, "video"):
             raise ConfigError(f"group_by={group_by!r}; valid: null, video")
         if k < 1:
@@ -246,7 +257,7 @@ class MediaIndex:
             raise ConfigError(f"query embeddings must be (N, {snap.generation.vectors.shape[1]}), got {q.shape}")
         fetch = k if group_by is None else min(len(segments), k * 8)
         dist, cos, idx = snap.searcher.search(q, fetch)
-        kept = make_ranker(ranking, delta).keep(cos, dist)
+        kept = make_ranker(ranking, self.par_delta if delta is None else delta).keep(cos, dist)
         out = []
         for d_row, c_row, i_row, k_row in zip(dist, cos, idx, kept, strict=True):
             hits: list[Hit] = []

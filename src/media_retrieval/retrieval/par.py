@@ -19,3 +19,37 @@ def par_rerank(topk_indices: torch.Tensor, topk_cosine: torch.Tensor, delta: flo
     """Per query, the kept gallery indices in Euclidean order (lists may be empty)."""
     keep = par_keep(topk_cosine, delta)
     return [idx[m] for idx, m in zip(topk_indices, keep, strict=True)]
+
+
+def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05) -> float | None:
+    """``delta=auto``: of the PAR rows scored on validation clips (``ranking='par'``, split
+    ``all``, this ``k``), the δ with the highest accuracy@k among those that leave at most
+    ``max_empty_share`` of the lists empty and keep fewer than ``k`` on average (a δ that keeps
+    all k re-ranks nothing). Ties go to the smaller δ (it empties fewer lists). None when no δ
+    qualifies: the caller keeps its fixed δ."""
+    import math
+
+    best: tuple[float, float] | None = None
+    for r in rows:
+        if r.get("ranking") != "par" or r.get("split") != "all" or r.get("dataset", "all") != "all" or r["k"] != k:
+            continue
+        acc = r.get("accuracy")
+        if acc is None or math.isnan(acc) or r["empty_share"] > max_empty_share or not r["mean_kept"] < k:
+            continue
+        if best is None or acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and r["delta"] < best[1]):
+            best = (acc, float(r["delta"]))
+    return None if best is None else best[1]
+
+
+#: δ when ``retrieval.par.delta=auto`` and the model has none chosen (the paper's value)
+FALLBACK_DELTA = 0.8
+
+
+def resolve_delta(delta: float | str, chosen: float | None) -> float:
+    """The δ to use: a number as given; ``auto`` = the δ chosen on validation clips (stored with
+    the model or index), else :data:`FALLBACK_DELTA`."""
+    if isinstance(delta, str):
+        if delta != "auto":
+            raise ValueError(f"retrieval.par.delta={delta!r}: a number in [-1, 1] or auto")
+        return float(chosen) if chosen is not None else FALLBACK_DELTA
+    return float(delta)

@@ -1,0 +1,386 @@
+"""Quality on real footage: leave-one-source-out over the four sets of ``real-clips``.
+
+Each fold trains on three sources and tests on the fourth, whose classes are all unseen
+(leave-one-out retrieval inside the test set: every clip a query, the others its gallery).
+Choices inside a fold (epochs, fusion weight, δ) are made on validation carved from the
+training sources only: each training source in turn is held out (unseen classes, like the
+test), the model is trained on the other two and scored there; the choice with the best mean
+of P@5 and mAP over the three wins. The final model then trains on all three. 3 seeds.
+
+Models, all through this project's code (feature cache, ``TemporalHead``, ``CNNLSTM``'s
+training step, ``score_rows``, ``select_delta``):
+- ``baseline``: no training, the mean of the 16 ImageNet Lite0 frame features (the README's
+  reference pipeline of ``real-clips``).
+- ``mean_std``: no training, normalised mean ⊕ standard deviation of the frame features.
+- ``cnn_lstm_paper``: the LSTM embedding alone (``model.temporal.stats=[]``), trained.
+- ``mean_std_whiten``: ``mean_std`` PCA-whitened (fitted on the training sources' clips, no
+  labels; the dimension chosen on validation).
+- ``cnn_lstm``: the fused default (statistics ⊕ w · learned LSTM part, then whitening),
+  trained; w, the whitening dimension and the epochs chosen on validation.
+
+Usage (``make real-benchmark``)::
+
+    PYTHONPATH=src .venv/bin/python benchmarks/real_benchmark.py [--seeds 3] [--out DIR]
+
+Frame features are computed once into ``.cache/features`` (shared by folds, seeds and later
+runs); the rest is training small heads on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from media_retrieval.data.discovery import MediaItem  # noqa: E402
+from media_retrieval.data.folds import Fold, leave_one_source_out  # noqa: E402
+
+SETS = ("ucf101-mini", "gestures-mini", "fight-cctv", "exercise-typing")
+K = 5
+DELTAS = [round(0.05 * i, 2) for i in range(0, 20)]  # 0.0 .. 0.95
+EPOCHS = (10, 30)
+WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+WHITEN = (None, 32, 64, 128)  # PCA-whitening dimensions tried (None: no whitening)
+TEMPORAL = {"cell": "lstm", "hidden": 256, "center": True}
+FUSED_STATS = ["mean", "std"]
+log = logging.getLogger("real_benchmark")
+
+
+# ---------------------------------------------------------------------------- data
+def load_sources(real_dir: Path, cache_dir: Path) -> tuple[dict[str, list[MediaItem]], dict[str, np.ndarray]]:
+    """The clips of each set and their (16, 1280) frame features, computed once (cached)."""
+    from media_retrieval.data.datamodule import FolderDataModule
+    from media_retrieval.models.backbones import create_backbone
+
+    dm = FolderDataModule(roots={s: str(real_dir / s) for s in SETS}, frames=16, image_size=224, resize="stretch",
+                          sampling="index", chunk_s=None, cache_dir=str(cache_dir), num_workers=1, dedupe=False,
+                          kinds=["video"], feature_batch_size=1)
+    backbone = create_backbone("efficientnet_lite0", "imagenet")
+    dm.attach_frame_encoder(backbone, backbone.spec())
+    dm.prepare_data()
+    bad = dm.cache.skipped()
+    sources: dict[str, list[MediaItem]] = {s: [] for s in SETS}
+    feats: dict[str, np.ndarray] = {}
+    for it in dm.items():
+        key = dm.content_key(it)
+        if key in bad or key not in dm.cache:
+            log.warning("skipping %s: %s", it.path, bad.get(key, "no features"))
+            continue
+        sources[it.dataset].append(it)
+        feats[it.key] = np.asarray(dm.cache.get(key), dtype=np.float32)
+    return sources, feats
+
+
+def stack(items: list[MediaItem], feats: dict[str, np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([feats[it.key] for it in items]))
+
+
+# ---------------------------------------------------------------------------- scoring
+def score(vectors: torch.Tensor, items: list[MediaItem]) -> list[dict]:
+    """Leave-one-out result rows (every clip a query against all the others), unseen classes."""
+    from media_retrieval.retrieval.evaluate import EmbeddingSet, score_rows
+
+    names = sorted({it.label for it in items})
+    labels = np.array([names.index(it.label) for it in items])
+    n = len(items)
+    emb = EmbeddingSet(ids=np.arange(n), vectors=vectors.float(), labels=labels, seen=np.zeros(n, bool),
+                       is_query=np.ones(n, bool), is_gallery=np.ones(n, bool))
+    return score_rows(emb, [K], delta=0.8, deltas=DELTAS)
+
+
+def pick(rows: list[dict], ranking: str, delta: float | None = None) -> dict:
+    for r in rows:
+        if r["ranking"] == ranking and r["split"] == "all" and r["dataset"] == "all" and r["k"] == K and \
+                (delta is None or abs(r["delta"] - delta) < 1e-9):
+            return r
+    raise KeyError((ranking, delta))
+
+
+def quality(rows: list[dict]) -> float:
+    """What validation maximises: the mean of P@5 and mAP."""
+    eu = pick(rows, "euclidean")
+    return (eu["accuracy"] + eu["map"]) / 2
+
+
+def averaged_par_rows(row_sets: list[list[dict]]) -> list[dict]:
+    """PAR rows averaged over several validation sources (what ``select_delta`` then reads)."""
+    out = []
+    for d in DELTAS:
+        rs = [pick(rows, "par", d) for rows in row_sets]
+        acc = [r["accuracy"] for r in rs if not math.isnan(r["accuracy"])]
+        out.append({"ranking": "par", "split": "all", "dataset": "all", "k": K, "delta": d,
+                    "accuracy": float(np.mean(acc)) if acc else float("nan"),
+                    "empty_share": float(np.mean([r["empty_share"] for r in rs])),
+                    "mean_kept": float(np.mean([r["mean_kept"] for r in rs]))})
+    return out
+
+
+def choose_delta(row_sets: list[list[dict]]) -> float:
+    from media_retrieval.retrieval.par import select_delta
+
+    d = select_delta(averaged_par_rows(row_sets), K)
+    return 0.0 if d is None else d  # none qualifies: the most permissive δ of the grid
+
+
+# ---------------------------------------------------------------------------- models
+@dataclass
+class Trained:
+    """Temporal-head weights after each epoch of ``EPOCHS``."""
+
+    snapshots: dict[int, dict[str, torch.Tensor]]
+    stats: list[str]
+
+
+def train(items: list[MediaItem], feats: dict[str, np.ndarray], seed: int, stats: list[str]) -> Trained:
+    """The default model's training step (``CNNLSTM`` + cross-entropy on the learned part) on
+    cached features; the temporal head is snapshotted after each epoch in ``EPOCHS``."""
+    import lightning as L
+
+    from media_retrieval.models import CNNLSTM
+
+    classes = sorted({it.label for it in items})
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none"},
+                    temporal={**TEMPORAL, "stats": stats}, num_classes=len(classes), lr=1e-3)
+    x = stack(items, feats)
+    y = torch.tensor([classes.index(it.label) for it in items])
+    data = [{"features": x[i], "target": y[i], "sample_id": i} for i in range(len(items))]
+    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    class Snapshot(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.current_epoch + 1 in EPOCHS:
+                snapshots[trainer.current_epoch + 1] = copy.deepcopy(pl_module.temporal.state_dict())
+
+    trainer = L.Trainer(max_epochs=max(EPOCHS), accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Snapshot()])
+    trainer.fit(model, loader)
+    return Trained(snapshots, stats)
+
+
+def head(stats: list[str], cell: str = "lstm", state: dict | None = None, weight: float = 1.0):
+    from media_retrieval.models.temporal import TemporalHead
+
+    h = TemporalHead(1280, **{**TEMPORAL, "cell": cell, "stats": stats, "fusion_weight": weight}).eval()
+    if state is not None:
+        h.load_state_dict({k: v for k, v in state.items() if k != "fusion_weight"}, strict=False)
+        if h.fused:
+            h.fusion_weight.fill_(weight)
+    return h
+
+
+@torch.no_grad()
+def embed(h, items: list[MediaItem], feats: dict[str, np.ndarray]) -> torch.Tensor:
+    return h(stack(items, feats))
+
+
+def whitened(train_z: torch.Tensor, z: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """``z`` through the model's ``Whitening`` fitted on ``train_z`` (identity for None)."""
+    from media_retrieval.models.whitening import Whitening
+
+    if dim is None:
+        return z
+    w = Whitening(train_z.shape[1], dim)
+    w.fit(train_z)
+    return w(z)
+
+
+TRAINING_FREE = {"baseline": ([], "none"), "mean_std": (FUSED_STATS, "none")}
+
+
+# ---------------------------------------------------------------------------- one fold
+def run_fold(fold: Fold, sources: dict, feats: dict, seeds: list[int]) -> list[dict]:
+    out = []
+    test_items = fold.items(sources, "test")
+    train_items = fold.items(sources, "train")
+    # training-free models: δ chosen on the training sources (each scored leave-one-out alone)
+    for name, (stats, cell) in TRAINING_FREE.items():
+        h = head(stats, cell)
+        delta = choose_delta([score(embed(h, sources[s], feats), sources[s]) for s in fold.train])
+        rows = score(embed(h, test_items, feats), test_items)
+        out.append(result_row(fold.test, name, "none", rows, delta, {}))
+    # label-free learning only: whitening fitted on the training sources, its dimension on validation
+    h = head(FUSED_STATS, "none")
+    val_w: dict[int | None, list[list[dict]]] = {}
+    for held in fold.train:
+        inner = [it for s in fold.train if s != held for it in sources[s]]
+        for d in WHITEN:
+            z = whitened(embed(h, inner, feats), embed(h, sources[held], feats), d)
+            val_w.setdefault(d, []).append(score(z, sources[held]))
+    d, best = max(val_w.items(), key=lambda kv: np.mean([quality(r) for r in kv[1]]))
+    rows = score(whitened(embed(h, train_items, feats), embed(h, test_items, feats), d), test_items)
+    out.append(result_row(fold.test, "mean_std_whiten", "none", rows, choose_delta(best), {"whiten": d}))
+    for seed in seeds:
+        for name, stats in (("cnn_lstm", FUSED_STATS), ("cnn_lstm_paper", [])):
+            weights, dims = (WEIGHTS, WHITEN) if stats else ((1.0,), (None,))
+            # validation: each training source held out in turn (its classes unseen, like the test)
+            val: dict[tuple, list[list[dict]]] = {}
+            for held in fold.train:
+                inner = [it for s in fold.train if s != held for it in sources[s]]
+                trained = train(inner, feats, seed, stats)
+                for e, state in trained.snapshots.items():
+                    for w in weights:
+                        h = head(stats, state=state, weight=w)
+                        z_inner, z_held = embed(h, inner, feats), embed(h, sources[held], feats)
+                        for d in dims:
+                            val.setdefault((e, w, d), []).append(score(whitened(z_inner, z_held, d), sources[held]))
+            (epochs, w, d), best = max(val.items(), key=lambda kv: (np.mean([quality(r) for r in kv[1]]),
+                                                                     -kv[0][1]))
+            delta = choose_delta(best)
+            final = train(train_items, feats, seed, stats)
+            h = head(stats, state=final.snapshots[epochs], weight=w)
+            z = whitened(embed(h, train_items, feats), embed(h, test_items, feats), d)
+            rows = score(z, test_items)
+            out.append(result_row(fold.test, name, seed, rows, delta, {"epochs": epochs, "fusion_weight": w,
+                                                                       "whiten": d}))
+            log.info("%s %s seed %d: epochs %d, w %.2f, whiten %s, δ %.2f -> P@5 %.3f mAP %.3f", fold.test, name,
+                     seed, epochs, w, d, delta, out[-1]["p_at_5"], out[-1]["map"])
+    return out
+
+
+def result_row(fold: str, model: str, seed, rows: list[dict], delta: float, chosen: dict) -> dict:
+    eu, par = pick(rows, "euclidean"), pick(rows, "par", delta)
+    return {"fold": fold, "model": model, "seed": seed, "p_at_5": eu["accuracy"], "map": eu["map"],
+            "par_accuracy_at_5": par["accuracy"], "par_mean_kept": par["mean_kept"],
+            "par_empty_share": par["empty_share"], "delta": delta, **chosen}
+
+
+# ---------------------------------------------------------------------------- report
+METRICS = ("p_at_5", "map", "par_accuracy_at_5", "par_mean_kept", "par_empty_share", "delta")
+
+
+def summarise(rows: list[dict], ceilings: dict[str, float]) -> list[dict]:
+    """Per (fold, model) a ``mean`` row with the seed spread (std), and a ``mean`` fold."""
+    out = []
+    folds = sorted({r["fold"] for r in rows}, key=SETS.index)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for fold in folds:
+        for model in models:
+            rs = [r for r in rows if r["fold"] == fold and r["model"] == model]
+            m = {"fold": fold, "model": model, "seed": "mean", "n_seeds": len(rs)}
+            for key in METRICS:
+                vals = [r[key] for r in rs if not (isinstance(r[key], float) and math.isnan(r[key]))]
+                m[key] = float(np.mean(vals)) if vals else float("nan")
+                m[f"{key}_std"] = float(np.std(vals)) if vals else float("nan")
+            base = next(r for r in rows if r["fold"] == fold and r["model"] == "baseline")
+            m["at_ceiling"] = base["p_at_5"] >= ceilings[fold] - 1e-6
+            out.append(m)
+    for model in models:
+        ms = [m for m in out if m["model"] == model]
+        open_ = [m for m in ms if not m["at_ceiling"]]
+        for fold_name, group in (("mean", ms), ("mean_not_at_ceiling", open_)):
+            if group:
+                out.append({"fold": fold_name, "model": model, "seed": "mean", "n_folds": len(group),
+                            **{k: float(np.mean([m[k] for m in group])) for k in METRICS},
+                            **{f"{k}_std": float(np.mean([m[f'{k}_std'] for m in group])) for k in METRICS}})
+    return out
+
+
+def write_outputs(out_dir: Path, rows: list[dict], summary: list[dict], meta: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "real_benchmark.json").write_text(json.dumps({"meta": meta, "rows": rows + summary}, indent=1))
+    table = Table(title="Real footage, leave-one-source-out (test classes unseen; mean ± seed std)")
+    for col in ("fold", "model", "P@5", "mAP", "PAR acc@5", "kept", "empty", "δ"):
+        table.add_column(col, justify="left" if col in ("fold", "model") else "right")
+    lines = ["| fold | model | P@5 | mAP | PAR acc@5 | PAR mean_kept | PAR empty_share | δ |", "|" + " --- |" * 8]
+    for m in summary:
+        fold = m["fold"] + (" (ceiling)" if m.get("at_ceiling") else "")
+        cells = [f"{m['p_at_5']:.3f} ± {m['p_at_5_std']:.3f}", f"{m['map']:.3f} ± {m['map_std']:.3f}",
+                 f"{m['par_accuracy_at_5']:.3f}", f"{m['par_mean_kept']:.2f}", f"{m['par_empty_share']:.3f}",
+                 f"{m['delta']:.2f}"]
+        table.add_row(fold, m["model"], *cells)
+        lines.append(f"| {fold} | {m['model']} | " + " | ".join(cells) + " |")
+    Console(width=140).print(table)
+    (out_dir / "real_benchmark.md").write_text(
+        "# Real footage: leave-one-source-out\n\n" + "\n".join(lines) + "\n\n"
+        f"Command: `{meta['command']}` ({meta['seconds']:.0f} s, {meta['machine']}).\n")
+    bar_chart(summary, out_dir / "real_benchmark.png")
+
+
+def bar_chart(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = [f for f in dict.fromkeys(m["fold"] for m in summary) if f != "mean_not_at_ceiling"]
+    models = list(dict.fromkeys(m["model"] for m in summary))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, key, title in ((axes[0], "p_at_5", "P@5"), (axes[1], "map", "mAP")):
+        width = 0.8 / len(models)
+        for i, model in enumerate(models):
+            vals = [next(m[key] for m in summary if m["fold"] == f and m["model"] == model) for f in folds]
+            errs = [next(m[f"{key}_std"] for m in summary if m["fold"] == f and m["model"] == model) for f in folds]
+            ax.bar(np.arange(len(folds)) + i * width, vals, width, yerr=errs, label=model, capsize=2)
+        ax.set_xticks(np.arange(len(folds)) + 0.4 - width / 2, folds, rotation=15)
+        ax.set_title(f"{title}: test source (its classes unseen)")
+        ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--real-dir", default=str(ROOT.parent / "shared" / "data" / "real-clips"))
+    p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--folds", nargs="*", default=None, help="test sources to run (default: all four)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    real = Path(args.real_dir)
+    if not real.is_dir():
+        sys.exit(f"error: real footage not found at {real}: pass --real-dir (see ../shared/data/real-clips/README.md)")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    t0 = time.time()
+    sources, feats = load_sources(real, Path(args.cache_dir))
+    log.info("features ready: %s clips (%.0f s)", {s: len(v) for s, v in sources.items()}, time.time() - t0)
+    folds = [f for f in leave_one_source_out(sources) if not args.folds or f.test in args.folds]
+    rows = []
+    ceilings = {}
+    for fold in sorted(folds, key=lambda f: SETS.index(f.test)):
+        items = fold.items(sources, "test")
+        ceilings[fold.test] = ceiling_of(items)
+        rows += run_fold(fold, sources, feats, list(range(args.seeds)))
+    summary = summarise(rows, ceilings)
+    out = Path(args.out) if args.out else ROOT / "logs" / "real_benchmark" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    meta = {"command": "make real-benchmark" if not argv and len(sys.argv) == 1 else " ".join(sys.argv),
+            "seconds": time.time() - t0, "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+            "seeds": args.seeds, "epochs_grid": EPOCHS, "fusion_weights": WEIGHTS, "whiten_dims": WHITEN,
+            "deltas": DELTAS,
+            "ceilings_p_at_5": ceilings}
+    write_outputs(out, rows, summary, meta)
+    print(f"real benchmark: {out / 'real_benchmark.md'} ({time.time() - t0:.0f} s)")
+
+
+def ceiling_of(items: list[MediaItem]) -> float:
+    """Best possible P@5 in leave-one-out: min(R, 5) / 5 averaged over queries."""
+    from collections import Counter
+
+    counts = Counter(it.label for it in items)
+    return float(np.mean([min(counts[it.label] - 1, K) / K for it in items]))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,11 @@ training step, ``score_rows``, ``select_delta``):
 - ``cnn_lstm_paper``: the LSTM embedding alone (``model.temporal.stats=[]``), trained.
 - ``mean_std_whiten``: ``mean_std`` PCA-whitened (fitted on the training sources' clips, no
   labels; the dimension chosen on validation).
-- ``cnn_lstm``: the fused default (statistics ⊕ w · learned LSTM part, then whitening),
+- ``cnn_lstm``: the fused model (statistics ⊕ w · learned LSTM part, then whitening),
   trained; w, the whitening dimension and the epochs chosen on validation.
+- ``cnn_lstm_default``: the same trained networks with ``configs/model/cnn_lstm.yaml``'s fixed
+  ``fusion_weight`` and ``whiten`` (only the epochs chosen on validation): what a user who
+  changes nothing gets.
 
 Usage (``make real-benchmark``)::
 
@@ -202,6 +205,14 @@ def whitened(train_z: torch.Tensor, z: torch.Tensor, dim: int | None) -> torch.T
 TRAINING_FREE = {"baseline": ([], "none"), "mean_std": (FUSED_STATS, "none")}
 
 
+def config_defaults() -> tuple[float, int | None]:
+    """``fusion_weight`` and ``whiten`` of the default model config."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "configs" / "model" / "cnn_lstm.yaml")
+    return float(cfg.temporal.fusion_weight), cfg.get("whiten")
+
+
 # ---------------------------------------------------------------------------- one fold
 def run_fold(fold: Fold, sources: dict, feats: dict, seeds: list[int]) -> list[dict]:
     out = []
@@ -227,6 +238,9 @@ def run_fold(fold: Fold, sources: dict, feats: dict, seeds: list[int]) -> list[d
     for seed in seeds:
         for name, stats in (("cnn_lstm", FUSED_STATS), ("cnn_lstm_paper", [])):
             weights, dims = (WEIGHTS, WHITEN) if stats else ((1.0,), (None,))
+            w0, d0 = config_defaults()
+            if stats:  # the default config's values are among those scored
+                weights, dims = tuple(sorted({*weights, w0})), tuple(dict.fromkeys([*dims, d0]))
             # validation: each training source held out in turn (its classes unseen, like the test)
             val: dict[tuple, list[list[dict]]] = {}
             for held in fold.train:
@@ -249,6 +263,13 @@ def run_fold(fold: Fold, sources: dict, feats: dict, seeds: list[int]) -> list[d
                                                                        "whiten": d}))
             log.info("%s %s seed %d: epochs %d, w %.2f, whiten %s, δ %.2f -> P@5 %.3f mAP %.3f", fold.test, name,
                      seed, epochs, w, d, delta, out[-1]["p_at_5"], out[-1]["map"])
+            if stats:  # the default config: its w and whitening, the epochs chosen on validation
+                e0, best0 = max(((e, r) for (e, w_, d_), r in val.items() if w_ == w0 and d_ == d0),
+                                key=lambda er: np.mean([quality(r) for r in er[1]]))
+                h = head(stats, state=final.snapshots[e0], weight=w0)
+                z = whitened(embed(h, train_items, feats), embed(h, test_items, feats), d0)
+                out.append(result_row(fold.test, "cnn_lstm_default", seed, score(z, test_items),
+                                      choose_delta(best0), {"epochs": e0, "fusion_weight": w0, "whiten": d0}))
     return out
 
 

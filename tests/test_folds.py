@@ -51,3 +51,8 @@ def test_delta_auto_picks_the_best_accuracy_that_keeps_lists_filled():
     assert select_delta(rows, 5, max_empty_share=0.5) == 0.8
     assert select_delta([_par(0.6, 0.7, 0.0, 4.0), _par(0.65, 0.7, 0.0, 3.5)], 5) == 0.6  # tie: the smaller δ
     assert select_delta([_par(0.9, 0.9, 0.5, 1.0)], 5) is None
+    # a gallery of 3: the Euclidean lists hold 3, so a δ keeping all 3 re-ranks nothing
+    small = [_par(-1.0, 0.5, 0.0, 3.0), _par(0.5, 0.6, 0.0, 2.5),
+             {"ranking": "euclidean", "split": "all", "dataset": "all", "k": 5, "delta": None, "accuracy": 0.5,
+              "empty_share": 0.0, "mean_kept": 3.0}]
+    assert select_delta(small, 5) == 0.5

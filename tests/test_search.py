@@ -26,7 +26,7 @@ from media_retrieval.retrieval.index_store import IndexStore
 from media_retrieval.retrieval.media_index import MediaIndex
 
 # the no-training model (ImageNet Lite0, mean of frame features): appearance classes separate
-MODEL = ["model.temporal.cell=none", "preprocess.frames=4", "preprocess.image_size=64",
+MODEL = ["model.temporal.cell=none", "model.temporal.stats=[]", "preprocess.frames=4", "preprocess.image_size=64",
          "preprocess.chunk_s=2", "num_workers=0", "trainer.accelerator=cpu", "batch_size=4"]
 
 

@@ -45,6 +45,7 @@ class RetrievalCallback(L.Callback):
         # model, so the checkpoint of the best epoch carries the δ chosen with it.
         self.auto = delta == "auto"
         self.k, self.delta, self.deltas = list(k), resolve_delta(delta, None), list(deltas)
+        self.delta_chosen = False  # whether the tested δ was chosen on validation
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
         self.table_k = table_k
@@ -107,6 +108,8 @@ class RetrievalCallback(L.Callback):
                           model=self._name(pl_module), exclude_same_group=self.exclude_same_video)
         if self.auto:
             chosen = select_delta(rows, self.table_k)
+            if chosen is None and self.deltas:  # no δ met the rule: the most permissive one of the grid
+                chosen = min(self.deltas)
             pl_module.par_delta = chosen
             self.delta = resolve_delta("auto", chosen)
             pl_module.log("val/par_delta", self.delta, batch_size=len(ids), sync_dist=True)
@@ -119,6 +122,7 @@ class RetrievalCallback(L.Callback):
     def on_test_start(self, trainer, pl_module) -> None:
         if self.auto:  # the tested checkpoint's δ (chosen at its validation)
             self.delta = resolve_delta("auto", getattr(pl_module, "par_delta", None))
+            self.delta_chosen = pl_module.par_delta is not None
             log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if pl_module.par_delta is not None
                      else "no δ chosen on validation: the default")
 

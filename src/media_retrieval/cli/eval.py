@@ -9,8 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.cli.train import report, tested_delta
-from media_retrieval.errors import ConfigError
 from media_retrieval.models.registry import model_from_config
+from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.training import prepare
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,11 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
     from media_retrieval.reporting.rescore import rescore_embeddings
 
     r = cfg.retrieval
-    if r.par.delta == "auto":
-        raise ConfigError("retrieval.par.delta=auto needs the model (its δ was chosen on validation clips): "
-                          "give a number to re-score saved embeddings, e.g. retrieval.par.delta=0.8")
-    metrics = rescore_embeddings(cfg.embeddings, Path(cfg.paths.output_dir) / "retrieval", list(r.k), r.par.delta,
+    delta = resolve_delta(r.par.delta, None)
+    if r.par.delta == "auto":  # saved embeddings carry no model, so no δ chosen on validation
+        log.warning("retrieval.par.delta=auto without a model: headline δ = %s (every δ of retrieval.par.deltas "
+                    "is scored; best_delta.md lists the best)", delta)
+    metrics = rescore_embeddings(cfg.embeddings, Path(cfg.paths.output_dir) / "retrieval", list(r.k), delta,
                                  list(r.par.deltas), r.table_k, bool(r.get("exclude_same_video", False)))
     for lg in build_loggers(cfg):  # W&B sweeps read the metric from here
         lg.log_hyperparams({"retrieval": OmegaConf.to_container(r, resolve=True), "embeddings": str(cfg.embeddings)})

@@ -59,20 +59,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def tested_delta(trainer: L.Trainer, cfg: DictConfig) -> float:
-    """The δ the test used: ``retrieval.par.delta``, or with ``auto`` the model's."""
+def tested_delta(trainer: L.Trainer, cfg: DictConfig) -> tuple[float, bool]:
+    """The δ the test used (``retrieval.par.delta``, or with ``auto`` the model's) and whether
+    it was chosen on validation."""
     from media_retrieval.callbacks.retrieval import RetrievalCallback
 
     cb = next((c for c in trainer.callbacks if isinstance(c, RetrievalCallback)), None)
-    return cb.delta if cb is not None else resolve_delta(cfg.retrieval.par.delta, None)
+    return (cb.delta, cb.delta_chosen) if cb is not None else (resolve_delta(cfg.retrieval.par.delta, None), False)
 
 
 @rank_zero_only
-def report(cfg: DictConfig, with_results: bool = True, delta: float | None = None) -> None:
+def report(cfg: DictConfig, with_results: bool = True, delta: tuple[float, bool] | None = None) -> None:
     """Print the retrieval table from the run's results.json (rank 0 only)."""
     if with_results:
-        delta = resolve_delta(cfg.retrieval.par.delta, None) if delta is None else delta
-        how = " chosen on validation" if cfg.retrieval.par.delta == "auto" else ""
+        delta, chosen = (resolve_delta(cfg.retrieval.par.delta, None), False) if delta is None else delta
+        how = " chosen on validation" if chosen else " (default)" if cfg.retrieval.par.delta == "auto" else ""
         print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, delta,
                       title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
                             f"(EU = Euclidean, PAR δ = {delta:g}{how})")

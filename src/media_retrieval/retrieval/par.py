@@ -25,16 +25,19 @@ def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05) -> flo
     """``delta=auto``: of the PAR rows scored on validation clips (``ranking='par'``, split
     ``all``, this ``k``), the δ with the highest accuracy@k among those that leave at most
     ``max_empty_share`` of the lists empty and keep fewer than ``k`` on average (a δ that keeps
-    all k re-ranks nothing). Ties go to the smaller δ (it empties fewer lists). None when no δ
+    every candidate re-ranks nothing; with a gallery smaller than ``k`` the bar is what the
+    Euclidean lists hold). Ties go to the smaller δ (it empties fewer lists). None when no δ
     qualifies: the caller keeps its fixed δ."""
     import math
 
+    full = next((r["mean_kept"] for r in rows if r.get("ranking") == "euclidean" and r.get("split") == "all"
+                 and r.get("dataset", "all") == "all" and r["k"] == k), k)
     best: tuple[float, float] | None = None
     for r in rows:
         if r.get("ranking") != "par" or r.get("split") != "all" or r.get("dataset", "all") != "all" or r["k"] != k:
             continue
         acc = r.get("accuracy")
-        if acc is None or math.isnan(acc) or r["empty_share"] > max_empty_share or not r["mean_kept"] < k:
+        if acc is None or math.isnan(acc) or r["empty_share"] > max_empty_share or not r["mean_kept"] < min(k, full):
             continue
         if best is None or acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and r["delta"] < best[1]):
             best = (acc, float(r["delta"]))

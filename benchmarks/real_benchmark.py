@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import logging
 import math
@@ -359,6 +360,69 @@ def bar_chart(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def learning_curve(sources: dict, feats: dict, seeds: list[int], out_dir: Path) -> list[dict]:
+    """Gain over the baseline as the training sources grow (1, 2, 3), on the folds not at the
+    ceiling: the default config (its w and whitening, 10 epochs) and the label-free part alone
+    (mean ⊕ std whitened on the same sources), each on the fold's test source."""
+    w0, d0 = config_defaults()
+    rows = []
+    for fold in leave_one_source_out(sources):
+        test_items = fold.items(sources, "test")
+        if ceiling_of(test_items) <= quality_of_baseline(test_items, feats) + 1e-6:
+            continue
+        base = pick(score(embed(head([], "none"), test_items, feats), test_items), "euclidean")
+        free = head(FUSED_STATS, "none")
+        for n in range(1, len(fold.train) + 1):
+            for subset in itertools.combinations(fold.train, n):
+                items = [it for s in subset for it in sources[s]]
+                z = whitened(embed(free, items, feats), embed(free, test_items, feats), d0)
+                lf = pick(score(z, test_items), "euclidean")
+                for seed in seeds:
+                    trained = train(items, feats, seed, FUSED_STATS)
+                    h = head(FUSED_STATS, state=trained.snapshots[min(EPOCHS)], weight=w0)
+                    z = whitened(embed(h, items, feats), embed(h, test_items, feats), d0)
+                    eu = pick(score(z, test_items), "euclidean")
+                    rows.append({"fold": fold.test, "n_sources": n, "sources": list(subset), "seed": seed,
+                                 "gain_p_at_5": eu["accuracy"] - base["accuracy"], "gain_map": eu["map"] - base["map"],
+                                 "label_free_gain_p_at_5": lf["accuracy"] - base["accuracy"],
+                                 "label_free_gain_map": lf["map"] - base["map"]})
+                log.info("curve %s %s: default %+.3f P@5 / %+.3f mAP; label-free %+.3f / %+.3f", fold.test, subset,
+                         np.mean([r["gain_p_at_5"] for r in rows[-len(seeds):]]),
+                         np.mean([r["gain_map"] for r in rows[-len(seeds):]]), rows[-1]["label_free_gain_p_at_5"],
+                         rows[-1]["label_free_gain_map"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "learning_curve.json").write_text(json.dumps(rows, indent=1))
+    curve_plot(rows, out_dir / "learning_curve.png")
+    return rows
+
+
+def quality_of_baseline(items: list[MediaItem], feats: dict) -> float:
+    return pick(score(embed(head([], "none"), items, feats), items), "euclidean")["accuracy"]
+
+
+def curve_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted({r["n_sources"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, key, title in ((axes[0], "p_at_5", "P@5"), (axes[1], "map", "mAP")):
+        for label, k in (("default (trained)", f"gain_{key}"), ("label-free part alone", f"label_free_gain_{key}")):
+            means = [np.mean([r[k] for r in rows if r["n_sources"] == n]) for n in ns]
+            stds = [np.std([r[k] for r in rows if r["n_sources"] == n]) for n in ns]
+            ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(ns)
+        ax.set_xlabel("training sources")
+        ax.set_title(f"{title} gain over no training (unseen test source)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--real-dir", default=str(ROOT.parent / "shared" / "data" / "real-clips"))
@@ -366,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--folds", nargs="*", default=None, help="test sources to run (default: all four)")
     p.add_argument("--out", default=None)
+    p.add_argument("--learning-curve", action="store_true",
+                   help="instead: the gain over no training with 1, 2 and 3 training sources")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -377,6 +443,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     sources, feats = load_sources(real, Path(args.cache_dir))
     log.info("features ready: %s clips (%.0f s)", {s: len(v) for s, v in sources.items()}, time.time() - t0)
+    out = Path(args.out) if args.out else ROOT / "logs" / "real_benchmark" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if args.learning_curve:
+        learning_curve(sources, feats, list(range(args.seeds)), out)
+        print(f"learning curve: {out / 'learning_curve.png'} ({time.time() - t0:.0f} s)")
+        return
     folds = [f for f in leave_one_source_out(sources) if not args.folds or f.test in args.folds]
     rows = []
     ceilings = {}
@@ -385,7 +456,6 @@ def main(argv: list[str] | None = None) -> None:
         ceilings[fold.test] = ceiling_of(items)
         rows += run_fold(fold, sources, feats, list(range(args.seeds)))
     summary = summarise(rows, ceilings)
-    out = Path(args.out) if args.out else ROOT / "logs" / "real_benchmark" / time.strftime("%Y-%m-%d_%H-%M-%S")
     meta = {"command": "make real-benchmark" if not argv and len(sys.argv) == 1 else " ".join(sys.argv),
             "seconds": time.time() - t0, "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
             "seeds": args.seeds, "epochs_grid": EPOCHS, "fusion_weights": WEIGHTS, "whiten_dims": WHITEN,

@@ -99,7 +99,7 @@ def main() -> None:
     target = torch.randint(0, 6, (64,))
 
     def cnn_step():
-        loss, _ = cnn._classify({"target": target}, cnn.objective_embedding({"features": feats}))
+        loss, _ = cnn._classify({"target": target}, cnn.encode_parts({"features": feats})[1])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -128,13 +128,13 @@ def test_embeddings_and_index_files_load_without_pickle(tmp_path):
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dirs, tmp_path, monkeypatch):
     from media_retrieval.models import CNNLSTM
 
-    real_embed = CNNLSTM.objective_embedding  # what the training step trains
+    real_parts = CNNLSTM.encode_parts  # what the training step trains
 
-    def embed(self, batch):
-        z = real_embed(self, batch)
-        return z * float("nan") if self.training and self.current_epoch >= 2 else z
+    def parts(self, batch):
+        z, obj = real_parts(self, batch)
+        return (z * float("nan"), obj * float("nan")) if self.training and self.current_epoch >= 2 else (z, obj)
 
-    monkeypatch.setattr(CNNLSTM, "objective_embedding", embed)
+    monkeypatch.setattr(CNNLSTM, "encode_parts", parts)
     cfg = _cfg(tiny_dirs, tmp_path, ["trainer.max_epochs=5"])
     with pytest.raises(TrainingDiverged, match="non-finite training loss.*last good checkpoint is .*last.ckpt"):
         train(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from media_retrieval.config_schema import check_choices
+from media_retrieval.config_schema import check_choices, stored_delta
 from media_retrieval.errors import ConfigError
 
 # Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
@@ -89,7 +89,7 @@ def validate_config(cfg: DictConfig) -> None:
         if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ConfigError(f"retrieval.k must be a list of integers >= 1, got {ks}")
         for d in [*([] if r.par.delta == "auto" else [r.par.delta]), *r.par.deltas]:
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not -1.0 <= float(d) <= 1.0:
+            if stored_delta(d) is None:
                 raise ConfigError(f"retrieval.par.delta(s) must be numbers in [-1, 1] (cosine) or delta=auto, got {d}")
         if r.get("table_k") is not None and r.table_k not in ks:
             raise ConfigError(f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "

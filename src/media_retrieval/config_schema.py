@@ -48,6 +48,13 @@ MINIMUMS: list[tuple[str, float]] = [
 ]
 
 
+def stored_delta(value: object) -> float | None:
+    """A δ read from a checkpoint or an index manifest (data someone handed us): a number in
+    [-1, 1], anything else ignored (None)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and -1.0 <= value <= 1.0
+    return float(value) if ok else None
+
+
 # ---------------------------------------------------------------------- schemas
 # Every field is MISSING: the YAML files hold the values (one home for defaults), the schemas
 # the types. A MISSING field never overwrites a value when a more specific schema is merged

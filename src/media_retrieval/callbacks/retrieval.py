@@ -121,9 +121,9 @@ class RetrievalCallback(L.Callback):
 
     def on_test_start(self, trainer, pl_module) -> None:
         if self.auto:  # the tested checkpoint's δ (chosen at its validation)
-            self.delta = resolve_delta("auto", getattr(pl_module, "par_delta", None))
-            self.delta_chosen = pl_module.par_delta is not None
-            log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if pl_module.par_delta is not None
+            chosen = getattr(pl_module, "par_delta", None)
+            self.delta, self.delta_chosen = resolve_delta("auto", chosen), chosen is not None
+            log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if self.delta_chosen
                      else "no δ chosen on validation: the default")
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:

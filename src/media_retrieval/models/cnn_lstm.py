@@ -82,9 +82,10 @@ class CNNLSTM(ClipEmbedder):
     def objective_dim(self) -> int:
         return self.temporal.learned_dim
 
-    def objective_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The learned part only: fused statistics stay as the backbone made them."""
-        return self.temporal.learned(self._features(batch))
+    def encode_parts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused encoding and its learned part (the objective's: fused statistics stay as
+        the backbone made them), from one pass of the temporal head."""
+        return self.temporal.parts(self._features(batch))
 
     def train(self, mode: bool = True) -> CNNLSTM:
         super().train(mode)

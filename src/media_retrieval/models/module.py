@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from media_retrieval.config_schema import stored_delta
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.models.losses import build_metric_loss
 from media_retrieval.models.whitening import Whitening
@@ -110,9 +111,7 @@ class ClipEmbedder(L.LightningModule):
         info = checkpoint.get("media_retrieval") or {}
         if info.get("clip_spec"):
             self.clip_spec = ClipSpec.from_dict(info["clip_spec"])
-        delta = info.get("par_delta")
-        if isinstance(delta, (int, float)) and not isinstance(delta, bool) and -1.0 <= delta <= 1.0:
-            self.par_delta = float(delta)
+        self.par_delta = stored_delta(info.get("par_delta"))
 
     def embed_file(self, path: str, spec: ClipSpec | None = None) -> torch.Tensor:
         """(D,) embedding of one video or image, made into a clip by ``spec`` (default: the
@@ -137,18 +136,22 @@ class ClipEmbedder(L.LightningModule):
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) clip embeddings: the one method every retrieval path calls (the encoding,
         whitened when ``whiten`` is set)."""
-        z = self.encode(batch)
+        return self._whitened(self.encode(batch))
+
+    def _whitened(self, z: torch.Tensor) -> torch.Tensor:
         return self.whitening(z) if self.whitening is not None else z
 
     @property
     def objective_dim(self) -> int:
-        """Size of what the objective trains (:meth:`objective_embedding`)."""
+        """Size of what the objective trains (the second part of :meth:`encode_parts`)."""
         return self.encode_dim
 
-    def objective_embedding(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What the classifier or metric loss trains: the encoding, unless a model keeps a
-        training-free part out of the objective's reach (fused statistics)."""
-        return self.encode(batch)
+    def encode_parts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the encoding, what the classifier or metric loss trains) from one forward pass: the
+        same tensor, unless a model keeps a training-free part out of the objective's reach
+        (fused statistics)."""
+        z = self.encode(batch)
+        return z, z
 
     @property
     def loss_name(self) -> str:
@@ -190,11 +193,10 @@ class ClipEmbedder(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every clip of the batch failed to load (logged): skip the step
             return None
-        z = self.objective_embedding(batch)
+        encoding, z = self.encode_parts(batch)
         bs = batch["target"].shape[0]
         if self.whitening is not None:  # this epoch's training embeddings: the whitening's data
-            with torch.no_grad():
-                self._white_buffer.append(self.encode(batch).detach().float().cpu())
+            self._white_buffer.append(encoding.detach().float().cpu())
         if self.loss_name != "ce":
             loss = self.metric_loss(z, batch["target"])
         else:
@@ -209,10 +211,11 @@ class ClipEmbedder(L.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor] | None, stage: str) -> dict[str, Any] | None:
         if batch is None:
             return None
-        z = self.embed(batch)
+        encoding, objective = self.encode_parts(batch)
+        z = self._whitened(encoding)
         known = batch["target"] >= 0
         if self.classifier is not None and bool(known.all()):
-            loss, acc = self._classify(batch, self.objective_embedding(batch))
+            loss, acc = self._classify(batch, objective)
             bs = batch["target"].shape[0]
             self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=bs)
             self.log(f"{stage}/acc", acc, sync_dist=True, batch_size=bs)

@@ -94,12 +94,17 @@ class TemporalHead(nn.Module):
         return torch.cat(parts, dim=-1) / len(parts) ** 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parts(x)[0]
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the embedding, its learned part) with the recurrence run once."""
+        z = self.learned(x)
         if not self.fused:
-            return self.learned(x)
+            return z, z
         block = self.statistics(x)
         if not self.has_learned:
-            return block
-        return torch.cat([block, self.fusion_weight * nn.functional.normalize(self.learned(x), dim=-1)], dim=-1)
+            return block, z
+        return torch.cat([block, self.fusion_weight * nn.functional.normalize(z, dim=-1)], dim=-1), z
 
     def learned(self, x: torch.Tensor) -> torch.Tensor:
         """(B, learned_dim): the trainable readout (what the objective trains)."""

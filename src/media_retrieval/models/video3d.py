@@ -40,9 +40,9 @@ def build_video3d(arch: str, embed_dim: int, in_chans: int = 3, dropout: float =
 class Video3DModule(ClipEmbedder):
     """A pytorchvideo 3D CNN as a clip embedder, trained on pixels like C3D."""
 
-    def __init__(self, arch: str = "r2plus1d", in_chans: int = 3, embed_dim: int = 256, *, name: str | None = None,
-                 **common: Any) -> None:
-        super().__init__(input_size=common.pop("input_size", 112), name=name or arch, **common)
+    def __init__(self, arch: str = "r2plus1d", in_chans: int = 3, embed_dim: int = 256, *, input_size: int = 112,
+                 name: str | None = None, **common: Any) -> None:
+        super().__init__(input_size=input_size, name=name or arch, **common)
         self.net = build_video3d(arch, embed_dim, in_chans, self.hparams.dropout)
         self._embed_dim = embed_dim
         self._init_objective()

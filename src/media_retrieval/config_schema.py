@@ -26,8 +26,10 @@ DECODERS = ("seek", "decode_all")
 CELLS = ("lstm", "gru", "none")
 READOUTS = ("last", "mean", "last_hc")
 TEMPORAL_STATS = ("mean", "std", "diff")
-LOSSES = ("ce", "triplet", "supcon", "proxy_anchor", "arcface")
+LOSSES = ("ce", "triplet", "supcon", "proxy_anchor", "arcface", "infonce")
 BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq")
+POOLS = ("global", "gem", "grid2x2")
+LABELS = ("class", "none")
 
 #: (config key, valid values): what :func:`check_choices` asks of a composed config
 CHOICES: list[tuple[str, tuple[str, ...]]] = [
@@ -35,6 +37,7 @@ CHOICES: list[tuple[str, tuple[str, ...]]] = [
     ("preprocess.sampling", SAMPLINGS), ("data.decoder", DECODERS), ("preprocess.decoder", DECODERS),
     ("decoder", DECODERS), ("model.temporal.cell", CELLS), ("model.temporal.readout", READOUTS),
     ("model.loss.name", LOSSES), ("index.backend", BACKENDS), ("model.temporal.stats", TEMPORAL_STATS),
+    ("model.backbone.pool", POOLS), ("data.labels", LABELS),
 ]
 
 # (config key, minimum): numbers that cannot work below a bound (types come from the schemas)
@@ -44,7 +47,8 @@ MINIMUMS: list[tuple[str, float]] = [
     ("batch_size", 1), ("k", 1), ("preprocess.frames", 1), ("preprocess.image_size", 8),
     ("model.temporal.hidden", 1), ("model.temporal.num_layers", 1), ("model.temporal.embed_dim", 1),
     ("model.embed_dim", 1), ("model.whiten", 1), ("num_workers", 0), ("retrieval.table_k", 1), ("data.chunk_s", 0.001),
-    ("preprocess.chunk_s", 0.001), ("index.lock_wait_s", 0.0),
+    ("preprocess.chunk_s", 0.001), ("index.lock_wait_s", 0.0), ("model.loss.infonce_weight", 0.0),
+    ("model.loss.temperature", 1e-4), ("data.dense_frames", 1),
 ]
 
 
@@ -107,6 +111,8 @@ class DataSchema:
     chunk_s: float | None = MISSING
     augment: AugmentSchema = field(default_factory=AugmentSchema)
     m_per_class: int | None = MISSING
+    labels: str = MISSING
+    dense_frames: int | None = MISSING
 
 
 @dataclass
@@ -165,6 +171,7 @@ class LossSchema:
     name: str = MISSING
     margin: float = MISSING
     temperature: float = MISSING
+    infonce_weight: float = MISSING
 
 
 @dataclass
@@ -185,6 +192,7 @@ class BackboneSchema:
     name: str = MISSING
     weights: str = MISSING
     in_chans: int = MISSING
+    pool: str = MISSING
 
 
 @dataclass
@@ -287,11 +295,23 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def home_dir() -> str:
+    """Where ``data/``, ``logs/`` and ``.cache/`` live (``paths.root_dir``): ``$MEDIA_RETRIEVAL_HOME``,
+    else ``$PROJECT_ROOT`` (set by ``src/*.py`` and the tests to the repository), else the
+    working directory (installed commands)."""
+    import os
+
+    return os.path.abspath(os.environ.get("MEDIA_RETRIEVAL_HOME") or os.environ.get("PROJECT_ROOT") or os.getcwd())
+
+
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore; call before composing (the entry points'
-    launcher and the tests' compose helper do)."""
+    """Put the schemas in Hydra's ConfigStore and the ``mr_home`` resolver (``paths.root_dir``)
+    in OmegaConf; call before composing (the entry points' launcher and the tests' compose
+    helper do)."""
     from hydra.core.config_store import ConfigStore
 
+    if not OmegaConf.has_resolver("mr_home"):
+        OmegaConf.register_new_resolver("mr_home", home_dir)
     cs = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():

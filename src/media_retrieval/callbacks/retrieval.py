@@ -103,6 +103,13 @@ class RetrievalCallback(L.Callback):
         ids, emb = self._gathered(pl_module)
         if len(ids) < 2:
             return
+        if len(trainer.datamodule.split.classes) < 2:  # data.labels=none: nothing to score against
+            if not getattr(self, "_told_unlabelled", False):
+                log.info("validation retrieval skipped: the data has fewer than 2 classes (data.labels=none?); "
+                         "choose checkpoints by val/view_acc")
+                self._told_unlabelled = True
+            self._reset()
+            return
         emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=True)
         rows = score_rows(emb_set, self.k, self.delta, self.deltas if self.auto else (),
                           model=self._name(pl_module), exclude_same_group=self.exclude_same_video)

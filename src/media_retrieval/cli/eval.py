@@ -51,3 +51,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer.test(model, datamodule=datamodule, verbose=False)
     report(cfg, delta=tested_delta(trainer, cfg))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+if __name__ == "__main__":  # python -m media_retrieval.cli.eval: the same as `media-retrieval eval`
+    import sys
+
+    from media_retrieval.cli.main import main
+
+    main(["eval", *sys.argv[1:]])

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+#: the configs ship inside the package (``configs/`` at the repository root links here)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def launch(config_name: str, task: str) -> Any:
@@ -53,15 +54,12 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from media_retrieval.errors import ConfigError
 
     _check_syntax(overrides)
-    config_dir = str(CONFIG_DIR)
-    if not CONFIG_DIR.is_dir():  # installed without the repository's configs
-        return
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=config_dir):
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
             cfg = compose(config_name=config_name, overrides=overrides)
         check_choices(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as exc:
-        print(f"error: {_one_line(exc, overrides)}; `python src/{config_name.replace('.yaml', '.py')} --cfg job` "
+        print(f"error: {_one_line(exc, overrides)}; `media-retrieval {config_name.replace('.yaml', '')} --cfg job` "
               "shows the config", file=sys.stderr)
         sys.exit(2)
     except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it

@@ -62,3 +62,11 @@ def search(cfg: DictConfig) -> list[dict]:
         p = contact_sheet(list(zip(good, all_hits, strict=True)), Path(cfg.sheet))
         print(f"contact sheet: {p}", file=sys.stderr if cfg.output == "json" else sys.stdout)
     return results
+
+
+if __name__ == "__main__":  # python -m media_retrieval.cli.search: the same as `media-retrieval search`
+    import sys
+
+    from media_retrieval.cli.main import main
+
+    main(["search", *sys.argv[1:]])

@@ -42,7 +42,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif cfg.get("train"):
         log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
 
-    metrics: dict[str, float] = {}
+    # without a test (test=false, e.g. experiment=ssl): the last validation's metrics
+    metrics: dict[str, float] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     # the checkpoint chosen by a validation metric (not the every-epoch last.ckpt one)
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     if cfg.get("test"):
@@ -52,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
             trainer.test(model, datamodule=datamodule, verbose=False)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
         metrics[ckpt_cb.monitor] = float(ckpt_cb.best_model_score)  # the best epoch's, what searches optimise
     report(cfg, with_results=bool(cfg.get("test")), delta=tested_delta(trainer, cfg))
@@ -94,3 +95,11 @@ def train_for_sweep(cfg: DictConfig) -> float | None:
         log.warning("optimized_metric %r was not logged by this run (logged: %s)",
                     name, ", ".join(sorted(k for k in metrics if "_d" not in k)[:12]))
     return float((metrics or {}).get(name, float("nan")))
+
+
+if __name__ == "__main__":  # python -m media_retrieval.cli.train: the same as `media-retrieval train`
+    import sys
+
+    from media_retrieval.cli.main import main
+
+    main(["train", *sys.argv[1:]])

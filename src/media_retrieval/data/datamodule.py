@@ -3,12 +3,14 @@
 Every batch is a dict with ``sample_id`` (row of the split table), ``label`` (index into the
 global class list, for retrieval) and ``target`` (index into the training classes, -1 for
 classes not trained on), plus either ``clip`` (T, C, H, W pixels) or, when a frozen frame
-encoder is attached, ``features`` (T, F) read from the on-disk :class:`FrameFeatureCache`.
+encoder is attached, ``features`` (T, F) read from the on-disk :class:`FrameFeatureCache`
+(and, with ``dense_frames``, ``views`` (2, T, F): two views of the clip for InfoNCE).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +20,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
 from media_retrieval.data.clips import ClipSpec, load_clip
-from media_retrieval.data.discovery import HashCache, MediaItem, Skipped, chunk_items, scan_folder, segment_key
+from media_retrieval.data.discovery import (
+    HashCache,
+    MediaItem,
+    Skipped,
+    chunk_items,
+    scan_folder,
+    segment_key,
+    walk_media,
+)
 from media_retrieval.data.presets import missing_root
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.library import skip_failed_collate
@@ -31,10 +41,14 @@ from media_retrieval.data.splits import (
     official_split,
     one_dataset_split,
     seen_unseen_split,
+    unlabelled_split,
 )
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)
+
+#: the one class of every item under ``data.labels=none``
+UNLABELLED = "unlabelled"
 
 
 def write_skipped_csv(skipped: list[Skipped], path: Path) -> None:
@@ -99,9 +113,21 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         decoder: str = "seek",
         augment: dict | None = None,
         m_per_class: int | None = None,
+        labels: str = "class",
+        dense_frames: int | None = None,
     ) -> None:
         super().__init__()
         self.m_per_class = m_per_class
+        from media_retrieval.config_schema import LABELS
+
+        if labels not in LABELS:
+            raise DataError(f"data.labels={labels!r}; valid: {', '.join(LABELS)}")
+        if dense_frames is not None and dense_frames < frames:
+            raise DataError(f"data.dense_frames={dense_frames} must be at least data.frames={frames} "
+                            "(views are frame subsets of the dense features)")
+        # labels=none: no classes (self-supervised training); dense_frames: frames cached per
+        # clip, from which training batches cut two views (``views``) for InfoNCE
+        self.labels, self.dense_frames = labels, dense_frames
         from media_retrieval.data.transforms import TrainClipTransform
         from media_retrieval.data.video import DECODERS, SAMPLINGS
 
@@ -137,6 +163,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.clip_spec = ClipSpec(frames=frames, image_size=image_size, resize=resize, in_chans=in_chans,
                                   sampling=sampling, chunk_s=chunk_s, decoder=decoder)
         self.transform = self.clip_spec.transform()
+        # what the feature cache holds per clip: the clip spec's frames, or dense_frames
+        self.cache_clip_spec = replace(self.clip_spec, frames=dense_frames) if dense_frames else self.clip_spec
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -184,7 +212,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             raise DataError("data.cache_dir is not set: a frozen frame encoder needs a feature cache")
         self._encoder = encoder
         # The decoder is not part of the key: both give pixel-identical frames (tested).
-        spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.frames,
+        spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.cache_clip_spec.frames,
                 "sampling": self.sampling, "skip_short": self.skip_short}
         self.cache = FrameFeatureCache(self.cache_dir, spec)
         if self.train_transform is not None:
@@ -194,6 +222,9 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def load_pixels(self, item: MediaItem, train: bool = False, flip: bool = False) -> torch.Tensor:
         """Frames of an item, preprocessed; ``train`` adds the configured augmentation (with
         ``flip`` decided by the caller: see :meth:`_load`)."""
+        if self.cache is not None:  # the frames the feature cache holds (dense_frames when set)
+            return load_clip(item.path, self.cache_clip_spec, item.start_s, item.end_s,
+                             min_frames=self.frames if self.skip_short else 1)
         import functools
 
         import numpy as np
@@ -236,12 +267,29 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         """Model input of an item; a flipped training clip of a direction pair carries the
         other class of its pair (``label_as``)."""
         if self.cache is not None:
-            return {"features": torch.from_numpy(self.cache.get(self.content_key(item)).copy())}
+            feats = torch.from_numpy(self.cache.get(self.content_key(item)).copy())
+            return self._views(feats, train) if self.dense_frames else {"features": feats}
         flip = self._flip(item, train)
         out = {"clip": self.load_pixels(item, train, flip)}
         if flip and item.label in self.flip_to:
             out["label_as"] = self.flip_to[item.label]
         return out
+
+    def _views(self, feats: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
+        """Dense features to model input: ``features`` (a random view in training, the whole
+        clip evenly otherwise) and ``views`` (2, frames, F): two random views in training, the
+        fixed pair of the label-free validation metric otherwise (:mod:`..views`)."""
+        import numpy as np
+
+        from media_retrieval.data.views import eval_view_pair, even_view, random_view
+
+        n = feats.shape[0]
+        if train:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
+            a, b = random_view(n, self.frames, rng), random_view(n, self.frames, rng)
+            return {"features": feats[a], "views": torch.stack([feats[a], feats[b]])}
+        a, b = eval_view_pair(n, self.frames)
+        return {"features": feats[even_view(n, self.frames)], "views": torch.stack([feats[a], feats[b]])}
 
     # -------------------------------------------------------------- Lightning hooks
     def items(self) -> list[MediaItem]:
@@ -251,6 +299,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self._discovered is None:
             self.skipped = []
             items, skipped = chunk_items(self.discover_items(), self.chunk_s)
+            if self.labels == "none":  # no classes: folder names are not labels
+                items = [replace(it, label=UNLABELLED) for it in items]
             self._discovered = (items, self.skipped + skipped)
         self.skipped = list(self._discovered[1])
         return list(self._discovered[0])
@@ -284,7 +334,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                 items = self._check_decodable(items)
             if not items:
                 raise DataError("no usable media left after skipping bad files (see skipped.csv)")
-            self.split = self.make_split(items)
+            self.split = unlabelled_split(items, self.val_fraction, self.seed) if self.labels == "none" \
+                else self.make_split(items)
         if self.output_dir and rank_zero_only.rank == 0:
             self.split.write_csv(Path(self.output_dir) / "split.csv")
             write_skipped_csv(self.skipped, Path(self.output_dir) / "skipped.csv")
@@ -435,11 +486,28 @@ class FolderDataModule(VideoRetrievalDataModule):
         self.kinds, self.dedupe = tuple(kinds), dedupe
 
     def discover_items(self) -> list[MediaItem]:
+        if self.labels == "none":
+            return self._discover_unlabelled()
         items = []
         for name, path in self.roots.items():
             found, skipped = scan_folder(path, name, kinds=self.kinds, dedupe=self.dedupe, hashes=self.hashes)
             items += found
             self.skipped += skipped
+        if not items:
+            raise DataError(f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}")
+        return items
+
+    def _discover_unlabelled(self) -> list[MediaItem]:
+        """``data.labels=none``: every media file at any depth (no class folders needed)."""
+        from media_retrieval.data.video import media_type
+
+        items = []
+        for name, path in self.roots.items():
+            files, skipped = walk_media(path, kinds=tuple(self.kinds))
+            self.skipped += skipped
+            for f in files:
+                rel = f.relative_to(path).with_suffix("").as_posix()
+                items.append(MediaItem(str(f), name, UNLABELLED, f"{name}/{rel}", media_type(f)))
         if not items:
             raise DataError(f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}")
         return items

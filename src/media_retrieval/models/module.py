@@ -14,7 +14,8 @@ from torch.nn import functional as F
 
 from media_retrieval.config_schema import stored_delta
 from media_retrieval.data.clips import ClipSpec
-from media_retrieval.models.losses import build_metric_loss
+from media_retrieval.errors import ConfigError
+from media_retrieval.models.losses import ViewContrastiveLoss, build_metric_loss, infonce_weight
 from media_retrieval.models.whitening import Whitening
 
 # checkpoint["media_retrieval"]["format"]: 1 = class + clip spec recorded. Checkpoints without it
@@ -184,6 +185,15 @@ class ClipEmbedder(L.LightningModule):
         self.classifier = self.make_classifier(num_classes)
         self.metric_loss = (build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.objective_dim)
                             if self.loss_name != "ce" and num_classes > 0 else None)
+        loss_cfg = self.hparams.get("loss") or {}
+        self.ssl_weight = infonce_weight(loss_cfg)
+        self.view_loss = ViewContrastiveLoss(float(loss_cfg.get("temperature", 0.1))) if self.ssl_weight else None
+        self._view_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def supervised(self) -> bool:
+        """Whether labels train the model (not for ``infonce`` alone)."""
+        return self.loss_name != "infonce"
 
     def _classify(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.classifier is not None, "num_classes=0: this model has no classifier to train"
@@ -193,15 +203,28 @@ class ClipEmbedder(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every clip of the batch failed to load (logged): skip the step
             return None
-        encoding, z = self.encode_parts(batch)
         bs = batch["target"].shape[0]
+        if self.view_loss is not None:  # two views per clip, one pass; view 0 is the batch's clip
+            if "views" not in batch:
+                raise ConfigError("model.loss uses InfoNCE, which needs two views of each clip: set "
+                                  "data.dense_frames (e.g. 32) with a frozen backbone (cached frame features)")
+            enc, zs = self.encode_parts({"features": batch["views"].flatten(0, 1)})
+            encoding, zs = enc.view(bs, 2, -1)[:, 0], zs.view(bs, 2, -1)
+            z, ssl = zs[:, 0], self.view_loss(zs[:, 0], zs[:, 1])
+            self.log("train/infonce", ssl, batch_size=bs)
+        else:
+            encoding, z = self.encode_parts(batch)
         if self.whitening is not None:  # this epoch's training embeddings: the whitening's data
             self._white_buffer.append(encoding.detach().float().cpu())
-        if self.loss_name != "ce":
+        if not self.supervised:
+            loss = ssl
+        elif self.loss_name != "ce":
             loss = self.metric_loss(z, batch["target"])
         else:
             loss, acc = self._classify(batch, z)
             self.log("train/acc", acc, batch_size=bs)
+        if self.view_loss is not None and self.supervised:
+            loss = loss + self.ssl_weight * ssl
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}: "
                                      "lower model.lr or check the data")
@@ -213,6 +236,10 @@ class ClipEmbedder(L.LightningModule):
             return None
         encoding, objective = self.encode_parts(batch)
         z = self._whitened(encoding)
+        if stage == "val" and self.view_loss is not None and "views" in batch:
+            views = batch["views"]
+            enc = self._whitened(self.encode_parts({"features": views.flatten(0, 1)})[0])
+            self._view_pairs.append((batch["sample_id"].cpu(), enc.view(views.shape[0], 2, -1).detach().float().cpu()))
         known = batch["target"] >= 0
         if self.classifier is not None and bool(known.all()):
             loss, acc = self._classify(batch, objective)
@@ -233,6 +260,23 @@ class ClipEmbedder(L.LightningModule):
             torch.distributed.all_gather_object(parts, z)
             z = torch.cat(parts)
         self.whitening.fit(z)
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/view_acc``, the label-free validation metric: of the held-out videos, the share
+        whose second view is the nearest (Euclidean, among all of them) to their first, on the
+        retrieval embedding (whitened). Checkpoints of ``data.labels=none`` runs are chosen by it."""
+        if not self._view_pairs:
+            return
+        ids, pairs = torch.cat([i for i, _ in self._view_pairs]), torch.cat([p for _, p in self._view_pairs])
+        self._view_pairs = []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, (ids, pairs))
+            ids, pairs = torch.cat([i for i, _ in parts]), torch.cat([p for _, p in parts])
+        # the distributed sampler repeats samples to even out ranks: one row per sample id
+        first = {int(i): n for n, i in reversed(list(enumerate(ids.tolist())))}
+        pairs = pairs[sorted(first.values())]
+        self.log("val/view_acc", view_retrieval_accuracy(pairs[:, 0], pairs[:, 1]), prog_bar=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "val")
@@ -260,3 +304,11 @@ class ClipEmbedder(L.LightningModule):
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+
+
+def view_retrieval_accuracy(z_a: torch.Tensor, z_b: torch.Tensor) -> float:
+    """Share of rows i whose nearest row of ``z_b`` (Euclidean) is row i: finding a video from
+    another view of it (a tie with another row counts as found)."""
+    d = torch.cdist(z_a.float(), z_b.float())
+    own = d.diagonal().unsqueeze(1)
+    return float((d < own - 1e-6).sum(dim=1).eq(0).float().mean())

@@ -61,6 +61,16 @@ class Hit:
                 "cosine": self.cosine, "kept_by_par": self.kept}
 
 
+@dataclass
+class SearchResult:
+    """The hits of one query with what produced them (one generation answers both the
+    embedding and the search, even while a newer one is switched in)."""
+
+    generation: str
+    delta: float
+    hits: list[Hit]
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     """Everything one generation answers with; never mutated, swapped whole by reload()."""
@@ -89,6 +99,7 @@ class MediaIndex:
         self._trusted, self._search_options, self._decoder = trusted, search_options, decoder
         self._lock = threading.Lock()
         self._snap = self._load()
+        self._by_key: tuple[str, dict[str, Segment]] | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -138,8 +149,11 @@ class MediaIndex:
         the one they started with. True when it switched."""
         if self.store.current_name(required=True) == self._snap.generation.path.name:
             return False
-        with self._lock:
+        with self._lock:  # several threads may notice at once: one loads, the others find it done
+            if self.store.current_name(required=True) == self._snap.generation.path.name:
+                return False
             old, self._snap = self._snap, self._load()
+            self._by_key = None
         old.lease.close()
         return True
 
@@ -178,10 +192,7 @@ class MediaIndex:
     def par_delta(self) -> float:
         """PAR's δ for this index: the one its model chose on validation clips (recorded at
         build time), else the default; a value outside [-1, 1] in a foreign manifest is ignored."""
-        from media_retrieval.config_schema import stored_delta
-        from media_retrieval.retrieval.par import resolve_delta
-
-        return resolve_delta("auto", stored_delta(self.manifest.get("par_delta")))
+        return self._delta(self._snap)
 
     @property
     def segments(self) -> list[Segment]:
@@ -199,6 +210,14 @@ class MediaIndex:
     def media_root(self) -> Path:
         return self._snap.generation.media_root
 
+    def segment(self, key: str) -> Segment | None:
+        """The indexed segment with this stable key (None when the current generation has none)."""
+        snap, cached = self._snap, self._by_key
+        if cached is None or cached[0] != snap.generation.path.name:
+            cached = (snap.generation.path.name, {seg.key: seg for seg in snap.generation.segments})
+            self._by_key = cached
+        return cached[1].get(key)
+
     def built_by(self, model: torch.nn.Module) -> bool:
         """Whether ``model`` (weights, class) and this index's clip spec make this index's
         embeddings: only then are its query embeddings comparable."""
@@ -208,10 +227,13 @@ class MediaIndex:
             self.manifest.get("fingerprint")
 
     # ------------------------------------------------------------------ searching
-    @torch.inference_mode()
     def embed(self, paths: list[str | Path]) -> np.ndarray:
         """(N, D) embeddings of files, made into clips exactly as the indexed media were."""
-        snap = self._snap
+        return self._embed(self._snap, paths)
+
+    @staticmethod
+    @torch.inference_mode()
+    def _embed(snap: _Snapshot, paths: list[str | Path]) -> np.ndarray:
         clips = [load_clip(p, snap.clip_spec) for p in paths]
         return snap.model.embed({"clip": torch.stack(clips)}).float().numpy()
 
@@ -232,12 +254,21 @@ class MediaIndex:
     def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float | None = None,
                group_by: str | None = None, ranking: str = "par") -> list[Hit]:
         """Top-k hits for one query: a file path, or an embedding (D,)."""
+        return self.search_one(query, k, delta, group_by, ranking).hits
+
+    def search_one(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float | None = None,
+                   group_by: str | None = None, ranking: str = "par") -> SearchResult:
+        """:meth:`search` with the generation and δ that answered: the query is embedded and
+        searched by one generation's model and vectors, even if a newer one is switched in
+        meanwhile (the service's path)."""
+        snap = self._snap
         if isinstance(query, (str, Path)):
-            q = self.embed([query])
+            q = self._embed(snap, [query])
         else:
             q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
             q = q.reshape(1, -1)
-        return self.search_vectors(q, k, delta, group_by, ranking)[0]
+        delta = self._delta(snap) if delta is None else float(delta)
+        return SearchResult(snap.generation.path.name, delta, self._search(snap, q, k, delta, group_by, ranking)[0])
 
     def search_vectors(self, q: np.ndarray, k: int, delta: float | None = None, group_by: str | None = None,
                        ranking: str = "par") -> list[list[Hit]]:
@@ -246,17 +277,29 @@ class MediaIndex:
         ``group_by='video'`` merges the chunks of a file into one hit (its nearest chunk, with
         the spans of all its chunks among the hits). ``delta=None``: the index's own δ
         (:attr:`par_delta`)."""
+        snap = self._snap
+        return self._search(snap, q, k, self._delta(snap) if delta is None else delta, group_by, ranking)
+
+    @staticmethod
+    def _delta(snap: _Snapshot) -> float:
+        from media_retrieval.config_schema import stored_delta
+        from media_retrieval.retrieval.par import resolve_delta
+
+        return resolve_delta("auto", stored_delta(snap.generation.manifest.get("par_delta")))
+
+    @staticmethod
+    def _search(snap: _Snapshot, q: np.ndarray, k: int, delta: float, group_by: str | None,
+                ranking: str) -> list[list[Hit]]:
         if group_by not in (None, "video"):
             raise ConfigError(f"group_by={group_by!r}; valid: null, video")
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        snap = self._snap
         segments = snap.generation.segments
         if q.ndim != 2 or q.shape[1] != snap.generation.vectors.shape[1]:
             raise ConfigError(f"query embeddings must be (N, {snap.generation.vectors.shape[1]}), got {q.shape}")
         fetch = k if group_by is None else min(len(segments), k * 8)
         dist, cos, idx = snap.searcher.search(q, fetch)
-        kept = make_ranker(ranking, self.par_delta if delta is None else delta).keep(cos, dist)
+        kept = make_ranker(ranking, delta).keep(cos, dist)
         out = []
         for d_row, c_row, i_row, k_row in zip(dist, cos, idx, kept, strict=True):
             hits: list[Hit] = []

@@ -1,0 +1,109 @@
+"""The package installed from a wheel (not the repository) runs its commands from another
+directory: configs travel inside the package, outputs land under the working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from helpers.media_library import CLASSES, write_image, write_video
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A venv holding only the wheel, seeing the project venv's packages (what
+    ``--system-site-packages`` does for a system Python: here a .pth, since the project's
+    packages live in a venv); the wheel is built offline (setuptools from that venv)."""
+    base = tmp_path_factory.mktemp("install")
+    src = base / "src-copy"
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    wheels = base / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(src)], check=True, capture_output=True)
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv_site,) = (venv / "lib").glob("python3*/site-packages")
+    (venv_site / "project-venv.pth").write_text(site.getsitepackages()[0] + "\n")
+    (wheel,) = wheels.glob("media_retrieval-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                    "--no-deps", str(wheel)], check=True, capture_output=True)
+    return venv
+
+
+def run(venv: Path, args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PROJECT_ROOT", "MEDIA_RETRIEVAL_HOME")}
+    return subprocess.run(args, cwd=cwd, env={**env, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_installed_commands_index_and_search_from_another_directory(installed, tmp_path):
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = run(installed, [str(installed / "bin" / "python"), "-c", "import media_retrieval; print(media_retrieval.__file__)"],
+                work)
+    assert where.returncode == 0 and str(installed) in where.stdout  # the wheel's copy, not the repository's
+    helped = run(installed, [str(installed / "bin" / "media-retrieval"), "--help"], work)
+    assert helped.returncode == 0 and all(c in helped.stdout for c in ("train", "index", "search", "serve"))
+    as_module = run(installed, [str(installed / "bin" / "python"), "-m", "media_retrieval", "--help"], work)
+    assert as_module.returncode == 0 and as_module.stdout == helped.stdout
+    typo = run(installed, [str(installed / "bin" / "media-retrieval"), "index", "index.backendd=exact"], work)
+    assert typo.returncode == 2 and typo.stderr.startswith("error:")  # configs found inside the package
+
+    media = tmp_path / "media"
+    clip = write_video(media / CLASSES[0] / "a.mp4", CLASSES[0], 1.0, seed=1)
+    write_video(media / CLASSES[1] / "b.mp4", CLASSES[1], 1.0, seed=2)
+    write_image(media / CLASSES[1] / "c.png", CLASSES[1], seed=3)
+    model = ["model.temporal.cell=none", "model.temporal.stats=[]", "preprocess.frames=4", "preprocess.image_size=64",
+             "num_workers=0", "trainer.accelerator=cpu", "batch_size=4"]
+    built = run(installed, [str(installed / "bin" / "media-retrieval"), "index", f"media_dir={media}",
+                            f"index_dir={tmp_path / 'index'}", *model], work)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert (work / "logs" / "index").is_dir()  # outputs under the working directory (the default root)
+    found = run(installed, [str(installed / "bin" / "media-retrieval"), "search", f"index_dir={tmp_path / 'index'}",
+                            f"query={clip}", "output=json", "k=3"], work)
+    assert found.returncode == 0, found.stderr[-2000:]
+    results = json.loads(found.stdout)
+    assert results[0]["results"][0]["rel_path"] == f"{CLASSES[0]}/a.mp4"
+
+
+def test_command_dispatch(capsys):
+    """One entry point, subcommands named once: --help lists them, an unknown one is one line and exit 2."""
+    from media_retrieval.cli.main import COMMANDS, main
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"  {name}" in out for name in COMMANDS) and "MEDIA_RETRIEVAL_HOME" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["trian"])
+    assert exc.value.code == 2 and "unknown command 'trian'" in capsys.readouterr().err
+    for config, task, _ in COMMANDS.values():  # every command's root config and task exist
+        from importlib import import_module
+
+        from media_retrieval.cli.launch import CONFIG_DIR
+
+        module, _, fn = task.partition(":")
+        assert (CONFIG_DIR / config).is_file() and callable(getattr(import_module(module), fn))
+
+
+def test_home_dir_order(monkeypatch, tmp_path):
+    """paths.root_dir: $MEDIA_RETRIEVAL_HOME, else $PROJECT_ROOT (src/*.py), else the working directory."""
+    from media_retrieval.config_schema import home_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEDIA_RETRIEVAL_HOME", raising=False)
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    assert home_dir() == str(tmp_path)
+    monkeypatch.setenv("PROJECT_ROOT", "/srv/repo")
+    assert home_dir() == "/srv/repo"
+    monkeypatch.setenv("MEDIA_RETRIEVAL_HOME", "/data/mr")
+    assert home_dir() == "/data/mr"

@@ -359,7 +359,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             collate_fn=skip_failed_collate,
             drop_last=False,
             num_workers=0 if self.cache is not None else self.num_workers,
-            persistent_workers=False,
+            # decoding workers stay up between epochs (pixel models): no re-spawn per epoch
+            persistent_workers=self.cache is None and self.num_workers > 0 and train,
         )
 
     def _class_balanced_sampler(self, ids: list[int]):

@@ -40,3 +40,43 @@ def embed_file(model, path: str | Path, frames: int | None = None, transform=Non
             raise ConfigError(f"{type(model).__name__} has no 2D backbone: use mode=clip")
         return model.frame_features(x)[0].mean(0)
     return model.embed({"clip": x})[0]
+
+
+#: inference precisions: ``fp32``, or ``bf16`` autocast (tensor cores on GPU; changes the
+#: embeddings slightly, so it is part of an index's fingerprint)
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``auto``: bf16 on CUDA (2x the fp32 rate of the frame encoder there), fp32 elsewhere
+    (CPUs without bf16 units run autocast slower than fp32)."""
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}; valid: auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: str | torch.device, precision: str):
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def fast_inference(model, precision: str = "auto", compile_model: bool = False):
+    """``model.embed`` on its device's fast path, as a function of a batch: inference mode,
+    channels_last frames (2D backbones do it themselves; 3D convolutions get channels_last_3d
+    here, so C3D and the 3D baselines are compared equally optimised), bf16 autocast per
+    :func:`resolve_precision`, and optionally ``torch.compile`` (compiles on first call)."""
+    model.eval()
+    if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last_3d)
+    device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    embed = torch.compile(model.embed) if compile_model else model.embed
+
+    def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, precision):
+            return embed(batch).float()
+
+    run.precision = precision
+    return run

@@ -75,6 +75,13 @@ class Segment:
     content_hash: str
 
 
+def preprocess_key(clip_key: dict, precision: str = "fp32") -> dict:
+    """What the fingerprint holds of the preprocessing: the clip spec's key, plus the
+    inference precision when it is not fp32 (bf16 changes the embeddings; fp32 indexes keep
+    the fingerprints they had)."""
+    return clip_key if precision == "fp32" else {**clip_key, "precision": precision}
+
+
 def fingerprint(model: torch.nn.Module, model_spec: dict, preprocess: dict) -> str:
     """What decides the embeddings: the weights, the model's definition and the preprocessing.
     Two indexes (or an index and a query) are comparable only when these agree."""

@@ -33,12 +33,14 @@ from media_retrieval.data.discovery import (
 from media_retrieval.data.library import SegmentDataset, skip_failed_collate
 from media_retrieval.data.video import media_type, probe_image, probe_video
 from media_retrieval.errors import ConfigError, DataError, Interrupted
+from media_retrieval.models.inference import resolve_precision
 from media_retrieval.models.registry import model_record
 from media_retrieval.retrieval.index_store import (
     Generation,
     IndexStore,
     Segment,
     fingerprint,
+    preprocess_key,
 )
 from media_retrieval.retrieval.shards import EmbeddingShardWriter, shard_store
 
@@ -55,6 +57,7 @@ class IndexOptions:
     pca_dim: int | None = None
     rebuild: bool = False
     lock_wait_s: float = 0.0
+    precision: str = "auto"  # auto | fp32 | bf16 (models/inference.py: resolve_precision)
     batch_size: int = 8
     num_workers: int = 1
     seed: int = 42
@@ -72,6 +75,7 @@ class IndexOptions:
         return cls(backend=ix.backend, backend_options=OmegaConf.to_container(ix.options, resolve=True),
                    pca_variance=ix.pca.variance if pca else None, pca_dim=ix.pca.dim if pca else None,
                    rebuild=bool(ix.get("rebuild")), lock_wait_s=float(ix.get("lock_wait_s") or 0),
+                   precision=str(ix.get("precision") or "auto"),
                    batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), seed=int(cfg.seed),
                    trainer=trainer)
 
@@ -120,6 +124,16 @@ def scan_library(root: Path, spec: ClipSpec, prev_rows: list[Segment]) -> tuple[
     return segments, skipped
 
 
+def _device(trainer: dict) -> str:
+    """The device type an index build will embed on (for ``precision=auto``)."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
 def _previous(store: IndexStore, rebuild: bool) -> Generation | None:
     """The live generation (checked), or None; a corrupt one blocks an update unless it is being
     replaced anyway (``rebuild``)."""
@@ -152,7 +166,8 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     L.seed_everything(options.seed, workers=True)
     t0 = time.time()
     record = model_record(model, ckpt_path)
-    fp = fingerprint(model, record, spec.key())
+    precision = resolve_precision(options.precision, _device(options.trainer))
+    fp = fingerprint(model, record, preprocess_key(spec.key(), precision))
     prev_gen = _previous(store, options.rebuild)
     old = prev_gen.manifest if prev_gen else None
     if old and old["fingerprint"] != fp:
@@ -181,7 +196,10 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
              len(segments), media_dir, sum(s.key in reuse for s in segments),
              sum(s.key in done and s.key not in reuse for s in segments), len(pending))
 
-    trainer = L.Trainer(**{"logger": False, "enable_checkpointing": False, **options.trainer},
+    trainer_args = {"logger": False, "enable_checkpointing": False, **options.trainer}
+    if precision == "bf16":
+        trainer_args["precision"] = "bf16-mixed"
+    trainer = L.Trainer(**trainer_args,
                         callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
     if pending:
         loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
@@ -224,6 +242,7 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     manifest = {"fingerprint": fp, "model_name": record["hparams"].get("name", record["class"]),
                 "ckpt_path": record["ckpt_path"], "clip_spec": spec.key(), "media_dir": str(media_dir),
                 "backend": options.backend, "pca_dim": searcher.pca.dim if searcher.pca else None,
+                "precision": precision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stats": stats,
                 "par_delta": getattr(model, "par_delta", None),  # δ chosen on validation (delta=auto)
                 "skipped_files": [(s.path, s.reason) for s in skipped]}

@@ -27,7 +27,13 @@ import torch
 
 from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.errors import ConfigError, DataError
-from media_retrieval.retrieval.index_store import Generation, IndexStore, Segment, fingerprint
+from media_retrieval.retrieval.index_store import (
+    Generation,
+    IndexStore,
+    Segment,
+    fingerprint,
+    preprocess_key,
+)
 from media_retrieval.retrieval.indexer import IndexOptions, build_index
 from media_retrieval.retrieval.rankers import make_ranker
 
@@ -80,6 +86,7 @@ class _Snapshot:
     clip_spec: ClipSpec
     searcher: Any
     lease: Any
+    precision: str = "fp32"  # the inference precision the index was built with; queries use it too
 
 
 def default_model() -> torch.nn.Module:
@@ -136,10 +143,13 @@ class MediaIndex:
                 lease = self.store.reader_lease(gen.path.name)
             spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
             model = gen.load_model()
-            if fingerprint(model, gen.model_spec, spec.key()) != gen.manifest.get("fingerprint"):
+            precision = gen.manifest.get("precision") or "fp32"
+            if precision not in ("fp32", "bf16"):
+                raise DataError(f"{gen.path}: manifest precision {precision!r} is not fp32 or bf16")
+            if fingerprint(model, gen.model_spec, preprocess_key(spec.key(), precision)) != gen.manifest.get("fingerprint"):
                 raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files "
                                 "modified?): rebuild the index")
-            return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease)
+            return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease, precision)
         except BaseException:
             lease.close()
             raise
@@ -223,8 +233,8 @@ class MediaIndex:
         embeddings: only then are its query embeddings comparable."""
         from media_retrieval.models.registry import qualified_name
 
-        return fingerprint(model, {"class": qualified_name(type(model))}, self.clip_spec.key()) == \
-            self.manifest.get("fingerprint")
+        key = preprocess_key(self.clip_spec.key(), self._snap.precision)
+        return fingerprint(model, {"class": qualified_name(type(model))}, key) == self.manifest.get("fingerprint")
 
     # ------------------------------------------------------------------ searching
     def embed(self, paths: list[str | Path]) -> np.ndarray:
@@ -234,8 +244,13 @@ class MediaIndex:
     @staticmethod
     @torch.inference_mode()
     def _embed(snap: _Snapshot, paths: list[str | Path]) -> np.ndarray:
+        """Queries are embedded as the index was: its clip spec, its precision (bf16 autocast
+        on whatever device this process uses)."""
+        from media_retrieval.models.inference import autocast
+
         clips = [load_clip(p, snap.clip_spec) for p in paths]
-        return snap.model.embed({"clip": torch.stack(clips)}).float().numpy()
+        with autocast(snap.model.device, snap.precision):
+            return snap.model.embed({"clip": torch.stack(clips).to(snap.model.device)}).float().cpu().numpy()
 
     def embed_each(self, paths: list[str | Path]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Embed files one at a time, so one unreadable file is reported, not fatal to the

@@ -184,6 +184,7 @@ class ModelSchema:
     weight_decay: float = MISSING
     dropout: float = MISSING
     whiten: int | None = MISSING
+    compile: bool = MISSING
     optimizer: Any = MISSING  # Hydra partials
     scheduler: Any = MISSING
     loss: LossSchema = field(default_factory=LossSchema)
@@ -316,6 +317,17 @@ def decode_workers() -> int:
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
+def clips_per_batch(accelerator: str = "auto") -> int:
+    """Default clips per forward pass of an index build (``batch_size``): 32 on a GPU; 1 on a
+    CPU, where a 16-frame batch runs Lite0 at 110 frames/s and a 128-frame one at 60 (the
+    activations of a large batch fall out of cache; benchmarks/README.md, issue 16)."""
+    import torch
+
+    accelerator = str(accelerator)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return 32 if on_gpu else 1
+
+
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore and the ``mr_home`` resolver (``paths.root_dir``)
     in OmegaConf; call before composing (the entry points' launcher and the tests' compose
@@ -326,6 +338,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("mr_home", home_dir)
     if not OmegaConf.has_resolver("mr_workers"):
         OmegaConf.register_new_resolver("mr_workers", decode_workers)
+    if not OmegaConf.has_resolver("mr_batch"):
+        OmegaConf.register_new_resolver("mr_batch", clips_per_batch)
     cs = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():

@@ -56,6 +56,7 @@ class ClipEmbedder(L.LightningModule):
         loss: dict | None = None,
         name: str = "clip_embedder",
         whiten: int | None = None,
+        compile: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
@@ -72,6 +73,7 @@ class ClipEmbedder(L.LightningModule):
             hparams.update(frame_args)
         hparams.update(num_classes=num_classes, lr=lr, weight_decay=weight_decay, dropout=dropout,
                        input_size=input_size, name=name, loss=plain_dict(loss or {"name": "ce"}), whiten=whiten,
+                       compile=compile,
                        train_classes=list(train_classes) if train_classes is not None else None)
         for key in ("optimizer", "scheduler"):
             hparams.pop(key, None)
@@ -79,6 +81,8 @@ class ClipEmbedder(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # PCA whitening of the encoder's output (``whiten``), fitted on training embeddings
         self.whitening: Whitening | None = None
+        if compile:  # the inference path (index, search, serve, predict) compiled on first call
+            self.embed = torch.compile(self.embed)
 
     @property
     def input_spec(self) -> ClipSpec:

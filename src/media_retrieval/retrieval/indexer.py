@@ -58,8 +58,8 @@ class IndexOptions:
     rebuild: bool = False
     lock_wait_s: float = 0.0
     precision: str = "auto"  # auto | fp32 | bf16 (models/inference.py: resolve_precision)
-    batch_size: int = 8
-    num_workers: int = 1
+    batch_size: int | None = None   # clips per forward pass; None: 1 on CPU, 32 on GPU (clips_per_batch)
+    num_workers: int | None = None  # decoding processes; None: cores - 1 (decode_workers)
     seed: int = 42
     trainer: dict = field(default_factory=dict)  # L.Trainer keyword arguments (devices, strategy, ...)
 
@@ -83,7 +83,7 @@ class IndexOptions:
         from media_retrieval.retrieval.backends import make_backend
 
         make_backend(self.backend, self.backend_options)  # refuses bad names and options before any work
-        if self.batch_size < 1 or self.num_workers < 0:
+        if (self.batch_size is not None and self.batch_size < 1) or (self.num_workers is not None and self.num_workers < 0):
             raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
 
 
@@ -202,8 +202,12 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     trainer = L.Trainer(**trainer_args,
                         callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
     if pending:
+        from media_retrieval.config_schema import clips_per_batch, decode_workers
+
+        batch_size = options.batch_size or clips_per_batch(_device(options.trainer))
+        workers = decode_workers() if options.num_workers is None else options.num_workers
         loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
-                            batch_size=options.batch_size, num_workers=options.num_workers,
+                            batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None,
                             collate_fn=skip_failed_collate, shuffle=False)
         try:
             trainer.predict(model, dataloaders=loader, return_predictions=False)

@@ -288,3 +288,60 @@ def test_kmeans_prefilter_and_pca(tmp_path):
     assert np.mean(labels[i2] == labels[:40, None]) >= 0.95
     with pytest.raises(ConfigError, match="pca.variance"):
         PCAProjection.fit(x, variance=1.5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nodes(media: Path, index: Path, extra: list[str]) -> list[subprocess.Popen]:
+    """Two processes standing in for two nodes (1 CPU device each, gloo), started the way a
+    scheduler starts one command per node: the same overrides, NODE_RANK 0 and 1."""
+    port = str(_free_port())
+    cmd = _index_cmd(media, index, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
+                                    "trainer.num_nodes=2", "batch_size=1", *extra])
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "PROJECT_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "NODE_RANK": str(node), "WORLD_SIZE": "2"}
+        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    return procs
+
+
+@pytest.mark.slow
+def test_two_node_index_resumes_after_a_node_dies_and_matches_one_process(library, tmp_path):
+    """trainer.num_nodes=2: each node embeds its shard into the shared index folder, rank 0
+    assembles. Node 1 is killed mid-build (node 0 then waits on it and is stopped too); the
+    same two commands again resume from the finished batches and give the one-process index."""
+    media, _, _ = library
+    index = tmp_path / "two-nodes"
+    slow = ["preprocess.frames=16", "preprocess.image_size=160"]  # ~0.2 s per segment: time to kill mid-way
+    nodes = _nodes(media, index, slow)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list((index / "work").glob("*/shard-*.keys.json"))) < 4:
+        time.sleep(0.05)
+    nodes[1].kill()
+    nodes[1].wait()
+    time.sleep(1)
+    nodes[0].kill()  # it would wait for node 1 in the next collective
+    nodes[0].wait()
+    assert IndexStore(index).current() is None  # nothing half-built is visible
+    done = len(list((index / "work").glob("*/shard-*.keys.json")))
+    assert done >= 4
+    nodes = _nodes(media, index, slow)
+    outs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "from an interrupted build" in outs[0]
+    one = tmp_path / "one"
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(_index_cmd(media, one, [*slow, "batch_size=1"]), env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = IndexStore(index), IndexStore(one)
+    assert [s.key for s in a.segments()] == [s.key for s in b.segments()]
+    np.testing.assert_allclose(a.embeddings(), b.embeddings(), atol=1e-5)

@@ -27,7 +27,7 @@ CELLS = ("lstm", "gru", "none")
 READOUTS = ("last", "mean", "last_hc")
 TEMPORAL_STATS = ("mean", "std", "diff")
 LOSSES = ("ce", "triplet", "supcon", "proxy_anchor", "arcface", "infonce")
-BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq")
+BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq", "milvus")
 POOLS = ("global", "gem", "grid2x2")
 LABELS = ("class", "none")
 INDEX_PRECISIONS = ("auto", "fp32", "bf16")
@@ -276,6 +276,9 @@ class BackendOptionsSchema:
     kmeans_clusters: int = MISSING
     kmeans_probe: int = MISSING
     seed: int = MISSING
+    milvus_uri: str | None = MISSING
+    milvus_collection: str = MISSING
+    milvus_index: str = MISSING
 
 
 @dataclass

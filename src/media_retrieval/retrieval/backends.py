@@ -53,7 +53,13 @@ class BackendOptions:
     kmeans_clusters: int = 0
     kmeans_probe: int = 8
     seed: int = 0
+    # backend=milvus (retrieval/milvus.py): a file (Milvus Lite; None: <index_dir>/milvus.db) or a
+    # server URI, the collection (and alias) name, and Milvus's index type
+    milvus_uri: str | None = None
+    milvus_collection: str = "media_retrieval"
+    milvus_index: str = "FLAT"
 
+    _TEXT = {"milvus_uri", "milvus_collection", "milvus_index"}
     # option -> smallest valid value (FAISS aborts the process on some out-of-range values)
     _MIN = {"nlist": 1, "nprobe": 1, "hnsw_m": 2, "ef_search": 1, "ef_construction": 1, "pq_m": 1,
             "pq_bits": 1, "kmeans_clusters": 0, "kmeans_probe": 1, "seed": 0}
@@ -67,11 +73,28 @@ class BackendOptions:
         for k, v in d.items():
             if v is None:
                 continue
+            if k in cls._TEXT:
+                cls._check_text(k, v)
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < cls._MIN[k]:
                 raise ConfigError(f"index option {k} must be an integer >= {cls._MIN[k]}, got {v!r}")
         if d.get("pq_bits") is not None and d["pq_bits"] > 16:
             raise ConfigError(f"index option pq_bits must be <= 16, got {d['pq_bits']}")
         return cls(**d)
+
+
+def _check_text(key: str, value: object) -> None:
+    import re
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"index option {key} must be a non-empty string, got {value!r}")
+    if key == "milvus_collection" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,180}", value):
+        raise ConfigError(f"index option milvus_collection={value!r}: letters, digits and _ only, not starting with a digit")
+    if key == "milvus_index" and value not in ("FLAT", "IVF_FLAT", "HNSW", "IVF_PQ", "AUTOINDEX"):
+        raise ConfigError(f"index option milvus_index={value!r}; valid: FLAT, IVF_FLAT, HNSW, IVF_PQ, AUTOINDEX")
+
+
+BackendOptions._check_text = staticmethod(_check_text)
 
 
 def _faiss():
@@ -267,6 +290,10 @@ def make_backend(name: str, options: BackendOptions | dict | None = None) -> Sea
         raise ConfigError(f"index.backend={str(name)[:40]!r}; valid: {', '.join(BACKENDS)}")
     if opts.kmeans_clusters and name != "exact":
         raise ConfigError("index.kmeans_clusters pre-filters the exact backend only (ivf is the FAISS equivalent)")
+    if name == "milvus":
+        from media_retrieval.retrieval.milvus import MilvusBackend
+
+        return MilvusBackend(opts)
     return ExactBackend(opts) if name == "exact" else FaissBackend(name, opts)
 
 
@@ -286,6 +313,8 @@ class VectorSearcher:
     def build(cls, vectors: np.ndarray, backend: str = "exact", options: dict | None = None,
               pca_variance: float | None = None, pca_dim: int | None = None) -> VectorSearcher:
         pca = None
+        if backend == "milvus" and (pca_variance is not None or pca_dim is not None):
+            raise ConfigError("index.pca with index.backend=milvus is not supported: Milvus holds the full vectors")
         if pca_variance is not None or pca_dim is not None:
             pca = PCAProjection.fit(vectors, pca_variance, pca_dim)
             log.info("PCA keeps %d of %d dimensions (%.1f %% of the variance)", pca.dim, vectors.shape[1],
@@ -293,6 +322,16 @@ class VectorSearcher:
         b = make_backend(backend, options)
         b.build(pca.transform(vectors) if pca is not None else vectors)
         return cls(vectors, b, pca, {"variance": pca_variance, "dim": pca_dim})
+
+    def publish(self, root: Path, generation: str, segments: list, manifest: dict) -> None:
+        """Backends that live outside the index folder (Milvus) write the generation there."""
+        if hasattr(self.backend, "publish"):
+            self.backend.publish(root, generation, segments, manifest)
+
+    def activate(self, root: Path, generation: str) -> None:
+        """... and switch their readers to it once the index's CURRENT points at it."""
+        if hasattr(self.backend, "activate"):
+            self.backend.activate(root, generation)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -236,7 +236,7 @@ class Generation:
 
         folder = self.path / "search"
         meta = _read_json(self.path, "search/backend.json")
-        if self.trusted:
+        if self.trusted or meta.get("backend") == "milvus":  # milvus: no local file is parsed, only checked JSON
             try:
                 return VectorSearcher.load(folder, self.vectors, overrides, meta=meta)
             except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # FAISS / NumPy parse errors
@@ -443,6 +443,8 @@ class IndexStore:
         try:
             tmp.mkdir()
             self._write_files(tmp, segments, vectors, manifest, model, model_spec, searcher)
+            if searcher is not None:  # an external engine's copy, complete before CURRENT moves
+                searcher.publish(self.root, gen.name, segments, manifest)
             os.replace(tmp, gen)
             atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
         except BaseException as exc:  # full disk etc.: nothing half-written stays; the live index is untouched
@@ -460,6 +462,8 @@ class IndexStore:
         for old in self.root.glob("gen-*"):
             if old != gen:
                 self._remove_unread(old)
+        if searcher is not None:
+            searcher.activate(self.root, gen.name)
         return gen
 
     def _write_files(self, tmp: Path, segments: list[Segment], vectors: np.ndarray, manifest: dict,

@@ -124,6 +124,15 @@ def scan_library(root: Path, spec: ClipSpec, prev_rows: list[Segment]) -> tuple[
     return segments, skipped
 
 
+def _launches_rank_zero() -> bool:
+    """Whether this process is (or will launch) global rank 0: not a rank Lightning started,
+    and not the process of another node (``NODE_RANK`` > 0 in a multi-node run, where each
+    node's command is started by hand or by a scheduler)."""
+    import os
+
+    return _get_rank() in (None, 0) and int(os.environ.get("NODE_RANK", "0") or 0) == 0
+
+
 def _device(trainer: dict) -> str:
     """The device type an index build will embed on (for ``precision=auto``)."""
     import torch
@@ -156,7 +165,7 @@ def build_index(media_dir: str | Path, index_dir: str | Path, model: L.Lightning
         raise ConfigError(f"media_dir={str(media_dir)!r} does not exist or is not a folder")
     options.check()
     # One build per index_dir: rank 0 of a run holds the lock; the ranks it launches run under it.
-    lock = store.writer_lock(options.lock_wait_s) if _get_rank() in (None, 0) else contextlib.nullcontext()
+    lock = store.writer_lock(options.lock_wait_s) if _launches_rank_zero() else contextlib.nullcontext()
     with lock:
         return _build(media_dir, store, model.eval(), spec, options, ckpt_path)
 

@@ -83,6 +83,15 @@ def cfg_eval(tiny_dirs, tmp_path) -> DictConfig:
     GlobalHydra.instance().clear()
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (a service under test, or DDP's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_script(script: str, overrides: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     """Run src/<script> in a fresh process, as a user would."""
     env = {"WANDB_MODE": "disabled", **os.environ, "PROJECT_ROOT": str(ROOT), "HYDRA_FULL_ERROR": "0"}

@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers.media_library import CLASSES, make_library
-from test_search import run_index
+from conftest import free_port
+from helpers.media_library import CLASSES
+from test_search import indexed_library
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +24,7 @@ def server(tmp_path_factory):
 
     from media_retrieval.serve.app import ServiceSettings, create_app
 
-    base = tmp_path_factory.mktemp("browser")
-    media, index = base / "media", base / "index"
-    made = make_library(media)
-    run_index(media, index, base / "run")
+    media, index, made = indexed_library(tmp_path_factory.mktemp("browser"))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(ServiceSettings(index_dir=str(index))), host="127.0.0.1",
                                         port=port, log_level="warning"))

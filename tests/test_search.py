@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_cfg, run_script
+from conftest import ROOT, compose_cfg, free_port, run_script
 from helpers.media_library import CLASSES, make_library, write_image, write_video
 from hydra.core.global_hydra import GlobalHydra
 
@@ -40,6 +40,15 @@ def run_index(media: Path, index: Path, tmp: Path, extra: list[str] = ()) -> dic
         return index_from_cfg(cfg)
     finally:
         GlobalHydra.instance().clear()
+
+
+def indexed_library(base: Path) -> tuple[Path, Path, dict]:
+    """The mixed library under ``base/media``, indexed into ``base/index`` with the no-training
+    model: (media, index, the files made per class)."""
+    media, index = base / "media", base / "index"
+    made = make_library(media)
+    run_index(media, index, base / "run")
+    return media, index, made
 
 
 @pytest.fixture(scope="module")
@@ -290,18 +299,10 @@ def test_kmeans_prefilter_and_pca(tmp_path):
         PCAProjection.fit(x, variance=1.5)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _nodes(media: Path, index: Path, extra: list[str]) -> list[subprocess.Popen]:
     """Two processes standing in for two nodes (1 CPU device each, gloo), started the way a
     scheduler starts one command per node: the same overrides, NODE_RANK 0 and 1."""
-    port = str(_free_port())
+    port = str(free_port())
     cmd = _index_cmd(media, index, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
                                     "trainer.num_nodes=2", "batch_size=1", *extra])
     procs = []

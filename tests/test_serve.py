@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers.media_library import CLASSES, make_library, write_video
-from test_search import run_index
+from helpers.media_library import CLASSES, write_video
+from test_search import indexed_library, run_index
 
 from media_retrieval.serve.app import ServiceSettings, create_app
 
@@ -19,9 +19,7 @@ from media_retrieval.serve.app import ServiceSettings, create_app
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("serve")
-    media, index = base / "media", base / "index"
-    made = make_library(media)
-    run_index(media, index, base / "run")
+    media, index, made = indexed_library(base)
     app = create_app(ServiceSettings(index_dir=str(index), max_upload_mb=5))  # default pool: 2 workers + 8 waiting
     with TestClient(app) as client:
         yield client, media, index, made, base

@@ -207,16 +207,13 @@ def test_two_node_training(cfg_train, tiny_dirs, tmp_path):
     gloo), started as a scheduler would, with NODE_RANK 0 and 1: both finish, rank 0 writes
     the checkpoint and the retrieval results of the whole test pool."""
     import os
-    import socket
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, free_port
 
     train(cfg_train)  # the corpus and the feature cache exist before the nodes start (shared storage)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())
     run_dir = tmp_path / "two-nodes"
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *tiny_overrides(*tiny_dirs), "trainer=ddp",
            "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_epochs=2",

@@ -320,15 +320,20 @@ def decode_workers() -> int:
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
-def clips_per_batch(accelerator: str = "auto") -> int:
-    """Default clips per forward pass of an index build (``batch_size``): 32 on a GPU; 1 on a
-    CPU, where a 16-frame batch runs Lite0 at 110 frames/s and a 128-frame one at 60 (the
-    activations of a large batch fall out of cache; benchmarks/README.md, issue 16)."""
+def accelerator_device(accelerator: str = "auto") -> str:
+    """The device type a ``trainer.accelerator`` setting embeds on: ``cuda`` or ``cpu``."""
     import torch
 
     accelerator = str(accelerator)
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return 32 if on_gpu else 1
+    return "cuda" if on_gpu else "cpu"
+
+
+def clips_per_batch(accelerator: str = "auto") -> int:
+    """Default clips per forward pass of an index build (``batch_size``): 32 on a GPU; 1 on a
+    CPU, where a 16-frame batch runs Lite0 at 110 frames/s and a 128-frame one at 60 (the
+    activations of a large batch fall out of cache; benchmarks/README.md, issue 16)."""
+    return 32 if accelerator_device(accelerator) == "cuda" else 1
 
 
 def register() -> None:

@@ -8,7 +8,7 @@ proxies are trained parameters). Metric losses want several clips per class in a
 ``data.m_per_class`` turns on class-balanced batches.
 
 ``infonce`` needs no labels: two views of one video are positives, every other clip of the
-batch a negative (:func:`view_contrastive_loss`); ``loss.infonce_weight`` adds it to any of
+batch a negative (:class:`ViewContrastiveLoss`); ``loss.infonce_weight`` adds it to any of
 the supervised objectives.
 """
 

@@ -74,7 +74,7 @@ class BackendOptions:
             if v is None:
                 continue
             if k in cls._TEXT:
-                cls._check_text(k, v)
+                _check_text(k, v)
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v < cls._MIN[k]:
                 raise ConfigError(f"index option {k} must be an integer >= {cls._MIN[k]}, got {v!r}")
@@ -93,8 +93,6 @@ def _check_text(key: str, value: object) -> None:
     if key == "milvus_index" and value not in ("FLAT", "IVF_FLAT", "HNSW", "IVF_PQ", "AUTOINDEX"):
         raise ConfigError(f"index option milvus_index={value!r}; valid: FLAT, IVF_FLAT, HNSW, IVF_PQ, AUTOINDEX")
 
-
-BackendOptions._check_text = staticmethod(_check_text)
 
 
 def _faiss():

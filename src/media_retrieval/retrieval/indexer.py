@@ -22,6 +22,7 @@ import numpy as np
 from lightning.fabric.utilities.rank_zero import _get_rank
 from torch.utils.data import DataLoader
 
+from media_retrieval.config_schema import accelerator_device, clips_per_batch, decode_workers
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.discovery import (
     Skipped,
@@ -133,16 +134,6 @@ def _launches_rank_zero() -> bool:
     return _get_rank() in (None, 0) and int(os.environ.get("NODE_RANK", "0") or 0) == 0
 
 
-def _device(trainer: dict) -> str:
-    """The device type an index build will embed on (for ``precision=auto``)."""
-    import torch
-
-    accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
-
-
 def _previous(store: IndexStore, rebuild: bool) -> Generation | None:
     """The live generation (checked), or None; a corrupt one blocks an update unless it is being
     replaced anyway (``rebuild``)."""
@@ -175,7 +166,8 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     L.seed_everything(options.seed, workers=True)
     t0 = time.time()
     record = model_record(model, ckpt_path)
-    precision = resolve_precision(options.precision, _device(options.trainer))
+    device = accelerator_device(options.trainer.get("accelerator", "auto"))
+    precision = resolve_precision(options.precision, device)
     fp = fingerprint(model, record, preprocess_key(spec.key(), precision))
     prev_gen = _previous(store, options.rebuild)
     old = prev_gen.manifest if prev_gen else None
@@ -211,9 +203,7 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     trainer = L.Trainer(**trainer_args,
                         callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
     if pending:
-        from media_retrieval.config_schema import clips_per_batch, decode_workers
-
-        batch_size = options.batch_size or clips_per_batch(_device(options.trainer))
+        batch_size = options.batch_size or clips_per_batch(device)
         workers = decode_workers() if options.num_workers is None else options.num_workers
         loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
                             batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None,

@@ -143,9 +143,11 @@ class MediaIndex:
                 lease = self.store.reader_lease(gen.path.name)
             spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
             model = gen.load_model()
+            from media_retrieval.models.inference import PRECISIONS
+
             precision = gen.manifest.get("precision") or "fp32"
-            if precision not in ("fp32", "bf16"):
-                raise DataError(f"{gen.path}: manifest precision {precision!r} is not fp32 or bf16")
+            if precision not in PRECISIONS:
+                raise DataError(f"{gen.path}: manifest precision {precision!r} is not one of {', '.join(PRECISIONS)}")
             if fingerprint(model, gen.model_spec, preprocess_key(spec.key(), precision)) != gen.manifest.get("fingerprint"):
                 raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files "
                                 "modified?): rebuild the index")

@@ -118,7 +118,7 @@ def run_size(x: np.ndarray, labels: np.ndarray, backends: list[dict], n_queries:
         engine_dir = None
         if name == "milvus":  # Milvus Lite in a temporary file: the collection is written here
             engine_dir = tempfile.TemporaryDirectory()
-            s.publish(Path(engine_dir.name), "gen-000001", milvus_rows(len(x)), {"fingerprint": "bench"})
+            publish_generation(s, Path(engine_dir.name), "gen-000001", milvus_rows(len(x)))
         build_s = time.perf_counter() - t
         with tempfile.TemporaryDirectory() as tmp:
             s.save(Path(tmp))
@@ -140,18 +140,49 @@ def run_size(x: np.ndarray, labels: np.ndarray, backends: list[dict], n_queries:
                          "P@5": round(precision_at(idx, labels, q_idx, 5), 4),
                          "pca_dim": s.pca.dim if s.pca is not None else x.shape[1]})
             print(json.dumps(rows[-1]), flush=True)
+        if engine_dir is not None:  # an update that changes 1 % of the segments: upserts, not a rewrite
+            changed = milvus_rows(len(x), changed_every=100)
+            t = time.perf_counter()
+            publish_generation(s, Path(engine_dir.name), "gen-000002", changed)
+            rows[-1]["update_1pct_s"] = round(time.perf_counter() - t, 2)
+            rows[-1]["update_rows"] = s.backend.changes
+            print(json.dumps({"update_1pct_s": rows[-1]["update_1pct_s"], **s.backend.changes}), flush=True)
         del s
         if engine_dir is not None:
             engine_dir.cleanup()
     return rows
 
 
-def milvus_rows(n: int) -> list:
-    """Stand-ins for the segments whose metadata a Milvus collection holds."""
+BENCH_MANIFEST = {"fingerprint": "0" * 24}
+
+
+def publish_generation(s: VectorSearcher, root: Path, name: str, segments: list) -> None:
+    """What ``IndexStore.write_generation`` does around a Milvus publish, minus the vectors
+    and weights: the generation's manifest and segment table, ``CURRENT``, activation."""
+    import sqlite3
+
+    s.publish(root, name, segments, BENCH_MANIFEST)
+    gen = root / name
+    gen.mkdir()
+    (gen / "manifest.json").write_text(json.dumps(BENCH_MANIFEST))
+    con = sqlite3.connect(gen / "metadata.sqlite")
+    con.execute("CREATE TABLE segments (row INTEGER PRIMARY KEY, key, rel_path, start_s, end_s)")
+    con.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
+                    [(i, g.key, g.rel_path, g.start_s, g.end_s) for i, g in enumerate(segments)])
+    con.commit()
+    con.close()
+    (root / "CURRENT").write_text(name)
+    s.activate(root, name)
+
+
+def milvus_rows(n: int, changed_every: int = 0) -> list:
+    """Stand-ins for the segments whose metadata a Milvus collection holds; every
+    ``changed_every``-th one with new content (a new key) for an update."""
     from types import SimpleNamespace
 
-    return [SimpleNamespace(key=f"{i:016x}", rel_path=f"library/clip_{i}.mp4", media_type="video", start_s=None,
-                            end_s=None) for i in range(n)]
+    return [SimpleNamespace(key=f"{i:016x}" + ("-v2" if changed_every and i % changed_every == 0 else ""),
+                            rel_path=f"library/clip_{i}.mp4", media_type="video", start_s=None, end_s=None)
+            for i in range(n)]
 
 
 def backends_for(n: int) -> list[dict]:

@@ -4,39 +4,59 @@ collection (Milvus Lite in a local file by default, or a server / cluster).
 Why an existing engine: a library that outgrows one machine needs sharding, replicas and
 concurrent searchers, which Milvus provides; a home-made distributed index would not be
 maintained as well. The project keeps what makes an index trustworthy (its folder: manifest,
-model weights, clip spec, segment table) and puts the searchable part in Milvus:
+model weights, clip spec, segment table) and puts the searchable part in Milvus.
 
-- each generation is one collection, ``<collection>_gen_NNNNNN``, with one row per segment:
-  ``row`` (primary key: the row of the generation's segment table), ``key`` (stable segment
-  key), ``rel_path``, ``media_type``, ``start_s``/``end_s`` (-1 for whole files), ``generation``
-  and the vector; its properties record the model fingerprint, the clip spec and the
-  generation;
-- the alias ``<collection>`` is switched to the new collection once it is complete and the
-  index's ``CURRENT`` points at it: readers of the alias see one generation or the next, never a
-  half-written one. A generation's collection is dropped when its folder is (no reader left);
-- a reader refuses a collection whose fingerprint is not its manifest's (one line).
+Why one collection with row versions, not one collection per generation: an update of a
+library of 10^8 clips changes a few thousand rows; writing the other 10^8 again per generation
+would cost hours and double the engine's storage. So the collection of a model,
+``<collection>_fp_<fingerprint>``, holds one row per segment *version*:
 
-Candidates come from Milvus; distances and cosines are recomputed exactly on the index's own
-vectors (:class:`~media_retrieval.retrieval.backends.VectorSearcher`), as for every backend.
-The server token comes from ``$MILVUS_TOKEN`` and is never written to the index.
+- ``sid`` identifies a segment's content and place (segment key, relative path, span); the
+  primary key ``pk`` is ``<sid>@<gen_from>``; ``gen_from``/``gen_to`` say which generations
+  see the row (``gen_from <= G < gen_to``; ``gen_to`` = :data:`LIVE` while current);
+- publishing generation ``G`` inserts the rows whose ``sid`` is new (added, changed or moved
+  files) with ``gen_from = G``, and retires the rows whose ``sid`` is gone (deleted, changed,
+  moved) by an upsert of ``gen_to = G``; unchanged rows are not touched. Readers of ``G - 1``
+  see neither change (their filter excludes ``gen_from = G`` and still includes
+  ``gen_to = G``), and readers of ``G`` exist only once ``CURRENT`` points at it: the switch is
+  atomic for readers. A publish that crashed is undone by the next one before it starts;
+- rows no generation on disk can see (``gen_to <=`` the oldest folder) are deleted when a
+  generation is activated, and so are the collections of models no generation uses;
+- the alias ``<collection>`` follows the current model's collection (for other tools), and the
+  collection's properties record the fingerprint, the clip spec, the current generation and
+  the index folder that owns it (a second index pointed at the same collection is refused).
+
+Candidates come from Milvus as ``sid``s that a reader maps onto its own segment table (so no
+path or value from the engine reaches a file operation); distances and cosines are recomputed
+exactly on the index's own vectors (:class:`~media_retrieval.retrieval.backends.VectorSearcher`),
+as for every backend. The server token comes from ``$MILVUS_TOKEN`` and is never written to the
+index.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
+import re
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from media_retrieval.errors import ConfigError
+from media_retrieval.errors import ConfigError, MediaRetrievalError
 
 log = logging.getLogger(__name__)
 
 #: the Milvus Lite file of an index whose ``milvus_uri`` is unset: inside the index folder
 LITE_FILE = "milvus.db"
-INSERT_BATCH = 5000
+#: the index folder's identity in the collections it owns
+OWNER_FILE = "milvus-owner"
+#: ``gen_to`` of a row the current generation still sees
+LIVE = 2**62
+BATCH = 5000
 
 
 def _client(uri: str):
@@ -51,8 +71,68 @@ def _client(uri: str):
         raise ConfigError(f"cannot connect to Milvus at {uri} ({type(exc).__name__}: {str(exc)[:160]})") from exc
 
 
-def collection_name(base: str, generation: str) -> str:
-    return f"{base}_{generation.replace('-', '_')}"
+def _engine_errors(method):
+    """An engine's refusal (unreachable server, a collection changed behind our back) as one
+    line naming the engine; this project's own errors pass unchanged."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MediaRetrievalError:
+            raise
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("pymilvus", "grpc", "milvus_lite")):
+                raise
+            detail = getattr(exc, "message", None) or str(exc).splitlines()[0]
+            raise MediaRetrievalError(f"Milvus ({self.options.milvus_uri or LITE_FILE}) refused {method.__name__}: "
+                                      f"{str(detail)[:200]}") from exc
+
+    return wrapper
+
+
+def collection_name(base: str, fingerprint: str) -> str:
+    """The collection of one model's embeddings (the fingerprint is hex: a valid name)."""
+    if not re.fullmatch(r"[0-9a-f]{1,64}", str(fingerprint)):
+        raise ConfigError(f"fingerprint {str(fingerprint)[:40]!r} is not hex: the index manifest is damaged")
+    return f"{base}_fp_{fingerprint}"
+
+
+def generation_number(generation: str) -> int:
+    match = re.fullmatch(r"gen-(\d{6,})", generation)
+    if match is None:
+        raise ConfigError(f"{generation!r} is not a generation folder name (gen-NNNNNN)")
+    return int(match.group(1))
+
+
+def segment_id(key: str, rel_path: str, start_s: float | None, end_s: float | None) -> str:
+    """One segment's content and place: a changed, moved or re-cut file gets a new id."""
+    span = [None if t is None else float(t) for t in (start_s, end_s)]
+    return hashlib.sha256(json.dumps([key, rel_path, *span]).encode()).hexdigest()[:32]
+
+
+def owner_id(root: Path, create: bool) -> str | None:
+    """The index folder's identity (a random id in ``<index_dir>/milvus-owner``, data only)."""
+    path = Path(root) / OWNER_FILE
+    if path.is_file():
+        text = path.read_text(errors="replace").strip()
+        if not re.fullmatch(r"[0-9a-f]{32}", text):
+            raise ConfigError(f"{path} is damaged (expected 32 hex digits); restore it or rebuild into a new collection")
+        return text
+    if not create:
+        return None
+    text = uuid.uuid4().hex
+    path.write_text(text)
+    return text
+
+
+def _iterate(client, name: str, filter: str, fields: list[str]):  # noqa: A002 - Milvus's word
+    it = client.query_iterator(name, batch_size=BATCH, filter=filter, output_fields=fields)
+    try:
+        while batch := it.next():
+            yield from batch
+    finally:
+        it.close()
 
 
 class MilvusBackend:
@@ -66,6 +146,10 @@ class MilvusBackend:
         self.client = None
         self.collection: str | None = None
         self.rows, self.dim = 0, 0
+        self._filter = ""
+        self._row_of: dict[str, int] = {}
+        #: what the last publish did: rows inserted, retired and left alone
+        self.changes = {"inserted": 0, "retired": 0, "unchanged": 0}
 
     # ------------------------------------------------------------------ where
     def uri(self, root: Path) -> str:
@@ -76,66 +160,169 @@ class MilvusBackend:
         """Keep the vectors: they are written with their segments by :meth:`publish`."""
         self._x = np.ascontiguousarray(x, dtype=np.float32)
 
-    def publish(self, root: Path, generation: str, segments: list, manifest: dict) -> None:
-        """Write the generation's collection (complete before anyone is pointed at it)."""
+    def _open_for_writing(self, client, name: str, root: Path, manifest: dict) -> tuple[bool, dict]:
         from pymilvus import DataType
 
-        assert self._x is not None, "build() first"
-        client = _client(self.uri(root))
-        name = collection_name(self.options.milvus_collection, generation)
-        if client.has_collection(name):  # left by a build that crashed before switching to it
-            client.drop_collection(name)
+        owner = owner_id(root, create=True)
+        if client.has_collection(name):
+            props = client.describe_collection(name).get("properties") or {}
+            if props.get("mr.owner") != owner:
+                raise ConfigError(f"Milvus collection {name} at {self.uri(root)} belongs to another index folder "
+                                  f"(owner {props.get('mr.owner')!r}, this one {owner}): give this index its own "
+                                  "index.options.milvus_collection, or drop that collection")
+            if props.get("mr.fingerprint") != manifest["fingerprint"]:
+                raise ConfigError(f"Milvus collection {name} holds another model's embeddings (fingerprint "
+                                  f"{props.get('mr.fingerprint')!r}); drop it, or use another milvus_collection")
+            return False, props
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("row", DataType.INT64, is_primary=True)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=48)
+        schema.add_field("sid", DataType.VARCHAR, max_length=32)
         schema.add_field("key", DataType.VARCHAR, max_length=256)
         schema.add_field("rel_path", DataType.VARCHAR, max_length=4096)
         schema.add_field("media_type", DataType.VARCHAR, max_length=16)
         schema.add_field("start_s", DataType.DOUBLE)
         schema.add_field("end_s", DataType.DOUBLE)
-        schema.add_field("generation", DataType.VARCHAR, max_length=32)
+        schema.add_field("gen_from", DataType.INT64)
+        schema.add_field("gen_to", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(self._x.shape[1]))
         params = client.prepare_index_params()
         params.add_index("vector", index_type=self.options.milvus_index, metric_type="L2")
+        params.add_index("sid", index_type="INVERTED")  # a server finds an update's rows by sid without a scan
         client.create_collection(name, schema=schema, index_params=params, properties={
-            "mr.fingerprint": manifest["fingerprint"], "mr.generation": generation,
+            "mr.fingerprint": manifest["fingerprint"], "mr.owner": owner, "mr.current": "0",
             "mr.clip_spec": json.dumps(manifest.get("clip_spec"), sort_keys=True)})
-        for s in range(0, len(segments), INSERT_BATCH):
-            client.insert(name, [
-                {"row": i, "key": seg.key, "rel_path": seg.rel_path, "media_type": seg.media_type,
-                 "start_s": -1.0 if seg.start_s is None else float(seg.start_s),
-                 "end_s": -1.0 if seg.end_s is None else float(seg.end_s), "generation": generation,
-                 "vector": self._x[i]}
-                for i, seg in enumerate(segments[s:s + INSERT_BATCH], start=s)])
-        self.client, self.collection, self.rows = client, name, len(segments)
-        self.dim = int(self._x.shape[1])
+        return True, {}
 
-    def activate(self, root: Path, generation: str) -> None:
-        """Point the alias at this generation's collection; drop the collections of
-        generations whose folders are gone (no reader holds them any more)."""
+    @_engine_errors
+    def publish(self, root: Path, generation: str, segments: list, manifest: dict) -> None:
+        """Bring the collection from the live generation to ``generation`` by inserts and
+        retirements keyed by segment id; readers of the live one see no change.
+
+        The difference is computed against the live generation's own segment table (local),
+        so an update reads from the engine only the rows it retires, never the whole library."""
+        from media_retrieval.retrieval.index_store import IndexStore
+
+        assert self._x is not None, "build() first"
+        g = generation_number(generation)
         client = _client(self.uri(root))
-        base, name = self.options.milvus_collection, collection_name(self.options.milvus_collection, generation)
+        name = collection_name(self.options.milvus_collection, manifest["fingerprint"])
+        created, props = self._open_for_writing(client, name, root, manifest)
+        client.load_collection(name)  # a new process (or server restart) finds it released
+        pending = int(props.get("mr.pending") or 0)
+        live = IndexStore(root).current_name()
+        if pending and live != f"gen-{pending:06d}":  # a publish that crashed before CURRENT named it:
+            self._undo(client, name, min(pending, g))  # undo what it wrote (no reader can see it)
+        client.alter_collection_properties(name, properties={"mr.pending": str(g)})
+        sids = [segment_id(seg.key, seg.rel_path, seg.start_s, seg.end_s) for seg in segments]
+        wanted = set(sids)
+        before = set() if created else self._live_sids(client, name, root, manifest["fingerprint"])
+        new = [i for i, sid in enumerate(sids) if sid not in before]
+        gone = self._live_pks(client, name, sorted(before - wanted))
+        for s in range(0, len(new), BATCH):
+            client.insert(name, [self._row(segments[i], sids[i], i, g) for i in new[s:s + BATCH]])
+        for s in range(0, len(gone), BATCH):  # after the inserts: a crash in between leaves no hole
+            client.upsert(name, [{"pk": pk, "gen_to": g} for pk in gone[s:s + BATCH]], partial_update=True)
+        self.changes = {"inserted": len(new), "retired": len(gone), "unchanged": len(sids) - len(new)}
+        log.info("Milvus %s, %s: %d rows inserted, %d retired, %d unchanged", name, generation, *self.changes.values())
+        self._attach(client, name, g, sids, int(self._x.shape[1]))
+
+    @staticmethod
+    def _undo(client, name: str, g: int) -> None:
+        client.delete(name, filter=f"gen_from >= {g}")
+        stale = [r["pk"] for r in _iterate(client, name, f"gen_to >= {g} and gen_to < {LIVE}", ["pk"])]
+        for s in range(0, len(stale), BATCH):
+            client.upsert(name, [{"pk": pk, "gen_to": LIVE} for pk in stale[s:s + BATCH]], partial_update=True)
+        log.info("Milvus %s: undid a publish of generation %d that did not finish", name, g)
+
+    @staticmethod
+    def _live_sids(client, name: str, root: Path, fingerprint: str) -> set[str]:
+        """The segment ids the collection's live rows hold: the live generation's, when it is
+        this model's (read from its segment table); otherwise read from the engine (a model
+        that comes back after another one: rare, and a scan)."""
+        from media_retrieval.retrieval.index_store import IndexStore, _query
+
+        live = IndexStore(root).current()
+        if live is not None:
+            try:
+                same = json.loads((live / "manifest.json").read_text()).get("fingerprint") == fingerprint
+            except (OSError, ValueError):
+                same = False
+            if same:
+                return {segment_id(*r) for r in _query(live, "SELECT key, rel_path, start_s, end_s FROM segments")}
+        return {r["sid"] for r in _iterate(client, name, f"gen_to == {LIVE}", ["sid"])}
+
+    @staticmethod
+    def _live_pks(client, name: str, sids: list[str]) -> list[str]:
+        """The primary keys of these segments' live rows. One query per 10 000 ids: an engine
+        without a scalar index on ``sid`` (Milvus Lite) scans per query, whatever its length;
+        the live test is done here because a second condition doubled Lite's scan."""
+        pks = []
+        for s in range(0, len(sids), 10_000):
+            chunk = ", ".join(f'"{sid}"' for sid in sids[s:s + 10_000])  # hex: nothing to escape
+            pks += [r["pk"] for r in client.query(name, filter=f"sid in [{chunk}]", output_fields=["pk", "gen_to"])
+                    if r["gen_to"] == LIVE]
+        return pks
+
+    def _row(self, seg, sid: str, i: int, g: int) -> dict:
+        return {"pk": f"{sid}@{g}", "sid": sid, "key": seg.key, "rel_path": seg.rel_path,
+                "media_type": seg.media_type, "start_s": -1.0 if seg.start_s is None else float(seg.start_s),
+                "end_s": -1.0 if seg.end_s is None else float(seg.end_s), "gen_from": g, "gen_to": LIVE,
+                "vector": self._x[i]}
+
+    def _attach(self, client, name: str, g: int, sids: list[str], dim: int) -> None:
+        self.client, self.collection, self.rows, self.dim = client, name, len(sids), dim
+        self._filter = f"gen_from <= {g} and gen_to > {g}"
+        self._row_of = {sid: i for i, sid in enumerate(sids)}
+
+    @_engine_errors
+    def activate(self, root: Path, generation: str) -> None:
+        """Record the current generation, point the alias at this model's collection, and
+        delete what no generation on disk can see any more."""
+        g = generation_number(generation)
+        client = _client(self.uri(root))
+        base = self.options.milvus_collection
+        name = self.collection or ""
+        props = client.describe_collection(name).get("properties") or {}
         collections = client.list_collections()
         if any(base in client.list_aliases(c).get("aliases", []) for c in collections):
-            client.alter_alias(name, base)  # one atomic switch for readers of the alias
+            client.alter_alias(name, base)
         else:
             client.create_alias(name, base)
+        on_disk = {}
+        for folder in Path(root).glob("gen-*"):
+            try:
+                on_disk[generation_number(folder.name)] = json.loads((folder / "manifest.json").read_text())["fingerprint"]
+            except (ConfigError, OSError, ValueError, KeyError, TypeError):
+                continue
+        oldest = min((n for n, fp in on_disk.items() if fp == props.get("mr.fingerprint")), default=g)
+        if int(props.get("mr.oldest") or 0) != oldest:  # a filtered delete scans: only when there is news
+            client.delete(name, filter=f"gen_to <= {oldest}")
+        client.alter_collection_properties(name, properties={"mr.current": str(g), "mr.pending": "0",
+                                                             "mr.oldest": str(oldest)})
+        used = {collection_name(base, fp) for fp in on_disk.values() if isinstance(fp, str) and re.fullmatch(r"[0-9a-f]+", fp)}
+        owner = owner_id(root, create=False)
         for other in collections:
-            if other.startswith(f"{base}_gen_") and other != name:
-                gen = other[len(base) + 1:].replace("_", "-")
-                if not (Path(root) / gen).exists():
+            if other.startswith(f"{base}_fp_") and other not in used and other != name:
+                props = client.describe_collection(other).get("properties") or {}
+                if props.get("mr.owner") == owner:  # never another index's collection
                     client.drop_collection(other)
 
     # ------------------------------------------------------------------ searching
     def save(self, folder: Path) -> None:
         """Nothing local: the collection is the backend (backend.json records the options)."""
 
+    @_engine_errors
     def load(self, folder: Path, x: np.ndarray) -> None:
-        """Open the generation's collection and check it is this index's (its fingerprint)."""
-        root, generation = folder.parent.parent, folder.parent.name
-        manifest = json.loads((folder.parent / "manifest.json").read_text())
+        """Open the model's collection at this generation and check it is this index's: its
+        fingerprint, and one row for each of the generation's segments."""
+        import sqlite3
+
+        gen_dir = folder.parent
+        root, g = gen_dir.parent, generation_number(gen_dir.name)
+        manifest = json.loads((gen_dir / "manifest.json").read_text())
         uri = self.uri(root)
         client = _client(uri)
-        name = collection_name(self.options.milvus_collection, generation)
+        name = collection_name(self.options.milvus_collection, manifest.get("fingerprint", ""))
         if not client.has_collection(name):
             raise ConfigError(f"Milvus collection {name} is missing at {uri}: rebuild the index "
                               "(index.rebuild=true), or point index.options.milvus_uri at the right server")
@@ -144,8 +331,19 @@ class MilvusBackend:
             raise ConfigError(f"Milvus collection {name} at {uri} holds another model's embeddings (fingerprint "
                               f"{props.get('mr.fingerprint')!r}, this index: {manifest.get('fingerprint')!r}): "
                               "rebuild the index (index.rebuild=true)")
+        con = sqlite3.connect(f"file:{gen_dir / 'metadata.sqlite'}?mode=ro", uri=True)
+        try:
+            con.execute("PRAGMA trusted_schema=OFF")
+            table = con.execute("SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row").fetchall()
+        finally:
+            con.close()
+        sids = [segment_id(*r) for r in table]
         client.load_collection(name)
-        self.client, self.collection, self.rows, self.dim = client, name, int(x.shape[0]), int(x.shape[1])
+        self._attach(client, name, g, sids, int(x.shape[1]))
+        count = client.query(name, filter=self._filter, output_fields=["count(*)"])[0]["count(*)"]
+        if count != len(sids):
+            raise ConfigError(f"Milvus collection {name} holds {count} rows of {gen_dir.name}, the index "
+                              f"{len(sids)}: it was changed outside this index; rebuild (index.rebuild=true)")
 
     def _chunk(self) -> int:
         """Queries per request: 256 to a server; Milvus Lite (a local file) searches by brute
@@ -155,18 +353,20 @@ class MilvusBackend:
             return 256
         return max(1, min(256, int(2**29 // (4 * max(self.rows, 1) * max(self.dim, 1)))))
 
+    @_engine_errors
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.client is not None, "load() or publish() first"
         q = np.asarray(q, dtype=np.float32)
         step = self._chunk()
         res = []
         for s in range(0, len(q), step):
-            res += self.client.search(self.collection, data=list(q[s:s + step]), limit=k, output_fields=["row"],
-                                      search_params={"metric_type": "L2"})
+            res += self.client.search(self.collection, data=list(q[s:s + step]), limit=k, filter=self._filter,
+                                      output_fields=["sid"], search_params={"metric_type": "L2"})
         dist = np.full((len(q), k), np.inf, dtype=np.float32)
         idx = np.full((len(q), k), -1, dtype=np.int64)
         for i, hits in enumerate(res):
             for j, hit in enumerate(hits[:k]):
-                idx[i, j] = int(hit["id"] if "id" in hit else hit["entity"]["row"])
-                dist[i, j] = float(np.sqrt(max(hit["distance"], 0.0)))  # Milvus L2 is squared
+                row = self._row_of.get(str(hit["entity"]["sid"]), -1)
+                idx[i, j] = row
+                dist[i, j] = np.inf if row < 0 else float(np.sqrt(max(hit["distance"], 0.0)))  # L2 is squared
         return dist, idx

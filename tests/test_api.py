@@ -165,6 +165,13 @@ def test_checkpoints_record_their_class_and_older_ones_still_load(cfg_train, tmp
     assert legacy.clip_spec is None and legacy.input_spec.frames == 16  # falls back to the defaults
     for a, b in zip(model.state_dict().values(), legacy.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    # trained with model.compile=true: compiling is the loader's choice, not the checkpoint's
+    compiled = tmp_path / "compiled.ckpt"
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    data["hyper_parameters"]["compile"] = True
+    torch.save(data, compiled)
+    assert not hasattr(load_model(compiled).embed, "_torchdynamo_orig_callable")
+    assert hasattr(load_model(compiled, compile=True).embed, "_torchdynamo_orig_callable")
 
 
 def test_embed_file_uses_the_models_clip_spec(tmp_path):

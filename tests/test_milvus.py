@@ -174,11 +174,15 @@ def test_a_crashed_publish_is_undone_by_the_next(library, model, tmp_path, monke
         assert len(rows(index, fp)) == len(second.segments)  # gen 1 had no reader left: its rows went
 
 
-def test_a_collection_with_another_fingerprint_or_owner_is_refused(library, model, tmp_path):
+def test_a_collection_changed_elsewhere_or_owned_by_another_index_is_refused(library, model, tmp_path):
     media, _ = library
     with build(media, tmp_path / "mv", model) as mv:
         name = collection_name("media_retrieval", mv.manifest["fingerprint"])
-    client(tmp_path / "mv").alter_collection_properties(name, properties={"mr.fingerprint": "someone-else"})
+    c = client(tmp_path / "mv")
+    c.delete(name, ids=[c.query(name, filter="gen_to > 0", output_fields=["pk"], limit=1)[0]["pk"]])
+    with pytest.raises(ConfigError, match="changed outside this index"):
+        MediaIndex.open(tmp_path / "mv")
+    c.alter_collection_properties(name, properties={"mr.fingerprint": "someone-else"})
     with pytest.raises(ConfigError, match="another model's embeddings"):
         MediaIndex.open(tmp_path / "mv")
     shared = {"milvus_uri": str(tmp_path / "shared.db")}

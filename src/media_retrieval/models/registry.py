@@ -87,7 +87,7 @@ def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.
     fetched (they come from ``state_dict``), every tensor present with its shape."""
     cls = model_class(class_name)
     check_hparams(cls, hparams)
-    hparams = dict(hparams)
+    hparams = {**hparams, "compile": False}  # compiling is the reader's choice, not the index's
     if isinstance(hparams.get("backbone"), dict):
         hparams["backbone"] = {**hparams["backbone"], "weights": "none"}
     try:
@@ -110,11 +110,13 @@ def model_record(model: torch.nn.Module, ckpt_path: str | None = None) -> dict:
             "ckpt_path": str(Path(ckpt_path).resolve()) if ckpt_path else None}
 
 
-def load_model(ckpt_path: str | Path, cls: type | None = None) -> torch.nn.Module:
+def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = False) -> torch.nn.Module:  # noqa: A002
     """A trained model from its checkpoint alone: the class the checkpoint records (one of
     ours), its hyper-parameters, weights and clip spec; nothing in it is executed
     (``weights_only``). ``cls`` is needed only for checkpoints written before the class was
-    recorded (format 1)."""
+    recorded (format 1). ``compile`` is the loader's choice, not the checkpoint's: a model
+    trained with ``model.compile=true`` on a GPU must not start compiling on a laptop that
+    only wants to search."""
     from media_retrieval.errors import ConfigError
     from media_retrieval.utils.checkpoint import load_model as load_weights_only
 
@@ -133,7 +135,7 @@ def load_model(ckpt_path: str | Path, cls: type | None = None) -> torch.nn.Modul
     if cls is None:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
                           "(model=<its config> on the command line, or load_model(path, cls=...))")
-    return load_weights_only(cls, path)
+    return load_weights_only(cls, path, compile=compile)
 
 
 def model_from_config(model_cfg: Any, ckpt_path: str | Path | None = None) -> torch.nn.Module:
@@ -146,7 +148,7 @@ def model_from_config(model_cfg: Any, ckpt_path: str | Path | None = None) -> to
     from media_retrieval.utils.instantiate import build
 
     if ckpt_path:
-        return load_model(ckpt_path, cls=get_class(model_cfg._target_))
+        return load_model(ckpt_path, cls=get_class(model_cfg._target_), compile=bool(model_cfg.get("compile", False)))
     model = build(model_cfg)
     if model.has_trainable_embedding:
         raise ConfigError("ckpt_path is required: this model's embedding must be trained first "

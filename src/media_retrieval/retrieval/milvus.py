@@ -315,7 +315,7 @@ class MilvusBackend:
     def load(self, folder: Path, x: np.ndarray) -> None:
         """Open the model's collection at this generation and check it is this index's: its
         fingerprint, and one row for each of the generation's segments."""
-        import sqlite3
+        from media_retrieval.retrieval.index_store import _query
 
         gen_dir = folder.parent
         root, g = gen_dir.parent, generation_number(gen_dir.name)
@@ -331,12 +331,7 @@ class MilvusBackend:
             raise ConfigError(f"Milvus collection {name} at {uri} holds another model's embeddings (fingerprint "
                               f"{props.get('mr.fingerprint')!r}, this index: {manifest.get('fingerprint')!r}): "
                               "rebuild the index (index.rebuild=true)")
-        con = sqlite3.connect(f"file:{gen_dir / 'metadata.sqlite'}?mode=ro", uri=True)
-        try:
-            con.execute("PRAGMA trusted_schema=OFF")
-            table = con.execute("SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row").fetchall()
-        finally:
-            con.close()
+        table = _query(gen_dir, "SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row")
         sids = [segment_id(*r) for r in table]
         client.load_collection(name)
         self._attach(client, name, g, sids, int(x.shape[1]))

@@ -18,14 +18,14 @@ from media_retrieval.utils.files import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
-def load_model(cls: type[L.LightningModule], ckpt_path: str | Path) -> L.LightningModule:
+def load_model(cls: type[L.LightningModule], ckpt_path: str | Path, **overrides: Any) -> L.LightningModule:
     """``cls.load_from_checkpoint`` with ``weights_only=True``: a checkpoint holding a pickled
-    payload is refused instead of run."""
+    payload is refused instead of run. ``overrides`` replace stored hyper-parameters."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: file not found")
     try:
-        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
     except Exception as exc:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {exc}") from exc
 

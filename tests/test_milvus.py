@@ -191,6 +191,10 @@ def test_a_collection_changed_elsewhere_or_owned_by_another_index_is_refused(lib
     with pytest.raises(ConfigError, match="belongs to another index folder"):
         MediaIndex.build(media, tmp_path / "b", model, clip_spec=SPEC,
                          options=IndexOptions(backend="milvus", backend_options=shared, **OPTS))
+    (tmp_path / "a" / "milvus-owner").write_text("x" * 10_000)  # an index's files are data
+    with pytest.raises(ConfigError, match="milvus-owner is damaged"):
+        MediaIndex.build(media, tmp_path / "a", model, clip_spec=SPEC,
+                         options=IndexOptions(backend="milvus", backend_options=shared, **OPTS))
 
 
 def test_command_line_and_service_on_milvus(library, tmp_path):

@@ -114,8 +114,9 @@ def segment_id(key: str, rel_path: str, start_s: float | None, end_s: float | No
 def owner_id(root: Path, create: bool) -> str | None:
     """The index folder's identity (a random id in ``<index_dir>/milvus-owner``, data only)."""
     path = Path(root) / OWNER_FILE
-    if path.is_file():
-        text = path.read_text(errors="replace").strip()
+    if path.exists() or path.is_symlink():
+        text = "" if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 else \
+            path.read_text(errors="replace").strip()
         if not re.fullmatch(r"[0-9a-f]{32}", text):
             raise ConfigError(f"{path} is damaged (expected 32 hex digits); restore it or rebuild into a new collection")
         return text

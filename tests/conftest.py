@@ -92,6 +92,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_nodes(cmd: list[str], nodes: int = 2) -> list[subprocess.Popen]:
+    """``nodes`` processes standing in for machines (1 CPU device each, gloo), started the way a
+    scheduler starts one command per node: the same command, NODE_RANK 0..nodes-1."""
+    port = str(free_port())
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(nodes)}
+    return [subprocess.Popen(cmd, env={**env, "NODE_RANK": str(node)}, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for node in range(nodes)]
+
+
 def run_script(script: str, overrides: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     """Run src/<script> in a fresh process, as a user would."""
     env = {"WANDB_MODE": "disabled", **os.environ, "PROJECT_ROOT": str(ROOT), "HYDRA_FULL_ERROR": "0"}

@@ -42,8 +42,9 @@ def library(tmp_path):
     return tmp_path / "media", made
 
 
-def build(media: Path, index: Path, model, backend: str = "milvus") -> MediaIndex:
-    return MediaIndex.build(media, index, model, clip_spec=SPEC, options=IndexOptions(backend=backend, **OPTS))
+def build(media: Path, index: Path, model, backend: str = "milvus", **backend_options) -> MediaIndex:
+    return MediaIndex.build(media, index, model, clip_spec=SPEC,
+                            options=IndexOptions(backend=backend, backend_options=backend_options, **OPTS))
 
 
 def rows(index_dir: Path, fingerprint: str, filter: str = "gen_to > 0") -> list[dict]:  # noqa: A002
@@ -186,15 +187,12 @@ def test_a_collection_changed_elsewhere_or_owned_by_another_index_is_refused(lib
     with pytest.raises(ConfigError, match="another model's embeddings"):
         MediaIndex.open(tmp_path / "mv")
     shared = {"milvus_uri": str(tmp_path / "shared.db")}
-    MediaIndex.build(media, tmp_path / "a", model, clip_spec=SPEC,
-                     options=IndexOptions(backend="milvus", backend_options=shared, **OPTS)).close()
+    build(media, tmp_path / "a", model, **shared).close()
     with pytest.raises(ConfigError, match="belongs to another index folder"):
-        MediaIndex.build(media, tmp_path / "b", model, clip_spec=SPEC,
-                         options=IndexOptions(backend="milvus", backend_options=shared, **OPTS))
+        build(media, tmp_path / "b", model, **shared)
     (tmp_path / "a" / "milvus-owner").write_text("x" * 10_000)  # an index's files are data
     with pytest.raises(ConfigError, match="milvus-owner is damaged"):
-        MediaIndex.build(media, tmp_path / "a", model, clip_spec=SPEC,
-                         options=IndexOptions(backend="milvus", backend_options=shared, **OPTS))
+        build(media, tmp_path / "a", model, **shared)
 
 
 def test_command_line_and_service_on_milvus(library, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_cfg, free_port, run_script
+from conftest import ROOT, compose_cfg, run_script, start_nodes
 from helpers.media_library import CLASSES, make_library, write_image, write_video
 from hydra.core.global_hydra import GlobalHydra
 
@@ -300,18 +300,9 @@ def test_kmeans_prefilter_and_pca(tmp_path):
 
 
 def _nodes(media: Path, index: Path, extra: list[str]) -> list[subprocess.Popen]:
-    """Two processes standing in for two nodes (1 CPU device each, gloo), started the way a
-    scheduler starts one command per node: the same overrides, NODE_RANK 0 and 1."""
-    port = str(free_port())
-    cmd = _index_cmd(media, index, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
-                                    "trainer.num_nodes=2", "batch_size=1", *extra])
-    procs = []
-    for node in (0, 1):
-        env = {**os.environ, "PROJECT_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port, "NODE_RANK": str(node), "WORLD_SIZE": "2"}
-        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    return procs
+    """The index command on two stand-in nodes (conftest.start_nodes)."""
+    return start_nodes(_index_cmd(media, index, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
+                                                 "trainer.num_nodes=2", "batch_size=1", *extra]))
 
 
 @pytest.mark.slow

@@ -206,23 +206,15 @@ def test_two_node_training(cfg_train, tiny_dirs, tmp_path):
     """trainer.num_nodes=2: the same command on two "nodes" (two processes, 1 CPU device each,
     gloo), started as a scheduler would, with NODE_RANK 0 and 1: both finish, rank 0 writes
     the checkpoint and the retrieval results of the whole test pool."""
-    import os
-    import subprocess
     import sys
 
-    from conftest import ROOT, free_port
+    from conftest import ROOT, start_nodes
 
     train(cfg_train)  # the corpus and the feature cache exist before the nodes start (shared storage)
-    port = str(free_port())
     run_dir = tmp_path / "two-nodes"
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *tiny_overrides(*tiny_dirs), "trainer=ddp",
-           "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_epochs=2",
-           "trainer.sync_batchnorm=false", f"hydra.run.dir={run_dir}"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled",
-                                   "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-                                   "NODE_RANK": str(node), "WORLD_SIZE": "2"})
-             for node in (0, 1)]
+    procs = start_nodes([sys.executable, str(ROOT / "src" / "train.py"), *tiny_overrides(*tiny_dirs), "trainer=ddp",
+                         "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+                         "trainer.max_epochs=2", "trainer.sync_batchnorm=false", f"hydra.run.dir={run_dir}"])
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1]

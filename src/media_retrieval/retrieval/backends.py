@@ -94,7 +94,6 @@ def _check_text(key: str, value: object) -> None:
         raise ConfigError(f"index option milvus_index={value!r}; valid: FLAT, IVF_FLAT, HNSW, IVF_PQ, AUTOINDEX")
 
 
-
 def _faiss():
     try:
         import faiss

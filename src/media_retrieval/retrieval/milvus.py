@@ -99,10 +99,26 @@ def collection_name(base: str, fingerprint: str) -> str:
 
 
 def generation_number(generation: str) -> int:
-    match = re.fullmatch(r"gen-(\d{6,})", generation)
-    if match is None:
+    from media_retrieval.retrieval.index_store import GEN_NAME
+
+    if not GEN_NAME.fullmatch(generation):
         raise ConfigError(f"{generation!r} is not a generation folder name (gen-NNNNNN)")
-    return int(match.group(1))
+    return int(generation[len("gen-"):])
+
+
+def _table_sids(gen: Path) -> list[str]:
+    """The segment ids of a generation, in the order of its segment table's rows (read
+    through the index's read-only SQLite reader)."""
+    from media_retrieval.retrieval.index_store import _query
+
+    return [segment_id(*r) for r in _query(gen, "SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row")]
+
+
+def _fingerprint_of(gen: Path) -> str:
+    """A generation's fingerprint, from its manifest (read size-bounded, as every index JSON)."""
+    from media_retrieval.retrieval.index_store import _read_json
+
+    return str(_read_json(gen, "manifest.json").get("fingerprint", ""))
 
 
 def segment_id(key: str, rel_path: str, start_s: float | None, end_s: float | None) -> str:
@@ -210,13 +226,13 @@ class MilvusBackend:
         created, props = self._open_for_writing(client, name, root, manifest)
         client.load_collection(name)  # a new process (or server restart) finds it released
         pending = int(props.get("mr.pending") or 0)
-        live = IndexStore(root).current_name()
-        if pending and live != f"gen-{pending:06d}":  # a publish that crashed before CURRENT named it:
+        live = IndexStore(root).current()
+        if pending and (live is None or live.name != f"gen-{pending:06d}"):  # crashed before CURRENT named it:
             self._undo(client, name, min(pending, g))  # undo what it wrote (no reader can see it)
         client.alter_collection_properties(name, properties={"mr.pending": str(g)})
         sids = [segment_id(seg.key, seg.rel_path, seg.start_s, seg.end_s) for seg in segments]
         wanted = set(sids)
-        before = set() if created else self._live_sids(client, name, root, manifest["fingerprint"])
+        before = set() if created else self._live_sids(client, name, live, manifest["fingerprint"])
         new = [i for i, sid in enumerate(sids) if sid not in before]
         gone = self._live_pks(client, name, sorted(before - wanted))
         for s in range(0, len(new), BATCH):
@@ -236,20 +252,12 @@ class MilvusBackend:
         log.info("Milvus %s: undid a publish of generation %d that did not finish", name, g)
 
     @staticmethod
-    def _live_sids(client, name: str, root: Path, fingerprint: str) -> set[str]:
+    def _live_sids(client, name: str, live: Path | None, fingerprint: str) -> set[str]:
         """The segment ids the collection's live rows hold: the live generation's, when it is
         this model's (read from its segment table); otherwise read from the engine (a model
         that comes back after another one: rare, and a scan)."""
-        from media_retrieval.retrieval.index_store import IndexStore, _query
-
-        live = IndexStore(root).current()
-        if live is not None:
-            try:
-                same = json.loads((live / "manifest.json").read_text()).get("fingerprint") == fingerprint
-            except (OSError, ValueError):
-                same = False
-            if same:
-                return {segment_id(*r) for r in _query(live, "SELECT key, rel_path, start_s, end_s FROM segments")}
+        if live is not None and _fingerprint_of(live) == fingerprint:
+            return set(_table_sids(live))
         return {r["sid"] for r in _iterate(client, name, f"gen_to == {LIVE}", ["sid"])}
 
     @staticmethod
@@ -289,21 +297,20 @@ class MilvusBackend:
             client.alter_alias(name, base)
         else:
             client.create_alias(name, base)
-        on_disk = {}
+        on_disk = {}  # generation number -> the collection of its model
         for folder in Path(root).glob("gen-*"):
             try:
-                on_disk[generation_number(folder.name)] = json.loads((folder / "manifest.json").read_text())["fingerprint"]
-            except (ConfigError, OSError, ValueError, KeyError, TypeError):
+                on_disk[generation_number(folder.name)] = collection_name(base, _fingerprint_of(folder))
+            except MediaRetrievalError:  # not a generation, or one being removed: it uses nothing
                 continue
-        oldest = min((n for n, fp in on_disk.items() if fp == props.get("mr.fingerprint")), default=g)
+        oldest = min((n for n, used in on_disk.items() if used == name), default=g)
         if int(props.get("mr.oldest") or 0) != oldest:  # a filtered delete scans: only when there is news
             client.delete(name, filter=f"gen_to <= {oldest}")
         client.alter_collection_properties(name, properties={"mr.current": str(g), "mr.pending": "0",
                                                              "mr.oldest": str(oldest)})
-        used = {collection_name(base, fp) for fp in on_disk.values() if isinstance(fp, str) and re.fullmatch(r"[0-9a-f]+", fp)}
         owner = owner_id(root, create=False)
         for other in collections:
-            if other.startswith(f"{base}_fp_") and other not in used and other != name:
+            if other.startswith(f"{base}_fp_") and other not in on_disk.values() and other != name:
                 props = client.describe_collection(other).get("properties") or {}
                 if props.get("mr.owner") == owner:  # never another index's collection
                     client.drop_collection(other)
@@ -316,24 +323,21 @@ class MilvusBackend:
     def load(self, folder: Path, x: np.ndarray) -> None:
         """Open the model's collection at this generation and check it is this index's: its
         fingerprint, and one row for each of the generation's segments."""
-        from media_retrieval.retrieval.index_store import _query
-
         gen_dir = folder.parent
         root, g = gen_dir.parent, generation_number(gen_dir.name)
-        manifest = json.loads((gen_dir / "manifest.json").read_text())
+        fingerprint = _fingerprint_of(gen_dir)
         uri = self.uri(root)
         client = _client(uri)
-        name = collection_name(self.options.milvus_collection, manifest.get("fingerprint", ""))
+        name = collection_name(self.options.milvus_collection, fingerprint)
         if not client.has_collection(name):
             raise ConfigError(f"Milvus collection {name} is missing at {uri}: rebuild the index "
                               "(index.rebuild=true), or point index.options.milvus_uri at the right server")
         props = client.describe_collection(name).get("properties") or {}
-        if props.get("mr.fingerprint") != manifest.get("fingerprint"):
+        if props.get("mr.fingerprint") != fingerprint:
             raise ConfigError(f"Milvus collection {name} at {uri} holds another model's embeddings (fingerprint "
-                              f"{props.get('mr.fingerprint')!r}, this index: {manifest.get('fingerprint')!r}): "
+                              f"{props.get('mr.fingerprint')!r}, this index: {fingerprint!r}): "
                               "rebuild the index (index.rebuild=true)")
-        table = _query(gen_dir, "SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row")
-        sids = [segment_id(*r) for r in table]
+        sids = _table_sids(gen_dir)
         client.load_collection(name)
         self._attach(client, name, g, sids, int(x.shape[1]))
         count = client.query(name, filter=self._filter, output_fields=["count(*)"])[0]["count(*)"]

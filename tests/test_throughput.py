@@ -45,6 +45,26 @@ def test_bf16_channels_last_keeps_top5_neighbours(library):
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
 
 
+def test_fp32_on_cuda_means_ieee_fp32():
+    """An fp32 index on a GPU is embedded with cuDNN's TF32 off (flags only: no GPU needed to
+    check them), and the setting is the caller's again afterwards; bf16 is autocast."""
+    from media_retrieval.models.inference import autocast
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.allow_tf32
+    cudnn.allow_tf32 = True
+    try:
+        with autocast("cuda", "fp32"):
+            assert cudnn.allow_tf32 is False
+        assert cudnn.allow_tf32 is True
+        with autocast("cpu", "fp32"):
+            assert cudnn.allow_tf32 is True and not torch.is_autocast_enabled("cpu")
+        with autocast("cpu", "bf16"):
+            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    finally:
+        cudnn.allow_tf32 = before
+
+
 def test_channels_last_backbone_matches_default_layout():
     from media_retrieval.models.backbones import create_backbone
 

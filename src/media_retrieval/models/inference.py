@@ -59,8 +59,19 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
 
 
 def autocast(device: str | torch.device, precision: str):
-    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """The numeric context of ``precision`` on ``device``: bf16 autocast, or IEEE fp32.
+
+    fp32 on CUDA turns cuDNN's TF32 convolutions off (PyTorch's default leaves them on, and
+    matmuls already run in full fp32): with TF32 a GPU-built fp32 index differed by up to
+    1.1e-2 from the same clips embedded elsewhere, on an H100 (benchmarks/README.md), so a
+    query embedded on a CPU, or alone instead of in a batch, would not find exactly what the
+    index holds. fp32 is the opt-in for that agreement; ``auto`` on CUDA is bf16 anyway."""
+    kind = torch.device(device).type
+    if kind == "cuda" and precision == "fp32":
+        cudnn = torch.backends.cudnn
+        return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                           allow_tf32=False)
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def fast_inference(model, precision: str = "auto", compile_model: bool = False):

@@ -34,7 +34,7 @@ from media_retrieval.data.discovery import (
 from media_retrieval.data.library import SegmentDataset, skip_failed_collate
 from media_retrieval.data.video import media_type, probe_image, probe_video
 from media_retrieval.errors import ConfigError, DataError, Interrupted
-from media_retrieval.models.inference import resolve_precision
+from media_retrieval.models.inference import autocast, resolve_precision
 from media_retrieval.models.registry import model_record
 from media_retrieval.retrieval.index_store import (
     Generation,
@@ -208,8 +208,12 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
         loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
                             batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None,
                             collate_fn=skip_failed_collate, shuffle=False)
+        # fp32 means IEEE fp32 on a GPU too (no TF32 convolutions), as queries are embedded;
+        # bf16 is Lightning's autocast above
+        numerics = autocast(device, precision) if precision == "fp32" else contextlib.nullcontext()
         try:
-            trainer.predict(model, dataloaders=loader, return_predictions=False)
+            with numerics:
+                trainer.predict(model, dataloaders=loader, return_predictions=False)
         except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
             n = shard_store(work).shard_count()
             raise Interrupted(f"interrupted: {n} finished batches are kept in {work} and the live index is "

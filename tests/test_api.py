@@ -244,3 +244,20 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
     run_index(cfg)
     index = MediaIndex.open(tmp_path / "index")
     assert index.par_delta == stored
+
+
+def test_pixel_model_index_queries_on_the_builds_layout(library, tmp_path):
+    """A 3D-CNN index (C3D, small) answers queries on the layout its build used
+    (channels_last_3d), and a file's query finds its own segment at distance ~0."""
+    from media_retrieval.models.c3d import C3DModule
+
+    torch.manual_seed(0)
+    spec = ClipSpec(frames=4, image_size=32, chunk_s=2.0)
+    index = MediaIndex.build(library, tmp_path / "index", model=C3DModule(width=0.125, input_size=32),
+                             clip_spec=spec, options=OPTIONS)
+    conv = next(m for m in index.model.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not index.model.training
+    photo = next(library.glob("red_disc/*.jpg"))
+    hits = index.search(photo, k=100)  # an untrained net: other stills may lie as close
+    own = [h for h in hits if h.rel_path == photo.relative_to(library).as_posix()]
+    assert own and own[0].distance < 1e-4 * max(1.0, float(np.linalg.norm(index.embed([photo])[0])))

@@ -74,14 +74,21 @@ def autocast(device: str | torch.device, precision: str):
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def inference_layout(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, and channels_last_3d weights for 3D convolutions (2D backbones set
+    channels_last themselves): the layout every embedding path uses, builds and queries alike."""
+    model.eval()
+    if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
 def fast_inference(model, precision: str = "auto", compile_model: bool = False):
     """``model.embed`` on its device's fast path, as a function of a batch: inference mode,
     channels_last frames (2D backbones do it themselves; 3D convolutions get channels_last_3d
     here, so C3D and the 3D baselines are compared equally optimised), bf16 autocast per
     :func:`resolve_precision`, and optionally ``torch.compile`` (compiles on first call)."""
-    model.eval()
-    if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()):
-        model.to(memory_format=torch.channels_last_3d)
+    inference_layout(model)
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
     embed = torch.compile(model.embed) if compile_model else model.embed

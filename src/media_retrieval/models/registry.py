@@ -124,7 +124,8 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: file not found")
     try:
-        info = torch.load(path, map_location="cpu", weights_only=True).get("media_retrieval") or {}
+        # mmap: only the small record is read here (the weights are read once, below)
+        info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("media_retrieval") or {}
     except Exception as exc:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
     if info.get("class"):

@@ -142,8 +142,9 @@ class MediaIndex:
                 lease.close()
                 lease = self.store.reader_lease(gen.path.name)
             spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
-            model = gen.load_model()
-            from media_retrieval.models.inference import PRECISIONS
+            from media_retrieval.models.inference import PRECISIONS, inference_layout
+
+            model = inference_layout(gen.load_model())  # queries run on the builds' layout (C3D: channels_last_3d)
 
             precision = gen.manifest.get("precision") or "fp32"
             if precision not in PRECISIONS:

@@ -64,21 +64,23 @@ log = logging.getLogger("real_benchmark")
 
 
 # ---------------------------------------------------------------------------- data
-def load_sources(real_dir: Path, cache_dir: Path, dense_frames: int | None = None
-                 ) -> tuple[dict[str, list[MediaItem]], dict[str, np.ndarray]]:
+def load_sources(real_dir: Path, cache_dir: Path, dense_frames: int | None = None,
+                 roots: dict[str, Path] | None = None) -> tuple[dict[str, list[MediaItem]], dict[str, np.ndarray]]:
     """The clips of each set and their (16, 1280) frame features (``dense_frames``: that many
-    per clip instead, for self-supervised views), computed once (cached)."""
+    per clip instead, for self-supervised views), computed once (cached). ``roots``: other
+    class-per-folder sets instead of the four real ones."""
     from media_retrieval.data.datamodule import FolderDataModule
     from media_retrieval.models.backbones import create_backbone
 
-    dm = FolderDataModule(roots={s: str(real_dir / s) for s in SETS}, frames=16, image_size=224, resize="stretch",
+    roots = roots or {s: real_dir / s for s in SETS}
+    dm = FolderDataModule(roots={s: str(r) for s, r in roots.items()}, frames=16, image_size=224, resize="stretch",
                           sampling="index", chunk_s=None, cache_dir=str(cache_dir), num_workers=1, dedupe=False,
                           kinds=["video"], feature_batch_size=1, dense_frames=dense_frames)
     backbone = create_backbone("efficientnet_lite0", "imagenet")
     dm.attach_frame_encoder(backbone, backbone.spec())
     dm.prepare_data()
     bad = dm.cache.skipped()
-    sources: dict[str, list[MediaItem]] = {s: [] for s in SETS}
+    sources: dict[str, list[MediaItem]] = {s: [] for s in roots}
     feats: dict[str, np.ndarray] = {}
     for it in dm.items():
         key = dm.content_key(it)
@@ -426,6 +428,75 @@ def learning_curve(sources: dict, feats: dict, seeds: list[int], out_dir: Path) 
     return rows
 
 
+def synthetic_corpus() -> Path:
+    """The built-in corpus's ``style_a`` (12 motion classes, 30 clips each), generated with
+    ``configs/data/builtin.yaml``'s settings unless an identical one is already there."""
+    from omegaconf import OmegaConf
+
+    from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
+
+    corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "data" / "builtin.yaml").corpus)
+    spec = CorpusSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in corpus.items()})
+    return ensure_corpus(ROOT / "data" / "builtin", spec) / "style_a"
+
+
+def synthetic_classes(sources: dict, feats: dict, synth: list[MediaItem], seeds: list[int], out_dir: Path
+                      ) -> list[dict]:
+    """Do more training classes help unseen real footage when they are synthetic? The default
+    config (its w and whitening) trained on a fold's real training sources, with and without the
+    built-in corpus's 12 synthetic motion classes. Whether to add them (and the epochs) is
+    chosen per fold and seed on validation (each real training source held out in turn, as in
+    :func:`run_fold`); the test source is scored for both, and for the choice."""
+    w0, d0 = config_defaults()
+    rows = []
+    for fold in leave_one_source_out(sources):
+        test_items, train_items = fold.items(sources, "test"), fold.items(sources, "train")
+        base = pick(score(embed(head([], "none"), test_items, feats), test_items), "euclidean")
+        for seed in seeds:
+            val: dict[tuple[str, int], list[float]] = {}
+            for held in fold.train:
+                inner = [it for s in fold.train if s != held for it in sources[s]]
+                for variant, items in (("real", inner), ("real+synthetic", inner + synth)):
+                    for e, state in train(items, feats, seed, FUSED_STATS).snapshots.items():
+                        h = head(FUSED_STATS, state=state, weight=w0)
+                        z = whitened(embed(h, items, feats), embed(h, sources[held], feats), d0)
+                        val.setdefault((variant, e), []).append(quality(score(z, sources[held])))
+            chosen, epochs = max(val, key=lambda ve: (np.mean(val[ve]), ve[0] == "real"))  # ties: no synthetic
+            for variant, items in (("real", train_items), ("real+synthetic", train_items + synth)):
+                e = epochs if variant == chosen else max((ve for ve in val if ve[0] == variant),
+                                                         key=lambda ve: np.mean(val[ve]))[1]
+                h = head(FUSED_STATS, state=train(items, feats, seed, FUSED_STATS).snapshots[e], weight=w0)
+                eu = pick(score(whitened(embed(h, items, feats), embed(h, test_items, feats), d0), test_items),
+                          "euclidean")
+                row = {"fold": fold.test, "seed": seed, "variant": variant, "epochs": e, "chosen": variant == chosen,
+                       "val_quality": float(np.mean(val[(variant, e)])), "p_at_5": eu["accuracy"], "map": eu["map"],
+                       "gain_p_at_5": eu["accuracy"] - base["accuracy"], "gain_map": eu["map"] - base["map"],
+                       "at_ceiling": ceiling_of(test_items) <= base["accuracy"] + 1e-6}
+                rows.append(row)
+            log.info("synthetic %s seed %d: validation chose %s (%d epochs); test %s", fold.test, seed, chosen, epochs,
+                     {r["variant"]: (round(r["p_at_5"], 3), round(r["map"], 3)) for r in rows[-2:]})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "synthetic_classes.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| fold | variant | P@5 | mAP | gain P@5 / mAP | chosen by validation (seeds) |", "|---|---|---|---|---|---|"]
+    for fold in sorted({r["fold"] for r in rows}, key=SETS.index):
+        for variant in ("real", "real+synthetic"):
+            rs = [r for r in rows if r["fold"] == fold and r["variant"] == variant]
+            lines.append(f"| {fold}{' (ceiling)' if rs[0]['at_ceiling'] else ''} | {variant} | "
+                         f"{np.mean([r['p_at_5'] for r in rs]):.3f} | {np.mean([r['map'] for r in rs]):.3f} | "
+                         f"{np.mean([r['gain_p_at_5'] for r in rs]):+.3f} / {np.mean([r['gain_map'] for r in rs]):+.3f} | "
+                         f"{sum(r['chosen'] for r in rs)} of {len(rs)} |")
+    for label, sel in (("real", lambda r: r["variant"] == "real"),
+                       ("real+synthetic", lambda r: r["variant"] == "real+synthetic"),
+                       ("chosen on validation", lambda r: r["chosen"])):
+        rs = [r for r in rows if sel(r) and not r["at_ceiling"]]
+        lines.append(f"| mean_not_at_ceiling | {label} | {np.mean([r['p_at_5'] for r in rs]):.3f} | "
+                     f"{np.mean([r['map'] for r in rs]):.3f} | {np.mean([r['gain_p_at_5'] for r in rs]):+.3f} / "
+                     f"{np.mean([r['gain_map'] for r in rs]):+.3f} | |")
+    (out_dir / "synthetic_classes.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
 OBJECTIVES = {
     "ce": {"name": "ce"},
     "supcon": {"name": "supcon", "temperature": 0.1},
@@ -546,6 +617,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--learning-curve", action="store_true",
                    help="instead: the gain over no training with 1, 2 and 3 training sources")
+    p.add_argument("--synthetic", action="store_true",
+                   help="instead: the default trained with and without the built-in corpus's synthetic classes")
     p.add_argument("--objectives", action="store_true",
                    help="instead: the default model trained with each objective (ce, metric losses, InfoNCE)")
     args = p.parse_args(argv)
@@ -564,6 +637,12 @@ def main(argv: list[str] | None = None) -> None:
         _, dense = load_sources(real, Path(args.cache_dir), dense_frames=DENSE_FRAMES)
         objectives(sources, feats, dense, list(range(args.seeds)), out)
         print(f"objectives: {out / 'objectives.md'} ({time.time() - t0:.0f} s)")
+        return
+    if args.synthetic:
+        synth_sources, synth_feats = load_sources(real, Path(args.cache_dir), roots={"builtin": synthetic_corpus()})
+        feats.update(synth_feats)
+        synthetic_classes(sources, feats, synth_sources["builtin"], list(range(args.seeds)), out)
+        print(f"synthetic classes: {out / 'synthetic_classes.md'} ({time.time() - t0:.0f} s)")
         return
     if args.learning_curve:
         learning_curve(sources, feats, list(range(args.seeds)), out)

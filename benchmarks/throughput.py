@@ -14,7 +14,9 @@ Measures, on ``--device cpu|cuda``, in one invocation:
 - **profile**: where the time of one clip goes (decode, transform, encode; write from the
   index build), measured one clip at a time.
 
-One JSON line on stdout (and ``benchmarks/results/throughput-<device>.json``). Usage::
+One JSON line on stdout, and ``benchmarks/results/throughput-<device>.json`` (or ``--out``) rewritten
+after every phase and measurement, so a run cut short keeps what it measured. On CUDA the
+GPU's utilisation is sampled (NVML) while each index builds. Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/throughput.py --device cpu --clips 200 --baseline-ref <commit>
 """

@@ -178,10 +178,18 @@ def test_out_of_memory_suggests_a_smaller_batch(tiny_dirs, tmp_path, monkeypatch
 # ---------------------------------------------------------------------------- signals
 
 
-def _wait_for(pred, timeout: float = 240) -> None:
+def _wait_for(pred, timeout: float = 240) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline and not pred():
         time.sleep(0.1)
+    return bool(pred())
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's Ctrl-C delivers it. Tests started in the
+    background by a non-interactive shell (``make test &``, nohup, some CI runners) ignore
+    SIGINT, a child inherits that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow
@@ -221,11 +229,13 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
     cmd = [sys.executable, str(ROOT / "src" / "index.py"), f"media_dir={media}", f"index_dir={index}",
            "model.temporal.cell=none", "preprocess.frames=16", "preprocess.image_size=160", "preprocess.chunk_s=2",
            "batch_size=1", "num_workers=0", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'h'}"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    started = _wait_for(lambda: len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3 or proc.poll() is not None)
+    assert started and proc.poll() is None, "the build ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out[-1000:], err[-2000:])
     assert "interrupted" in err.strip().splitlines()[-1] and "run the same command again" in err
     assert IndexStore(index).current() is None
     kept = len(list((index / "work").glob("*/shard-*.keys.json")))

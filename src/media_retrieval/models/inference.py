@@ -62,10 +62,10 @@ def autocast(device: str | torch.device, precision: str):
     """The numeric context of ``precision`` on ``device``: bf16 autocast, or IEEE fp32.
 
     fp32 on CUDA turns cuDNN's TF32 convolutions off (PyTorch's default leaves them on, and
-    matmuls already run in full fp32): with TF32 a GPU-built fp32 index differed by up to
-    1.1e-2 from the same clips embedded elsewhere, on an H100 (benchmarks/README.md), so a
-    query embedded on a CPU, or alone instead of in a batch, would not find exactly what the
-    index holds. fp32 is the opt-in for that agreement; ``auto`` on CUDA is bf16 anyway."""
+    matmuls already run in full fp32): with TF32 the same clips embedded on an H100 lay up to
+    9.5e-3 from the CPU's embeddings and 5.8e-3 between a batch and single clips, without it
+    3.3e-6 (benchmarks/README.md), so a query embedded on a CPU, or alone, finds exactly what
+    an fp32 index holds. fp32 is the opt-in for that agreement; ``auto`` on CUDA is bf16 anyway."""
     kind = torch.device(device).type
     if kind == "cuda" and precision == "fp32":
         cudnn = torch.backends.cudnn

@@ -27,12 +27,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 DEV = os.environ.get("PRECISION_DEVICE", "cuda")  # cpu: a dry run of this script where no GPU is
 
 
+def numerics(tf32: bool):
+    """PyTorch's default on a GPU (cuDNN TF32 convolutions), or the project's fp32 context."""
+    from media_retrieval.models.inference import autocast
+
+    cudnn = torch.backends.cudnn
+    return (cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=True)
+            if tf32 else autocast(DEV, "fp32"))
+
+
 def embeddings(work: Path, clips: int) -> dict:
     from throughput import generate_library
 
     from media_retrieval.data.clips import ClipSpec
     from media_retrieval.data.library import SegmentDataset
-    from media_retrieval.models.inference import autocast
     from media_retrieval.retrieval.media_index import default_model
 
     files = generate_library(work / "library", clips)
@@ -45,10 +53,7 @@ def embeddings(work: Path, clips: int) -> dict:
 
         def on_gpu(tf32: bool, alone: bool) -> torch.Tensor:
             batches = x.split(1) if alone else [x]
-            cudnn = torch.backends.cudnn
-            ctx = (cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                               allow_tf32=True) if tf32 else autocast(DEV, "fp32"))
-            with ctx:
+            with numerics(tf32):
                 return torch.cat([gpu.embed({"clip": b.to(DEV)}).float().cpu() for b in batches])
 
         out = {}
@@ -70,16 +75,12 @@ def sync() -> None:
 def encoder_rate() -> dict:
     import timm
 
-    from media_retrieval.models.inference import autocast
 
     net = timm.create_model("efficientnet_lite0", num_classes=0).eval().to(DEV).to(memory_format=torch.channels_last)
     x = torch.rand(512 if DEV == "cuda" else 16, 3, 224, 224, device=DEV).contiguous(memory_format=torch.channels_last)
     rates = {}
     for name in ("tf32", "fp32_ieee"):
-        cudnn = torch.backends.cudnn
-        ctx = (cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                           allow_tf32=True) if name == "tf32" else autocast(DEV, "fp32"))
-        with ctx, torch.inference_mode():
+        with numerics(name == "tf32"), torch.inference_mode():
             for _ in range(3):
                 net(x)
             sync()
@@ -96,21 +97,19 @@ def index_pair(work: Path) -> dict:
     from media_retrieval.retrieval.index_store import IndexStore
 
     out, vecs = {}, {}
-    for acc in ("gpu" if DEV == "cuda" else "cpu", "cpu"):
-        ix = work / f"index-{acc}"
+    for label, acc in (("gpu", "gpu" if DEV == "cuda" else "cpu"), ("cpu", "cpu")):
+        ix = work / f"index-{label}"
         cmd = [sys.executable, str(ROOT / "src" / "index.py"), "model.temporal.cell=none", "model.temporal.stats=[]",
                f"media_dir={work / 'library'}", f"index_dir={ix}", f"trainer.accelerator={acc}", "trainer.devices=1",
                "index.precision=fp32"]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PROJECT_ROOT": str(work / "root")})
         gen = IndexStore(ix).open(trusted=False)
-        acc = acc if acc not in vecs else acc + "2"
-        vecs[acc] = {s.key: np.asarray(gen.vectors[i]) for i, s in enumerate(gen.segments)}
-        out[f"{acc}_wall_s"] = round(time.perf_counter() - t, 1)
-    a, b = vecs.values()
-    keys = a.keys() & b.keys()
+        vecs[label] = {s.key: np.asarray(gen.vectors[i]) for i, s in enumerate(gen.segments)}
+        out[f"{label}_wall_s"] = round(time.perf_counter() - t, 1)
+    keys = vecs["gpu"].keys() & vecs["cpu"].keys()
     out["segments"] = len(keys)
-    out["max_abs_gpu_vs_cpu"] = float(max(np.abs(a[k] - b[k]).max() for k in keys))
+    out["max_abs_gpu_vs_cpu"] = float(max(np.abs(vecs["gpu"][k] - vecs["cpu"][k]).max() for k in keys))
     return out
 
 

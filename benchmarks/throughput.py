@@ -337,9 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                 out["index"][name]["same_segments_vs_baseline"] = set(a) == set(b)
                 out["index"][name]["max_abs_diff_vs_baseline"] = float(max(np.abs(a[k] - b[k]).max()
                                                                          for k in a if k in b))
-            first = "this" if args.index_precisions[0] is None else f"this_{args.index_precisions[0]}"
             for key in ("speedup", "same_segments", "max_abs_diff"):
-                out["index"][key] = out["index"][first][f"{key}_vs_baseline"]
+                out["index"][key] = out["index"][next(iter(runs))][f"{key}_vs_baseline"]
         save("index")
     if "embed" not in args.skip:
         precisions = args.precisions or (["fp32", "bf16"] + (["bf16+compile"] if args.compile else []))

@@ -198,8 +198,6 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
              sum(s.key in done and s.key not in reuse for s in segments), len(pending))
 
     trainer_args = {"logger": False, "enable_checkpointing": False, **options.trainer}
-    if precision == "bf16":
-        trainer_args["precision"] = "bf16-mixed"
     trainer = L.Trainer(**trainer_args,
                         callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
     if pending:
@@ -208,11 +206,8 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
         loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
                             batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None,
                             collate_fn=skip_failed_collate, shuffle=False)
-        # fp32 means IEEE fp32 on a GPU too (no TF32 convolutions), as queries are embedded;
-        # bf16 is Lightning's autocast above
-        numerics = autocast(device, precision) if precision == "fp32" else contextlib.nullcontext()
-        try:
-            with numerics:
+        try:  # the numerics queries are embedded with: bf16 autocast, or IEEE fp32 (no TF32 on a GPU)
+            with autocast(device, precision):
                 trainer.predict(model, dataloaders=loader, return_predictions=False)
         except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
             n = shard_store(work).shard_count()

@@ -215,7 +215,7 @@ def test_command_line_and_service_on_milvus(library, tmp_path):
     finally:
         GlobalHydra.instance().clear()
     assert results[0]["results"][0]["rel_path"] == query.relative_to(media).as_posix()
-    with TestClient(create_app(ServiceSettings(index_dir=str(tmp_path / "idx")))) as c:
+    with TestClient(create_app(ServiceSettings(index_dir=str(tmp_path / "idx"))), base_url="http://127.0.0.1") as c:
         r = c.post("/search", params={"path": query.relative_to(media).as_posix(), "k": 3})
         assert r.status_code == 200 and r.json()["hits"][0]["rel_path"] == query.relative_to(media).as_posix()
 

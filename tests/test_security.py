@@ -22,23 +22,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, compose_cfg, run_script, tiny_overrides
+from helpers.index_files import TINY_MODEL, index_folder
+from helpers.index_files import live_generation as _gen
+from helpers.index_files import resign as _resign
 from helpers.media_library import make_library, write_image, write_video
 from hydra.core.global_hydra import GlobalHydra
 
-from media_retrieval.cli.index import run_index
 from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
 from media_retrieval.retrieval.index_store import IndexStore
 from media_retrieval.retrieval.media_index import MediaIndex
-from media_retrieval.utils.files import sha256_file
 
-MODEL = ["model.temporal.cell=none", "preprocess.frames=2", "preprocess.image_size=48", "preprocess.chunk_s=2",
-         "num_workers=0", "trainer.accelerator=cpu", "batch_size=8"]
-
-
-def _index(media: Path, index: Path, out: Path, extra: list[str] = ()) -> dict:
-    cfg = compose_cfg("index.yaml", [f"media_dir={media}", f"index_dir={index}", *MODEL, *extra], out)
-    GlobalHydra.instance().clear()
-    return run_index(cfg)
+MODEL = TINY_MODEL
+_index = index_folder
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +50,6 @@ def index(built, tmp_path) -> Path:
     copy = tmp_path / "index"
     shutil.copytree(built[1], copy)
     return copy
-
-
-def _gen(index: Path) -> Path:
-    return index / (index / "CURRENT").read_text().strip()
-
-
-def _resign(gen: Path) -> None:
-    """What an attacker who edits files would also do: rewrite the manifest's checksums."""
-    m = json.loads((gen / "manifest.json").read_text())
-    m["files"] = {f.relative_to(gen).as_posix(): {"size": f.stat().st_size, "sha256": sha256_file(f)}
-                  for f in sorted(gen.rglob("*")) if f.is_file() and f.name != "manifest.json"}
-    (gen / "manifest.json").write_text(json.dumps(m))
 
 
 class Evil:
@@ -206,7 +189,8 @@ def test_an_index_built_here_loads_its_faiss_file_and_a_foreign_one_does_not(bui
         MediaIndex(index, trusted=True)
 
 
-@pytest.mark.parametrize("damage", ["reversed", "truncated", "nan", "npy_shape", "sqlite", "manifest", "weights"])
+@pytest.mark.parametrize("damage", ["reversed", "truncated", "nan", "npy_shape", "sqlite", "sqlite_wal", "manifest",
+                                    "weights"])
 def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(damage, built, index, tmp_path):
     """Case 3 and 6: altered embeddings (rows reversed, truncated, NaN), and corrupt sqlite,
     manifest, weights: refused with one line naming the file, before any search."""
@@ -229,10 +213,14 @@ def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(damage, 
         np.save(gen / "embeddings.npy", x[:-2])
         _resign(gen)
         expect = r"manifest says float32"
-    elif damage == "sqlite":
-        (gen / "metadata.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(2000))
+    elif damage in ("sqlite", "sqlite_wal"):
+        # a fixed damaged header; bytes 18-19 (write/read version) are 1 (rollback journal) or, as
+        # an explicit case, 2 (WAL: a writable open would leave -wal/-shm files beside it)
+        body = bytearray(np.random.default_rng(0).bytes(2000))
+        body[2:4] = b"\x02\x02" if damage == "sqlite_wal" else b"\x01\x01"
+        (gen / "metadata.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(body))
         _resign(gen)
-        expect = "metadata.sqlite cannot be"
+        expect = "metadata.sqlite"
     elif damage == "manifest":
         (gen / "manifest.json").write_text("{not json")
         expect = "manifest.json cannot be read"
@@ -240,9 +228,11 @@ def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(damage, 
         (gen / "model.safetensors").write_bytes(os.urandom(300))
         _resign(gen)
         expect = "model.safetensors cannot be read"
+    files_before = sorted(p.name for p in gen.iterdir())
     with pytest.raises(DataError, match=expect) as err:
         MediaIndex(index)
     assert "\n" not in str(err.value) and "rebuild" in str(err.value)
+    assert sorted(p.name for p in gen.iterdir()) == files_before  # a read-only open writes nothing beside
     if damage == "weights":  # an update never loads the old weights: it writes a whole new generation
         _index(media, index, tmp_path / "run")
         MediaIndex(index)
@@ -418,7 +408,7 @@ def _full_disk_after(monkeypatch, n_ok: int, target: str) -> None:
 
     def fake_open(path, mode="r", *a, **kw):
         fh = real_open(path, mode, *a, **kw)
-        if "w" in mode and str(path).endswith(target):
+        if any(c in mode for c in "wx") and str(path).endswith(target):  # "x": exclusive creation
             count["n"] += 1
             if count["n"] > n_ok:
                 return Half(fh)

@@ -21,7 +21,7 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("serve")
     media, index, made = indexed_library(base)
     app = create_app(ServiceSettings(index_dir=str(index), max_upload_mb=5))  # default pool: 2 workers + 8 waiting
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client, media, index, made, base
 
 
@@ -157,7 +157,7 @@ def test_overload_answers_503_with_retry_after(served):
 def test_bearer_token(served):
     _, _, index, _, _ = served
     app = create_app(ServiceSettings(index_dir=str(index), token="s3cret"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         assert c.get("/stats").status_code == 401
         assert c.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200

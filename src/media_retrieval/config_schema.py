@@ -245,6 +245,16 @@ class Video3DSchema(ModelSchema):
 
 
 @dataclass
+class I3DSchema(ModelSchema):
+    _target_: str = MISSING
+    name: str = MISSING
+    features: str = MISSING
+    weights: str = MISSING
+    in_chans: int = MISSING
+    input_size: int = MISSING
+
+
+@dataclass
 class PreprocessSchema:
     """``index.yaml``'s ``preprocess:``: null = the model's own clip spec."""
 
@@ -298,7 +308,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "schema": {"retrieval": RetrievalSchema, "preprocess": PreprocessSchema, "index": IndexSchema},
     "schema/data": {"base": DataSchema, "builtin": BuiltinDataSchema, "folder": FolderDataSchema,
                     "cifar10": Cifar10DataSchema, "oxford5k": Oxford5kDataSchema, "cross": CrossDataSchema},
-    "schema/model": {"base": ModelSchema, "cnn_lstm": CNNLSTMSchema, "c3d": C3DSchema, "video3d": Video3DSchema},
+    "schema/model": {"base": ModelSchema, "cnn_lstm": CNNLSTMSchema, "c3d": C3DSchema, "video3d": Video3DSchema,
+                     "i3d": I3DSchema},
 }
 
 

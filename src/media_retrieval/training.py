@@ -27,6 +27,7 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
     if eval_mode:
         datamodule.eval_mode = True
         datamodule.seen_classes = list(model.hparams.get("train_classes") or [])
+    datamodule.use_normalization(model.input_normalize)  # the encoder's, whatever the data config says
     if not eval_mode or model.clip_spec is None:
         model.clip_spec = datamodule.clip_spec  # saved in its checkpoints: index and search reuse it
     if getattr(model, "uses_frame_features", False):

@@ -53,7 +53,12 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from media_retrieval.config_schema import check_choices
     from media_retrieval.errors import ConfigError
 
-    _check_syntax(overrides)
+    try:
+        _check_syntax(overrides)
+    except RecursionError:
+        print("error: an override is nested too deeply to read (lists or dicts inside each other); flatten it",
+              file=sys.stderr)
+        sys.exit(2)
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
             cfg = compose(config_name=config_name, overrides=overrides)
@@ -64,6 +69,10 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
         sys.exit(2)
     except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it
         return
+    except RecursionError:
+        print("error: an override is nested too deeply to read (lists or dicts inside each other); flatten it",
+              file=sys.stderr)
+        sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
 
@@ -87,7 +96,7 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
             return f"{cause.full_key} must be true or false, got {m.group(1)}"
     text = f"{exc}\n{cause or ''}"
     video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
-                    and a.split("=", 1)[1] in ("c3d", "r2plus1d", "x3d_xs")), None)
+                    and a.split("=", 1)[1] in ("c3d", "r2plus1d", "x3d_xs", "i3d")), None)
     if video3d and "model.backbone" in text:
         return f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]

@@ -43,7 +43,9 @@ working directory): data/, logs/, .cache/.
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    return USAGE.format(commands="\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines.append(f"  {'weights':<{width}}  fetch pretrained weights once (weights fetch i3d-kinetics400; weights list)")
+    return USAGE.format(commands="\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> object:
@@ -52,8 +54,12 @@ def main(argv: list[str] | None = None) -> object:
         print(usage())
         return None
     command, rest = args[0], args[1:]
+    if command == "weights":  # no config to compose: plain arguments
+        from media_retrieval.cli.weights import main as weights
+
+        return weights(rest)
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; one of: {', '.join(COMMANDS)} (media-retrieval --help)",
+        print(f"error: unknown command {command!r}; one of: {', '.join(COMMANDS)}, weights (media-retrieval --help)",
               file=sys.stderr)
         sys.exit(2)
     from media_retrieval.cli.launch import launch

@@ -33,7 +33,8 @@ def search(cfg: DictConfig) -> list[dict]:
     if cfg.output not in ("table", "json"):
         raise ConfigError(f"output={cfg.output!r}; valid: table, json")
     trusted = OmegaConf.select(cfg, "index.trusted", default="auto")
-    overrides = OmegaConf.to_container(cfg.search_options, resolve=True) if cfg.get("search_options") else None
+    overrides = OmegaConf.to_container(cfg.search_options, resolve=True) if cfg.get("search_options") else {}
+    overrides["milvus_uri"] = OmegaConf.select(cfg, "index.options.milvus_uri", default=None)
     index = MediaIndex.open(cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder", "seek"))
     if cfg.get("ckpt_path"):
         check_model(index, cfg.ckpt_path, cfg.model._target_)

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
+from media_retrieval.errors import MediaRetrievalError
 from media_retrieval.reporting.tables import print_results
 from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.training import check_validation, fit, prepare, resolve_resume
@@ -50,6 +51,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt = None
         if ckpt_cb is not None and ckpt_cb.best_model_path:
             ckpt = ckpt_cb.best_model_path
+            if not Path(ckpt).is_file():  # deleted by hand after it was chosen (a resumed run still names it)
+                raise MediaRetrievalError(f"the best checkpoint by {ckpt_cb.monitor}, {ckpt}, no longer exists; training "
+                                          f"is finished and saved: test another with python src/eval.py "
+                                          f"ckpt_path={Path(ckpt).parent / 'last.ckpt'}")
             log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False) if ckpt else \
             trainer.test(model, datamodule=datamodule, verbose=False)

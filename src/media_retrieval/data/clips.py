@@ -21,6 +21,11 @@ import numpy as np
 import torch
 
 from media_retrieval.errors import DataError
+from media_retrieval.utils.limits import limits
+
+#: normalisation name -> (mean, std) per RGB channel, applied to pixels scaled to [0, 1]
+NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                  "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}  # [-1, 1]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,9 @@ class ClipSpec:
     sampling: str = "index"
     chunk_s: float | None = 10.0
     decoder: str = "seek"  # not in the key: both decoders give the same pixels (tested)
+    #: how pixels are scaled for the model: ``imagenet`` (mean/std of ImageNet, the 2D frame
+    #: encoders) or ``inception`` ([-1, 1], I3D). The model decides it (``input_normalize``)
+    normalize: str = "imagenet"
 
     def __post_init__(self) -> None:
         from media_retrieval.config_schema import DECODERS, RESIZE_MODES, SAMPLINGS
@@ -46,15 +54,24 @@ class ClipSpec:
                   (self.resize in RESIZE_MODES, f"resize in {RESIZE_MODES}"),
                   (self.in_chans in (1, 3), "in_chans 1 or 3"), (self.sampling in SAMPLINGS, f"sampling in {SAMPLINGS}"),
                   (self.chunk_s is None or (isinstance(self.chunk_s, (int, float)) and self.chunk_s > 0),
-                   "chunk_s > 0 or null"), (self.decoder in DECODERS, f"decoder in {DECODERS}")]
+                   "chunk_s > 0 or null"), (self.decoder in DECODERS, f"decoder in {DECODERS}"),
+                  (self.normalize in NORMALIZATIONS, f"normalize in {tuple(NORMALIZATIONS)}")]
         bad = [want for ok, want in checks if not ok]
         if bad:
             raise DataError(f"clip spec {self.key()} is invalid: needs {'; '.join(bad)}")
+        cap = limits().max_clip_pixels  # in range field by field, yet 1024 frames x 4096 px is 17 G values
+        if self.frames * self.image_size**2 > cap:
+            raise DataError(f"clip spec {self.key()}: {self.frames} frames of {self.image_size} px are over the limit "
+                            f"of {cap} pixels per clip (MEDIA_RETRIEVAL_MAX_CLIP_PIXELS raises it)")
 
     def key(self) -> dict:
-        """The fields that decide the pixels (the decoder does not)."""
+        """The fields that decide the pixels (the decoder does not). ImageNet normalisation, the
+        default, is left out, so a stored spec without ``normalize`` means ImageNet and every
+        index and feature cache made before the field existed keeps its key."""
         d = asdict(self)
         d.pop("decoder")
+        if d["normalize"] == "imagenet":
+            d.pop("normalize")
         return d
 
     @classmethod
@@ -64,7 +81,8 @@ class ClipSpec:
         names = {f.name for f in fields(cls)}
         if not isinstance(spec, dict) or not set(spec) <= names or not {"frames", "image_size"} <= set(spec):
             raise DataError(f"the stored clip spec {str(spec)[:120]} is not one (keys {sorted(names)})")
-        typed = {"frames": int, "image_size": int, "in_chans": int, "resize": str, "sampling": str, "decoder": str}
+        typed = {"frames": int, "image_size": int, "in_chans": int, "resize": str, "sampling": str, "decoder": str,
+                 "normalize": str}
         for k, t in typed.items():
             if k in spec and (not isinstance(spec[k], t) or isinstance(spec[k], bool)):
                 raise DataError(f"the stored clip spec has {k}={spec[k]!r}")
@@ -75,7 +93,7 @@ class ClipSpec:
         decides the pixels is logged: the model was trained on other clips. ``chunk_s`` (how
         long a library's videos are cut) is never warned about."""
         new = replace(self, **{k: v for k, v in overrides.items() if v is not None})
-        changed = {k: (self.key()[k], v) for k, v in new.key().items() if self.key()[k] != v and k != "chunk_s"}
+        changed = {k: (self.key().get(k), v) for k, v in new.key().items() if self.key().get(k) != v and k != "chunk_s"}
         if changed and warn:
             log.warning("clip spec overridden (the model was trained with other clips): %s",
                         ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
@@ -91,7 +109,8 @@ class ClipSpec:
     def transform(self):
         from media_retrieval.data.transforms import ClipTransform
 
-        return ClipTransform(self.image_size, self.resize, in_chans=self.in_chans)
+        mean, std = NORMALIZATIONS[self.normalize]
+        return ClipTransform(self.image_size, self.resize, mean=mean, std=std, in_chans=self.in_chans)
 
 
 def load_clip(path: str | Path, spec: ClipSpec, start_s: float | None = None, end_s: float | None = None, *,

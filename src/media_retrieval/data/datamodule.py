@@ -162,9 +162,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         # how this data's files become clips: saved with the model, reused by index and search
         self.clip_spec = ClipSpec(frames=frames, image_size=image_size, resize=resize, in_chans=in_chans,
                                   sampling=sampling, chunk_s=chunk_s, decoder=decoder)
-        self.transform = self.clip_spec.transform()
-        # what the feature cache holds per clip: the clip spec's frames, or dense_frames
-        self.cache_clip_spec = replace(self.clip_spec, frames=dense_frames) if dense_frames else self.clip_spec
+        self.dense_frames = dense_frames
+        self.use_normalization(self.clip_spec.normalize)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -304,6 +303,19 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             self._discovered = (items, self.skipped + skipped)
         self.skipped = list(self._discovered[1])
         return list(self._discovered[0])
+
+    def use_normalization(self, name: str) -> None:
+        """Scale pixels as the model's encoder expects (``ClipSpec.normalize``): the clip spec, the
+        evaluation and training transforms and the feature cache's spec follow."""
+        from media_retrieval.data.clips import NORMALIZATIONS
+
+        self.clip_spec = replace(self.clip_spec, normalize=name)
+        self.transform = self.clip_spec.transform()
+        if self.train_transform is not None:
+            self.train_transform.mean, self.train_transform.std = (list(v) for v in NORMALIZATIONS[name])
+        # what the feature cache holds per clip: the clip spec's frames, or dense_frames
+        self.cache_clip_spec = (replace(self.clip_spec, frames=self.dense_frames) if self.dense_frames
+                                else self.clip_spec)
 
     def prepare_data(self) -> None:
         self.prepare_source()

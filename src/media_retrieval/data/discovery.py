@@ -14,7 +14,7 @@ from pathlib import Path
 
 from media_retrieval.data.video import media_type
 from media_retrieval.errors import DataError
-from media_retrieval.utils.files import is_regular_file
+from media_retrieval.utils.files import is_regular_file, is_utf8_path, printable_path
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ class MediaItem:
 class Skipped:
     path: str
     reason: str
+
+    def __post_init__(self) -> None:  # stored in SQLite, CSV and JSON: never a non-UTF-8 surrogate
+        object.__setattr__(self, "path", printable_path(self.path))
+
+
+NOT_UTF8 = "its name is not valid UTF-8 (rename the file; the index and split files store names as UTF-8)"
 
 
 class HashCache:
@@ -139,6 +145,9 @@ def scan_folder(
                 if kind is None:
                     skipped.append(Skipped(str(f), "not a video or image file (by extension)"))
                     continue
+                if not is_utf8_path(f):
+                    skipped.append(Skipped(str(f), NOT_UTF8))
+                    continue
                 if kind not in kinds:
                     continue
                 try:
@@ -179,6 +188,8 @@ def walk_media(root: str | Path, kinds: tuple[str, ...] = ("video", "image")) ->
             kind = media_type(f)
             if kind is None:
                 skipped.append(Skipped(str(f), "not a video or image file (by extension)"))
+            elif kind in kinds and not is_utf8_path(f):
+                skipped.append(Skipped(str(f), NOT_UTF8))
             elif kind in kinds and not is_regular_file(f):
                 skipped.append(Skipped(str(f), "not a regular file (a FIFO, device, folder or broken link)"))
             elif kind in kinds:
@@ -194,15 +205,26 @@ def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)
     return items
 
 
-def chunk_spans(duration_s: float, chunk_s: float | None) -> list[tuple[int, float | None, float | None]]:
+def chunk_spans(duration_s: float, chunk_s: float | None,
+                max_chunks: int | None = None) -> list[tuple[int, float | None, float | None]]:
     """``(chunk, start_s, end_s)`` of a video cut into ``round(duration / chunk_s)`` equal chunks;
     one whole-file span ``(0, None, None)`` when that is 1, the duration is unknown or
-    ``chunk_s`` is None. Shared by dataset chunking and index builds, so both cut alike."""
+    ``chunk_s`` is None. Shared by dataset chunking and index builds, so both cut alike.
+    ``max_chunks``: the video's frame (packet) count: 16 frames spread over a claimed 20 000 s
+    make at most 16 chunks, not 2 000 of which most would hold no frame of their own."""
     import math
 
     if chunk_s is None or not math.isfinite(duration_s) or duration_s <= 0:
         return [(0, None, None)]
+    from media_retrieval.utils.limits import limits
+
     n = max(1, round(duration_s / chunk_s))
+    if max_chunks is not None:
+        n = max(1, min(n, max_chunks))
+    cap = limits().max_segments_per_file
+    if n > cap:
+        raise DataError(f"{n} segments of {chunk_s} s is over the limit of {cap} per file: raise "
+                        "preprocess.chunk_s (or MEDIA_RETRIEVAL_MAX_SEGMENTS_PER_FILE)")
     if n == 1:
         return [(0, None, None)]
     step = duration_s / n
@@ -227,11 +249,11 @@ def chunk_items(items: list[MediaItem], chunk_s: float | None) -> tuple[list[Med
             out.append(it)
             continue
         try:
-            duration = probe_video(it.path).duration_s
+            info = probe_video(it.path)
+            spans = chunk_spans(info.duration_s, chunk_s, info.packets)
         except DataError as exc:
             skipped.append(Skipped(it.path, str(exc)))
             continue
-        spans = chunk_spans(duration, chunk_s)
         if len(spans) == 1:
             out.append(it)
             continue

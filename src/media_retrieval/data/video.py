@@ -17,6 +17,7 @@ import torch
 from media_retrieval.config_schema import DECODERS, SAMPLINGS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import is_regular_file
+from media_retrieval.utils.limits import limits
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -39,25 +40,67 @@ class VideoInfo:
     duration_s: float
     width: int
     height: int
+    packets: int = 0  # counted by demuxing: the frames the file really holds (a header may claim any)
+
+
+def guard_stream(path: str | Path, stream) -> None:  # noqa: ANN001 - a PyAV video stream
+    """Refuse a stream whose frames are over the pixel limit *before* a frame is allocated (a
+    16 000 x 16 000 PNG named ``.mp4`` would otherwise take gigabytes through PyAV, past
+    Pillow's own limit), and make the decoder refuse any later frame over it (a resolution that
+    grows mid-stream): FFmpeg's ``max_pixels`` checks each new size before allocating."""
+    cap = limits().max_frame_pixels
+    ctx = stream.codec_context
+    if (ctx.width or 0) * (ctx.height or 0) > cap:
+        raise DataError(f"{path}: frames of {ctx.width}x{ctx.height} are over the limit of {cap} pixels "
+                        "(MEDIA_RETRIEVAL_MAX_FRAME_PIXELS raises it)")
+    ctx.options = {**dict(ctx.options or {}), "max_pixels": str(cap)}
+
+
+def _claimed_duration(container, stream) -> float:  # noqa: ANN001 - PyAV objects
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Read container metadata without decoding (frame count may be estimated from duration)."""
+    """Container metadata, with the duration *measured* from the packets' timestamps (one demux
+    pass, no decoding): a header may claim any length (2^31 s, or 20 000 s for a 2 s file), and
+    the duration decides how many segments a file becomes."""
     import av
 
     with _decode_errors(path), av.open(str(path)) as container:
         if not container.streams.video:
             raise DataError(f"{path}: no video stream")
         stream = container.streams.video[0]
+        guard_stream(path, stream)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
-        else:
-            duration = 0.0
-        n = stream.frames or int(round(duration * fps))
-        return VideoInfo(n, fps, duration, stream.codec_context.width, stream.codec_context.height)
+        claimed = _claimed_duration(container, stream)
+        cap = limits().max_video_s
+        if not claimed <= cap:  # NaN too
+            raise DataError(f"{path}: its header claims {claimed:.0f} s, over the limit of {cap:.0f} s "
+                            "(MEDIA_RETRIEVAL_MAX_VIDEO_S raises it)")
+        first = last = None
+        frame_s = 1.0 / fps
+        n = 0
+        tb = float(stream.time_base) if stream.time_base is not None else None
+        for packet in container.demux(stream):
+            if packet.size <= 0:
+                continue
+            n += 1
+            if packet.pts is not None and tb is not None:
+                t = packet.pts * tb
+                first = t if first is None else min(first, t)
+                last = t if last is None else max(last, t)
+                if last - first > cap:
+                    raise DataError(f"{path}: longer than the limit of {cap:.0f} s (MEDIA_RETRIEVAL_MAX_VIDEO_S)")
+        measured = (last - first + frame_s) if first is not None else n * frame_s
+        # the header's duration where the packets bear it out (so chunking is what it always
+        # was for honest files), the measured one where they do not
+        duration = claimed if 0 < claimed <= 1.5 * measured + 1.0 else measured
+        frames = stream.frames or int(round(duration * fps))
+        return VideoInfo(frames, fps, duration, stream.codec_context.width, stream.codec_context.height, n)
 
 
 def uniform_indices(n_frames: int, num: int) -> np.ndarray:
@@ -154,7 +197,12 @@ def decode_all_frames(
     with _decode_errors(path):
         with av.open(str(path)) as container:
             guess: set[int] = set()
-            n_guess = container.streams.video[0].frames if container.streams.video else 0
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            guard_stream(path, container.streams.video[0])
+            n_guess = container.streams.video[0].frames  # the header's word: bounded before use
+            if n_guess > limits().max_video_s * 240:
+                n_guess = 0
             if indices is None and sampling == "index" and start_s is None and end_s is None and n_guess > 0:
                 # the same draw as the real pick below, from a copy of the generator
                 guess = set(_pick_indices(np.zeros(n_guess), num, sampling, copy.deepcopy(rng)).tolist())
@@ -186,6 +234,7 @@ def decode_all_frames(
         else:
             frames, need = {}, set(wanted)
             with av.open(str(path)) as container:
+                guard_stream(path, container.streams.video[0])
                 for i, frame in enumerate(container.decode(video=0)):
                     if i in need:
                         frames[i] = frame
@@ -243,6 +292,7 @@ def seek_sample_frames(path: str | Path, num: int = 16, min_frames: int = 1, sam
             if not container.streams.video:
                 raise DataError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            guard_stream(path, stream)
             # Frame threading decodes the frames between a keyframe and a target in parallel
             # (measured: 17 vs 13 clips/s with the default slice threading, benchmarks/decode.py).
             stream.thread_type = "FRAME"
@@ -296,6 +346,10 @@ def _image(path: str | Path) -> Iterator:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                cap = limits().max_frame_pixels
+                if img.width * img.height > cap:
+                    raise DataError(f"{path}: an image of {img.width}x{img.height} is over the limit of {cap} "
+                                    "pixels (MEDIA_RETRIEVAL_MAX_FRAME_PIXELS raises it)")
                 yield img
     except DataError:
         raise

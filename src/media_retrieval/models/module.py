@@ -43,6 +43,9 @@ class ClipEmbedder(L.LightningModule):
     clip_spec: ClipSpec | None = None
     #: PAR's δ chosen on validation clips (``retrieval.par.delta=auto``); saved in checkpoints
     par_delta: float | None = None
+    #: the pixel normalisation the encoder was trained with (``ClipSpec.normalize``): a property
+    #: of the model, so data, index and search use it whatever their config says
+    input_normalize = "imagenet"
 
     def __init__(
         self,
@@ -92,7 +95,8 @@ class ClipEmbedder(L.LightningModule):
             return self.clip_spec
         backbone = self.hparams.get("backbone") or {}
         in_chans = self.hparams.get("in_chans") or backbone.get("in_chans") or 3
-        return ClipSpec(image_size=int(self.hparams.get("input_size", 224)), in_chans=int(in_chans))
+        return ClipSpec(image_size=int(self.hparams.get("input_size", 224)), in_chans=int(in_chans),
+                        normalize=self.input_normalize)
 
     @property
     def embeds_stills(self) -> bool:

@@ -21,6 +21,7 @@ _ALLOWED = {
     "media_retrieval.models.cnn_lstm.CNNLSTM": ("media_retrieval.models.cnn_lstm", "CNNLSTM"),
     "media_retrieval.models.c3d.C3DModule": ("media_retrieval.models.c3d", "C3DModule"),
     "media_retrieval.models.video3d.Video3DModule": ("media_retrieval.models.video3d", "Video3DModule"),
+    "media_retrieval.models.i3d.I3DModule": ("media_retrieval.models.i3d", "I3DModule"),
 }
 
 
@@ -82,14 +83,54 @@ def check_hparams(cls: type, hparams: dict) -> None:
         _check_keys("model.json hparams.temporal", hparams["temporal"], _params(TemporalHead.__init__, ("self", "in_dim")))
 
 
-def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Rebuild a stored model: allow-listed class, checked arguments, pretrained weights not
-    fetched (they come from ``state_dict``), every tensor present with its shape."""
-    cls = model_class(class_name)
-    check_hparams(cls, hparams)
-    hparams = {**hparams, "compile": False}  # compiling is the reader's choice, not the index's
+def check_shapes(cls: type, hparams: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The model these hyper-parameters make has exactly the stored tensors, and no more values
+    than the limit: decided on PyTorch's ``meta`` device, where nothing is allocated. A stored
+    ``hidden=12000`` with small weights (4 GB of LSTM before the shapes could disagree) is
+    refused here; stored weights that are that large are refused by their file's size."""
+    import math
+
+    from media_retrieval.utils.limits import limits
+
+    try:
+        with torch.device("meta"):
+            model = cls(**hparams)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any constructor error: the stored spec is unusable
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"the stored model cannot be rebuilt ({first})") from exc
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    total = sum(math.prod(v) for v in expected.values())
+    cap = limits().max_model_values
+    if total > cap:
+        raise DataError(f"the stored hyper-parameters make a model of {total:,} values, over the limit of {cap:,} "
+                        "(MEDIA_RETRIEVAL_MAX_MODEL_VALUES raises it)")
+    if expected != shapes:
+        wrong = sorted(k for k in set(expected) | set(shapes) if expected.get(k) != shapes.get(k))
+        raise DataError(f"the stored weights do not fit the stored hyper-parameters ({len(wrong)} tensors differ, "
+                        f"e.g. {wrong[0]!r}: {shapes.get(wrong[0])} stored, {expected.get(wrong[0])} expected)")
+
+
+def without_pretrained(hparams: dict) -> dict:
+    """These hyper-parameters with pretrained weights not fetched (a frame encoder's
+    ``backbone.weights``, a video encoder's ``weights``): the stored state dict holds them."""
+    hparams = dict(hparams)
     if isinstance(hparams.get("backbone"), dict):
         hparams["backbone"] = {**hparams["backbone"], "weights": "none"}
+    if isinstance(hparams.get("weights"), str):
+        hparams["weights"] = "none"
+    return hparams
+
+
+def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Rebuild a stored model: allow-listed class, checked arguments, pretrained weights not
+    fetched (they come from ``state_dict``), every tensor present with its shape (checked before
+    the model is allocated: :func:`check_shapes`)."""
+    cls = model_class(class_name)
+    check_hparams(cls, hparams)
+    hparams = without_pretrained({**hparams, "compile": False})  # compiling is the reader's choice
+    check_shapes(cls, hparams, {k: tuple(v.shape) for k, v in state_dict.items()})
     try:
         model = cls(**hparams)
         model.load_state_dict(state_dict, strict=True)
@@ -124,8 +165,9 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: file not found")
     try:
-        # mmap: only the small record is read here (the weights are read once, below)
-        info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("media_retrieval") or {}
+        # mmap: only the small record and the shapes are read here (the weights are read once, below)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        info = ckpt.get("media_retrieval") or {}
     except Exception as exc:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
     if info.get("class"):
@@ -136,6 +178,15 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     if cls is None:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
                           "(model=<its config> on the command line, or load_model(path, cls=...))")
+    hparams = ckpt.get("hyper_parameters")
+    state = ckpt.get("state_dict")
+    if isinstance(hparams, dict) and isinstance(state, dict):
+        stored = without_pretrained({k: v for k, v in hparams.items() if takes_argument(cls, k)})
+        try:  # the same allocation guard as for an index's model: shapes on the meta device first
+            check_shapes(cls, {**stored, "compile": False}, {k: tuple(v.shape) for k, v in state.items()})
+        except DataError as exc:
+            raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {exc}") from exc
+    del ckpt
     return load_weights_only(cls, path, compile=compile)
 
 

@@ -16,17 +16,20 @@ def span_text(h: Hit) -> str:
 
 def print_hits(query: str, hits: list[Hit], delta: float, ranking: str = "par") -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from media_retrieval.retrieval.rankers import label
 
+    # every user-controlled string is escaped: a file named "[link=...]x.mp4" or "[bold" would
+    # otherwise be read as rich markup (a traceback, or a spoofed path on screen)
     method = f"PAR δ = {delta}" if ranking == "par" else label(ranking)
-    table = Table(title=f"{query}  ({method}: {sum(h.kept for h in hits)} of {len(hits)} kept)")
+    table = Table(title=f"{escape(query)}  ({method}: {sum(h.kept for h in hits)} of {len(hits)} kept)")
     for col, just in [("rank", "right"), ("path", "left"), ("span", "left"), ("distance", "right"),
                       ("cosine", "right"), (label(ranking), "center")]:
         table.add_column(col, justify=just)
     for h in hits:
-        table.add_row(str(h.rank), h.segment.rel_path, span_text(h), f"{h.distance:.4f}", f"{h.cosine:.4f}",
+        table.add_row(str(h.rank), escape(h.segment.rel_path), span_text(h), f"{h.distance:.4f}", f"{h.cosine:.4f}",
                       "kept" if h.kept else "[dim]dropped[/dim]")
     Console(width=120).print(table)
 

@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -49,7 +50,8 @@ import numpy as np
 import torch
 
 from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
-from media_retrieval.utils.files import atomic_write_bytes, fsync_dir, sha256_file
+from media_retrieval.utils.files import atomic_write_bytes, fsync_dir, printable_path, sha256_file
+from media_retrieval.utils.limits import limits
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,18 @@ FORMAT_VERSION = 2
 GEN_NAME = re.compile(r"gen-\d{6}")
 MAX_JSON_BYTES = 16 << 20
 _HEX = re.compile(r"[0-9a-f]{16,128}")
+#: the only entries an index folder holds at its top level besides gen-NNNNNN folders; none may
+#: be a link (a planted ``.lock -> ~/.bashrc`` would be truncated by the next build)
+OWN_ENTRIES = ("CURRENT", ".lock", ".readers", "work", "milvus-owner", "milvus.db")
+#: files read into memory and checked there, so a change on disk after open cannot reach a search
+IN_MEMORY = ("embeddings.npy", "model.safetensors")
+#: the schema this project writes (a foreign file's views and triggers are refused, never run)
+SCHEMA = {
+    ("table", "segments"), ("table", "skipped"), ("index", "segments_path"),
+}
+#: SQLite virtual-machine steps one query may take before it is stopped (a planted recursive
+#: view or a huge table cannot hang an open)
+SQLITE_STEPS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -126,16 +140,55 @@ def _corrupt(gen: Path, what: str) -> DataError:
 def _read_json(gen: Path, name: str) -> dict:
     path = gen / name
     try:
-        if path.is_symlink() or not path.is_file():
-            raise _corrupt(gen, f"{name} is missing or not a regular file")
-        if path.stat().st_size > MAX_JSON_BYTES:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _corrupt(gen, f"{name} is not a regular file")
+        if st.st_size > MAX_JSON_BYTES:
             raise _corrupt(gen, f"{name} is larger than {MAX_JSON_BYTES >> 20} MiB")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise _corrupt(gen, f"{name} is missing") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _corrupt(gen, f"{name} cannot be read ({exc})") from exc
+    except RecursionError as exc:
+        raise _corrupt(gen, f"{name} is nested too deeply") from exc
     if not isinstance(data, dict):
         raise _corrupt(gen, f"{name} is not a JSON object")
     return data
+
+
+def _read_regular(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, opened without following a link and without blocking (a FIFO
+    planted under a listed name is refused, not waited on), at most ``max_bytes``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
+    return data
+
+
+def _size_bound(rel: str, count: int, dim: int) -> int:
+    """The largest size a generation's file can have for ``count`` vectors of ``dim``: anything
+    larger (a 4 GiB sparse file listed in a foreign manifest) is refused before it is hashed."""
+    vectors = count * dim * 4
+    if rel == "embeddings.npy":
+        return vectors + 4096  # .npy header
+    if rel == "model.safetensors":
+        return limits().max_model_values * 8 + (16 << 20)  # float64 at most, plus the header
+    if rel.endswith(".json"):
+        return MAX_JSON_BYTES
+    if rel == "metadata.sqlite":
+        return min(limits().max_index_file_bytes, (64 << 20) + count * 16384)
+    return min(limits().max_index_file_bytes, 2 * vectors + count * 1024 + (64 << 20))  # search/: FAISS, PCA
 
 
 def _is_num(v, allow_none: bool = False) -> bool:
@@ -162,9 +215,11 @@ def _check_segment(gen: Path, row: tuple, media_root: PurePosixPath) -> Segment:
     return s
 
 
-def _check_files(gen: Path, manifest: dict) -> None:
+def _check_files(gen: Path, manifest: dict, count: int, dim: int) -> dict[str, bytes]:
     """Every file of the generation is listed in the manifest with its size and SHA-256, and
-    nothing else is there (no symlinks, no extra files)."""
+    nothing else is there: no links, FIFOs, devices or sockets (checked by ``lstat`` before
+    anything is opened), no file larger than its kind can be (:func:`_size_bound`). The files
+    of :data:`IN_MEMORY` are read once and verified in memory; their bytes are returned."""
     listed = manifest.get("files")
     if not isinstance(listed, dict) or not listed:
         raise _corrupt(gen, "manifest.json lists no files")
@@ -172,20 +227,37 @@ def _check_files(gen: Path, manifest: dict) -> None:
     for dirpath, dirnames, filenames in os.walk(gen, followlinks=False):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
-            if p.is_symlink():
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode):
                 raise _corrupt(gen, f"{p.relative_to(gen)} is a symbolic link")
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise _corrupt(gen, f"{p.relative_to(gen)} is not a regular file (a FIFO, device or socket)")
         for name in filenames:
             found.add((Path(dirpath) / name).relative_to(gen).as_posix())
     found.discard("manifest.json")
     if found != set(listed):
         extra, missing = sorted(found - set(listed)), sorted(set(listed) - found)
         raise _corrupt(gen, f"files differ from the manifest (unexpected {extra[:3]}, missing {missing[:3]})")
+    verified: dict[str, bytes] = {}
     for rel, meta in sorted(listed.items()):
         path = gen / rel
-        if not isinstance(meta, dict) or path.stat().st_size != meta.get("size"):
+        size = os.lstat(path).st_size
+        if not isinstance(meta, dict) or size != meta.get("size"):
             raise _corrupt(gen, f"{rel} has the wrong size")
-        if sha256_file(path) != meta.get("sha256"):
+        if size > _size_bound(rel, count, dim):
+            raise _corrupt(gen, f"{rel} is {size} bytes, more than an index of {count} x {dim} can hold")
+        if rel in IN_MEMORY:
+            try:
+                data = _read_regular(path, size)
+            except OSError as exc:
+                raise _corrupt(gen, f"{rel} cannot be read ({exc.strerror or exc})") from exc
+            digest = hashlib.sha256(data).hexdigest()
+            verified[rel] = data
+        else:
+            digest = sha256_file(path)
+        if digest != meta.get("sha256"):
             raise _corrupt(gen, f"{rel} does not match its SHA-256 in the manifest")
+    return verified
 
 
 # ---------------------------------------------------------------------- a generation
@@ -196,8 +268,9 @@ class Generation:
     path: Path
     manifest: dict
     segments: list[Segment]
-    vectors: np.ndarray
+    vectors: np.ndarray  # in memory, verified: a file changed after open cannot reach a search
     trusted: bool
+    weights: bytes | None = None  # model.safetensors as verified at open (dropped once loaded)
 
     @property
     def media_root(self) -> Path:
@@ -207,13 +280,16 @@ class Generation:
         """The model that built the index, from its own files: an allow-listed class with checked
         arguments and weights from a safetensors file (no pickle anywhere)."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         from media_retrieval.models.registry import build_from_spec
 
         spec = self.model_spec
+        if self.weights is None:
+            raise _corrupt(self.path, "model.safetensors was already loaded from this generation")
         try:
-            state = load_file(str(self.path / "model.safetensors"), device="cpu")
+            state = load(self.weights)
+            self.weights = None
         except (SafetensorError, OSError, ValueError) as exc:
             raise _corrupt(self.path, f"model.safetensors cannot be read ({exc})") from exc
         try:
@@ -236,6 +312,8 @@ class Generation:
 
         folder = self.path / "search"
         meta = _read_json(self.path, "search/backend.json")
+        if meta.get("backend") == "milvus":
+            meta = _connection_from_user(self.path, meta, overrides, self.trusted)
         if self.trusted or meta.get("backend") == "milvus":  # milvus: no local file is parsed, only checked JSON
             try:
                 return VectorSearcher.load(folder, self.vectors, overrides, meta=meta)
@@ -247,33 +325,107 @@ class Generation:
         return VectorSearcher.rebuild(self.vectors, meta, overrides)
 
 
+def _connection_from_user(gen: Path, meta: dict, overrides: dict | None, trusted: bool) -> dict:
+    """Where a Milvus-backed index connects: only where the *user* says. An index folder is
+    data, so the ``milvus_uri`` its ``backend.json`` records is at most compared with the one the
+    user gave (``index.options.milvus_uri``, or ``$MILVUS_URI``): a foreign index cannot make
+    us connect to a host it names (sending ``$MILVUS_TOKEN`` there) or create a file outside
+    its folder. Without a recorded URI it is the Milvus Lite file inside the index folder.
+    An index this machine built (or one the user marks ``index.trusted=true``) recorded the
+    user's own URI, so it may use it."""
+    options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
+    stored = options.get("milvus_uri")
+    given = (overrides or {}).get("milvus_uri") or os.environ.get("MILVUS_URI") or None
+    root = gen.parent
+    if stored is not None and not isinstance(stored, str):
+        raise _corrupt(gen, "search/backend.json: milvus_uri is not a string")
+    if given is not None and stored is not None and given != stored:
+        raise ConfigError(f"index {root} was built on Milvus at {stored[:120]!r}, not at the given "
+                          f"milvus_uri={given[:120]!r}: give the server it was built on, or rebuild it there")
+    if stored is not None and given is None and not trusted:
+        raise ConfigError(f"index {root} came from elsewhere and names a Milvus server ({stored[:120]!r}); an "
+                          "index folder cannot choose where to connect: if you trust that server, open it with "
+                          f"index.options.milvus_uri='{stored[:120]}' (or MILVUS_URI), or rebuild the index")
+    if stored is None and given is not None:
+        raise ConfigError(f"index {root} keeps its vectors in its own Milvus Lite file, not at "
+                          f"milvus_uri={given[:120]!r}: drop that option to open it")
+    if stored is None:
+        lite = root / "milvus.db"
+        if lite.is_symlink():  # Milvus Lite would write wherever it points
+            raise _corrupt(gen, "milvus.db is a symbolic link")
+    return {**meta, "options": {**options, "milvus_uri": stored}}
+
+
+def _expected_schema(con: sqlite3.Connection, gen: Path) -> None:
+    """The file holds exactly the tables and index this project writes: a planted view named
+    ``segments`` (which could recurse for ever) or a trigger is refused before any query."""
+    found = {(t, n) for t, n in con.execute("SELECT type, name FROM sqlite_master")}
+    if found != SCHEMA:
+        raise _corrupt(gen, f"metadata.sqlite has an unexpected schema ({sorted(found ^ SCHEMA)[:3]})")
+
+
 def _query(gen: Path, sql: str) -> list[tuple]:
-    """Rows of a query on a generation's metadata: read-only, no triggers, views or functions
-    from the file's schema."""
+    """Rows of a query on a generation's metadata: read-only and immutable (nothing is written
+    beside the file, no journal is replayed), the schema checked first, work bounded."""
+    path = gen / "metadata.sqlite"
     try:
-        con = sqlite3.connect(f"file:{gen / 'metadata.sqlite'}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise _corrupt(gen, "metadata.sqlite is not a regular file")
+        con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    except (sqlite3.Error, OSError) as exc:
         raise _corrupt(gen, f"metadata.sqlite cannot be opened ({exc})") from exc
+    steps = [0]
+
+    def budget() -> int:  # called every 1000 VM steps; non-zero stops the query
+        steps[0] += 1000
+        return int(steps[0] > SQLITE_STEPS)
+
     try:
         con.execute("PRAGMA trusted_schema=OFF")
         con.execute("PRAGMA query_only=ON")
+        con.set_progress_handler(budget, 1000)
+        _expected_schema(con, gen)
         return con.execute(sql).fetchall()
     except sqlite3.Error as exc:
-        raise _corrupt(gen, f"metadata.sqlite cannot be read ({exc})") from exc
+        raise _corrupt(gen, f"metadata.sqlite cannot be read ({str(exc)[:160]})") from exc
     finally:
         con.close()
 
 
-class _Lease:
-    """A held reader lease (see :meth:`IndexStore.reader_lease`)."""
+def segment_ids(gen: Path) -> list[tuple]:
+    """``(key, rel_path, start_s, end_s)`` of a generation's segments in row order: what an
+    external search engine (Milvus) identifies segments by."""
+    return _query(gen, "SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row")
 
-    def __init__(self, fh) -> None:
-        self._fh = fh
+
+def read_manifest(gen: Path) -> dict:
+    """A generation's manifest, read size-bounded as every index JSON (no files checked)."""
+    return _read_json(gen, "manifest.json")
+
+
+class _Lease:
+    """A held reader lease (see :meth:`IndexStore.reader_lease`): an open descriptor."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _open_lock(name: str, dir_fd: int | None = None, path: Path | None = None) -> int:
+    """A lock file opened for writing without ever following a link (``O_NOFOLLOW``), created
+    if absent, refused unless it is a regular file: a planted ``.lock`` or ``.readers/*.lock``
+    link cannot make us truncate or write a file elsewhere. With ``dir_fd`` the name is
+    resolved inside that already-opened folder (no path walk to race with)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(name if dir_fd is not None else str(path), flags, 0o644, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{name} is not a regular file")
+    return fd
 
 
 class IndexStore:
@@ -284,6 +436,24 @@ class IndexStore:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"index_dir={str(root)!r} is a file, not a folder")
 
+    def _readers_dir(self, create: bool) -> int:
+        """``.readers`` opened as a folder that is not a link (``O_DIRECTORY | O_NOFOLLOW``):
+        lease files are then opened relative to this descriptor."""
+        path = self.root / ".readers"
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o755)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def refuse_links(self) -> None:
+        """An index folder holds no links among its own entries; one there (planted by whoever
+        handed us the folder) stops a build before anything is written through it."""
+        for name in OWN_ENTRIES:
+            p = self.root / name
+            if p.is_symlink():
+                raise DataError(f"index {self.root}: {name} is a symbolic link; an index folder holds none "
+                                f"(remove {p} and run again)")
+
     # ------------------------------------------------------------------ reading
     def current_name(self, required: bool = False) -> str | None:
         """The live generation's name (``gen-NNNNNN``), checked; None when there is no index."""
@@ -292,9 +462,10 @@ class IndexStore:
             if required:
                 self.require()
             return None
-        if pointer.is_symlink() or not pointer.is_file() or pointer.stat().st_size > 64:
-            raise DataError(f"index {self.root}: CURRENT is not a small regular file; rebuild the index")
-        name = pointer.read_text(errors="replace").strip()
+        try:
+            name = _read_regular(pointer, 64).decode("utf-8", errors="replace").strip()
+        except OSError:
+            raise DataError(f"index {self.root}: CURRENT is not a small regular file; rebuild the index") from None
         if not GEN_NAME.fullmatch(name):
             raise DataError(f"index {self.root}: CURRENT names {name[:80]!r}, not a generation inside "
                             "index_dir; rebuild the index")
@@ -329,14 +500,23 @@ class IndexStore:
             raise DataError(f"index {self.root}: format {manifest.get('format')!r}, this version reads "
                             f"{FORMAT_VERSION}: rebuild it (python src/index.py media_dir=... index_dir={self.root} "
                             "index.rebuild=true)")
-        _check_files(gen, manifest)
         count, dim, media = manifest.get("count"), manifest.get("dim"), manifest.get("media_dir")
         if not (isinstance(count, int) and count > 0 and isinstance(dim, int) and dim > 0 and isinstance(media, str)
                 and Path(media).is_absolute()):
             raise _corrupt(gen, "manifest.json has no valid count, dim or media_dir")
+        lim = limits()
+        if count > lim.max_index_rows or dim > lim.max_embedding_dim:
+            raise _corrupt(gen, f"manifest.json claims {count} x {dim} vectors, over the limits "
+                                f"({lim.max_index_rows} rows, {lim.max_embedding_dim} dims; MEDIA_RETRIEVAL_MAX_INDEX_ROWS "
+                                "and MEDIA_RETRIEVAL_MAX_EMBEDDING_DIM raise them)")
+        verified = _check_files(gen, manifest, count, dim)
+        if set(IN_MEMORY) - set(verified):
+            raise _corrupt(gen, f"the manifest does not list {sorted(set(IN_MEMORY) - set(verified))}")
         try:
-            vectors = np.load(gen / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            import io
+
+            vectors = np.load(io.BytesIO(verified["embeddings.npy"]), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
             raise _corrupt(gen, f"embeddings.npy cannot be read ({exc})") from exc
         if vectors.dtype != np.float32 or vectors.shape != (count, dim):
             raise _corrupt(gen, f"embeddings.npy is {vectors.dtype} {vectors.shape}, the manifest says float32 "
@@ -352,7 +532,7 @@ class IndexStore:
         segments = [_check_segment(gen, r[1:], root) for r in rows]
         if trusted == "auto":
             trusted = _is_trusted(sha256_file(gen / "manifest.json"))
-        return Generation(gen, manifest, segments, vectors, bool(trusted))
+        return Generation(gen, manifest, segments, vectors, bool(trusted), verified["model.safetensors"])
 
     def manifest(self) -> dict | None:
         return self.open().manifest if self.current() is not None else None
@@ -371,30 +551,56 @@ class IndexStore:
         """A shared lock on generation ``name``: while held, builds leave that generation on disk.
         Released by :meth:`_Lease.close` or when the process ends. A read-only ``index_dir``
         gets no lease (nothing can be removed from it either)."""
-        path = self.root / ".readers" / f"{name}.lock"
-        try:
-            path.parent.mkdir(exist_ok=True)
-            fh = open(path, "a+")  # noqa: SIM115 - held as long as the reader uses the generation
-            fcntl.flock(fh, fcntl.LOCK_SH)
-        except OSError as exc:
-            log.debug("no reader lease on %s (%s)", path, exc)
+        if not GEN_NAME.fullmatch(name):
             return _Lease(None)
-        return _Lease(fh)
+        fd = None
+        try:
+            dfd = self._readers_dir(create=True)
+            try:
+                fd = _open_lock(f"{name}.lock", dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError as exc:  # a read-only folder, or a planted link: no lease, nothing written
+            if fd is not None:
+                os.close(fd)
+            log.debug("no reader lease on %s in %s (%s)", name, self.root, exc)
+            return _Lease(None)
+        return _Lease(fd)
 
     def _remove_unread(self, gen: Path) -> None:
-        """Delete an old generation unless a reader still holds it (the next build retries)."""
-        lock = self.root / ".readers" / f"{gen.name}.lock"
-        if lock.is_file():
-            with open(lock, "a+") as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    log.info("%s is still open for reading: kept until a later build", gen.name)
-                    return
+        """Delete an old generation unless a reader still holds it (the next build retries).
+        A link or file planted under a generation's name is removed as itself, never followed."""
+        if gen.is_symlink() or not gen.is_dir():
+            gen.unlink(missing_ok=True)
+            return
+        try:
+            dfd = self._readers_dir(create=False)
+        except OSError:
+            shutil.rmtree(gen, ignore_errors=True)
+            return
+        try:
+            try:
+                fd = os.open(f"{gen.name}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
                 shutil.rmtree(gen, ignore_errors=True)
-                lock.unlink(missing_ok=True)
                 return
-        shutil.rmtree(gen, ignore_errors=True)
+            except OSError:  # a link or something else planted there: the generation stays, the entry goes
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{gen.name}.lock", dir_fd=dfd)
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                log.info("%s is still open for reading: kept until a later build", gen.name)
+                os.close(fd)
+                return
+            shutil.rmtree(gen, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(f"{gen.name}.lock", dir_fd=dfd)
+            os.close(fd)
+        finally:
+            os.close(dfd)
 
     # ------------------------------------------------------------------ writing
     def work_dir(self, fp: str) -> Path:
@@ -405,8 +611,14 @@ class IndexStore:
         """Exclusive right to build into this folder (readers never need it). A second build
         waits up to ``wait_s`` seconds, then fails with one line naming the holder's pid."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.refuse_links()
         path = self.root / ".lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held for the whole build
+        try:
+            fd = _open_lock(".lock", path=path)
+        except OSError as exc:
+            raise DataError(f"index {self.root}: .lock cannot be opened safely ({exc.strerror or exc}); remove "
+                            f"{path} if it is a link or not a regular file") from exc
+        fh = os.fdopen(fd, "r+")
         try:
             deadline = time.monotonic() + max(wait_s, 0.0)
             while True:
@@ -435,8 +647,16 @@ class IndexStore:
         """Write a complete generation, then switch ``CURRENT`` to it; older ones are removed.
         Call with :meth:`writer_lock` held."""
         self.root.mkdir(parents=True, exist_ok=True)
-        existing = sorted(int(p.name.split("-")[1]) for p in self.root.glob("gen-*") if GEN_NAME.fullmatch(p.name))
-        gen = self.root / f"gen-{(existing[-1] if existing else 0) + 1:06d}"
+        self.refuse_links()
+        live = self.current_name()
+        number = int(live[len("gen-"):]) + 1 if live else 1  # from CURRENT: planted gen-* folders count for nothing
+        if number > 999_999:
+            raise DataError(f"index {self.root}: generation numbers are used up; rebuild into a new index_dir")
+        gen = self.root / f"gen-{number:06d}"
+        if gen.exists() or gen.is_symlink():  # not live (CURRENT names another): junk from a crash or a plant
+            self._remove_unread(gen)
+            if gen.exists() or gen.is_symlink():
+                raise DataError(f"index {self.root}: {gen.name} is held by a reader but not live; close it and run again")
         tmp = self.root / f".{gen.name}.partial"
         for stale in self.root.glob(".gen-*.partial"):  # left by a crash: never live
             shutil.rmtree(stale, ignore_errors=True)
@@ -449,17 +669,22 @@ class IndexStore:
             atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
         except BaseException as exc:  # full disk etc.: nothing half-written stays; the live index is untouched
             shutil.rmtree(tmp, ignore_errors=True)
-            pointer = self.root / "CURRENT"
-            live = pointer.read_text().strip() if pointer.is_file() else None
-            if gen.exists() and live != gen.name:
+            try:
+                now_live = self.current_name()
+            except DataError:
+                now_live = None
+            if gen.exists() and now_live != gen.name:
                 shutil.rmtree(gen, ignore_errors=True)
+            if isinstance(exc, Exception) and type(exc).__name__ == "SafetensorError":  # a full disk in safetensors
+                raise MediaRetrievalError(f"cannot write the index to {self.root} ({str(exc)[:160]}); the live index "
+                                          "is unchanged and the embedded batches are kept: free space and run again") from exc
             if isinstance(exc, (OSError, RuntimeError)):
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:160]
                 raise MediaRetrievalError(f"cannot write the index to {self.root} ({reason}); the live index is "
                                           "unchanged and the embedded batches are kept: free space and run again") from exc
             raise
         _mark_trusted(sha256_file(gen / "manifest.json"))
-        for old in self.root.glob("gen-*"):
+        for old in self.root.glob("gen-*"):  # the one replaced, and any junk under a generation's name
             if old != gen:
                 self._remove_unread(old)
         if searcher is not None:
@@ -479,7 +704,8 @@ class IndexStore:
                             [(i, *asdict(s).values()) for i, s in enumerate(segments)])
             con.execute("CREATE INDEX segments_path ON segments(path)")
             con.execute("CREATE TABLE skipped (path TEXT, reason TEXT)")
-            con.executemany("INSERT INTO skipped VALUES (?, ?)", manifest.get("skipped_files", []))
+            con.executemany("INSERT INTO skipped VALUES (?, ?)",
+                            [(printable_path(p), printable_path(r)) for p, r in manifest.get("skipped_files", [])])
             con.commit()
         finally:
             con.close()

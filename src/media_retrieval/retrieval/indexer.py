@@ -98,8 +98,8 @@ def file_segments(path: Path, root: Path, spec: ClipSpec, previous: list[Segment
     kind = media_type(path)
     spans: list[tuple[int, float | None, float | None]] = [(0, None, None)]
     if kind == "video":
-        duration = probe_video(path).duration_s  # DataError when the container cannot open
-        spans = chunk_spans(duration, spec.chunk_s or None)
+        info = probe_video(path)  # DataError when the container cannot open or claims too much
+        spans = chunk_spans(info.duration_s, spec.chunk_s or None, info.packets)
     else:
         probe_image(path)  # DataError for unreadable headers and decompression bombs, with the reason
     rel = str(path.relative_to(root))

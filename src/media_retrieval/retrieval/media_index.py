@@ -128,8 +128,9 @@ class MediaIndex:
 
             ckpt_path, model = str(model), load_model(model)
         model = model if model is not None else default_model()
-        spec = clip_spec or getattr(model, "clip_spec", None) or ClipSpec(
-            image_size=int(getattr(model, "hparams", {}).get("input_size", 224)))
+        spec = clip_spec or getattr(model, "input_spec", None) or ClipSpec(
+            image_size=int(getattr(model, "hparams", {}).get("input_size", 224)))  # the model's own: size,
+        # channels (a grayscale model gets grayscale clips) and normalisation
         build_index(media_dir, index_dir, model, spec, options, ckpt_path=ckpt_path)
         return cls(index_dir, **open_kwargs)
 

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -57,6 +58,9 @@ OWNER_FILE = "milvus-owner"
 #: ``gen_to`` of a row the current generation still sees
 LIVE = 2**62
 BATCH = 5000
+#: seconds between checks that the collection still holds the opened generation's rows (each
+#: check is a round trip to the engine)
+DRIFT_CHECK_S = 60.0
 
 
 def _client(uri: str):
@@ -109,16 +113,16 @@ def generation_number(generation: str) -> int:
 def _table_sids(gen: Path) -> list[str]:
     """The segment ids of a generation, in the order of its segment table's rows (read
     through the index's read-only SQLite reader)."""
-    from media_retrieval.retrieval.index_store import _query
+    from media_retrieval.retrieval.index_store import segment_ids
 
-    return [segment_id(*r) for r in _query(gen, "SELECT key, rel_path, start_s, end_s FROM segments ORDER BY row")]
+    return [segment_id(*r) for r in segment_ids(gen)]
 
 
 def _fingerprint_of(gen: Path) -> str:
     """A generation's fingerprint, from its manifest (read size-bounded, as every index JSON)."""
-    from media_retrieval.retrieval.index_store import _read_json
+    from media_retrieval.retrieval.index_store import read_manifest
 
-    return str(_read_json(gen, "manifest.json").get("fingerprint", ""))
+    return str(read_manifest(gen).get("fingerprint", ""))
 
 
 def segment_id(key: str, rel_path: str, start_s: float | None, end_s: float | None) -> str:
@@ -139,7 +143,9 @@ def owner_id(root: Path, create: bool) -> str | None:
     if not create:
         return None
     text = uuid.uuid4().hex
-    path.write_text(text)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)  # never through a link
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
     return text
 
 
@@ -165,6 +171,7 @@ class MilvusBackend:
         self.rows, self.dim = 0, 0
         self._filter = ""
         self._row_of: dict[str, int] = {}
+        self._checked_at = 0.0
         #: what the last publish did: rows inserted, retired and left alone
         self.changes = {"inserted": 0, "retired": 0, "unchanged": 0}
 
@@ -282,6 +289,18 @@ class MilvusBackend:
         self.client, self.collection, self.rows, self.dim = client, name, len(sids), dim
         self._filter = f"gen_from <= {g} and gen_to > {g}"
         self._row_of = {sid: i for i, sid in enumerate(sids)}
+        self._checked_at = time.monotonic()
+
+    def check_rows(self) -> None:
+        """The collection still holds exactly one row per segment of the opened generation
+        (rows duplicated or deleted there after open would give duplicate hits or silent
+        misses): an error naming the drift, checked at most every :data:`DRIFT_CHECK_S` s."""
+        count = self.client.query(self.collection, filter=self._filter, output_fields=["count(*)"])[0]["count(*)"]
+        self._checked_at = time.monotonic()
+        if count != self.rows:
+            raise MediaRetrievalError(f"Milvus collection {self.collection} now holds {count} rows of this generation, "
+                                      f"the index {self.rows}: it was changed outside this index; rebuild it "
+                                      "(index.rebuild=true)")
 
     @_engine_errors
     def activate(self, root: Path, generation: str) -> None:
@@ -356,17 +375,27 @@ class MilvusBackend:
     @_engine_errors
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.client is not None, "load() or publish() first"
+        if time.monotonic() - self._checked_at > DRIFT_CHECK_S:
+            self.check_rows()
         q = np.asarray(q, dtype=np.float32)
         step = self._chunk()
         res = []
+        extra = min(k, 16)  # room for duplicated rows, so k distinct segments still come back
         for s in range(0, len(q), step):
-            res += self.client.search(self.collection, data=list(q[s:s + step]), limit=k, filter=self._filter,
+            res += self.client.search(self.collection, data=list(q[s:s + step]), limit=k + extra, filter=self._filter,
                                       output_fields=["sid"], search_params={"metric_type": "L2"})
         dist = np.full((len(q), k), np.inf, dtype=np.float32)
         idx = np.full((len(q), k), -1, dtype=np.int64)
         for i, hits in enumerate(res):
-            for j, hit in enumerate(hits[:k]):
+            j, seen = 0, set()
+            for hit in hits:
                 row = self._row_of.get(str(hit["entity"]["sid"]), -1)
+                if row < 0 or row in seen:  # a row this generation does not know, or a duplicate
+                    continue
+                seen.add(row)
                 idx[i, j] = row
-                dist[i, j] = np.inf if row < 0 else float(np.sqrt(max(hit["distance"], 0.0)))  # L2 is squared
+                dist[i, j] = float(np.sqrt(max(hit["distance"], 0.0)))  # L2 is squared
+                j += 1
+                if j == k:
+                    break
         return dist, idx

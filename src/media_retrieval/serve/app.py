@@ -1,9 +1,14 @@
 """The search service: FastAPI over one :class:`MediaIndex`, loaded once and searched warm.
 
 Why each guard is here (docs/search.md, "Service"):
-- uploads are data: size-limited while they stream in (a declared size over the limit is
-  refused before a byte is read), typed by decoding them (not by their name), kept in a
-  private temp folder and deleted after the request;
+- requests are checked before their body is read (:class:`RequestGuard`): the bearer token,
+  the Host header when serving without a token (a web page cannot drive a loopback service
+  through DNS rebinding), the declared size, how many uploads stream at once and how many
+  bytes they spool in all, and how long one may take;
+- uploads are data: size-limited while they stream in, typed by decoding them (not by their
+  name, with the pixel limit checked before a frame is decoded), kept in a private temp folder
+  and deleted after the request;
+- connections are bounded and idle ones closed (:mod:`media_retrieval.serve.connections`);
 - a ``path`` must resolve inside the index's media root (no ``..``, no symlink out);
 - embedding runs in a bounded pool (``workers``); at most ``queue`` more requests wait, and
   beyond that the service answers 503 with ``Retry-After`` rather than queueing forever;
@@ -14,19 +19,22 @@ Why each guard is here (docs/search.md, "Service"):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import logging
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -52,10 +60,21 @@ class ServiceSettings:
     token: str | None = None
     trusted: bool | str = "auto"
     decoder: str = "seek"
+    max_uploads: int = 4          # uploads streaming in at once; more: 503
+    max_spool_mb: float = 400.0   # bytes all uploads in flight may hold together; more: 503
+    upload_timeout_s: float = 120.0  # longest an upload may take to arrive
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted without a token, beside loopback's
+    milvus_uri: str | None = None  # the user's Milvus server, for a server-backed index
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.queue < 0 or self.max_k < 1 or self.max_upload_mb <= 0:
-            raise ConfigError("serve: workers >= 1, queue >= 0, max_k >= 1 and max_upload_mb > 0 are required")
+        checks = [(self.workers >= 1, "workers >= 1"), (self.queue >= 0, "queue >= 0"), (self.max_k >= 1, "max_k >= 1"),
+                  (self.max_upload_mb > 0, "max_upload_mb > 0"), (self.queue_timeout_s > 0, "queue_timeout_s > 0"),
+                  (self.max_uploads >= 1, "max_uploads >= 1"), (self.max_spool_mb >= self.max_upload_mb,
+                                                                "max_spool_mb >= max_upload_mb"),
+                  (self.upload_timeout_s > 0, "upload_timeout_s > 0")]
+        bad = [want for ok, want in checks if not ok]
+        if bad:
+            raise ConfigError(f"serve: {', '.join(bad)} required")
 
 
 class Overloaded(Exception):
@@ -89,31 +108,86 @@ class Admission:
                 self.inside -= 1
 
 
-class BodyLimit:
-    """ASGI middleware: request bodies over ``limit`` bytes end with 413, whether the size is
-    declared (refused before reading) or not (counted while streaming)."""
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: paths anyone may read without the token (the page and its files, health, the API description)
+PUBLIC = ("/", "/health", "/docs", "/openapi.json", "/static/", "/swagger/", "/favicon.ico")
 
-    def __init__(self, app, limit: int) -> None:  # noqa: ANN001 - an ASGI app
-        self.app, self.limit = app, limit
+
+def host_name(header: str) -> str:
+    """The name of a Host header without its port (``[::1]:8000`` -> ``::1``). Starlette's
+    TrustedHostMiddleware splits on the first ``:``, which breaks IPv6 literals: hence ours."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class RequestGuard:
+    """ASGI middleware: what is decided before a request's body is read (see the module
+    docstring). Written as middleware because FastAPI dependencies run only after a multipart
+    body has been parsed and spooled to disk, too late for every check here."""
+
+    def __init__(self, app, settings: ServiceSettings, hosts: frozenset[str]) -> None:  # noqa: ANN001 - ASGI app
+        self.app, self.settings, self.hosts = app, settings, hosts
+        self.limit = int(settings.max_upload_mb * 2**20)
+        self.spool_limit = int(settings.max_spool_mb * 2**20)
+        self.uploads = 0
+        self.spooled = 0
+
+    @staticmethod
+    async def _answer(scope, receive, send, status: int, error: str, headers: dict | None = None) -> None:  # noqa: ANN001
+        await JSONResponse({"error": error}, status, headers=headers)(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        settings = self.settings
+        if not settings.token:
+            host = host_name(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.hosts:
+                return await self._answer(scope, receive, send, 400, f"Host {host[:80]!r} is not served here (without a "
+                                          "token only loopback names and serve.allowed_hosts are; this stops DNS "
+                                          "rebinding)")
+        path = scope.get("path", "")
+        if settings.token and not (path == "/" or any(path.startswith(p) for p in PUBLIC[1:])):
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {settings.token}".encode()):
+                return await self._answer(scope, receive, send, 401, "missing or wrong bearer token (Authorization: "
+                                          "Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+        declared = headers.get(b"content-length")
+        if declared in (None, b"0") and b"transfer-encoding" not in headers:  # no body: nothing to spool
+            return await self.app(scope, receive, send)
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            response = JSONResponse({"error": f"upload larger than the limit ({self.limit // 2**20} MiB)"}, 413)
-            return await response(scope, receive, send)
+            return await self._answer(scope, receive, send, 413, f"upload larger than the limit ({self.limit // 2**20} MiB)")
+        if self.uploads >= settings.max_uploads:
+            return await self._answer(scope, receive, send, 503, f"busy: {self.uploads} uploads are streaming in; retry "
+                                      "shortly", {"Retry-After": "2"})
+        self.uploads += 1
         seen = 0
+        deadline = time.monotonic() + settings.upload_timeout_s
 
         async def counted():
             nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the upload did not arrive within {settings.upload_timeout_s:g} s") from None
+            n = len(message.get("body", b""))
+            seen += n
+            self.spooled += n
             if seen > self.limit:
                 raise HTTPException(413, f"upload larger than the limit ({self.limit // 2**20} MiB)")
+            if self.spooled > self.spool_limit:
+                raise HTTPException(503, "busy: uploads in flight hold the most the service spools; retry shortly",
+                                    headers={"Retry-After": "2"})
             return message
 
-        return await self.app(scope, counted, send)
+        try:
+            return await self.app(scope, counted, send)
+        finally:
+            self.uploads -= 1
+            self.spooled -= seen
 
 
 def sniff_media(path: Path) -> str:
@@ -128,12 +202,17 @@ def sniff_media(path: Path) -> str:
         pass
     import av
 
+    from media_retrieval.data.video import guard_stream
+
     try:
         with av.open(str(path)) as container:
             if container.streams.video:
                 stream = container.streams.video[0]
+                guard_stream(path, stream)  # the pixel limit, before a frame is decoded
                 for _ in container.decode(stream):  # one frame proves it decodes
                     return "video"
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - PyAV raises many types on hostile input
         raise DataError(f"not a video or image this service can decode ({type(exc).__name__})") from exc
     raise DataError("not a video or image this service can decode (no decodable video frame)")
@@ -141,7 +220,8 @@ def sniff_media(path: Path) -> str:
 
 def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> FastAPI:
     """The service over ``settings.index_dir`` (or an already opened ``index``)."""
-    index = index or MediaIndex.open(settings.index_dir, trusted=settings.trusted, decoder=settings.decoder)
+    index = index or MediaIndex.open(settings.index_dir, trusted=settings.trusted, decoder=settings.decoder,
+                                     search_options={"milvus_uri": settings.milvus_uri} if settings.milvus_uri else None)
     admission = Admission(settings.workers, settings.queue, settings.queue_timeout_s)
     # thumbnails and previews decode too, but must not take the searches' places: their own pool,
     # with room for a page's worth of pictures waiting
@@ -158,7 +238,8 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
                   description="Content-based video and image search: upload a clip or an image, get the indexed "
                               "footage whose content is alike (Euclidean ranking, PAR flags).")
     app.state.index, app.state.settings, app.state.admission = index, settings, admission
-    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(RequestGuard, settings=settings,
+                       hosts=LOOPBACK_HOSTS | {h.lower() for h in settings.allowed_hosts})
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     from swagger_ui_bundle import swagger_ui_path
 
@@ -168,6 +249,12 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid value')}"}, 422)
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
@@ -183,15 +270,7 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the service log"}, 500)
 
-    # ------------------------------------------------------------------ auth and freshness
-    def authorised(request: Request) -> None:
-        if not settings.token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-
+    # ------------------------------------------------------------------ freshness
     def current() -> MediaIndex:
         """The index, switched to the newest generation first (in-flight requests keep theirs)."""
         try:
@@ -200,7 +279,7 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
             log.warning("index reload failed, still serving %s: %s", index.generation, exc)
         return index
 
-    auth = [Depends(authorised)]
+    auth: list = []  # the token is checked by RequestGuard, before a body is read
     errors = {c: {"model": ErrorBody} for c in (400, 401, 404, 413, 415, 422, 503)}
 
     # ------------------------------------------------------------------ endpoints
@@ -297,6 +376,8 @@ def inside(media_root: Path, path: str) -> Path:
     inside the media root and is a regular file."""
     from media_retrieval.utils.files import is_regular_file
 
+    if "\x00" in path:
+        raise HTTPException(400, "path contains a NUL byte")
     root = media_root.resolve()
     p = Path(path)
     resolved = (p if p.is_absolute() else root / p).resolve()

@@ -21,10 +21,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def settings_from_config(cfg: DictConfig):  # noqa: ANN201 - ServiceSettings (imported late: fastapi)
+    from media_retrieval.serve.app import ServiceSettings
+
+    hosts = cfg.get("allowed_hosts") or []
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    host = str(cfg.host)
+    return ServiceSettings(index_dir=str(cfg.index_dir), workers=int(cfg.workers), queue=int(cfg.queue),
+                           queue_timeout_s=float(cfg.queue_timeout_s), max_upload_mb=float(cfg.max_upload_mb),
+                           max_k=int(cfg.max_k), token=cfg.get("token") or None,
+                           trusted=OmegaConf.select(cfg, "index.trusted", default="auto"), decoder=str(cfg.decoder),
+                           max_uploads=int(cfg.get("max_uploads", 4)), max_spool_mb=float(cfg.get("max_spool_mb", 400)),
+                           upload_timeout_s=float(cfg.get("upload_timeout_s", 120)),
+                           allowed_hosts=tuple(str(h) for h in hosts) + ((host,) if host not in ("0.0.0.0", "::") else ()),
+                           milvus_uri=OmegaConf.select(cfg, "index.options.milvus_uri", default=None))
+
+
 def serve(cfg: DictConfig) -> None:
     import uvicorn
 
-    from media_retrieval.serve.app import ServiceSettings, create_app
+    from media_retrieval.serve.app import create_app
+    from media_retrieval.serve.connections import guarded_protocol, usable_connections
+    from media_retrieval.utils.limits import limits
 
     if not cfg.get("index_dir"):
         raise ConfigError("index_dir=... is required (an index written by `media-retrieval index`)")
@@ -32,10 +51,16 @@ def serve(cfg: DictConfig) -> None:
     if not is_loopback(host) and not cfg.get("token") and not cfg.get("allow_unauthenticated"):
         raise ConfigError(f"host={host} exposes the service beyond this machine: set token=... (or "
                           "MEDIA_RETRIEVAL_TOKEN), or allow_unauthenticated=true if the network is trusted")
-    settings = ServiceSettings(index_dir=str(cfg.index_dir), workers=int(cfg.workers), queue=int(cfg.queue),
-                               queue_timeout_s=float(cfg.queue_timeout_s), max_upload_mb=float(cfg.max_upload_mb),
-                               max_k=int(cfg.max_k), token=cfg.get("token") or None,
-                               trusted=OmegaConf.select(cfg, "index.trusted", default="auto"), decoder=str(cfg.decoder))
-    app = create_app(settings)
-    log.info("serving %s (%d items) on http://%s:%d", cfg.index_dir, len(app.state.index.segments), host, cfg.port)
-    uvicorn.run(app, host=host, port=int(cfg.port), log_level=str(cfg.log_level))
+    port = cfg.port
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError(f"port={port!r} must be an integer in 0..65535")
+    max_connections = int(cfg.get("max_connections") or limits().max_connections)
+    header_timeout_s = float(cfg.get("header_timeout_s") or limits().header_timeout_s)
+    if max_connections < 1 or header_timeout_s <= 0:
+        raise ConfigError("serve: max_connections >= 1 and header_timeout_s > 0 are required")
+    app = create_app(settings_from_config(cfg))
+    log.info("serving %s (%d items) on http://%s:%d", cfg.index_dir, len(app.state.index.segments), host, port)
+    connections = usable_connections(max_connections)
+    uvicorn.run(app, host=host, port=port, log_level=str(cfg.log_level),
+                http=guarded_protocol(connections, header_timeout_s), limit_concurrency=connections,
+                timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)

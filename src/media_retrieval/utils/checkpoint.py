@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from media_retrieval.errors import ConfigError
-from media_retrieval.utils.files import atomic_write_bytes
+from media_retrieval.utils.files import atomic_write_bytes, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(path).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        swept = self.__dict__.setdefault("_swept", set())
+        if folder not in swept:  # a killed earlier run's half-written temporary files
+            swept.add(folder)
+            for p in remove_stale_temps(folder):
+                log.info("removed %s, left by an interrupted checkpoint write", p)
         atomic_write_bytes(path, buf.getbuffer())
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        """A checkpoint that is already gone (deleted by hand before a resume, which still
+        tracks it as a top-k file) is nothing to remove, not a crash at the next save."""
+        try:
+            super().remove_checkpoint(path)
+        except FileNotFoundError:
+            log.info("%s was already removed", path)
 
 
 def is_intact(path: str | Path) -> bool:

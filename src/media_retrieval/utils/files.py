@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,22 @@ def is_regular_file(path: str | Path) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def printable_path(path: str | Path) -> str:
+    """A path as text that can be stored and shown anywhere: bytes that are not UTF-8 (a name
+    like ``caf\\xe9.png`` from another system) become ``\\xe9`` escapes instead of surrogates
+    that fail when written to SQLite, JSON or a terminal."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_path(path: str | Path) -> bool:
+    """Whether the path's name round-trips through UTF-8 (what every record we write holds)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -50,7 +67,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        tmp.unlink(missing_ok=True)  # a stale one (or a planted link) goes: "x" (O_EXCL) never writes through one
+        with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -85,3 +103,33 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
     with atomic_path(path, durable) as tmp:
         tmp.write_text(text)
+
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(\.[^.]*)?")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write_bytes` and :func:`atomic_path` left in
+    ``folder`` when their process was killed mid-write (``.last.ckpt.<pid>.tmp``): those of
+    processes no longer running. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMP.fullmatch(p.name)
+        if m is None or int(m.group("pid")) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group("pid")), 0)
+            continue  # its writer is still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        with contextlib.suppress(OSError):
+            if p.is_symlink() or p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed

@@ -133,7 +133,7 @@ def main() -> None:
     labels = [meta[p][1] for p in paths]
     groups = [sibling_group(p, *meta[p]) for p in paths]
     kinetics = np.array([labels[i] in (kinetics_map.get(sets[i]) or {}) for i in range(len(paths))])
-    folds = sorted(set(sets))
+    folds = sorted({str(s) for s in sets})
     scores = {c: {} for c in cands}  # candidate -> fold -> metrics
     for f in folds:
         sel = np.flatnonzero(sets == f)

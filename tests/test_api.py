@@ -187,6 +187,17 @@ def test_embed_file_uses_the_models_clip_spec(tmp_path):
     assert v.shape == (1280,) and torch.allclose(v, want)
 
 
+def test_a_grayscale_model_without_a_checkpoint_indexes_through_the_api(library, tmp_path):
+    """MediaIndex.build without a clip spec takes the model's own (its channels too): a model
+    built for grayscale input gets grayscale clips, as through the command line."""
+    from media_retrieval.models import CNNLSTM
+
+    gray = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none", "in_chans": 1},
+                   temporal={"cell": "none"}, name="gray", input_size=48).eval()
+    index = MediaIndex.build(library, tmp_path / "index", gray, options=OPTIONS)
+    assert index.clip_spec.in_chans == 1 and len(index.segments) > 0
+
+
 def test_layers_import_only_downward_and_without_cycles():
     """The package graph: library layers (data, models, retrieval, ...) never import the
     application layers (cli, callbacks, reporting), and no two packages import each other."""

@@ -168,15 +168,19 @@ def test_2_a_flood_of_idle_connections_is_shed_and_the_service_recovers(built):
         assert _get(port, "/health")[0] == 200
         status, body = _get(port, "/stats")
         assert status == 200 and json.loads(body.split(b"\r\n\r\n", 1)[1])["items"] > 0
-    finally:
         for s in flood:
             s.close()
-    try:
+        flood.clear()
         time.sleep(0.5)
         assert _get(port, "/health")[0] == 200 and proc.poll() is None  # after the flood: still serving
     finally:
-        proc.terminate()
-        proc.wait(20)
+        for s in flood:
+            s.close()
+        proc.terminate()  # whatever failed above: no server is left running
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # ---------------------------------------------------------------------- 3. lock and reader links

@@ -12,7 +12,7 @@ import torch
 
 from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
-from media_retrieval.retrieval.par import resolve_delta, select_delta
+from media_retrieval.retrieval.par import FALLBACK_DELTA, resolve_delta, select_delta
 from media_retrieval.retrieval.results import logged_metrics
 from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
 
@@ -28,7 +28,7 @@ class RetrievalCallback(L.Callback):
     def __init__(
         self,
         k: Sequence[int] = (1, 5, 10),
-        delta: float | str = 0.8,
+        delta: float | str = FALLBACK_DELTA,
         deltas: Sequence[float] = (),
         output_dir: str | None = None,
         model_name: str | None = None,

@@ -21,6 +21,7 @@ import yaml
 from media_retrieval.errors import ConfigError
 from media_retrieval.reporting.figures import table_iv_markdown
 from media_retrieval.reporting.tables import _fmt, headline
+from media_retrieval.retrieval.par import FALLBACK_DELTA
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,8 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
         t = time.perf_counter()
         rk = rank(e, k)
         secs = time.perf_counter() - t
-        rows = score_rows(e, [k], 0.8, model=model, rankings=rk)
-        h = _head(rows, k, 0.8, "euclidean", "all")
+        rows = score_rows(e, [k], FALLBACK_DELTA, model=model, rankings=rk)
+        h = _head(rows, k, FALLBACK_DELTA, "euclidean", "all")
         out.append({"dim": d, "variance": round(float(cum[d - 1]), 4), f"precision@{k}": h["accuracy"],
                     "rank_ms": round(1000 * secs, 2), "at_variance": d == d90})
     return out
@@ -229,7 +230,7 @@ def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Pat
     return path
 
 
-def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float = 0.8,
+def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float = FALLBACK_DELTA,
                  table3_json: Path | None = None) -> Path:
     from media_retrieval.reporting import figures
 

@@ -32,6 +32,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import math
@@ -160,17 +161,13 @@ def _read_json(gen: Path, name: str) -> dict:
 def _read_regular(path: Path, max_bytes: int) -> bytes:
     """A regular file's bytes, opened without following a link and without blocking (a FIFO
     planted under a listed name is refused, not waited on), at most ``max_bytes``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as fh:
+        st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         if st.st_size > max_bytes:
             raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    finally:
-        os.close(fd)
+        data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
     return data
@@ -513,8 +510,6 @@ class IndexStore:
         if set(IN_MEMORY) - set(verified):
             raise _corrupt(gen, f"the manifest does not list {sorted(set(IN_MEMORY) - set(verified))}")
         try:
-            import io
-
             vectors = np.load(io.BytesIO(verified["embeddings.npy"]), allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise _corrupt(gen, f"embeddings.npy cannot be read ({exc})") from exc
@@ -675,10 +670,8 @@ class IndexStore:
                 now_live = None
             if gen.exists() and now_live != gen.name:
                 shutil.rmtree(gen, ignore_errors=True)
-            if isinstance(exc, Exception) and type(exc).__name__ == "SafetensorError":  # a full disk in safetensors
-                raise MediaRetrievalError(f"cannot write the index to {self.root} ({str(exc)[:160]}); the live index "
-                                          "is unchanged and the embedded batches are kept: free space and run again") from exc
-            if isinstance(exc, (OSError, RuntimeError)):
+            # safetensors reports a full disk as its own SafetensorError (no OSError to catch)
+            if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:160]
                 raise MediaRetrievalError(f"cannot write the index to {self.root} ({reason}); the live index is "
                                           "unchanged and the embedded batches are kept: free space and run again") from exc

@@ -41,14 +41,16 @@ def test_delta_auto_picks_the_best_accuracy_that_keeps_lists_filled():
     rows = [
         _par(0.5, 0.60, 0.00, 5.0),   # keeps all 5: re-ranks nothing -> not eligible
         _par(0.6, 0.66, 0.00, 4.2),
-        _par(0.7, 0.71, 0.04, 3.1),   # best eligible
+        _par(0.65, 0.68, 0.02, 3.6),  # best eligible: empties at most half the 5 % budget
+        _par(0.7, 0.71, 0.04, 3.1),   # within 5 %, but not with the headroom unseen footage needs
         _par(0.8, 0.90, 0.30, 1.2),   # more accurate, but 30 % of the lists are empty
         _par(0.7, 0.99, 0.00, 2.0, k=10),  # another k: ignored
         {"ranking": "euclidean", "split": "all", "dataset": "all", "k": 5, "delta": None, "accuracy": 0.95,
          "empty_share": 0.0, "mean_kept": 5.0},
     ]
-    assert select_delta(rows, 5) == 0.7
-    assert select_delta(rows, 5, max_empty_share=0.5) == 0.8
+    assert select_delta(rows, 5) == 0.65
+    assert select_delta(rows, 5, headroom=1.0) == 0.7
+    assert select_delta(rows, 5, max_empty_share=0.5, headroom=1.0) == 0.8
     assert select_delta([_par(0.6, 0.7, 0.0, 4.0), _par(0.65, 0.7, 0.0, 3.5)], 5) == 0.6  # tie: the smaller δ
     assert select_delta([_par(0.9, 0.9, 0.5, 1.0)], 5) is None
     # a gallery of 3: the Euclidean lists hold 3, so a δ keeping all 3 re-ranks nothing
@@ -56,3 +58,11 @@ def test_delta_auto_picks_the_best_accuracy_that_keeps_lists_filled():
              {"ranking": "euclidean", "split": "all", "dataset": "all", "k": 5, "delta": None, "accuracy": 0.5,
               "empty_share": 0.0, "mean_kept": 3.0}]
     assert select_delta(small, 5) == 0.5
+
+
+def test_shared_classes_can_be_allowed_and_are_named_per_fold():
+    sources = {"cctv": _items("cctv", ["fight", "calm"]), "hockey": _items("hockey", ["fight", "calm"]),
+               "gym": _items("gym", ["lift"])}
+    folds = {f.test: f for f in leave_one_source_out(sources, allow_shared=True)}
+    assert folds["cctv"].seen_elsewhere == {"fight", "calm"} == folds["hockey"].seen_elsewhere
+    assert folds["gym"].seen_elsewhere == frozenset()

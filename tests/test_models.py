@@ -252,6 +252,22 @@ def test_fused_model_trains_its_learned_part_and_keeps_the_weight_in_the_checkpo
     assert float(model.state_dict()["temporal.fusion_weight"]) == 0.75
 
 
+@pytest.mark.parametrize("n, d", [(40, 120), (120, 40)])
+def test_whitening_axes_are_the_svd_axes_whichever_side_is_smaller(n, d):
+    """The eigen-decomposition shortcut gives the SVD's axes: whitened distances agree."""
+    from media_retrieval.models.whitening import Whitening
+
+    torch.manual_seed(1)
+    z = torch.randn(n, d, dtype=torch.float64) * torch.linspace(5, 0.1, d, dtype=torch.float64)
+    w = Whitening(d, 16)
+    w.fit(z)
+    x = z - z.mean(0)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    ref = torch.nn.functional.normalize(x @ (vh[:16].T / (s[:16] / (n - 1) ** 0.5 + 1e-6)), dim=-1)
+    a = w(z.float())
+    torch.testing.assert_close(a @ a.T, (ref @ ref.T).float(), atol=1e-4, rtol=0)  # an axis's sign is free
+
+
 def test_whitening_decorrelates_training_embeddings_and_travels_in_the_state_dict():
     from media_retrieval.models import CNNLSTM
     from media_retrieval.models.whitening import Whitening

@@ -118,6 +118,43 @@ class InceptionI3d(nn.Module):
         return pooled, self.logits(pooled[:, :, None, None, None]).flatten(1)
 
 
+class I3DFeatures(nn.Module):
+    """Frozen I3D as a clip-level encoder for the feature cache: one row per clip holding the
+    raw logits (400) and pooled Mixed_5c (1024), unnormalised, so every embedding built from
+    them (logits, pooled, both, fusions) reads the same cached row."""
+
+    level = "clip"
+
+    def __init__(self, weights: str = "kinetics400", in_chans: int = 3) -> None:
+        super().__init__()
+        self.weights, self.in_chans = weights, in_chans
+        self.net = InceptionI3d(in_chans)
+        if weights == "kinetics400":
+            from media_retrieval.models.pretrained import load_i3d_kinetics400
+
+            self.net.load_state_dict(load_i3d_kinetics400())
+        self.net.requires_grad_(False)
+
+    @property
+    def out_dim(self) -> int:
+        return 400 + self.net.out_dim
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) in [-1, 1] -> (B, 400 + 1024): logits then pooled features."""
+        x = clips.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
+        pooled, logits = self.net(x)
+        return torch.cat([logits, pooled], dim=1)
+
+    def spec(self) -> dict:
+        """What changes the features (part of the feature-cache key): the weights by their
+        pinned hash, so a different conversion never serves stale rows."""
+        from media_retrieval.models.pretrained import I3D_SAFETENSORS_SHA256
+
+        return {"name": "i3d", "level": "clip", "outputs": "logits+pooled", "in_chans": self.in_chans,
+                "weights": self.weights,
+                "weights_sha256": I3D_SAFETENSORS_SHA256 if self.weights == "kinetics400" else None}
+
+
 class I3DModule(ClipEmbedder):
     """I3D as a clip embedder: nothing to train (Kinetics-400 weights, frozen); the embedding is
     chosen by ``features`` (logits, pooled Mixed_5c, or both), each part L2-normalised."""

@@ -15,6 +15,24 @@ import torch
 from torch import nn
 
 
+def _principal_axes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values and right singular vectors of centred ``x`` (N, D), largest first, from
+    the eigen-decomposition of the smaller of its Gram (N x N) and covariance (D x D) matrices:
+    the same axes as ``torch.linalg.svd`` (to ~1e-13 in float64; an axis's sign may differ,
+    which changes no distance) at a fraction of the cost (0.6 s against 15 s for 1 000 clips of
+    3 984 features on 2 cores: whitening is fitted at every validation and in every benchmark
+    fold). Axes without variance (rank-deficient ``x``) are zero, never noise scaled up."""
+    small_n = x.shape[0] <= x.shape[1]
+    e, u = torch.linalg.eigh(x @ x.T if small_n else x.T @ x)
+    s = e.flip(0).clamp_min(0).sqrt()
+    keep = (s > s[0] * 1e-9)[:, None]
+    if small_n:  # u: left vectors; the right ones are u^T x / s
+        vh = torch.where(keep, (u.flip(1).T @ x) / torch.where(keep[:, 0], s, 1.0)[:, None], 0.0)
+    else:
+        vh = torch.where(keep, u.flip(1).T, 0.0)
+    return s, vh
+
+
 class Whitening(nn.Module):
     """``(B, in_dim) -> (B, dim)`` once fitted; until then the identity, so a model that was
     never trained (nothing fitted it) embeds exactly as it would without whitening."""
@@ -32,7 +50,7 @@ class Whitening(nn.Module):
         fewer than ``dim`` + 1 samples the missing axes stay zero."""
         z = z.detach().double().to(self.mean.device)
         mean = z.mean(0)
-        _, s, vh = torch.linalg.svd(z - mean, full_matrices=False)
+        s, vh = _principal_axes(z - mean)
         n = min(self.dim, vh.shape[0], max(len(z) - 1, 1))
         proj = torch.zeros(self.in_dim, self.dim, dtype=torch.float64, device=z.device)
         proj[:, :n] = vh[:n].T / (s[:n] / max(len(z) - 1, 1) ** 0.5 + self.eps)

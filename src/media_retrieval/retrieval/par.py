@@ -21,15 +21,21 @@ def par_rerank(topk_indices: torch.Tensor, topk_cosine: torch.Tensor, delta: flo
     return [idx[m] for idx, m in zip(topk_indices, keep, strict=True)]
 
 
-def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05) -> float | None:
+def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05, headroom: float = 0.5) -> float | None:
     """``delta=auto``: of the PAR rows scored on validation clips (``ranking='par'``, split
     ``all``, this ``k``), the δ with the highest accuracy@k among those that leave at most
-    ``max_empty_share`` of the lists empty and keep fewer than ``k`` on average (a δ that keeps
-    every candidate re-ranks nothing; with a gallery smaller than ``k`` the bar is what the
-    Euclidean lists hold). Ties go to the smaller δ (it empties fewer lists). None when no δ
-    qualifies: the caller keeps its fixed δ."""
+    ``headroom · max_empty_share`` of the lists empty and keep fewer than ``k`` on average (a δ
+    that keeps every candidate re-ranks nothing; with a gallery smaller than ``k`` the bar is
+    what the Euclidean lists hold). Ties go to the smaller δ (it empties fewer lists). None
+    when no δ qualifies: the caller keeps its fixed δ.
+
+    Why the headroom: footage never seen is less alike than validation clips, so more lists
+    come back empty there. Chosen at exactly 5 % on validation, the real-footage benchmark's
+    test folds emptied 6.1 % (four sources, issue 27); asking validation for half the budget
+    keeps the target on footage from elsewhere."""
     import math
 
+    limit = max_empty_share * headroom
     full = next((r["mean_kept"] for r in rows if r.get("ranking") == "euclidean" and r.get("split") == "all"
                  and r.get("dataset", "all") == "all" and r["k"] == k), k)
     best: tuple[float, float] | None = None
@@ -37,7 +43,7 @@ def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05) -> flo
         if r.get("ranking") != "par" or r.get("split") != "all" or r.get("dataset", "all") != "all" or r["k"] != k:
             continue
         acc = r.get("accuracy")
-        if acc is None or math.isnan(acc) or r["empty_share"] > max_empty_share or not r["mean_kept"] < min(k, full):
+        if acc is None or math.isnan(acc) or r["empty_share"] > limit + 1e-12 or not r["mean_kept"] < min(k, full):
             continue
         if best is None or acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and r["delta"] < best[1]):
             best = (acc, float(r["delta"]))

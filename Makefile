@@ -16,7 +16,7 @@ export WANDB_SILENT ?= true
 
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
-	@echo "make real-benchmark   leave-one-source-out over the eight real sets: Lite0, I3D, fused, trained (~45 min)"
+	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~70 min first run, ~35 min cached)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
 	@echo "make test      set up if needed and run the tests"

@@ -104,7 +104,7 @@ class Embedding:
         parts = [] if self.lite0 == "none" else [f"lite0_{self.lite0}"]
         if self.i3d:
             parts.append(f"i3d_{self.i3d}" + (f"@{self.v:g}" if self.lite0 != "none" else ""))
-        return "+".join(parts) + (f" | whiten {self.whiten}" if self.whiten else "")
+        return "+".join(parts) + (f", whitened to {self.whiten}" if self.whiten else "")
 
 
 BASELINE = Embedding("mean")
@@ -183,15 +183,14 @@ def load_clip_features(real_dir: Path, cache_dir: Path, sets: tuple[str, ...] | 
     roots = {s: str(real_dir / s) for s in (sets or SETS)}
     dm = FolderDataModule(roots=roots, frames=16, image_size=224, resize="stretch", sampling="index", chunk_s=None,
                           cache_dir=str(cache_dir), num_workers=1, dedupe=False, kinds=["video"], feature_batch_size=1)
-    dm.use_normalization("inception")
     encoder = I3DFeatures()
-    dm.attach_frame_encoder(encoder, encoder.spec())
+    dm.attach_clip_encoder(encoder, encoder.spec())  # as training a model with model.video does
     dm.prepare_data()
     out = {}
     for it in dm.items():
         key = dm.content_key(it)
-        if key in dm.cache:
-            out[it.key] = np.asarray(dm.cache.get(key), dtype=np.float32)
+        if key in dm.clip_cache:
+            out[it.key] = np.asarray(dm.clip_cache.get(key), dtype=np.float32)
     return out
 
 
@@ -392,11 +391,9 @@ def whitened_dims(train_z: torch.Tensor, zs: list[torch.Tensor], dims) -> dict[i
 
 def i3d_part(items: list[MediaItem], data: Data, variant: str) -> torch.Tensor:
     """I3D's embedding as ``model=i3d model.features=<variant>`` computes it from the cached row."""
-    x = torch.from_numpy(np.stack([data.clip[it.key] for it in items]))
-    logits, pooled = x[:, :400], x[:, 400:]
-    parts = {"logits": [logits], "pooled": [pooled], "both": [logits, pooled]}[variant]
-    n = torch.nn.functional.normalize
-    return n(torch.cat([n(p, dim=1) for p in parts], dim=1), dim=1)
+    from media_retrieval.models.i3d import i3d_embedding
+
+    return i3d_embedding(torch.from_numpy(np.stack([data.clip[it.key] for it in items])), variant)
 
 
 def free_vectors(e: Embedding, items: list[MediaItem], data: Data) -> torch.Tensor:
@@ -436,13 +433,9 @@ def choose(grid: list, scores: dict) -> tuple:
     return max(grid, key=lambda c: (mean_quality(scores[c]), -grid.index(c)))
 
 
-def run_fold(fold: Fold, data: Data, seeds: list[int]) -> list[dict]:
-    val = validation_sets(fold, data)
-    train_items, test_items = fold.items(data.sources, "train"), fold.items(data.sources, "test")
-    out = []
-    log.info("fold %s: validation on %s", fold.test, [h for h, _, _ in val])
-
-    # training-free candidates: whitening fitted on the inner training clips, no labels
+def free_validation(val: list, data: Data) -> dict[Embedding, list[list[dict]]]:
+    """Validation rows of every training-free candidate (whitening fitted on the inner training
+    clips, no labels), one list per validation source."""
     scores: dict[Embedding, list[list[dict]]] = {}
     for base in dict.fromkeys(Embedding(e.lite0, e.i3d, e.v) for e in FREE_GRID):
         dims = [e.whiten for e in FREE_GRID if (e.lite0, e.i3d, e.v) == (base.lite0, base.i3d, base.v)]
@@ -450,6 +443,16 @@ def run_fold(fold: Fold, data: Data, seeds: list[int]) -> list[dict]:
             zs = whitened_dims(free_vectors(base, inner, data), [free_vectors(base, held, data)], dims)
             for d in dims:
                 scores.setdefault(Embedding(base.lite0, base.i3d, base.v, d), []).append(score(zs[d][0], held, data))
+    return scores
+
+
+def run_fold(fold: Fold, data: Data, seeds: list[int]) -> list[dict]:
+    val = validation_sets(fold, data)
+    train_items, test_items = fold.items(data.sources, "train"), fold.items(data.sources, "test")
+    out = []
+    log.info("fold %s: validation on %s", fold.test, [h for h, _, _ in val])
+
+    scores = free_validation(val, data)
     free = choose(FREE_GRID, scores)
     chosen = {"baseline": BASELINE, "i3d": choose(I3D_GRID, scores), "free": free}
     for name, e in chosen.items():
@@ -607,15 +610,7 @@ def bar_chart(summary: list[dict], path: Path) -> None:
 def default_parts(fold: Fold, data: Data) -> Embedding:
     """The training-free part of the fold's default, chosen on its validation sources as in
     :func:`run_fold` (without scoring the test source)."""
-    val = validation_sets(fold, data)
-    scores: dict[Embedding, list[list[dict]]] = {}
-    for base in dict.fromkeys(Embedding(e.lite0, e.i3d, e.v) for e in FREE_GRID):
-        dims = [e.whiten for e in FREE_GRID if (e.lite0, e.i3d, e.v) == (base.lite0, base.i3d, base.v)]
-        for _, inner, held in val:
-            zs = whitened_dims(free_vectors(base, inner, data), [free_vectors(base, held, data)], dims)
-            for d in dims:
-                scores.setdefault(Embedding(base.lite0, base.i3d, base.v, d), []).append(score(zs[d][0], held, data))
-    return choose(FREE_GRID, scores)
+    return choose(FREE_GRID, free_validation(validation_sets(fold, data), data))
 
 
 def open_folds(data: Data) -> list[Fold]:
@@ -767,12 +762,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--learning-curve", action="store_true",
                    help="instead: the gain over no training with 1 .. 7 training sources")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="instead: rewrite the table, chart and summary of an earlier run's real_benchmark.json")
+    p.add_argument("--subsets", type=int, default=5, help="--learning-curve: sampled subsets per size (at most)")
     p.add_argument("--objectives", action="store_true",
                    help="instead: the default with its learned part trained by each objective")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        rows = [r for r in saved["rows"] if r.get("seed") != "mean"]
+        for r in rows:  # names written before the table-safe form
+            r["embedding"] = r.get("embedding", "").replace(" | whiten ", ", whitened to ")
+        out = Path(args.out) if args.out else Path(args.render).parent
+        write_outputs(out, rows, summarise(rows, saved["meta"]["ceilings_p_at_5"]), saved["meta"])
+        return
     real = Path(args.real_dir)
     if not real.is_dir():
         sys.exit(f"error: real footage not found at {real}: pass --real-dir or set MEDIA_RETRIEVAL_REAL_CLIPS "
@@ -788,7 +794,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"objectives: {out / 'objectives.md'} ({time.time() - t0:.0f} s)")
         return
     if args.learning_curve:
-        learning_curve(data, list(range(args.seeds)), out)
+        learning_curve(data, list(range(args.seeds)), out, subsets=args.subsets)
         print(f"learning curve: {out / 'learning_curve.png'} ({time.time() - t0:.0f} s)")
         return
     folds = [f for f in leave_one_source_out(data.sources, allow_shared=True) if not args.folds or f.test in args.folds]

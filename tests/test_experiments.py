@@ -49,10 +49,9 @@ def experiment_overrides(name: str, standins: dict[str, Path], tiny_dirs) -> lis
         return common + [*OFFLINE_WEIGHTS, "data.image_size=32", "data.batch_size=8", "data.eval_batch_size=8"]
     if name == "real_clips":
         return common + [f"paths.real_clips_dir={standins['real']}", "data.frames=4"]
-    if name == "real_all":  # two of its four sets: enough to compose and run one batch of each stage
+    if name == "real_all":  # two of its eight sets (set after composing: an override merges): one batch per stage
         real = standins["real"]
-        return common + [f"paths.real_clips_dir={real}", "data.frames=4", "data.batch_size=4",
-                         f"data.roots={{gestures-mini: {real}/gestures-mini, ucf101-mini: {real}/ucf101-mini}}"]
+        return common + [f"paths.real_clips_dir={real}", "data.frames=4", "data.batch_size=4"]
     if name == "ssl":  # a folder of unlabelled video: one real set, its class folders ignored
         return common + [f"data.root={standins['real']}/gestures-mini", "data.frames=4", "data.dense_frames=8",
                          "data.batch_size=4", "data.val_fraction=0.3"]
@@ -66,12 +65,14 @@ def test_experiment_composes_and_runs_fast_dev_run(name, standins, tiny_dirs, tm
     GlobalHydra.instance().clear()
     expected = {"paper_cnn_lstm": ("CrossDataModule", "cnn_lstm"), "paper_c3d": ("CrossDataModule", "c3d"),
                 "paper_e2e": ("CrossDataModule", "cnn_lstm_e2e"), "color_vs_gray": ("Cifar10DataModule", "cnn_lstm_e2e"),
-                "real_clips": ("FolderDataModule", "cnn_lstm"), "real_all": ("FolderDataModule", "cnn_lstm"),
+                "real_clips": ("FolderDataModule", "cnn_lstm"), "real_all": ("FolderDataModule", "cnn_lstm_i3d"),
                 "ssl": ("FolderDataModule", "cnn_lstm")}
     if name in expected:
         assert (cfg.data._target_.rsplit(".", 1)[1], cfg.model.name) == expected[name]
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
+        if name == "real_all":
+            cfg.data.roots = {s: f"{standins['real']}/{s}" for s in ("gestures-mini", "ucf101-mini")}
     metrics = train(cfg)
     assert isinstance(metrics, dict)
     if name == "ssl":  # no labels: nothing to test; the label-free validation metric instead

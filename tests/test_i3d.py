@@ -7,6 +7,7 @@ equals the original head at 16 x 224; the port names a Kinetics class of a share
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import sys
@@ -154,3 +155,52 @@ def test_converted_file_has_the_pinned_hash():
     data = path.read_bytes()
     assert pretrained._sha256(data) == pretrained.I3D_SAFETENSORS_SHA256
     assert set(load(io.BytesIO(data).getvalue())) == set(InceptionI3d().state_dict())
+
+
+def test_fused_part_reads_cached_rows_and_pixels_alike():
+    """``model.video``: the cached I3D row (training) and the clip's ImageNet-normalised pixels
+    (index, search) give the same embedding: the part rescales pixels to I3D's [-1, 1] itself."""
+    from media_retrieval.data.clips import ClipSpec
+    from media_retrieval.models import CNNLSTM
+    from media_retrieval.models.i3d import I3DFeatures
+
+    torch.manual_seed(0)
+    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"}, {"cell": "none", "stats": ["mean", "std"]},
+                    video={"features": "both", "weight": 2.0, "weights": "none"}).eval()
+    pixels = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
+    imagenet = torch.stack([ClipSpec(frames=8, image_size=64).transform()(c) for c in pixels])
+    inception = torch.stack([ClipSpec(frames=8, image_size=64, normalize="inception").transform()(c) for c in pixels])
+    with torch.no_grad():
+        row = model.video.encoder(inception)
+        cached = model.encode({"features": model.frame_features(imagenet), "clip_features": row})
+        from_pixels = model.encode({"clip": imagenet})
+    assert model.encode_dim == 2 * 1280 + 1424 == cached.shape[1]
+    torch.testing.assert_close(cached, from_pixels, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cached[:, 2560:].norm(dim=1), torch.full((2,), 2.0))  # the part's weight
+    assert isinstance(model.video.encoder, I3DFeatures) and not any(p.requires_grad for p in model.video.parameters())
+
+
+def test_fused_model_trains_on_cached_clip_features_and_indexes(tiny_dirs, tmp_path):
+    """Training caches the I3D rows beside the frame features; the checkpoint indexes and
+    searches from pixels (the Kinetics weights load from the weights folder)."""
+    from conftest import compose_cfg, tiny_overrides
+
+    from media_retrieval import load_model
+    from media_retrieval.cli.train import train
+    from media_retrieval.retrieval.indexer import IndexOptions
+    from media_retrieval.retrieval.media_index import MediaIndex
+
+    cfg_train = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "model=cnn_lstm_i3d", "model.whiten=16",
+                                           "model.video.features=logits", "trainer.max_epochs=1"], tmp_path / "run")
+    train(cfg_train)
+    caches = [json.loads(p.read_text()) for p in Path(cfg_train.paths.cache_dir).rglob("spec.json")]
+    assert any(c["encoder"].get("level") == "clip" and c["transform"]["mean"] == [0.5, 0.5, 0.5] for c in caches)
+    ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    model = load_model(ckpt)
+    assert model.video is not None and model.encode_dim == 2 * 1280 + 256 + 400
+    media = Path(cfg_train.data.root) / "style_b"
+    idx = MediaIndex.build(media, tmp_path / "idx", model, options=IndexOptions(
+        num_workers=0, trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}))
+    assert idx.vectors.shape[1] == 16
+    query = sorted(media.rglob("*.mp4"))[0]
+    assert idx.search(str(query), k=1)[0].rel_path == query.relative_to(media).as_posix()

@@ -213,6 +213,16 @@ class TemporalSchema:
 
 
 @dataclass
+class VideoPartSchema:
+    """``model.video``: a frozen clip-level video encoder whose part joins the embedding."""
+
+    name: str = "i3d"
+    features: str = "both"
+    weight: float = 1.0
+    weights: str = "kinetics400"
+
+
+@dataclass
 class CNNLSTMSchema(ModelSchema):
     _target_: str = MISSING
     name: str = MISSING
@@ -222,6 +232,7 @@ class CNNLSTMSchema(ModelSchema):
     freeze_backbone: bool = MISSING
     backbone_lr_mult: float = MISSING
     freeze_blocks: int = MISSING
+    video: VideoPartSchema | None = None
 
 
 @dataclass

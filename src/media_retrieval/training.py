@@ -32,6 +32,8 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
         model.clip_spec = datamodule.clip_spec  # saved in its checkpoints: index and search reuse it
     if getattr(model, "uses_frame_features", False):
         datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
+        if getattr(model, "video", None) is not None:  # its clip-level part: cached too
+            datamodule.attach_clip_encoder(model.video.encoder, model.video.encoder.spec())
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule, model

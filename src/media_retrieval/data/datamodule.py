@@ -174,6 +174,9 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.feature_batch_size = feature_batch_size
         self.split: Split | None = None
         self.cache: FrameFeatureCache | None = None
+        # a clip-level encoder's cache beside the frame features (``model.video``: I3D)
+        self.clip_cache: FrameFeatureCache | None = None
+        self._clip_encoder: torch.nn.Module | None = None
         self._encoder: torch.nn.Module | None = None
         self._discovered: tuple[list[MediaItem], list[Skipped]] | None = None
         self._hashes: HashCache | None = None
@@ -217,6 +220,22 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self.train_transform is not None:
             log.info("data.augment applies to pixels only: frame features are cached (frozen backbone) and "
                  "computed once with the evaluation transform")
+
+    def attach_clip_encoder(self, encoder: torch.nn.Module, encoder_spec: dict, normalize: str = "inception") -> None:
+        """Serve a clip-level encoder's cached row (``clip_features``) beside the frame features:
+        the same clips, scaled as that encoder expects (``normalize``), one row per clip."""
+        if self.cache_dir is None:
+            raise DataError("data.cache_dir is not set: a frozen clip encoder needs a feature cache")
+        self._clip_encoder = encoder
+        self._clip_encoder_spec = replace(self.clip_spec, normalize=normalize)
+        spec = {"encoder": encoder_spec, "transform": self._clip_encoder_spec.transform().spec(),
+                "frames": self.frames, "sampling": self.sampling, "skip_short": self.skip_short}
+        self.clip_cache = FrameFeatureCache(self.cache_dir, spec)
+
+    def load_clip_pixels(self, item: MediaItem) -> torch.Tensor:
+        """The clip the clip-level encoder reads (its own normalisation)."""
+        return load_clip(item.path, self._clip_encoder_spec, item.start_s, item.end_s,
+                         min_frames=self.frames if self.skip_short else 1)
 
     def load_pixels(self, item: MediaItem, train: bool = False, flip: bool = False) -> torch.Tensor:
         """Frames of an item, preprocessed; ``train`` adds the configured augmentation (with
@@ -267,7 +286,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         other class of its pair (``label_as``)."""
         if self.cache is not None:
             feats = torch.from_numpy(self.cache.get(self.content_key(item)).copy())
-            return self._views(feats, train) if self.dense_frames else {"features": feats}
+            out = self._views(feats, train) if self.dense_frames else {"features": feats}
+            if self.clip_cache is not None:
+                out["clip_features"] = torch.from_numpy(self.clip_cache.get(self.content_key(item)).copy())
+            return out
         flip = self._flip(item, train)
         out = {"clip": self.load_pixels(item, train, flip)}
         if flip and item.label in self.flip_to:
@@ -319,12 +341,13 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         self.prepare_source()
-        if self.cache is not None and self._encoder is not None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            items = self.items()
-            self.cache.build(items, [self.content_key(it) for it in items], self.load_pixels, self._encoder,
-                             batch_size=self.feature_batch_size, num_workers=self.num_workers,
-                             device=device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        for cache, encoder, load in ((self.cache, self._encoder, self.load_pixels),
+                                     (self.clip_cache, self._clip_encoder, self.load_clip_pixels)):
+            if cache is not None and encoder is not None:
+                items = self.items()
+                cache.build(items, [self.content_key(it) for it in items], load, encoder,
+                            batch_size=self.feature_batch_size, num_workers=self.num_workers, device=device)
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
@@ -334,11 +357,12 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         else:
             items = self.items()
             if self.cache is not None:
-                bad = self.cache.skipped()
+                caches = [c for c in (self.cache, self.clip_cache) if c is not None]
+                bad = {k: v for c in caches for k, v in c.skipped().items()}
                 self.skipped += [Skipped(it.path, bad[self.content_key(it)]) for it in items
                                  if self.content_key(it) in bad]
                 items = [it for it in items if self.content_key(it) not in bad]
-                missing = [it.path for it in items if self.content_key(it) not in self.cache]
+                missing = [it.path for it in items for c in caches if self.content_key(it) not in c]
                 if missing:
                     raise DataError(f"{len(missing)} items have no cached features (first: {missing[0]}); "
                                     "run prepare_data() first")

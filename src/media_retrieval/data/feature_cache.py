@@ -93,7 +93,7 @@ class FrameFeatureCache:
     ) -> None:
         """Compute features for every item (``keys[i]``: the content key of ``items[i]``) not
         yet cached or known bad."""
-        from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+        from media_retrieval.utils.progress import progress
 
         skipped = self.skipped()
         todo, todo_keys, seen = [], [], set()
@@ -120,9 +120,7 @@ class FrameFeatureCache:
         )
         keys_out: list[str] = []
         feats: list[np.ndarray] = []
-        columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns) as progress:
-            task = progress.add_task("clip features" if clip_level else "frame features", total=len(todo))
+        with progress("clip features" if clip_level else "frame features", len(todo)) as advance:
             for batch in loader:
                 good = [b for b in batch if "clip" in b]
                 for b in batch:
@@ -145,7 +143,7 @@ class FrameFeatureCache:
                 if len(keys_out) >= self.shard_size:
                     self.store.write(keys_out, np.stack(feats))
                     keys_out, feats = [], []
-                progress.advance(task, len(batch))
+                advance(len(batch))
         if keys_out:
             self.store.write(keys_out, np.stack(feats))
         self.store.record_skipped(skipped)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from media_retrieval.errors import ConfigError
 from media_retrieval.models.backbones import create_backbone, freeze_first_blocks
 from media_retrieval.models.module import ClipEmbedder, plain_dict
 from media_retrieval.models.temporal import TemporalHead
@@ -28,11 +29,13 @@ class CNNLSTM(ClipEmbedder):
         freeze_backbone: bool = True,
         backbone_lr_mult: float = 1.0,
         freeze_blocks: int = 0,
+        video: dict | None = None,
         *,
         name: str = "cnn_lstm",
         **common: Any,
     ) -> None:
         backbone, temporal = plain_dict(backbone), plain_dict(temporal)
+        video = plain_dict(video) if video else None  # plain containers in hparams (safe loading)
         super().__init__(name=name, **common)
         self.backbone = create_backbone(**backbone)
         self.freeze_backbone = freeze_backbone
@@ -41,11 +44,20 @@ class CNNLSTM(ClipEmbedder):
         elif freeze_blocks:
             freeze_first_blocks(self.backbone.net, freeze_blocks)
         self.temporal = TemporalHead(self.backbone.num_features, **temporal)
+        # a clip-level video encoder beside the frames (I3D: it has seen motion), frozen; its
+        # part joins the embedding after the temporal head's, before any whitening
+        self.video = None
+        if video:
+            from media_retrieval.models.i3d import VideoPart
+
+            if self.backbone.in_chans != 3:
+                raise ConfigError("model.video needs RGB frames (model.backbone.in_chans=3)")
+            self.video = VideoPart(**video).requires_grad_(False)
         self._init_objective()
 
     @property
     def encode_dim(self) -> int:
-        return self.temporal.embed_dim
+        return self.temporal.embed_dim + (self.video.dim if self.video is not None else 0)
 
     # ------------------------------------------------------------------ embedding
     @property
@@ -76,7 +88,7 @@ class CNNLSTM(ClipEmbedder):
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) clip embeddings before any whitening."""
-        return self.temporal(self._features(batch))
+        return self.encode_parts(batch)[0]
 
     @property
     def objective_dim(self) -> int:
@@ -85,12 +97,17 @@ class CNNLSTM(ClipEmbedder):
     def encode_parts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused encoding and its learned part (the objective's: fused statistics stay as
         the backbone made them), from one pass of the temporal head."""
-        return self.temporal.parts(self._features(batch))
+        z, learned = self.temporal.parts(self._features(batch))
+        if self.video is not None:
+            z = torch.cat([z, self.video(batch)], dim=-1)
+        return z, learned
 
     def train(self, mode: bool = True) -> CNNLSTM:
         super().train(mode)
         if self.freeze_backbone:
             self.backbone.eval()  # frozen BatchNorm statistics stay ImageNet's
+        if self.video is not None:
+            self.video.eval()
         return self
 
     def param_groups(self) -> list[dict]:

@@ -118,6 +118,15 @@ class InceptionI3d(nn.Module):
         return pooled, self.logits(pooled[:, :, None, None, None]).flatten(1)
 
 
+def i3d_embedding(row: torch.Tensor, features: str) -> torch.Tensor:
+    """I3D's embedding from the raw (B, 400 + 1024) row of :class:`I3DFeatures` (logits then
+    pooled): the chosen parts, each L2-normalised, concatenated and normalised again. One
+    definition for the model, the fused part and the benchmarks."""
+    logits, pooled = row[:, :400], row[:, 400:]
+    parts = {"logits": [logits], "pooled": [pooled], "both": [logits, pooled]}[features]
+    return F.normalize(torch.cat([F.normalize(p, dim=1) for p in parts], dim=1), dim=1)
+
+
 class I3DFeatures(nn.Module):
     """Frozen I3D as a clip-level encoder for the feature cache: one row per clip holding the
     raw logits (400) and pooled Mixed_5c (1024), unnormalised, so every embedding built from
@@ -162,7 +171,7 @@ class I3DModule(ClipEmbedder):
     has_trainable_embedding = False
     input_normalize = "inception"
 
-    def __init__(self, features: str = "logits", weights: str = "kinetics400", in_chans: int = 3, *,
+    def __init__(self, features: str = "pooled", weights: str = "kinetics400", in_chans: int = 3, *,
                  input_size: int = 224, name: str = "i3d", **common: Any) -> None:
         if features not in FEATURES:
             raise ConfigError(f"model.features={features!r}; valid: {', '.join(FEATURES)}")
@@ -183,9 +192,7 @@ class I3DModule(ClipEmbedder):
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pooled, logits = self.net(batch["clip"].permute(0, 2, 1, 3, 4))
-        parts = {"logits": [logits], "pooled": [pooled], "both": [logits, pooled]}[self.hparams.features]
-        z = torch.cat([F.normalize(p, dim=1) for p in parts], dim=1)
-        return F.normalize(z, dim=1)
+        return i3d_embedding(torch.cat([logits, pooled], dim=1), self.hparams.features)
 
     def kinetics_top(self, clip: torch.Tensor, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most likely Kinetics-400 classes of one clip (T, C, H, W): what the
@@ -197,3 +204,40 @@ class I3DModule(ClipEmbedder):
         p = logits.softmax(1)[0]
         top = p.topk(k)
         return [(_KINETICS400_CATEGORIES[i], float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+
+
+class VideoPart(nn.Module):
+    """The I3D part of a fused clip embedding (``model.video`` of ``cnn_lstm``): ``weight`` x
+    I3D's ``features`` embedding, concatenated after the frame encoder's. Training on cached
+    features reads the clip's cached I3D row (``clip_features``); index and search compute it
+    from the clip's pixels, which arrive normalised for the 2D backbone (ImageNet) and are
+    rescaled here to I3D's [-1, 1], so one clip serves both encoders."""
+
+    def __init__(self, name: str = "i3d", features: str = "both", weight: float = 1.0,
+                 weights: str = "kinetics400") -> None:
+        super().__init__()
+        if name != "i3d":
+            raise ConfigError(f"model.video.name={name!r}; valid: i3d")
+        if features not in FEATURES:
+            raise ConfigError(f"model.video.features={features!r}; valid: {', '.join(FEATURES)}")
+        from media_retrieval.data.clips import NORMALIZATIONS
+
+        self.features, self.weight = features, float(weight)
+        self.encoder = I3DFeatures(weights)
+        mean, std = NORMALIZATIONS["imagenet"]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return {"logits": 400, "pooled": self.encoder.net.out_dim, "both": self.encoder.out_dim}[self.features]
+
+    def row(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The raw I3D row of each clip: cached, or computed from ImageNet-normalised pixels."""
+        if "clip_features" in batch:
+            return batch["clip_features"].float()
+        with torch.no_grad():
+            return self.encoder((batch["clip"].float() * self.std + self.mean) * 2 - 1).float()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.weight * i3d_embedding(self.row(batch), self.features)

@@ -78,8 +78,9 @@ def inference_layout(model: torch.nn.Module) -> torch.nn.Module:
     """Eval mode, and channels_last_3d weights for 3D convolutions (2D backbones set
     channels_last themselves): the layout every embedding path uses, builds and queries alike."""
     model.eval()
-    if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()):
-        model.to(memory_format=torch.channels_last_3d)
+    for m in model.modules():  # 3D convolutions only: a fused model's 2D backbone keeps its own
+        if isinstance(m, torch.nn.Conv3d):
+            m.to(memory_format=torch.channels_last_3d)
     return model
 
 

@@ -144,18 +144,25 @@ def kinetics_classes() -> dict[str, set[str]]:
 
 
 # ---------------------------------------------------------------------------- data
+def real_datamodule(roots: dict[str, Path], cache_dir: Path, dense_frames: int | None = None):
+    """The data module both encoders read the sets through: 16 frames by index, 224 px stretched,
+    whole clips; the same settings give both caches the keys earlier runs filled."""
+    from media_retrieval.data.datamodule import FolderDataModule
+
+    return FolderDataModule(roots={s: str(r) for s, r in roots.items()}, frames=16, image_size=224, resize="stretch",
+                            sampling="index", chunk_s=None, cache_dir=str(cache_dir), num_workers=1, dedupe=False,
+                            kinds=["video"], feature_batch_size=1, dense_frames=dense_frames)
+
+
 def load_sources(real_dir: Path, cache_dir: Path, dense_frames: int | None = None,
                  roots: dict[str, Path] | None = None) -> tuple[dict[str, list[MediaItem]], dict[str, np.ndarray]]:
     """The clips of each set and their (16, 1280) frame features (``dense_frames``: that many
     per clip instead, for self-supervised views), computed once (cached). ``roots``: other
     class-per-folder sets instead of the eight real ones."""
-    from media_retrieval.data.datamodule import FolderDataModule
     from media_retrieval.models.backbones import create_backbone
 
     roots = roots or {s: real_dir / s for s in SETS}
-    dm = FolderDataModule(roots={s: str(r) for s, r in roots.items()}, frames=16, image_size=224, resize="stretch",
-                          sampling="index", chunk_s=None, cache_dir=str(cache_dir), num_workers=1, dedupe=False,
-                          kinds=["video"], feature_batch_size=1, dense_frames=dense_frames)
+    dm = real_datamodule(roots, cache_dir, dense_frames)
     backbone = create_backbone("efficientnet_lite0", "imagenet")
     dm.attach_frame_encoder(backbone, backbone.spec())
     dm.prepare_data()
@@ -177,12 +184,9 @@ def load_clip_features(real_dir: Path, cache_dir: Path, sets: tuple[str, ...] | 
     """I3D (Kinetics-400) logits ⊕ pooled Mixed_5c of every clip, (1424,) each, raw: one 16x224
     clip per item with the same sampling and resize as the frame features, scaled to [-1, 1] as
     I3D expects, computed once into the same cache folder (the key names the weights' hash)."""
-    from media_retrieval.data.datamodule import FolderDataModule
     from media_retrieval.models.i3d import I3DFeatures
 
-    roots = {s: str(real_dir / s) for s in (sets or SETS)}
-    dm = FolderDataModule(roots=roots, frames=16, image_size=224, resize="stretch", sampling="index", chunk_s=None,
-                          cache_dir=str(cache_dir), num_workers=1, dedupe=False, kinds=["video"], feature_batch_size=1)
+    dm = real_datamodule({s: real_dir / s for s in (sets or SETS)}, cache_dir)
     encoder = I3DFeatures()
     dm.attach_clip_encoder(encoder, encoder.spec())  # as training a model with model.video does
     dm.prepare_data()

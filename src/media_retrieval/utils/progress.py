@@ -20,9 +20,8 @@ log = logging.getLogger(__name__)
 class LogProgress:
     """Plain-line progress: :meth:`advance` logs when ``every_s`` passed or 5 % more is done."""
 
-    def __init__(self, label: str, total: int, every_s: float = 10.0, logger: logging.Logger | None = None) -> None:
+    def __init__(self, label: str, total: int, every_s: float = 10.0) -> None:
         self.label, self.total, self.every_s = label, max(int(total), 1), every_s
-        self.log = logger or log
         self.done, self.start = 0, time.monotonic()
         self._last_t, self._last_done = self.start, 0
 
@@ -32,7 +31,7 @@ class LogProgress:
         step = max(self.total // 20, 1)
         if self.done >= self.total or now - self._last_t >= self.every_s or self.done - self._last_done >= step:
             self._last_t, self._last_done = now, self.done
-            self.log.info("%s", self.line(now))
+            log.info("%s", self.line(now))
 
     def line(self, now: float | None = None) -> str:
         elapsed = (now or time.monotonic()) - self.start

@@ -13,7 +13,13 @@ other answer, but the service must be safe on its own):
   again after each response; one that does not is closed.
 
 The soft limit on open files is also raised to the hard limit at start, and ``max_connections``
-is kept below it, so accepting never fails for lack of descriptors.
+is kept below it. asyncio accepts up to ``backlog`` queued connections in one go before any of
+them reaches ``connection_made`` (where the excess is shed), so the listen backlog is bounded by
+the descriptors left over too (:func:`accept_backlog`): a burst that was queued while the
+process was starved of CPU cannot run it out of descriptors either. Should accepting fail
+anyway, asyncio pauses it for a second and logs; ``serve`` keeps Hydra's already-open log
+handlers for that (uvicorn's own logging set-up closes them, and reopening a log file at that
+moment fails for the same lack of descriptors, which used to kill the event loop).
 """
 
 from __future__ import annotations
@@ -48,6 +54,12 @@ def usable_connections(wanted: int) -> int:
     if wanted > allowed:
         log.warning("max_connections=%d is over what the open-file limit (%d) allows: using %d", wanted, soft, allowed)
     return min(wanted, allowed)
+
+
+def accept_backlog(connections: int) -> int:
+    """The listen backlog: at most the descriptors the open-file limit leaves beside ``connections``."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(8, min(2048, soft - RESERVED_FDS - connections))
 
 
 def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11Protocol]:

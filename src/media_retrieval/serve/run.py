@@ -42,7 +42,11 @@ def serve(cfg: DictConfig) -> None:
     import uvicorn
 
     from media_retrieval.serve.app import create_app
-    from media_retrieval.serve.connections import guarded_protocol, usable_connections
+    from media_retrieval.serve.connections import (
+        accept_backlog,
+        guarded_protocol,
+        usable_connections,
+    )
     from media_retrieval.utils.limits import limits
 
     if not cfg.get("index_dir"):
@@ -61,6 +65,8 @@ def serve(cfg: DictConfig) -> None:
     app = create_app(settings_from_config(cfg))
     log.info("serving %s (%d items) on http://%s:%d", cfg.index_dir, len(app.state.index.segments), host, port)
     connections = usable_connections(max_connections)
-    uvicorn.run(app, host=host, port=port, log_level=str(cfg.log_level),
+    # log_config=None: uvicorn's dictConfig would close Hydra's handlers (serve.log), see connections.py
+    uvicorn.run(app, host=host, port=port, log_level=str(cfg.log_level), log_config=None,
+                backlog=accept_backlog(connections),
                 http=guarded_protocol(connections, header_timeout_s), limit_concurrency=connections,
                 timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)

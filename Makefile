@@ -12,13 +12,14 @@ ENV_DIR ?= $(HOME)/.cache/media-retrieval/venv-$(DEPS_HASH)
 PY := .venv/bin/python
 export WANDB_SILENT ?= true
 
-.PHONY: env weights demo baseline real-benchmark test lint format clean-env help
+.PHONY: env weights demo baseline real-benchmark docs test lint format clean-env help
 
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
 	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~70 min first run, ~35 min cached)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
+	@echo "make docs      rerun the examples the README shows (docs/examples/) and rewrite their output (~2 min)"
 	@echo "make test      set up if needed and run the tests"
 	@echo "make lint      ruff"
 
@@ -53,14 +54,17 @@ baseline: env
 real-benchmark: env weights
 	PYTHONPATH=src $(PY) benchmarks/real_benchmark.py
 
+docs: env
+	$(PY) docs/examples/render.py
+
 test: env weights
 	WANDB_MODE=disabled $(PY) -m pytest -q
 
 lint: env
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs/examples
 
 format: env
-	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks docs/examples
 
 clean-env:
 	rm -rf "$(ENV_DIR)" .venv

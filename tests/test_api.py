@@ -272,3 +272,33 @@ def test_pixel_model_index_queries_on_the_builds_layout(library, tmp_path):
     hits = index.search(photo, k=100)  # an untrained net: other stills may lie as close
     own = [h for h in hits if h.rel_path == photo.relative_to(library).as_posix()]
     assert own and own[0].distance < 1e-4 * max(1.0, float(np.linalg.norm(index.embed([photo])[0])))
+
+
+def test_a_model_that_embeds_images_apart_from_videos_says_so_at_index_and_search(library, tmp_path, caplog):
+    """mean ⊕ std (what ``src/index.py`` indexes without a checkpoint): a still's std is zero, so an
+    image finds images (benchmarks/cross_media.py). Building a mixed library and the first image
+    query warn once each, naming the fix; the fix itself (the mean alone) warns at neither."""
+    from media_retrieval.models import CNNLSTM
+    from media_retrieval.models.i3d import I3DModule
+
+    def lite0(stats: list[str]) -> CNNLSTM:
+        return CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none"},
+                       temporal={"cell": "none", "stats": stats}, name="lite0", input_size=48).eval()
+
+    q = write_image(tmp_path / "q.png", "blue_stripes", seed=7)
+    with caplog.at_level("WARNING"):
+        index = MediaIndex.build(library, tmp_path / "mean_std", lite0(["mean", "std"]), clip_spec=SPEC,
+                                 options=OPTIONS)
+        index.search(q, k=3)
+        index.search(q, k=3)
+        index.embed_each([q])
+    said = [r.getMessage() for r in caplog.records if "embed apart" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("this library mixes images and videos: this model's std is zero for a still")
+    assert said[1].startswith("image query against an index holding videos")
+    assert all("model.temporal.stats=[mean]" in m for m in said)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        MediaIndex.build(library, tmp_path / "mean", lite0(["mean"]), clip_spec=SPEC, options=OPTIONS).search(q, k=3)
+    assert not [r for r in caplog.records if "embed apart" in r.getMessage()]
+    assert "motionless" in I3DModule(weights="none").media_gap

@@ -10,7 +10,9 @@ heavy imports.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,30 @@ def launch(config_name: str, task: str) -> Any:
     def main(cfg: Any) -> Any:
         from media_retrieval.cli.common import run_cli
 
+        each_line_once()
+        # Lightning's own use of a torch API it deprecated: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
         return run_cli(getattr(importlib.import_module(module), name), cfg)
 
     return main()
+
+
+class _LightningOnce(logging.Filter):
+    """A filter for the root's console handler. Lightning prints its records through a console
+    handler of its own (added when it is imported, i.e. after Hydra set up logging) and also
+    passes them on to the root's, so each line appeared twice; while Lightning's handler is
+    there, the root's console leaves those records to it (the run's log file still gets them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("lightning") and logging.getLogger("lightning").handlers)
+
+
+def each_line_once() -> None:
+    """Install :class:`_LightningOnce` on the root's console handlers (Hydra's ``job_logging``)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, _LightningOnce) for f in handler.filters):
+            handler.addFilter(_LightningOnce())
 
 
 def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:

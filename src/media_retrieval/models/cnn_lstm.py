@@ -76,6 +76,20 @@ class CNNLSTM(ClipEmbedder):
         (unless the mean is among the fused statistics)."""
         return not self.temporal.center or "mean" in self.temporal.stats
 
+    @property
+    def media_gap(self) -> str | None:
+        """A still is a clip whose frames never change: its ``std`` and ``diff`` statistics and a
+        centred learned part are zero, where a video's are not, so stills land among stills
+        (benchmarks/cross_media.py: an image query's top 5 holds 4 % videos with mean ⊕ std)."""
+        t = self.temporal
+        parts = [s for s in t.stats if s != "mean"]
+        if t.has_learned and t.center and (not t.fused or float(t.fusion_weight) > 0):
+            parts.append("learned part")
+        if not parts:
+            return None
+        return (f"this model's {', '.join(parts)} {'is' if len(parts) == 1 else 'are'} zero for a still image, so "
+                f"images and videos of the same content embed apart; {self.MIXED_MEDIA_FIX}")
+
     def encoder_spec(self) -> dict:
         return self.backbone.spec()
 

@@ -171,6 +171,12 @@ class I3DModule(ClipEmbedder):
     has_trainable_embedding = False
     input_normalize = "inception"
 
+    @property
+    def media_gap(self) -> str | None:
+        """I3D describes motion: a still is a motionless clip to it (benchmarks/cross_media.py)."""
+        return ("I3D describes motion and sees a still image as a motionless clip, so images and videos of the "
+                f"same content embed apart; {self.MIXED_MEDIA_FIX}")
+
     def __init__(self, features: str = "pooled", weights: str = "kinetics400", in_chans: int = 3, *,
                  input_size: int = 224, name: str = "i3d", **common: Any) -> None:
         if features not in FEATURES:

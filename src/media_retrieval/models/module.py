@@ -104,6 +104,18 @@ class ClipEmbedder(L.LightningModule):
         what changes over a clip)."""
         return True
 
+    #: the fix :attr:`media_gap` names: the training-free embedding that keeps images and videos
+    #: of the same content together (benchmarks/README.md "Images and videos in one library")
+    MIXED_MEDIA_FIX = ("for a library that mixes images and videos, index without a checkpoint with "
+                       "model.temporal.cell=none model.temporal.stats=[mean] (the mean of ImageNet frame features)")
+
+    @property
+    def media_gap(self) -> str | None:
+        """Why an image and a video of the same content embed apart with this model, or None.
+        Index and search warn with it when images and videos meet (a measured effect:
+        ``benchmarks/cross_media.py``)."""
+        return None
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The class and the clip spec travel with the weights: a checkpoint alone is enough to

@@ -183,6 +183,8 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     if not model.embeds_stills and any(s.media_type == "image" for s in segments):
         log.warning("this model's embedding ignores what stays the same over a clip (e.g. model.temporal.center="
                     "true): images all embed alike; index images with a model that embeds stills")
+    elif model.media_gap and {s.media_type for s in segments} >= {"image", "video"}:
+        log.warning("this library mixes images and videos: %s", model.media_gap)
     if not segments:
         raise DataError(f"media_dir={str(media_dir)!r} has no readable video or image files")
     reuse: dict[str, np.ndarray] = {}

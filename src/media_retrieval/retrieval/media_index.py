@@ -107,6 +107,7 @@ class MediaIndex:
         self._lock = threading.Lock()
         self._snap = self._load()
         self._by_key: tuple[str, dict[str, Segment]] | None = None
+        self._gap_warned: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -256,10 +257,27 @@ class MediaIndex:
         with autocast(snap.model.device, snap.precision):
             return snap.model.embed({"clip": torch.stack(clips).to(snap.model.device)}).float().cpu().numpy()
 
+    def _warn_media_gap(self, snap: _Snapshot, paths: list[str | Path]) -> None:
+        """Once per generation and media type: a query of one media type against items of the
+        other, with a model that embeds the two apart (``model.media_gap``), finds mostly its own
+        type; say so and name the fix, rather than return a quietly one-sided list."""
+        gap = getattr(snap.model, "media_gap", None)
+        if not gap:
+            return
+        from media_retrieval.data.video import media_type
+
+        indexed = {seg.media_type for seg in snap.generation.segments}
+        for kind in {media_type(p) for p in paths} - {None}:
+            other = ({"image", "video"} - {kind}) & indexed
+            if other and (snap.generation.path.name, kind) not in self._gap_warned:
+                self._gap_warned.add((snap.generation.path.name, kind))
+                log.warning("%s query against an index holding %ss: %s", kind, other.pop(), gap)
+
     def embed_each(self, paths: list[str | Path]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Embed files one at a time, so one unreadable file is reported, not fatal to the
         batch: (the paths read, their (N, D) embeddings, {unreadable path: reason})."""
         good, vecs, errors = [], [], {}
+        self._warn_media_gap(self._snap, paths)
         for p in paths:
             try:
                 vecs.append(self.embed([p])[0])
@@ -282,6 +300,7 @@ class MediaIndex:
         meanwhile (the service's path)."""
         snap = self._snap
         if isinstance(query, (str, Path)):
+            self._warn_media_gap(snap, [query])
             q = self._embed(snap, [query])
         else:
             q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)

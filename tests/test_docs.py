@@ -1,0 +1,70 @@
+"""Examples that cannot go stale (issue 28): what the docs show of an example is the output of
+its script under docs/examples/ (``make docs`` rewrites it), a shown output older than its
+script fails here, and the README's search example runs as written on a few real clips."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("render", ROOT / "docs" / "examples" / "render.py")
+render = importlib.util.module_from_spec(spec)
+sys.modules["render"] = render  # dataclasses look their module up there
+spec.loader.exec_module(render)
+REAL = Path(os.environ.get("MEDIA_RETRIEVAL_REAL_CLIPS", ROOT.parent / "shared" / "data" / "real-clips"))
+
+
+def test_every_shown_example_was_recorded_from_its_script_as_it_is():
+    assert render.regions(), "no example regions found in the docs"
+    assert render.stale() == []
+
+
+def test_a_changed_script_makes_its_shown_output_stale(tmp_path, monkeypatch):
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "demo_x.sh").write_text("# show\necho hello\n")
+    doc = tmp_path / "doc.md"
+    monkeypatch.setattr(render, "EXAMPLES", examples)
+    monkeypatch.setattr(render, "DOCS", [doc])
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    doc.write_text("intro\n<!-- example:demo_x sha256= -->\nold\n<!-- /example:demo_x -->\nrest\n")
+    render.render()
+    text = doc.read_text()
+    assert "```bash\necho hello\n```\n```\nhello\n```\n" in text and "old" not in text and text.endswith("rest\n")
+    assert render.stale() == []
+    (examples / "demo_x.sh").write_text("# show\necho changed\n")
+    assert render.stale() == ["doc.md: example demo_x was recorded from another version of its script: run `make docs`"]
+
+
+@pytest.mark.skipif(not (REAL / "gestures-mini").is_dir() or not (REAL / "ucf101-mini").is_dir(),
+                    reason=f"the shared real clips (gestures-mini, ucf101-mini) are not at {REAL}")
+def test_the_readme_search_example_runs_as_written_on_a_few_clips(tmp_path):
+    """The README's commands, in order, on 3 clips per class; what the README says of them holds:
+    an index line, one table per query with its kept count, and the PAR sentence's numbers
+    match the tables."""
+    (tmp_path / "src").symlink_to(ROOT / "src")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "examples").symlink_to(ROOT / "docs" / "examples")
+    (tmp_path / "docs" / "images").mkdir()
+    shown = render.run("search_own_media", cwd=tmp_path, env={"EXAMPLE_CLIPS": "few",
+                                                               "MEDIA_RETRIEVAL_REAL_CLIPS": str(REAL)})
+    readme = (ROOT / "README.md").read_text()
+    steps = render.parse(render.EXAMPLES / "search_own_media.sh")[1]
+    assert [s for s, _ in shown] == steps and all(s.command in readme for s in steps if s.kind == "show")
+    index_out, search_out, said = (out for _, out in shown)
+    assert re.search(r"index: data/my_index \(gen-000001\): (\d+) segments from \1 files; embedded \1", index_out)
+    assert index_out.count("GPU available") <= 1  # each log line once
+    kept = [(int(a), int(b)) for a, b in re.findall(r"\(PAR δ = [\d.]+: (\d+) of (\d+) kept\)", search_out)]
+    assert len(kept) == 3 and all(b == 5 for _, b in kept)
+    assert (tmp_path / "docs" / "images" / "search_contact_sheet.png").stat().st_size > 0
+    m = re.fullmatch(r"Of the 3 queries' top 5, (\d+) hits are of the query's class and (\d+) of another\. "
+                     r"PAR at δ = [\d.]+ keeps (\d+) of the \1 right ones and drops (\d+) of the \2 wrong ones\.", said)
+    assert m, said
+    right, wrong, right_kept, wrong_dropped = map(int, m.groups())
+    assert right + wrong == 15 and right_kept + (wrong - wrong_dropped) == sum(a for a, _ in kept)

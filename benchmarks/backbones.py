@@ -118,7 +118,7 @@ def training_free(fold, sources: dict, feats: dict) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--real-dir", default=str(ROOT.parent / "shared" / "data" / "real-clips"))
+    p.add_argument("--real-dir", default=str(rb.real_clips_dir(str(ROOT))))
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)

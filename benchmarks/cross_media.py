@@ -45,6 +45,7 @@ import av
 import numpy as np
 import torch
 
+from media_retrieval.config_schema import real_clips_dir
 from media_retrieval.models.cnn_lstm import CNNLSTM
 from media_retrieval.models.i3d import I3DModule
 
@@ -131,8 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--per-class", type=int, default=4)
     ap.add_argument("--builtin", type=Path, default=ROOT / "data" / "builtin" / "style_b")
-    ap.add_argument("--real-dir", type=Path, default=Path(os.environ.get(
-        "MEDIA_RETRIEVAL_REAL_CLIPS", ROOT.parent / "shared" / "data" / "real-clips")))
+    ap.add_argument("--real-dir", type=Path, default=Path(real_clips_dir(str(ROOT))))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cross_media.json")
     args = ap.parse_args()
     if not args.builtin.is_dir():

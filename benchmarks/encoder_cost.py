@@ -1,6 +1,7 @@
 """What a clip costs to embed on this machine's CPU, per encoder (issue 27, "defaults with their
-cost"): Lite0 (16 frames, mean of frame features: the no-training baseline) against I3D (16
-frames, Kinetics-400), decoding included and excluded.
+cost"): Lite0 (16 frames, mean of frame features: the no-training baseline), I3D (16 frames,
+Kinetics-400) and the fused ``cnn_lstm_i3d`` (both encoders on one decode, plus the LSTM),
+decoding included and excluded.
 
     PYTHONPATH=src python benchmarks/encoder_cost.py [--clips 24] [--real-dir ../shared/data/real-clips]
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from media_retrieval.config_schema import real_clips_dir
 from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.models.cnn_lstm import CNNLSTM
 from media_retrieval.models.i3d import I3DModule
@@ -64,17 +66,21 @@ def measure(name: str, model: torch.nn.Module, spec: ClipSpec, paths: list[Path]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=24)
-    ap.add_argument("--real-dir", type=Path, default=Path(os.environ.get(
-        "MEDIA_RETRIEVAL_REAL_CLIPS", ROOT.parent / "shared" / "data" / "real-clips")))
+    ap.add_argument("--real-dir", type=Path, default=Path(real_clips_dir(str(ROOT))))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "encoder-cost-cpu.json")
     args = ap.parse_args()
     paths = clips(args.real_dir, args.clips)
     lite0 = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "imagenet"}, temporal={"cell": "none"},
                     name="lite0_mean")
     i3d = I3DModule(features="logits")
+    fused = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "imagenet"},
+                    temporal={"cell": "lstm", "stats": ["mean", "std"], "fusion_weight": 0.25},
+                    video={"name": "i3d", "features": "both", "weight": 1.0}, name="cnn_lstm_i3d")
     rows = [measure("lite0-16 (mean of frame features)", lite0, ClipSpec(frames=16, chunk_s=None), paths),
             measure("i3d-16 (Kinetics-400 logits)", i3d, ClipSpec(frames=16, chunk_s=None, normalize="inception"),
-                    paths)]
+                    paths),
+            measure("cnn_lstm_i3d-16 (Lite0 statistics + LSTM + I3D, the fused model)", fused,
+                    ClipSpec(frames=16, chunk_s=None), paths)]
     result = {"command": "PYTHONPATH=src python benchmarks/encoder_cost.py " + f"--clips {args.clips}",
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=ROOT).stdout.strip(),

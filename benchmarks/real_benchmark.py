@@ -63,6 +63,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from media_retrieval.config_schema import real_clips_dir  # noqa: E402
 from media_retrieval.data.discovery import MediaItem  # noqa: E402
 from media_retrieval.data.folds import Fold, leave_one_source_out  # noqa: E402
 
@@ -770,8 +771,8 @@ def ceiling_of(items: list[MediaItem]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--real-dir", default=os.environ.get("MEDIA_RETRIEVAL_REAL_CLIPS",
-                                                        str(ROOT.parent / "shared" / "data" / "real-clips")))
+    p.add_argument("--real-dir", default=real_clips_dir(str(ROOT)),
+                   help="the shared real clips (default: $MEDIA_RETRIEVAL_REAL_CLIPS, else ../shared/data/real-clips)")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--folds", nargs="*", default=None, help="test sources to run (default: all eight)")

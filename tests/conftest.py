@@ -17,12 +17,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from media_retrieval.config_schema import real_clips_dir
 from media_retrieval.config_schema import register as register_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
-REAL_CLIPS = ROOT.parent / "shared" / "data" / "real-clips"
+REAL_CLIPS = Path(real_clips_dir(str(ROOT)))  # $MEDIA_RETRIEVAL_REAL_CLIPS, else ../shared/data/real-clips
 # indexes the tests build are "built on this machine": recorded here, not in ~/.cache
 os.environ.setdefault("MEDIA_RETRIEVAL_TRUST_STORE", os.path.join(tempfile.mkdtemp(prefix="mr-trust-"), "trusted.txt"))
 

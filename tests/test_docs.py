@@ -5,19 +5,17 @@ script fails here, and the README's search example runs as written on a few real
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import REAL_CLIPS, ROOT
 
 spec = importlib.util.spec_from_file_location("render", ROOT / "docs" / "examples" / "render.py")
 render = importlib.util.module_from_spec(spec)
 sys.modules["render"] = render  # dataclasses look their module up there
 spec.loader.exec_module(render)
-REAL = Path(os.environ.get("MEDIA_RETRIEVAL_REAL_CLIPS", ROOT.parent / "shared" / "data" / "real-clips"))
+REAL = REAL_CLIPS
 
 
 def test_every_shown_example_was_recorded_from_its_script_as_it_is():

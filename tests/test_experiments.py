@@ -264,3 +264,22 @@ def test_pca_study_marks_the_90_percent_dimension(tmp_path):
     full = rows[-1]
     assert full["dim"] == 32 and abs(full["variance"] - 1.0) < 1e-6
     assert marked[0]["precision@5"] >= full["precision@5"] - 0.02  # the paper's claim holds here
+
+
+def test_the_real_clips_folder_is_one_setting_the_environment_can_move(tmp_path, monkeypatch):
+    """``paths.real_clips_dir`` (configs), the benchmarks' ``--real-dir`` default and the tests'
+    REAL_CLIPS all come from ``config_schema.real_clips_dir``: ``$MEDIA_RETRIEVAL_REAL_CLIPS`` moves them all."""
+    from media_retrieval.config_schema import real_clips_dir
+
+    assert REAL_CLIPS == Path(real_clips_dir(str(ROOT)))
+    monkeypatch.delenv("MEDIA_RETRIEVAL_REAL_CLIPS", raising=False)
+    cfg = compose_cfg("train.yaml", ["experiment=real_all"], tmp_path)
+    assert Path(cfg.paths.real_clips_dir) == (ROOT.parent / "shared" / "data" / "real-clips").resolve()
+    monkeypatch.setenv("MEDIA_RETRIEVAL_REAL_CLIPS", str(tmp_path / "clips"))
+    cfg = compose_cfg("train.yaml", ["experiment=real_all"], tmp_path)
+    assert cfg.paths.real_clips_dir == str(tmp_path / "clips")
+    assert cfg.data.roots["jhmdb"] == str(tmp_path / "clips" / "jhmdb")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import real_benchmark
+
+    assert real_benchmark.real_clips_dir(str(ROOT)) == str(tmp_path / "clips")

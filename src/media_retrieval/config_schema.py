@@ -333,6 +333,18 @@ def home_dir() -> str:
     return os.path.abspath(os.environ.get("MEDIA_RETRIEVAL_HOME") or os.environ.get("PROJECT_ROOT") or os.getcwd())
 
 
+def real_clips_dir(root: str | None = None) -> str:
+    """The shared real footage (``paths.real_clips_dir``): ``$MEDIA_RETRIEVAL_REAL_CLIPS``, else
+    ``../shared/data/real-clips`` beside ``root`` (default :func:`home_dir`). The one place that
+    says where it is: configs, benchmarks and tests all ask here."""
+    import os
+
+    env = os.environ.get("MEDIA_RETRIEVAL_REAL_CLIPS")
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    return os.path.normpath(os.path.join(root or home_dir(), "..", "shared", "data", "real-clips"))
+
+
 def decode_workers() -> int:
     """Default decoding processes (``num_workers``): one per core but one (the main process
     runs the model), at most 16. On 2 cores that is 1; a 16-core GPU machine gets 15, which
@@ -366,6 +378,8 @@ def register() -> None:
 
     if not OmegaConf.has_resolver("mr_home"):
         OmegaConf.register_new_resolver("mr_home", home_dir)
+    if not OmegaConf.has_resolver("mr_real_clips"):
+        OmegaConf.register_new_resolver("mr_real_clips", real_clips_dir)
     if not OmegaConf.has_resolver("mr_workers"):
         OmegaConf.register_new_resolver("mr_workers", decode_workers)
     if not OmegaConf.has_resolver("mr_batch"):

@@ -271,7 +271,7 @@ def test_the_real_clips_folder_is_one_setting_the_environment_can_move(tmp_path,
     REAL_CLIPS all come from ``config_schema.real_clips_dir``: ``$MEDIA_RETRIEVAL_REAL_CLIPS`` moves them all."""
     from media_retrieval.config_schema import real_clips_dir
 
-    assert REAL_CLIPS == Path(real_clips_dir(str(ROOT)))
+    assert Path(real_clips_dir(str(ROOT))) == REAL_CLIPS
     monkeypatch.delenv("MEDIA_RETRIEVAL_REAL_CLIPS", raising=False)
     cfg = compose_cfg("train.yaml", ["experiment=real_all"], tmp_path)
     assert Path(cfg.paths.real_clips_dir) == (ROOT.parent / "shared" / "data" / "real-clips").resolve()

@@ -107,3 +107,24 @@ def test_home_dir_order(monkeypatch, tmp_path):
     assert home_dir() == "/srv/repo"
     monkeypatch.setenv("MEDIA_RETRIEVAL_HOME", "/data/mr")
     assert home_dir() == "/data/mr"
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_a_bad_value_is_reported_before_torch_is_imported_in_the_users_own_words(how, tmp_path):
+    """``k=five`` ends with one line before torch or Lightning is loaded (the check needs only the
+    config), and the hint names the command the way it was run."""
+    probe = ("import runpy, sys\n"
+             "try:\n"
+             f"    runpy.run_path({str(ROOT / 'src' / 'search.py')!r}, run_name='__main__') if {how == 'script'} "
+             "else runpy.run_module('media_retrieval', run_name='__main__')\n"
+             "except SystemExit as e:\n"
+             "    heavy = sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules)\n"
+             "    print('EXIT', e.code, 'HEAVY', heavy, file=sys.stderr)\n")
+    argv = ["src/search.py"] if how == "script" else [str(ROOT / "src" / "media_retrieval" / "__main__.py"), "search"]
+    code = f"import sys; sys.argv = {argv + ['index_dir=x', 'query=y', 'k=five']!r}\n" + probe
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1] == "EXIT 2 HEAVY []", r.stderr[-2000:]
+    hint = f"python {ROOT / 'src' / 'search.py'} --cfg job" if how == "script" else "media-retrieval search --cfg job"
+    assert lines[-2] == f"error: k must be an integer, got 'five'; `{hint}` shows the config"

@@ -25,7 +25,11 @@ def _check_trainer(cfg: DictConfig) -> None:
     zero = isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1
     if isinstance(devices, bool) or zero or empty or (isinstance(devices, str) and devices.strip() in ("0", "")):
         raise ConfigError(f"trainer.devices must be >= 1, -1 (all), 'auto' or a list of device ids, got {devices!r}")
-    if str(t.get("accelerator")) in ("gpu", "cuda"):
+
+
+def _check_gpu(cfg: DictConfig) -> None:
+    t = cfg.get("trainer")
+    if t is not None and str(t.get("accelerator")) in ("gpu", "cuda"):
         import torch
 
         if not torch.cuda.is_available():
@@ -73,16 +77,13 @@ def _takes(target: str | None, argument: str) -> bool:
     return takes_argument(get_class(target), argument)
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Fail at start-up, before any data is read, on values that cannot work."""
+def check_values(cfg: DictConfig) -> None:
+    """The checks that need nothing but the config: the launcher runs them before torch and
+    Lightning are imported, so a typo'd value ends in well under the ~7 s those take to load."""
     _check_types(cfg)
     check_choices(cfg)
     _check_trainer(cfg)
     _check_wandb(cfg)
-    model = cfg.get("model")
-    if model is not None and "backbone" in model and not _takes(model.get("_target_"), "backbone"):
-        raise ConfigError(f"model={model.get('name')} has no 2D backbone: model.backbone.* applies to cnn_lstm "
-                          "models (cnn_lstm, cnn_lstm_e2e)")
     r = cfg.get("retrieval")
     if r is not None:
         ks = list(r.k)
@@ -94,6 +95,17 @@ def validate_config(cfg: DictConfig) -> None:
         if r.get("table_k") is not None and r.table_k not in ks:
             raise ConfigError(f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "
                               f"empty; add it, e.g. retrieval.k=[{','.join(map(str, sorted({*ks, r.table_k})))}]")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail at start-up, before any data is read, on values that cannot work: :func:`check_values`,
+    then what needs the machine or the model class."""
+    check_values(cfg)
+    _check_gpu(cfg)
+    model = cfg.get("model")
+    if model is not None and "backbone" in model and not _takes(model.get("_target_"), "backbone"):
+        raise ConfigError(f"model={model.get('name')} has no 2D backbone: model.backbone.* applies to cnn_lstm "
+                          "models (cnn_lstm, cnn_lstm_e2e)")
     _check_objective(cfg)
 
 

@@ -4,6 +4,19 @@ Entry points catch :class:`MediaRetrievalError` and print its message as a singl
 other exception is a bug and keeps its traceback.
 """
 
+import sys
+from pathlib import Path
+
+
+def command(name: str) -> str:
+    """How to run our command ``name`` (index, search, serve, ...) in a hint, the way this process
+    was started: ``python src/index.py`` from a checkout's scripts, ``media-retrieval index`` when
+    installed (or ``python -m media_retrieval``)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.suffix == ".py" and script.name != "__main__.py":
+        return f"python {(script.parent / f'{name}.py').as_posix()}"
+    return f"media-retrieval {name}"
+
 
 class MediaRetrievalError(Exception):
     """An error the user can fix (bad path, bad config, missing weights)."""

@@ -73,8 +73,8 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from media_retrieval.config_schema import check_choices
-    from media_retrieval.errors import ConfigError
+    from media_retrieval.config_checks import check_values
+    from media_retrieval.errors import ConfigError, command
 
     try:
         _check_syntax(overrides)
@@ -85,10 +85,10 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
             cfg = compose(config_name=config_name, overrides=overrides)
-        check_choices(cfg)
+        check_values(cfg)  # config values only: before torch and Lightning are imported
     except (HydraException, OmegaConfBaseException, ConfigError) as exc:
-        print(f"error: {_one_line(exc, overrides)}; `media-retrieval {config_name.replace('.yaml', '')} --cfg job` "
-              "shows the config", file=sys.stderr)
+        print(f"error: {_one_line(exc, overrides)}; `{command(config_name.replace('.yaml', ''))} --cfg job` shows the config",
+              file=sys.stderr)
         sys.exit(2)
     except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it
         return

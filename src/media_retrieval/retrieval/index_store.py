@@ -50,7 +50,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
+from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError, command
 from media_retrieval.utils.files import atomic_write_bytes, fsync_dir, printable_path, sha256_file
 from media_retrieval.utils.limits import limits
 
@@ -135,7 +135,7 @@ def _is_trusted(manifest_sha: str) -> bool:
 # ---------------------------------------------------------------------- checks
 def _corrupt(gen: Path, what: str) -> DataError:
     return DataError(f"index {gen.parent} ({gen.name}): {what}; the index is corrupt or was modified: "
-                     f"rebuild it (python src/index.py media_dir=... index_dir={gen.parent} index.rebuild=true)")
+                     f"rebuild it ({command('index')} media_dir=... index_dir={gen.parent} index.rebuild=true)")
 
 
 def _read_json(gen: Path, name: str) -> dict:
@@ -483,7 +483,7 @@ class IndexStore:
         gen = self.current()
         if gen is None:
             raise ConfigError(f"index_dir={str(self.root)!r} holds no index: build one with "
-                              f"python src/index.py media_dir=... index_dir={self.root}")
+                              f"{command('index')} media_dir=... index_dir={self.root}")
         return gen
 
     def open(self, trusted: bool | str = "auto") -> Generation:
@@ -495,7 +495,7 @@ class IndexStore:
         manifest = _read_json(gen, "manifest.json")
         if manifest.get("format") != FORMAT_VERSION:
             raise DataError(f"index {self.root}: format {manifest.get('format')!r}, this version reads "
-                            f"{FORMAT_VERSION}: rebuild it (python src/index.py media_dir=... index_dir={self.root} "
+                            f"{FORMAT_VERSION}: rebuild it ({command('index')} media_dir=... index_dir={self.root} "
                             "index.rebuild=true)")
         count, dim, media = manifest.get("count"), manifest.get("dim"), manifest.get("media_dir")
         if not (isinstance(count, int) and count > 0 and isinstance(dim, int) and dim > 0 and isinstance(media, str)

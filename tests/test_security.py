@@ -533,7 +533,12 @@ def test_index_dir_that_is_a_file_and_fdr_resume_are_one_line(built, tiny_dirs, 
         train(cfg)
 
 
-def test_small_folder_dataset_is_one_line_before_training(tmp_path):
+def test_a_small_folder_trains_out_of_the_box(tmp_path, caplog):
+    """27 clips of 3 classes (issue 28): 2 classes are trained on (1 held out as unseen, said
+    with the override that trains on all), validation keeps 2 clips, and the run finishes. A
+    folder too small for any validation keeps the last epoch's checkpoint, with a warning."""
+    import csv
+
     from media_retrieval.cli.train import train
 
     for c in ("red_disc", "blue_stripes", "green_checker"):
@@ -544,8 +549,26 @@ def test_small_folder_dataset_is_one_line_before_training(tmp_path):
             "data.num_workers=0"]
     cfg = compose_cfg("train.yaml", over, tmp_path / "out")
     GlobalHydra.instance().clear()
-    with pytest.raises(ConfigError, match="validation split has 1 clip.*data.val_fraction"):
+    with caplog.at_level("INFO"):
         train(cfg)
+    rows = list(csv.DictReader((tmp_path / "out" / "split.csv").open()))
+    trained = {r["label"] for r in rows if r["role"] in ("train", "val")}
+    assert len(trained) == 2 and sum(r["role"] == "val" for r in rows) >= 2
+    assert any("1 class(es) held out of training as unseen" in r.getMessage()
+               and "data.unseen_classes=0" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "out" / "retrieval" / "results.json").is_file()
+    # 2 clips of each of 2 classes: 1 class trained, 1 clip to train on, none left to validate
+    for c in ("red_disc", "blue_stripes"):
+        for j in range(2):
+            write_video(tmp_path / "tiny" / c / f"{c}_{j}.mp4", c, 1.0, seed=j + 10 * len(c))
+    over[1] = f"data.root={tmp_path / 'tiny'}"
+    cfg = compose_cfg("train.yaml", over, tmp_path / "out2")
+    GlobalHydra.instance().clear()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(cfg)
+    assert any("the last epoch's checkpoint is kept" in r.getMessage() for r in caplog.records)
+    assert list((tmp_path / "out2" / "checkpoints").glob("*.ckpt"))
 
 
 def test_multirun_where_every_job_failed_exits_non_zero(tmp_path):

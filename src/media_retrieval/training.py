@@ -66,13 +66,18 @@ def resolve_resume(cfg: DictConfig) -> str | None:
 
 def check_validation(datamodule, callbacks: list[L.Callback], cfg: DictConfig) -> None:
     """Checkpoints are chosen by validation retrieval, which needs at least two validation clips
-    (each is a query against the others); fewer would stop the run at the end of its first epoch."""
-    monitor = next((c.monitor for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+    (each is a query against the others). The split keeps two where the data allows; where it
+    cannot (a folder too small), the run keeps the last epoch's checkpoint and says so, rather than
+    refusing a small folder of one's own (or stopping at the end of its first epoch)."""
+    chooser = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor
+               and c.monitor.startswith("val/retrieval")]
     n_val = len(datamodule.split.ids("val"))
-    if monitor and monitor.startswith("val/retrieval") and n_val < 2 and not cfg.trainer.get("fast_dev_run"):
-        raise ConfigError(f"the validation split has {n_val} clip(s); checkpoints are chosen by {monitor}, "
-                          "which needs at least 2 (leave-one-out): add clips, or raise data.val_fraction "
-                          f"(now {cfg.data.get('val_fraction')})")
+    if chooser and n_val < 2 and not cfg.trainer.get("fast_dev_run"):
+        log.warning("the validation split has %d clip(s), and choosing a checkpoint by %s needs at least 2: the "
+                    "last epoch's checkpoint is kept instead (add clips, or raise data.val_fraction, now %s, to "
+                    "choose by validation)", n_val, chooser[0].monitor, cfg.data.get("val_fraction"))
+        for c in chooser:  # checkpoints/last.ckpt (every epoch) stays; the test runs on the last epoch's weights
+            callbacks.remove(c)
 
 
 def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig) -> None:

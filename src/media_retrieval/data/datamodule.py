@@ -377,6 +377,12 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             write_skipped_csv(self.skipped, Path(self.output_dir) / "skipped.csv")
         counts = {r: len(self.split.ids(r)) for r in ROLES}
         log.info("split: %s; train classes: %d", counts, len(self.split.train_classes))
+        unseen = sorted({it.label for it in self.split.items if not it.seen} - set(self.split.train_classes))
+        if unseen and self.labels != "none":
+            log.info("%d class(es) held out of training as unseen, to measure retrieval of classes never trained "
+                     "on: %s; to train on every class: %s", len(unseen), ", ".join(unseen[:10])
+                     + (" ..." if len(unseen) > 10 else ""),
+                     "data.unseen_classes=0" if hasattr(self, "unseen_classes") else "a class map or data.* of your own")
 
     @property
     def num_classes(self) -> int:

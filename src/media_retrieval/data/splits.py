@@ -95,6 +95,34 @@ def _stratified_pick(
     return picked
 
 
+def _at_least_two(picked: set[int], items: Sequence[MediaItem], rng: np.random.Generator) -> set[int]:
+    """``picked`` (validation), grown to 2 videos where the items allow: validation ranks each
+    of its clips against the others, so 1 clip cannot choose a checkpoint. A video is taken from
+    the class with the most videos left in training, never its last one."""
+    by_video: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        by_video[it.video_id].append(i)
+    picked = set(picked)
+    while len({items[i].video_id for i in picked}) < 2:
+        left: dict[str, list[str]] = defaultdict(list)
+        for vid, idx in sorted(by_video.items()):
+            if not picked & set(idx):
+                left[items[idx[0]].label].append(vid)
+        label = max(sorted(left), key=lambda c: len(left[c]), default=None)
+        if label is None or len(left[label]) < 2:
+            break
+        picked.update(by_video[left[label][int(rng.integers(len(left[label])))]])
+    return picked
+
+
+def held_out_count(fraction: float, n_classes: int) -> int:
+    """How many of ``n_classes`` a fraction holds out as unseen: rounded, but leaving at least 2
+    classes to train on where there are 3 or more (one class gives a classifier nothing to tell
+    apart: a folder of 3 classes at 0.5 holds out 1, not 2)."""
+    n = int(round(fraction * n_classes))
+    return min(n, n_classes - 2) if n_classes >= 3 and fraction < 1 else n
+
+
 def seen_unseen_split(
     source: Iterable[MediaItem],
     test_pool: Iterable[MediaItem],
@@ -119,7 +147,7 @@ def seen_unseen_split(
     if not trained:
         raise DataError("every source class is held out: nothing left to train on")
     train_classes = sorted({it.label for it in trained})
-    val = _stratified_pick(trained, val_fraction, rng)
+    val = _at_least_two(_stratified_pick(trained, val_fraction, rng), trained, rng)
     pool = [it for it in source if it.label in held] + list(test_pool)
     queries = _stratified_pick(pool, query_fraction, rng)
     items = [
@@ -154,7 +182,7 @@ def one_dataset_split(
     if isinstance(unseen_classes, (int, float)):
         if not 0 <= unseen_classes < 1:
             raise DataError(f"data.unseen_classes as a fraction must be in [0, 1), got {unseen_classes}")
-        n = int(round(unseen_classes * len(classes)))
+        n = held_out_count(unseen_classes, len(classes))
         unseen = {classes[i] for i in rng.permutation(len(classes))[:n]}
     else:
         unseen = set(unseen_classes)
@@ -166,7 +194,7 @@ def one_dataset_split(
         raise DataError("every class is unseen: nothing left to train on (lower data.unseen_classes)")
     test_pick = _stratified_pick(seen_items, test_fraction, rng)
     trainval = [it for i, it in enumerate(seen_items) if i not in test_pick]
-    val = _stratified_pick(trainval, val_fraction, rng)
+    val = _at_least_two(_stratified_pick(trainval, val_fraction, rng), trainval, rng)
     pool = [it for it in items if it.label in unseen] + [seen_items[i] for i in sorted(test_pick)]
     queries = _stratified_pick(pool, query_fraction, rng)
     train_classes = sorted({it.label for it in trainval})
@@ -220,7 +248,7 @@ def official_split(
     if not trainval:
         raise DataError("the official split leaves nothing to train on")
     pool = [it for it in items if roles.get(it.path) == "test"]
-    val = _stratified_pick(trainval, val_fraction, rng)
+    val = _at_least_two(_stratified_pick(trainval, val_fraction, rng), trainval, rng)
     queries = _stratified_pick(pool, query_fraction, rng)
     train_classes = sorted({it.label for it in trainval})
     out = [SplitItem(**asdict(it), role="val" if i in val else "train") for i, it in enumerate(trainval)]

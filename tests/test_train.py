@@ -189,8 +189,11 @@ def test_par_sweep_commands_run_offline(cfg_train, cfg_eval, tmp_path):
     evaluate(cfg_eval)
     params = sweep["parameters"]
     fixed = {k: v["value"] for k, v in params.items() if "value" in v}
-    assert fixed["embeddings"].endswith("val_embeddings.npz")  # δ and k are chosen on validation clips
-    fixed["embeddings"] = str(tmp_path / "emb" / "retrieval" / "val_embeddings.npz")
+    # δ and k are chosen on validation clips, of the last run that saved embeddings: no path to edit
+    assert fixed["embeddings"] == "logs/eval/latest/retrieval/val_embeddings.npz"
+    latest = Path(cfg_eval.paths.log_dir) / "eval" / "latest"
+    assert latest.is_symlink() and latest.resolve() == (tmp_path / "emb").resolve()
+    fixed["embeddings"] = str(latest / "retrieval" / "val_embeddings.npz")  # logs/ of this test's own
     grid = [dict(zip(["retrieval.table_k", "retrieval.par.delta"], combo, strict=True)) for combo in
             itertools.product(params["retrieval.table_k"]["values"], params["retrieval.par.delta"]["values"])]
     for i, combo in enumerate([grid[0], grid[-1]]):  # a sample of the grid: both ends of k and δ

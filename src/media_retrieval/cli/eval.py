@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
@@ -12,14 +13,13 @@ from media_retrieval.cli.train import report, tested_delta
 from media_retrieval.models.registry import model_from_config
 from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.training import prepare
+from media_retrieval.utils.files import point_latest
 
 log = logging.getLogger(__name__)
 
 
 def rescore(cfg: DictConfig) -> dict[str, float]:
     """Score saved embeddings for every k and δ: seconds, no model, no media."""
-    from pathlib import Path
-
     from media_retrieval.reporting.rescore import rescore_embeddings
 
     r = cfg.retrieval
@@ -49,6 +49,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("save_embeddings") and datamodule.split.ids("val"):
         trainer.validate(model, datamodule=datamodule, verbose=False)  # val_embeddings.npz: where δ is chosen
     trainer.test(model, datamodule=datamodule, verbose=False)
+    if cfg.get("save_embeddings"):  # logs/eval/latest: what sweeps/par_delta_k.yaml re-scores, no path to edit
+        point_latest(Path(cfg.paths.log_dir) / "eval" / "latest", cfg.paths.output_dir)
     report(cfg, delta=tested_delta(trainer, cfg))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 

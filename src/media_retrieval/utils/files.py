@@ -133,3 +133,18 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+def point_latest(link: str | Path, target: str | Path) -> None:
+    """Make ``link`` (e.g. ``logs/eval/latest``) a symbolic link to ``target``, replaced atomically,
+    so a config can name "the last run's file" without a placeholder for the user to fill in. A
+    ``link`` that exists and is not a link is left alone."""
+    link, target = Path(link), Path(target)
+    if link.exists() and not link.is_symlink():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)

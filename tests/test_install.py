@@ -128,3 +128,23 @@ def test_a_bad_value_is_reported_before_torch_is_imported_in_the_users_own_words
     assert lines[-1] == "EXIT 2 HEAVY []", r.stderr[-2000:]
     hint = f"python {ROOT / 'src' / 'search.py'} --cfg job" if how == "script" else "media-retrieval search --cfg job"
     assert lines[-2] == f"error: k must be an integer, got 'five'; `{hint}` shows the config"
+
+
+def test_every_missing_dataset_is_listed_at_once_before_torch_is_imported(tmp_path):
+    """The paper's experiment without its four datasets: one line names all four, each with its
+    override and what to fetch, before torch or Lightning is loaded."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['src/train.py', 'experiment=paper_cnn_lstm', 'paths.data_dir={tmp_path}']\n"
+            "try:\n"
+            f"    runpy.run_path({str(ROOT / 'src' / 'train.py')!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    heavy = sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules)\n"
+            "    print('EXIT', e.code, 'HEAVY', heavy, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1] == "EXIT 2 HEAVY []", r.stderr[-2000:]
+    assert lines[-2].startswith("error: 4 dataset folders are missing: ")
+    for key, name, fetch in (("data.source.root", "UCF50", "UCF50.rar"), ("data.targets.ucf101", "UCF-101", "UCF101.rar"),
+                             ("data.targets.hmdb51", "hmdb51", "hmdb51_org.rar"), ("data.targets.kth", "kth", "_avi.zip")):
+        assert f"{key}: {tmp_path / name} does not exist or is not a folder; get " in lines[-2] and fetch in lines[-2]

@@ -7,6 +7,7 @@ several fields at once."""
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from media_retrieval.config_schema import check_choices, stored_delta
 from media_retrieval.errors import ConfigError
@@ -77,13 +78,31 @@ def _takes(target: str | None, argument: str) -> bool:
     return takes_argument(get_class(target), argument)
 
 
+def _check_dataset_roots(cfg: DictConfig) -> None:
+    """Every dataset folder the run reads, all missing ones in one message (with what to fetch)."""
+    from media_retrieval.dataset_sources import configured_roots, missing_roots
+
+    data = cfg.get("data")
+    if data is None or cfg.get("embeddings"):
+        return
+    try:
+        wanted = configured_roots(data)
+    except MissingMandatoryValue:  # a root left as ??? is reported by the data module, naming the override
+        return
+    problem = missing_roots(wanted)
+    if problem:
+        raise ConfigError(problem)
+
+
 def check_values(cfg: DictConfig) -> None:
-    """The checks that need nothing but the config: the launcher runs them before torch and
-    Lightning are imported, so a typo'd value ends in well under the ~7 s those take to load."""
+    """The checks that need nothing but the config and the disk: the launcher runs them before
+    torch and Lightning are imported, so a typo'd value or a missing dataset ends in about a
+    second, not after the ~7 s those take to load (or minutes into a run)."""
     _check_types(cfg)
     check_choices(cfg)
     _check_trainer(cfg)
     _check_wandb(cfg)
+    _check_dataset_roots(cfg)
     r = cfg.get("retrieval")
     if r is not None:
         ks = list(r.k)

@@ -29,7 +29,7 @@ from media_retrieval.data.discovery import (
     segment_key,
     walk_media,
 )
-from media_retrieval.data.presets import missing_root
+from media_retrieval.dataset_sources import missing_root, missing_roots
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.library import skip_failed_collate
 from media_retrieval.data.splits import (
@@ -518,11 +518,13 @@ class FolderDataModule(VideoRetrievalDataModule):
             name = Path(str(root)).name or "data"
             roots.setdefault(name, str(root))
             keys.setdefault(name, "data.root")
+        if not roots and preset:
+            raise DataError(missing_root("data.root", None, preset))
         if not roots:
             raise DataError("data=folder needs data.root=/path/to/<class>/<clip> folders or data.roots={name: path}")
-        for name, path in roots.items():
-            if not Path(path).is_dir():
-                raise DataError(missing_root(keys[name], path, preset or name))
+        problem = missing_roots([(keys[name], path, preset or name) for name, path in roots.items()])
+        if problem:
+            raise DataError(problem)
         self.roots = roots
         self.unseen_classes = unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
         self.test_fraction, self.protocol = test_fraction, protocol
@@ -585,12 +587,11 @@ class CrossDataModule(VideoRetrievalDataModule):
     ) -> None:
         super().__init__(**kwargs)
         source = dict(source)
-        if not source.get("root") or not Path(str(source["root"])).is_dir():
-            raise DataError(missing_root("data.source.root", source.get("root"), source.get("name")))
         targets = {k: v for k, v in (targets or {}).items() if v}
-        for name, path in targets.items():
-            if not Path(str(path)).is_dir():
-                raise DataError(missing_root(f"data.targets.{name}", path, name))
+        problem = missing_roots([("data.source.root", source.get("root"), source.get("name")),
+                                 *((f"data.targets.{name}", path, name) for name, path in targets.items())])
+        if problem:
+            raise DataError(problem)
         if not targets:
             raise DataError("data=cross needs at least one test dataset: set data.targets.<name>=/path")
         self.source_name = str(source.get("name") or Path(str(source["root"])).name)

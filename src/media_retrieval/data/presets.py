@@ -11,31 +11,13 @@ import re
 from pathlib import Path
 
 from media_retrieval.data.discovery import MediaItem
+from media_retrieval.dataset_sources import SOURCES  # noqa: F401 - re-exported
 from media_retrieval.errors import DataError
 
 UCF_CLIP = re.compile(r"v_(?P<cls>[A-Za-z]+)_g(?P<group>\d+)_c(?P<clip>\d+)", re.IGNORECASE)
 KTH_CLIP = re.compile(r"person(?P<person>\d+)_(?P<cls>[a-z]+)_d\d", re.IGNORECASE)
 # Schüldt et al. 2004: train + validation persons; the rest are test.
 KTH_TRAIN_PERSONS = frozenset({11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, 24, 25, 1, 4})
-
-
-# Where each dataset is published (none can be downloaded by this project: they ship as RAR
-# archives from their authors' pages). Named in the error when a root is missing.
-SOURCES = {
-    "ucf50": "UCF50.rar from https://www.crcv.ucf.edu/data/UCF50.php (unpack to <root>/<Class>/*.avi)",
-    "ucf101": "UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip from "
-              "https://www.crcv.ucf.edu/data/UCF101.php (unpack to <root>/<Class>/*.avi, splits in <root>/ucfTrainTestlist)",
-    "hmdb51": "hmdb51_org.rar and test_train_splits.rar from "
-              "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (unpack each class "
-              "archive to <root>/<class>/*.avi, splits to <root>/testTrainMulti_7030_splits)",
-    "kth": "the six *_avi.zip archives from https://www.csc.kth.se/cvap/actions/ (unpack to <root>/<action>/*.avi)",
-}
-
-
-def missing_root(key: str, path: str, dataset: str | None) -> str:
-    """The one-line error for a dataset root that is not there: what to fetch and where."""
-    where = SOURCES.get((dataset or "").lower().replace("-", ""))
-    return f"{key}: {path} does not exist or is not a folder" + (f"; get {where}" if where else "")
 
 
 def clip_identity(path: str) -> str:

@@ -148,3 +148,21 @@ def test_every_missing_dataset_is_listed_at_once_before_torch_is_imported(tmp_pa
     for key, name, fetch in (("data.source.root", "UCF50", "UCF50.rar"), ("data.targets.ucf101", "UCF-101", "UCF101.rar"),
                              ("data.targets.hmdb51", "hmdb51", "hmdb51_org.rar"), ("data.targets.kth", "kth", "_avi.zip")):
         assert f"{key}: {tmp_path / name} does not exist or is not a folder; get " in lines[-2] and fetch in lines[-2]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_the_quoting_hint_reaches_hydra_intact_in_the_users_shell(shell):
+    """The hint for an override Hydra cannot read is one word in the user's $SHELL that Hydra
+    then reads back as exactly the value (spaces, accents, quotes, backslashes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from media_retrieval.cli.launch import quoted_override
+
+    exe = shutil.which(shell)
+    if exe is None:
+        pytest.skip(f"{shell} is not installed here")
+    parser = OverridesParser.create()
+    for value in ["clips/café (1).avi", "it's here.mp4", 'say "hi".mp4', "C:\\clips\\a b\\", "a,b=[c]{d}.mp4"]:
+        word = quoted_override("query", value, shell)
+        got = subprocess.run([exe, "-c", f"printf '%s' {word}"], capture_output=True, text=True, timeout=30).stdout
+        assert parser.parse_overrides([got])[0].value() == value, (shell, word, got)

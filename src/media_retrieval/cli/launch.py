@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -140,8 +141,25 @@ def _check_syntax(overrides: list[str]) -> None:
             parser.parse_overrides([o])
         except HydraException:
             key, _, value = o.partition("=")
-            fix = f"'{key}=\"{value}\"'" if '"' not in value else f"\"{key}='{value}'\""
+            shell = Path(os.environ.get("SHELL") or "bash").name
             print(f"error: cannot read the override {o!r}: values with spaces, non-ASCII letters or any of "
-                  f"( ) , = [ ] {{ }} must be quoted for Hydra: {fix} (the outer quotes are for the shell)",
-                  file=sys.stderr)
+                  f"( ) , = [ ] {{ }} must be quoted for Hydra, inside the quotes of your shell ({shell}): "
+                  f"{quoted_override(key, value, shell)}", file=sys.stderr)
             sys.exit(2)
+
+
+def quoted_override(key: str, value: str, shell: str = "bash") -> str:
+    """``key=value`` as one shell word that reaches Hydra as ``key="value"`` (a quoted string in
+    Hydra's grammar: ``"`` escaped, and the backslashes before one): single-quoted for bash, zsh
+    and sh (a ``'`` in the value closed and reopened: ``'\\''``); fish's single quotes escape
+    ``\\`` and ``'``."""
+    import re
+
+    # Hydra reads a backslash literally unless it precedes a quote (or ends the string)
+    escaped = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, value).replace('"', '\\"')
+    hydra = f'{key}="{escaped}"'
+    if shell == "fish":
+        return "'" + hydra.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    import shlex
+
+    return shlex.quote(hydra)

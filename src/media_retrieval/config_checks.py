@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from media_retrieval.config_schema import check_choices, stored_delta
-from media_retrieval.errors import ConfigError
+from media_retrieval.errors import ConfigError, DataError
 
 # Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
 _TYPED = [("seed", int), ("batch_size", int), ("k", int), ("num_workers", int), ("trainer.max_epochs", int)]
@@ -91,7 +91,7 @@ def _check_dataset_roots(cfg: DictConfig) -> None:
         return
     problem = missing_roots(wanted)
     if problem:
-        raise ConfigError(problem)
+        raise DataError(problem)
 
 
 def check_values(cfg: DictConfig) -> None:

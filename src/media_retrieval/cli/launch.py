@@ -75,7 +75,7 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from media_retrieval.config_checks import check_values
-    from media_retrieval.errors import ConfigError, command
+    from media_retrieval.errors import MediaRetrievalError, command
 
     try:
         _check_syntax(overrides)
@@ -87,7 +87,7 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
             cfg = compose(config_name=config_name, overrides=overrides)
         check_values(cfg)  # config values only: before torch and Lightning are imported
-    except (HydraException, OmegaConfBaseException, ConfigError) as exc:
+    except (HydraException, OmegaConfBaseException, MediaRetrievalError) as exc:
         print(f"error: {_one_line(exc, overrides)}; `{command(config_name.replace('.yaml', ''))} --cfg job` shows the config",
               file=sys.stderr)
         sys.exit(2)

@@ -204,3 +204,24 @@ def test_fused_model_trains_on_cached_clip_features_and_indexes(tiny_dirs, tmp_p
     assert idx.vectors.shape[1] == 16
     query = sorted(media.rglob("*.mp4"))[0]
     assert idx.search(str(query), k=1)[0].rel_path == query.relative_to(media).as_posix()
+
+
+def test_lite0_i3d_is_the_training_free_join_and_indexes_without_a_checkpoint(tmp_path):
+    """``model=lite0_i3d``: nothing to train (so no checkpoint is asked for), no warning about
+    images and videos, and its embedding is exactly the L2-normalised Lite0 mean beside the
+    L2-normalised pooled I3D features that benchmarks/cross_media.py measured."""
+    from conftest import compose_cfg
+
+    from media_retrieval.models.i3d import i3d_embedding
+    from media_retrieval.models.registry import model_from_config
+
+    cfg = compose_cfg("index.yaml", ["model=lite0_i3d", "model.backbone.weights=none", "model.video.weights=none",
+                                     f"media_dir={tmp_path}", f"index_dir={tmp_path / 'i'}"], tmp_path)
+    model = model_from_config(cfg.model, None).eval()
+    assert not model.has_trainable_embedding and model.media_gap is None and model.embed_dim == 1280 + 1024
+    clip = torch.randn(2, 8, 3, 64, 64)
+    with torch.no_grad():
+        got = model.embed({"clip": clip})
+        mean = torch.nn.functional.normalize(model.frame_features(clip).mean(1), dim=1)
+        i3d = i3d_embedding(model.video.row({"clip": clip}), "pooled")
+    torch.testing.assert_close(got, torch.cat([mean, i3d], dim=1), atol=1e-5, rtol=1e-5)

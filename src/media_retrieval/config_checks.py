@@ -62,7 +62,11 @@ def _check_wandb(cfg: DictConfig) -> None:
 
 def _check_types(cfg: DictConfig) -> None:
     for key, typ in _TYPED:
-        v = OmegaConf.select(cfg, key, default=None)
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            continue  # an interpolation is ours (e.g. batch_size's resolver, which asks torch for a GPU)
+        v = node[leaf]
         if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
             raise ConfigError(f"{key} must be an integer, got {v!r}")
 
@@ -98,8 +102,8 @@ def check_values(cfg: DictConfig) -> None:
     """The checks that need nothing but the config and the disk: the launcher runs them before
     torch and Lightning are imported, so a typo'd value or a missing dataset ends in about a
     second, not after the ~7 s those take to load (or minutes into a run)."""
-    _check_types(cfg)
     check_choices(cfg)
+    _check_types(cfg)
     _check_trainer(cfg)
     _check_wandb(cfg)
     _check_dataset_roots(cfg)

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_sweep_file_is_well_formed(path):
         and sweep["parameters"]["embeddings"]["value"].endswith("val_embeddings.npz"))
     assert on_val and sweep["metric"]["goal"] == "maximize"
     assert len(_grid(sweep)) >= 2
+    # the header states the run count (and the measured time per run): no surprise 486-run grid
+    stated = re.search(r"^# (\d+) runs \(the grid\)\. .* measured on", path.read_text(), re.M | re.S)
+    assert stated and int(stated[1]) == len(_grid(sweep)), path.name
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ script fails here, and the README's search example runs as written on a few real
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import socket
 import sys
 
 import pytest
@@ -42,10 +44,10 @@ def test_a_changed_script_makes_its_shown_output_stale(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not (REAL / "gestures-mini").is_dir() or not (REAL / "ucf101-mini").is_dir(),
                     reason=f"the shared real clips (gestures-mini, ucf101-mini) are not at {REAL}")
-def test_the_readme_search_example_runs_as_written_on_a_few_clips(tmp_path):
+def test_the_readme_search_and_service_examples_run_as_written_on_a_few_clips(tmp_path):
     """The README's commands, in order, on 3 clips per class; what the README says of them holds:
     an index line, one table per query with its kept count, and the PAR sentence's numbers
-    match the tables."""
+    match the tables; then the service on that index answers /health and an uploaded still."""
     (tmp_path / "src").symlink_to(ROOT / "src")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "examples").symlink_to(ROOT / "docs" / "examples")
@@ -66,3 +68,15 @@ def test_the_readme_search_example_runs_as_written_on_a_few_clips(tmp_path):
     assert m, said
     right, wrong, right_kept, wrong_dropped = map(int, m.groups())
     assert right + wrong == 15 and right_kept + (wrong - wrong_dropped) == sum(a for a, _ in kept)
+
+    # the service section's requests, on the index just built (the README's order)
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 8000)) == 0:
+            pytest.skip("port 8000 is in use here: the README's service example cannot run")
+    health, search = (json.loads(out) for _, out in render.run("service", cwd=tmp_path))
+    assert health == {"status": "ok", "generation": "gen-000001"}
+    assert search["query"] == "bench_press_still.jpg" and search["generation"] == "gen-000001"
+    assert [h["rank"] for h in search["hits"]] == [1, 2]
+    assert all((tmp_path / "data" / "my_media" / h["rel_path"]).is_file() for h in search["hits"])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", 8000)) != 0  # stopped by the script's `# finally` step

@@ -14,7 +14,8 @@ where ``docs/examples/NAME.sh`` is a bash script run from the repository root (w
 not shown. After that, ``# show`` before a command shows the command and its output (stdout and
 stderr, as a user sees them: colours and progress redraws removed, the repository's absolute
 path cut off); ``# say`` before a command shows its output as prose (a sentence about the
-output, computed from it, so a claim cannot outlive its numbers). The script's hash goes into
+output, computed from it, so a claim cannot outlive its numbers); ``# finally`` before a
+command runs it at the end whatever happened, unshown (e.g. stopping a service). The script's hash goes into
 the opening marker, so a test fails when a script changed after its output was recorded.
 
 Written here rather than with a docs tool (e.g. cog, mdx): the examples are shell sessions
@@ -53,7 +54,7 @@ def script_hash(name: str) -> str:
 def parse(script: Path) -> tuple[str, list[Step]]:
     """(the set-up, the shown steps)."""
     lines = script.read_text().splitlines()
-    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say")]
+    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say", "# finally")]
     if not marks:
         raise SystemExit(f"{script}: no '# show' or '# say' line")
     steps = [Step(lines[i].strip()[2:], lines[i + 1]) for i in marks]
@@ -77,14 +78,18 @@ def run(name: str, cwd: Path = ROOT, env: dict | None = None) -> list[tuple[Step
     env = {**os.environ, **(env or {}), "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "COLUMNS": "120", "PYTHONPATH": str(ROOT / "src")}
     setup, steps = parse(EXAMPLES / f"{name}.sh")
-    subprocess.run(["bash", "-c", setup], cwd=cwd, env=env, check=True)
     shown = []
-    for step in steps:
-        r = subprocess.run(["bash", "-c", f"set -o pipefail; {step.command}"], cwd=cwd, env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if r.returncode:
-            raise SystemExit(f"example {name}: `{step.command}` failed ({r.returncode}):\n{r.stdout[-3000:]}")
-        shown.append((step, clean(r.stdout, cwd)))
+    try:
+        subprocess.run(["bash", "-c", setup], cwd=cwd, env=env, check=True)
+        for step in (s for s in steps if s.kind != "finally"):
+            r = subprocess.run(["bash", "-c", f"set -o pipefail; {step.command}"], cwd=cwd, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if r.returncode:
+                raise SystemExit(f"example {name}: `{step.command}` failed ({r.returncode}):\n{r.stdout[-3000:]}")
+            shown.append((step, clean(r.stdout, cwd)))
+    finally:  # e.g. stop a service the set-up started, whatever failed
+        for step in (s for s in steps if s.kind == "finally"):
+            subprocess.run(["bash", "-c", step.command], cwd=cwd, env=env)
     return shown
 
 

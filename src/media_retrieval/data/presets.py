@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 from media_retrieval.data.discovery import MediaItem
-from media_retrieval.dataset_sources import SOURCES  # noqa: F401 - re-exported
 from media_retrieval.errors import DataError
 
 UCF_CLIP = re.compile(r"v_(?P<cls>[A-Za-z]+)_g(?P<group>\d+)_c(?P<clip>\d+)", re.IGNORECASE)

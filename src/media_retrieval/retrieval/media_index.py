@@ -107,7 +107,7 @@ class MediaIndex:
         self._lock = threading.Lock()
         self._snap = self._load()
         self._by_key: tuple[str, dict[str, Segment]] | None = None
-        self._gap_warned: set[tuple[str, str]] = set()
+        self._gap_checked: set[tuple[str, str]] = set()  # (generation, media type): _warn_media_gap
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -266,11 +266,13 @@ class MediaIndex:
             return
         from media_retrieval.data.video import media_type
 
-        indexed = {seg.media_type for seg in snap.generation.segments}
-        for kind in {media_type(p) for p in paths} - {None}:
-            other = ({"image", "video"} - {kind}) & indexed
-            if other and (snap.generation.path.name, kind) not in self._gap_warned:
-                self._gap_warned.add((snap.generation.path.name, kind))
+        name = snap.generation.path.name
+        # each (generation, media type) is looked at once: the scan of the segments is O(N), and
+        # this runs on every query of the service
+        for kind in {media_type(p) for p in paths} - {None, *(k for g, k in self._gap_checked if g == name)}:
+            self._gap_checked.add((name, kind))
+            other = {"image", "video"} - {kind}
+            if any(seg.media_type in other for seg in snap.generation.segments):
                 log.warning("%s query against an index holding %ss: %s", kind, other.pop(), gap)
 
     def embed_each(self, paths: list[str | Path]) -> tuple[list[str], np.ndarray, dict[str, str]]:

@@ -23,7 +23,7 @@ help:
 	@echo "make docs      rerun the examples the README shows (docs/examples/) and rewrite their output (~2 min)"
 	@echo "make dev       .venv-dev: this clone installed (media-retrieval command) on top of the shared .venv"
 	@echo "make test      set up if needed and run the tests"
-	@echo "make lint      ruff"
+	@echo "make lint      ruff, and the import-layer contract (pyproject.toml [tool.importlinter])"
 
 env: .venv/.ready-$(DEPS_HASH)
 
@@ -75,6 +75,7 @@ test: env weights
 
 lint: env
 	$(PY) -m ruff check src tests benchmarks docs/examples
+	PYTHONPATH=src .venv/bin/lint-imports --no-cache
 
 format: env
 	$(PY) -m ruff format src tests benchmarks docs/examples

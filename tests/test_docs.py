@@ -5,6 +5,7 @@ script fails here, and the README's search example runs as written on a few real
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import socket
@@ -80,3 +81,26 @@ def test_the_readme_search_and_service_examples_run_as_written_on_a_few_clips(tm
     assert all((tmp_path / "data" / "my_media" / h["rel_path"]).is_file() for h in search["hits"])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", 8000)) != 0  # stopped by the script's `# finally` step
+
+
+def test_the_code_map_lists_the_packages_in_the_layer_contracts_order():
+    """`make lint` enforces the layers in pyproject.toml; the README's code map is how people
+    learn them, so it shows them top to bottom in the same order."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Code map"):]
+    block = block[block.index("```"):block.index("```", block.index("```") + 3)]
+    position = {}
+    for line in block.splitlines():
+        entry = line[2:].split()[0] if line.startswith("  ") and not line.startswith("   ") else ""
+        position.setdefault(entry.rstrip("/").removesuffix(".py"), len(position))
+    ranks = []
+    for layer in layers:
+        names = [m.strip().removeprefix("media_retrieval.") for m in layer.split("|")]
+        missing = [n for n in names if n not in position]
+        assert not missing, f"the code map lacks {missing}"
+        ranks.append((min(position[n] for n in names), max(position[n] for n in names), layer))
+    for (_, hi, upper), (lo, _, lower) in itertools.pairwise(ranks):
+        assert hi < lo, f"the code map shows {lower} above {upper}"

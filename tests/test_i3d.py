@@ -153,7 +153,7 @@ def test_converted_file_has_the_pinned_hash():
     from safetensors.torch import load
 
     data = path.read_bytes()
-    assert pretrained._sha256(data) == pretrained.I3D_SAFETENSORS_SHA256
+    assert pretrained.sha256(data) == pretrained.I3D_SAFETENSORS_SHA256
     assert set(load(io.BytesIO(data).getvalue())) == set(InceptionI3d().state_dict())
 
 

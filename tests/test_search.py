@@ -337,3 +337,23 @@ def test_two_node_index_resumes_after_a_node_dies_and_matches_one_process(librar
     a, b = IndexStore(index), IndexStore(one)
     assert [s.key for s in a.segments()] == [s.key for s in b.segments()]
     np.testing.assert_allclose(a.embeddings(), b.embeddings(), atol=1e-5)
+
+
+def test_backends_are_one_registry_the_config_check_and_the_index_store_agree_with():
+    """`index.backend` is validated before torch loads (config_schema.BACKENDS) and built from the
+    registry: the two name the same backends. The index store asks a backend's class what it
+    needs (local files, folder entries, recorded options) and names none itself."""
+    import ast
+
+    from media_retrieval.config_schema import BACKENDS
+    from media_retrieval.retrieval import backends, index_store
+
+    assert sorted(BACKENDS) == sorted(backends._BACKEND_TYPES)
+    assert set(backends.backend_folder_entries()) == {"milvus.db", "milvus-owner"}
+    assert not backends.backend_type("milvus").parses_local_files
+    assert all(backends.backend_type(b).parses_local_files for b in BACKENDS if b != "milvus")
+    with pytest.raises(ConfigError, match="index.backend='annoy'; valid: exact, flat, hnsw, ivf, ivfpq, milvus"):
+        backends.backend_type("annoy")
+    strings = [n.value for n in ast.walk(ast.parse(Path(index_store.__file__).read_text()))
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert not [s for s in strings if s in BACKENDS], "index_store names a backend"

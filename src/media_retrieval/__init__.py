@@ -14,6 +14,7 @@ Names are imported on first use, so ``import media_retrieval`` stays light.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["ClipSpec", "Hit", "IndexOptions", "MediaIndex", "load_clip", "load_model"]
@@ -25,7 +26,5 @@ _WHERE = {"ClipSpec": "media_retrieval.clips", "load_clip": "media_retrieval.cli
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'media_retrieval' has no attribute {name!r}")

@@ -6,10 +6,15 @@ several fields at once."""
 
 from __future__ import annotations
 
+import netrc
+import os
+from urllib.parse import urlparse
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from media_retrieval.config_schema import check_choices, stored_delta
+from media_retrieval.dataset_sources import configured_roots, missing_roots
 from media_retrieval.errors import ConfigError, DataError
 
 # Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
@@ -31,7 +36,7 @@ def _check_trainer(cfg: DictConfig) -> None:
 def _check_gpu(cfg: DictConfig) -> None:
     t = cfg.get("trainer")
     if t is not None and str(t.get("accelerator")) in ("gpu", "cuda"):
-        import torch
+        import torch  # noqa: PLC0415 - torch stays unloaded until used
 
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={t.get('accelerator')} (trainer=gpu/ddp) needs a CUDA GPU and "
@@ -40,15 +45,11 @@ def _check_gpu(cfg: DictConfig) -> None:
 
 def _check_wandb(cfg: DictConfig) -> None:
     """An online W&B logger without credentials fails deep inside ``wandb.init``; say it now."""
-    import os
-
     w = OmegaConf.select(cfg, "logger.wandb", default=None)
     if not w or "_target_" not in w or w.get("offline") or \
             os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or \
             os.environ.get("WANDB_API_KEY"):
         return
-    import netrc
-    from urllib.parse import urlparse
 
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
@@ -75,17 +76,15 @@ def _takes(target: str | None, argument: str) -> bool:
     """Does the model class take this argument? (asked of the class, not guessed from its name)"""
     if not target:
         return True
-    from hydra.utils import get_class
+    from hydra.utils import get_class  # noqa: PLC0415 - hydra stays unloaded until used
 
-    from media_retrieval.models.registry import takes_argument
+    from media_retrieval.models.registry import takes_argument  # noqa: PLC0415 - models.registry (and what it loads) stays unloaded until used
 
     return takes_argument(get_class(target), argument)
 
 
 def _check_dataset_roots(cfg: DictConfig) -> None:
     """Every dataset folder the run reads, all missing ones in one message (with what to fetch)."""
-    from media_retrieval.dataset_sources import configured_roots, missing_roots
-
     data = cfg.get("data")
     if data is None or cfg.get("embeddings"):
         return
@@ -138,7 +137,7 @@ def _check_objective(cfg: DictConfig) -> None:
     data = cfg.get("data")
     if loss is None or data is None:
         return
-    from media_retrieval.models.losses import infonce_weight
+    from media_retrieval.models.losses import infonce_weight  # noqa: PLC0415 - models.losses (and what it loads) stays unloaded until used
 
     ssl = infonce_weight(OmegaConf.to_container(loss)) > 0
     if ssl and not data.get("dense_frames"):

@@ -14,10 +14,13 @@ Only hydra and omegaconf are imported: this runs before the heavy imports.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from media_retrieval.errors import ConfigError
 
 # ---------------------------------------------------------------------- valid values (one home)
 RESIZE_MODES = ("short_side_crop", "stretch")
@@ -328,8 +331,6 @@ def home_dir() -> str:
     """Where ``data/``, ``logs/`` and ``.cache/`` live (``paths.root_dir``): ``$MEDIA_RETRIEVAL_HOME``,
     else ``$PROJECT_ROOT`` (set by ``src/*.py`` and the tests to the repository), else the
     working directory (installed commands)."""
-    import os
-
     return os.path.abspath(os.environ.get("MEDIA_RETRIEVAL_HOME") or os.environ.get("PROJECT_ROOT") or os.getcwd())
 
 
@@ -337,8 +338,6 @@ def real_clips_dir(root: str | None = None) -> str:
     """The shared real footage (``paths.real_clips_dir``): ``$MEDIA_RETRIEVAL_REAL_CLIPS``, else
     ``../shared/data/real-clips`` beside ``root`` (default :func:`home_dir`). The one place that
     says where it is: configs, benchmarks and tests all ask here."""
-    import os
-
     env = os.environ.get("MEDIA_RETRIEVAL_REAL_CLIPS")
     if env:
         return os.path.abspath(os.path.expanduser(env))
@@ -349,14 +348,12 @@ def decode_workers() -> int:
     """Default decoding processes (``num_workers``): one per core but one (the main process
     runs the model), at most 16. On 2 cores that is 1; a 16-core GPU machine gets 15, which
     took indexing from 55 s to 7.9 s there (issue 16)."""
-    import os
-
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
 def accelerator_device(accelerator: str = "auto") -> str:
     """The device type a ``trainer.accelerator`` setting embeds on: ``cuda`` or ``cpu``."""
-    import torch
+    import torch  # noqa: PLC0415 - torch stays unloaded until used
 
     accelerator = str(accelerator)
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -374,7 +371,7 @@ def register() -> None:
     """Put the schemas in Hydra's ConfigStore and the ``mr_home`` resolver (``paths.root_dir``)
     in OmegaConf; call before composing (the entry points' launcher and the tests' compose
     helper do)."""
-    from hydra.core.config_store import ConfigStore
+    from hydra.core.config_store import ConfigStore  # noqa: PLC0415 - hydra stays unloaded until used
 
     if not OmegaConf.has_resolver("mr_home"):
         OmegaConf.register_new_resolver("mr_home", home_dir)
@@ -393,8 +390,6 @@ def register() -> None:
 def check_choices(cfg: DictConfig) -> None:
     """Each choice key that is set holds one of its valid values, and each bounded number is
     within its bound; raises ``ConfigError`` with one line."""
-    from media_retrieval.errors import ConfigError
-
     for key, valid in CHOICES:
         v = OmegaConf.select(cfg, key, default=None)
         for one in (list(v) if OmegaConf.is_list(v) else [v]):  # a list: each of its values

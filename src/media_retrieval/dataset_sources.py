@@ -3,6 +3,8 @@ own, without torch or Lightning, because the launcher checks dataset folders bef
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # Where each dataset is published (none can be downloaded by this project: they ship as RAR
 # archives from their authors' pages). Named in the error when a root is missing.
 SOURCES = {
@@ -28,8 +30,6 @@ def missing_root(key: str, path: object, dataset: str | None) -> str:
 def missing_roots(wanted: list[tuple[str, object, str | None]]) -> str | None:
     """Every folder of ``wanted`` (override key, path, dataset name) that is not there, in one
     message (None when all are): a run that needs four datasets lists all four at once."""
-    from pathlib import Path
-
     missing = [missing_root(key, path, name) for key, path, name in wanted
                if not path or not Path(str(path)).expanduser().is_dir()]
     if len(missing) < 2:

@@ -48,7 +48,7 @@ class Interrupted(MediaRetrievalError):
 
 def oom_error(exc: BaseException) -> MediaRetrievalError | None:
     """Out of memory (GPU or host) as a user error that says which knob to turn."""
-    import torch
+    import torch  # noqa: PLC0415 - torch stays unloaded until used
 
     text = str(exc)
     if isinstance(exc, torch.OutOfMemoryError) or (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.errors import ConfigError, Interrupted, MediaRetrievalError, TrainingDiverged
@@ -82,8 +83,6 @@ def check_validation(datamodule, callbacks: list[L.Callback], cfg: DictConfig) -
 
 def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig) -> None:
     """``trainer.fit`` with the ways a long run ends early turned into one clear line each."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)

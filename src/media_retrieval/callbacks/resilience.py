@@ -21,6 +21,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from media_retrieval.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,6 @@ class SigtermCheckpoint(L.Callback):
         self.saved: Path | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,6 @@ class FiniteWeightsGuard(L.Callback):
     one step later)."""
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        from media_retrieval.errors import TrainingDiverged
-
         bad = [k for k, v in checkpoint.get("state_dict", {}).items()
                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def rescore(cfg: DictConfig) -> dict[str, float]:
     """Score saved embeddings for every k and δ: seconds, no model, no media."""
-    from media_retrieval.reporting.rescore import rescore_embeddings
+    from media_retrieval.reporting.rescore import rescore_embeddings  # noqa: PLC0415 - reporting.rescore (and what it loads) stays unloaded until used
 
     r = cfg.retrieval
     delta = resolve_delta(r.par.delta, None)

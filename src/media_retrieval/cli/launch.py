@@ -12,10 +12,14 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+
+from media_retrieval.errors import MediaRetrievalError, command
 
 #: the configs ship inside the package (``configs/`` at the repository root links here)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -25,9 +29,9 @@ def launch(config_name: str, task: str) -> Any:
     """Run ``task`` (``"module:function"``, called with the composed config) as a Hydra app on
     ``configs/<config_name>``: overrides checked first, user errors one line (exit 2), and in a
     multirun one failed job the sweep goes past. Returns what the task returns (sweepers read it)."""
-    import hydra
+    import hydra  # noqa: PLC0415 - hydra stays unloaded until used
 
-    from media_retrieval.config_schema import register
+    from media_retrieval.config_schema import register  # noqa: PLC0415 - config_schema (and what it loads) stays unloaded until used
 
     register()  # the configs name their schemas
     precheck_overrides(config_name)
@@ -35,7 +39,7 @@ def launch(config_name: str, task: str) -> Any:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     def main(cfg: Any) -> Any:
-        from media_retrieval.cli.common import run_cli
+        from media_retrieval.cli.common import run_cli  # noqa: PLC0415 - cli.common (and what it loads) stays unloaded until used
 
         each_line_once()
         # Lightning's own use of a torch API it deprecated: nothing a user can act on
@@ -69,13 +73,12 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
     if any(a.startswith("-") for a in args):
         return
     overrides = [a for a in args if not a.lstrip("+~").startswith("hydra.")]
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from hydra import compose, initialize_config_dir  # noqa: PLC0415 - hydra stays unloaded until used
+    from hydra.core.global_hydra import GlobalHydra  # noqa: PLC0415 - hydra stays unloaded until used
+    from hydra.errors import HydraException  # noqa: PLC0415 - hydra stays unloaded until used
+    from omegaconf.errors import OmegaConfBaseException  # noqa: PLC0415 - omegaconf stays unloaded until used
 
-    from media_retrieval.config_checks import check_values
-    from media_retrieval.errors import MediaRetrievalError, command
+    from media_retrieval.config_checks import check_values  # noqa: PLC0415 - config_checks (and what it loads) stays unloaded until used
 
     try:
         _check_syntax(overrides)
@@ -106,9 +109,7 @@ _TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or
 
 def _one_line(exc: Exception, overrides: list[str]) -> str:
     """Hydra's and OmegaConf's multi-line composition errors as one line that names the key."""
-    import re
-
-    from omegaconf.errors import ValidationError
+    from omegaconf.errors import ValidationError  # noqa: PLC0415 - omegaconf stays unloaded until used
 
     cause = exc.__cause__
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
@@ -132,8 +133,8 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
 def _check_syntax(overrides: list[str]) -> None:
     """An override Hydra's grammar cannot read is almost always an unquoted path (spaces,
     non-ASCII letters, ``( ) , = [ ] { }``): name the override and the quoting that fixes it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415 - hydra stays unloaded until used
+    from hydra.errors import HydraException  # noqa: PLC0415 - hydra stays unloaded until used
 
     parser = OverridesParser.create()
     for o in overrides:
@@ -153,13 +154,10 @@ def quoted_override(key: str, value: str, shell: str = "bash") -> str:
     Hydra's grammar: ``"`` escaped, and the backslashes before one): single-quoted for bash, zsh
     and sh (a ``'`` in the value closed and reopened: ``'\\''``); fish's single quotes escape
     ``\\`` and ``'``."""
-    import re
-
     # Hydra reads a backslash literally unless it precedes a quote (or ends the string)
     escaped = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, value).replace('"', '\\"')
     hydra = f'{key}="{escaped}"'
     if shell == "fish":
         return "'" + hydra.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    import shlex
 
     return shlex.quote(hydra)

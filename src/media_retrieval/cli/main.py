@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> object:
         return None
     command, rest = args[0], args[1:]
     if command == "weights":  # no config to compose: plain arguments
-        from media_retrieval.cli.weights import main as weights
+        from media_retrieval.cli.weights import main as weights  # noqa: PLC0415 - cli.weights (and what it loads) stays unloaded until used
 
         return weights(rest)
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; one of: {', '.join(COMMANDS)}, weights (media-retrieval --help)",
               file=sys.stderr)
         sys.exit(2)
-    from media_retrieval.cli.launch import launch
+    from media_retrieval.cli.launch import launch  # noqa: PLC0415 - cli.launch (and what it loads) stays unloaded until used
 
     config, task, _ = COMMANDS[command]
     sys.argv = [f"media-retrieval {command}", *rest]  # Hydra reads its overrides from sys.argv

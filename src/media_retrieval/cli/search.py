@@ -13,13 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from media_retrieval.cli.common import validate_config
 from media_retrieval.data.library import query_paths
 from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.models.registry import load_model
 from media_retrieval.retrieval.media_index import MediaIndex
 
 
 def check_model(index: MediaIndex, ckpt_path: str, model_target: str) -> None:
     """Refuse a checkpoint other than the one the index was built with."""
-    from media_retrieval.models.registry import load_model
-
     if not index.built_by(load_model(ckpt_path, cls=get_class(model_target))):
         raise ConfigError(f"ckpt_path={ckpt_path!r} is not the model this index was built with "
                           f"({index.manifest.get('ckpt_path') or index.manifest.get('model_name')}): its embeddings "
@@ -47,7 +46,7 @@ def search(cfg: DictConfig) -> list[dict]:
     if not good:
         raise DataError(f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})")
     all_hits = index.search_vectors(vecs, int(cfg.k), delta, cfg.group_by, cfg.get("ranking", "par"))
-    from media_retrieval.reporting.search_output import contact_sheet, print_hits
+    from media_retrieval.reporting.search_output import contact_sheet, print_hits  # noqa: PLC0415 - reporting.search_output (and what it loads) stays unloaded until used
 
     for q, hits in zip(good, all_hits, strict=True):
         results.append({"query": q, "results": [h.as_dict() for h in hits]})

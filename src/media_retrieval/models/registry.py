@@ -8,13 +8,19 @@ constructor runs.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
-from media_retrieval.errors import DataError
+from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.models.backbones import create_backbone
+from media_retrieval.models.temporal import TemporalHead
+from media_retrieval.utils.limits import limits
 
 # qualified class name (as written into model.json) -> import path of the class
 _ALLOWED = {
@@ -31,8 +37,6 @@ def qualified_name(cls: type) -> str:
 
 def model_class(name: str) -> type:
     """The class for a stored name; a name outside the allow-list is refused, never imported."""
-    import importlib
-
     if not isinstance(name, str) or name not in _ALLOWED:
         raise DataError(f"model class {str(name)[:80]!r} is not one of this project's models "
                         f"({', '.join(sorted(_ALLOWED))})")
@@ -74,12 +78,8 @@ def check_hparams(cls: type, hparams: dict) -> None:
     """Every key (and each nested block we know) is an argument the constructor takes."""
     _check_keys("model.json hparams", hparams, accepted_arguments(cls))
     if "backbone" in hparams:
-        from media_retrieval.models.backbones import create_backbone
-
         _check_keys("model.json hparams.backbone", hparams["backbone"], _params(create_backbone))
     if "temporal" in hparams:
-        from media_retrieval.models.temporal import TemporalHead
-
         _check_keys("model.json hparams.temporal", hparams["temporal"], _params(TemporalHead.__init__, ("self", "in_dim")))
 
 
@@ -88,10 +88,6 @@ def check_shapes(cls: type, hparams: dict, shapes: dict[str, tuple[int, ...]]) -
     than the limit: decided on PyTorch's ``meta`` device, where nothing is allocated. A stored
     ``hidden=12000`` with small weights (4 GB of LSTM before the shapes could disagree) is
     refused here; stored weights that are that large are refused by their file's size."""
-    import math
-
-    from media_retrieval.utils.limits import limits
-
     try:
         with torch.device("meta"):
             model = cls(**hparams)
@@ -144,8 +140,6 @@ def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.
 
 def model_record(model: torch.nn.Module, ckpt_path: str | None = None) -> dict:
     """What an index stores about its model (``model.json``): class, hyper-parameters, source."""
-    from omegaconf import OmegaConf
-
     hparams = OmegaConf.to_container(OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True)
     return {"class": qualified_name(type(model)), "hparams": hparams,
             "ckpt_path": str(Path(ckpt_path).resolve()) if ckpt_path else None}
@@ -158,8 +152,7 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     recorded (format 1). ``compile`` is the loader's choice, not the checkpoint's: a model
     trained with ``model.compile=true`` on a GPU must not start compiling on a laptop that
     only wants to search."""
-    from media_retrieval.errors import ConfigError
-    from media_retrieval.utils.checkpoint import load_model as load_weights_only
+    from media_retrieval.utils.checkpoint import load_model as load_weights_only  # noqa: PLC0415 - utils.checkpoint (and what it loads) stays unloaded until used
 
     path = Path(ckpt_path)
     if not path.is_file():
@@ -194,10 +187,9 @@ def model_from_config(model_cfg: Any, ckpt_path: str | Path | None = None) -> to
     """The checkpoint's model (the class it records wins over ``model_cfg``), or, without a
     checkpoint, the configured model when it has nothing to train (a frozen backbone without
     recurrence embeds as it is)."""
-    from hydra.utils import get_class
+    from hydra.utils import get_class  # noqa: PLC0415 - hydra stays unloaded until used
 
-    from media_retrieval.errors import ConfigError
-    from media_retrieval.utils.instantiate import build
+    from media_retrieval.utils.instantiate import build  # noqa: PLC0415 - utils.instantiate (and what it loads) stays unloaded until used
 
     if ckpt_path:
         return load_model(ckpt_path, cls=get_class(model_cfg._target_), compile=bool(model_cfg.get("compile", False)))

@@ -20,14 +20,14 @@ ARCHS = ("r2plus1d", "x3d_xs")
 
 def build_video3d(arch: str, embed_dim: int, in_chans: int = 3, dropout: float = 0.25) -> nn.Module:
     if arch == "r2plus1d":
-        from pytorchvideo.models.r2plus1d import create_r2plus1d
+        from pytorchvideo.models.r2plus1d import create_r2plus1d  # noqa: PLC0415 - pytorchvideo stays unloaded until used
 
         net = create_r2plus1d(input_channel=in_chans, model_num_class=embed_dim, dropout_rate=dropout,
                               head_activation=None)
         net.blocks[-1].pool = nn.AdaptiveAvgPool3d(1)
         return net
     if arch == "x3d_xs":
-        from pytorchvideo.models.x3d import create_x3d
+        from pytorchvideo.models.x3d import create_x3d  # noqa: PLC0415 - pytorchvideo stays unloaded until used
 
         # X3D-XS: the X3D-S network (width 2.0, depth 2.2) at 4 frames x 160 px.
         net = create_x3d(input_channel=in_chans, input_clip_length=4, input_crop_size=160,

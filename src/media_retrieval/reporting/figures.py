@@ -15,10 +15,10 @@ METRICS = ("accuracy", "precision", "recall", "f1")
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib stays unloaded until used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib stays unloaded until used
 
     return plt
 
@@ -119,7 +119,7 @@ def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str,
                 thumb: int = 96, label_chars: int = 16) -> Path:
     """Each row: the query thumbnail, then its results; the flag colours the border green or red
     (evaluation: same class as the query; search: kept by PAR)."""
-    from PIL import Image, ImageDraw, ImageOps
+    from PIL import Image, ImageDraw, ImageOps  # noqa: PLC0415 - PIL stays unloaded until used
 
     n_cols = 1 + max((len(r) for _, _, r in queries), default=0)
     pad, label_h = 6, 14

@@ -19,8 +19,11 @@ import torch
 import yaml
 
 from media_retrieval.errors import ConfigError
-from media_retrieval.reporting.figures import table_iv_markdown
+from media_retrieval.reporting import figures
+from media_retrieval.reporting.figures import _plt, table_iv_markdown
 from media_retrieval.reporting.tables import _fmt, headline
+from media_retrieval.retrieval.backends import PCAProjection
+from media_retrieval.retrieval.evaluate import rank, score_rows
 from media_retrieval.retrieval.par import FALLBACK_DELTA
 
 log = logging.getLogger(__name__)
@@ -185,9 +188,7 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
     """P@k (Euclidean, all queries) and ranking time vs PCA dimension on saved embeddings;
     the PCA is fitted on the gallery. ``at_variance`` marks the fewest dimensions keeping
     ``variance`` of it (the paper's best practice)."""
-    from media_retrieval.retrieval.backends import PCAProjection
-    from media_retrieval.retrieval.embeddings_io import load_embeddings
-    from media_retrieval.retrieval.evaluate import rank, score_rows
+    from media_retrieval.retrieval.embeddings_io import load_embeddings  # noqa: PLC0415 - retrieval.embeddings_io (and what it loads) stays unloaded until used
 
     emb, _, _, model = load_embeddings(embeddings)
     x = emb.vectors.float().numpy()
@@ -210,8 +211,6 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
 
 
 def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Path:
-    from media_retrieval.reporting.figures import _plt
-
     plt = _plt()
     fig, a1 = plt.subplots(figsize=(6, 3.5))
     dims = [r["dim"] for r in rows]
@@ -232,8 +231,6 @@ def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Pat
 
 def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float = FALLBACK_DELTA,
                  table3_json: Path | None = None) -> Path:
-    from media_retrieval.reporting import figures
-
     runs = find_runs(run_paths)
     out.parent.mkdir(parents=True, exist_ok=True)
     pics = out.parent / f"{out.stem}_figures"

@@ -14,9 +14,9 @@ def rescore_embeddings(path: str | Path, out: Path, ks: Sequence[int], delta: fl
     """Write results.json, results.md and best_delta.md for saved embeddings; return the
     logged metrics (with k-free ``@k`` aliases of the ``table_k`` values, what a sweep over k
     compares)."""
-    from media_retrieval.retrieval.embeddings_io import embeddings_role, load_embeddings
-    from media_retrieval.retrieval.evaluate import score_rows
-    from media_retrieval.retrieval.results import logged_metrics
+    from media_retrieval.retrieval.embeddings_io import embeddings_role, load_embeddings  # noqa: PLC0415 - retrieval.embeddings_io (and what it loads) stays unloaded until used
+    from media_retrieval.retrieval.evaluate import score_rows  # noqa: PLC0415 - retrieval.evaluate (and what it loads) stays unloaded until used
+    from media_retrieval.retrieval.results import logged_metrics  # noqa: PLC0415 - retrieval.results (and what it loads) stays unloaded until used
 
     def scored(p: str | Path) -> list[dict]:
         emb, _, datasets, model = load_embeddings(p)

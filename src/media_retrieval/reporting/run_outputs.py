@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from media_retrieval.reporting import figures
 from media_retrieval.reporting.tables import write_json, write_markdown
 from media_retrieval.retrieval.embeddings_io import save_embeddings
 from media_retrieval.retrieval.evaluate import EmbeddingSet, Rankings
@@ -44,8 +45,6 @@ def write_test_outputs(out: Path, rows: Sequence[dict], emb: EmbeddingSet, ranki
 def write_pictures(out: Path, rows: Sequence[dict], emb: EmbeddingSet, rankings: Rankings, split: Any, table_k: int,
                    delta: float, gallery_queries: int, loggers: Sequence[Any] = ()) -> None:
     """Table IV markdown, Fig. 4, δ plot, PR curve and a retrieval gallery (+ W&B)."""
-    from media_retrieval.reporting import figures
-
     (out / "table_iv.md").write_text(figures.table_iv_markdown(rows, table_k, delta))
     pngs = {
         "fig4": figures.fig4_bars(rows, table_k, delta, out / "fig4.png"),
@@ -66,7 +65,7 @@ def write_pictures(out: Path, rows: Sequence[dict], emb: EmbeddingSet, rankings:
 
 def gallery_rows(emb: EmbeddingSet, rankings: Rankings, split: Any, table_k: int, n_queries: int) -> list:
     """A few queries with their top-k: (thumbnail, label, [(thumbnail, label, same class)])."""
-    from media_retrieval.reporting.search_output import thumbnail
+    from media_retrieval.reporting.search_output import thumbnail  # noqa: PLC0415 - reporting.search_output (and what it loads) stays unloaded until used
 
     def thumb(sample_id: int) -> np.ndarray:
         it = split.items[sample_id]

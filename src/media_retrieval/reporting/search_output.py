@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
+from media_retrieval.data.video import load_frames
 from media_retrieval.retrieval.media_index import Hit
+from media_retrieval.retrieval.rankers import label
 
 
 def span_text(h: Hit) -> str:
@@ -15,12 +20,6 @@ def span_text(h: Hit) -> str:
 
 
 def print_hits(query: str, hits: list[Hit], delta: float, ranking: str = "par") -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from media_retrieval.retrieval.rankers import label
-
     # every user-controlled string is escaped: a file named "[link=...]x.mp4" or "[bold" would
     # otherwise be read as rich markup (a traceback, or a spoofed path on screen)
     method = f"PAR δ = {delta}" if ranking == "par" else label(ranking)
@@ -36,15 +35,13 @@ def print_hits(query: str, hits: list[Hit], delta: float, ranking: str = "par") 
 
 def thumbnail(path: str, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
     """Middle frame of a video (span) or the image, as HxWx3 uint8."""
-    from media_retrieval.data.video import load_frames
-
     frames = load_frames(path, 3, min_frames=1, start_s=start_s, end_s=end_s)
     return frames[len(frames) // 2].permute(1, 2, 0).numpy()
 
 
 def contact_sheet(rows: list[tuple[str, list[Hit]]], path: Path) -> Path:
     """Each row: the query, then its hits (green border = kept by PAR, red = dropped)."""
-    from media_retrieval.reporting.figures import gallery_png
+    from media_retrieval.reporting.figures import gallery_png  # noqa: PLC0415 - reporting.figures (and what it loads) stays unloaded until used
 
     data = []
     for q, hits in rows:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from media_retrieval.errors import MediaRetrievalError
 from media_retrieval.utils.files import atomic_write_text
 
 
@@ -19,7 +20,6 @@ def write_json(rows: Sequence[dict], path: str | Path) -> None:
     try:
         atomic_write_text(path, json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
     except OSError as exc:  # full disk, quota, read-only: the previous results stay as they were
-        from media_retrieval.errors import MediaRetrievalError
 
         raise MediaRetrievalError(f"cannot write {path} ({exc.strerror or exc}); "
                                   f"{'the previous file is unchanged' if path.exists() else 'nothing was written'}") from exc
@@ -38,8 +38,8 @@ def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
 
 
 def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
-    from media_retrieval.retrieval.results import METRICS as REGISTERED
-    from media_retrieval.retrieval.results import TABLE
+    from media_retrieval.retrieval.results import METRICS as REGISTERED  # noqa: PLC0415 - retrieval.results (and what it loads) stays unloaded until used
+    from media_retrieval.retrieval.results import TABLE  # noqa: PLC0415 - retrieval.results (and what it loads) stays unloaded until used
 
     cols = ["model", "ranking", "split", "k", "delta", *TABLE]
     head = headline(rows, k, delta)
@@ -59,11 +59,11 @@ def write_markdown(rows: Sequence[dict], path: str | Path, k: int, delta: float)
 
 def print_table(rows: Sequence[dict], k: int, delta: float, title: str | None = None) -> None:
     """Rows = metrics, columns = {Euclidean, PAR} x {seen, unseen, all} (the paper's Table IV)."""
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # noqa: PLC0415 - rich stays unloaded until used
+    from rich.table import Table  # noqa: PLC0415 - rich stays unloaded until used
 
-    from media_retrieval.retrieval.rankers import label
-    from media_retrieval.retrieval.results import TABLE
+    from media_retrieval.retrieval.rankers import label  # noqa: PLC0415 - retrieval.rankers (and what it loads) stays unloaded until used
+    from media_retrieval.retrieval.results import TABLE  # noqa: PLC0415 - retrieval.results (and what it loads) stays unloaded until used
 
     head = headline(rows, k, delta)
     cols = [(r["ranking"], r["split"]) for r in head]

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import BACKENDS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import ConfigError
 from media_retrieval.retrieval.distances import topk_euclidean
 
@@ -84,8 +84,6 @@ class BackendOptions:
 
 
 def _check_text(key: str, value: object) -> None:
-    import re
-
     if not isinstance(value, str) or not value:
         raise ConfigError(f"index option {key} must be a non-empty string, got {value!r}")
     if key == "milvus_collection" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,180}", value):
@@ -96,7 +94,7 @@ def _check_text(key: str, value: object) -> None:
 
 def _faiss():
     try:
-        import faiss
+        import faiss  # noqa: PLC0415 - optional dependency (faiss-cpu)
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
         raise ConfigError("FAISS backends need the faiss-cpu package: pip install faiss-cpu") from exc
     return faiss
@@ -149,9 +147,20 @@ class PCAProjection:
 
 
 class SearchBackend:
-    """Builds from (N, D) float32 vectors, answers Euclidean top-k, saves to a folder."""
+    """Builds from (N, D) float32 vectors, answers Euclidean top-k, saves to a folder.
+
+    Everything the index store needs to know of a backend is said here, so the store names
+    none: whether it parses local files, which top-level entries of the index folder it owns,
+    how it reads its recorded options, and the publish/activate steps of one held outside."""
 
     name = "base"
+    #: the backend's files in ``search/`` are parsed by native code (FAISS, NumPy): an index
+    #: from elsewhere is rebuilt from its checked vectors instead of loaded from them
+    parses_local_files = True
+    #: whether a PCA projection may sit in front of it
+    supports_pca = True
+    #: entries it keeps at the index folder's top level (checked never to be links)
+    folder_entries: tuple[str, ...] = ()
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options
@@ -169,12 +178,50 @@ class SearchBackend:
         """Open a saved backend; ``x`` is the (memory-mapped) vectors it was built on."""
         raise NotImplementedError
 
+    @classmethod
+    def checked_meta(cls, gen: Path, meta: dict, overrides: dict | None, trusted: bool) -> dict:
+        """``search/backend.json`` as this backend may use it. An index folder is data: a backend
+        whose recorded options say where to connect decides here what of them to believe."""
+        return meta
 
+    def publish(self, root: Path, generation: str, segments: list, manifest: dict) -> None:
+        """Write ``generation`` where the backend keeps it (nothing to do for a local one)."""
+
+    def activate(self, root: Path, generation: str) -> None:
+        """Switch readers to ``generation`` once the index's CURRENT names it."""
+
+
+_BACKEND_TYPES: dict[str, type[SearchBackend]] = {}
+
+
+def register_backend(name: str):
+    """Class decorator: ``index.backend=<name>`` builds this class. The valid names are also
+    listed in ``config_schema.BACKENDS`` (checked before torch loads); a test keeps the two equal."""
+
+    def add(cls: type[SearchBackend]) -> type[SearchBackend]:
+        cls.name = name
+        _BACKEND_TYPES[name] = cls
+        return cls
+
+    return add
+
+
+def backend_type(name: object) -> type[SearchBackend]:
+    """The class of a backend named by a config or an index file (looked up, never imported)."""
+    if not isinstance(name, str) or name not in _BACKEND_TYPES:
+        raise ConfigError(f"index.backend={str(name)[:40]!r}; valid: {', '.join(sorted(_BACKEND_TYPES))}")
+    return _BACKEND_TYPES[name]
+
+
+def backend_folder_entries() -> tuple[str, ...]:
+    """What the registered backends keep at an index folder's top level."""
+    return tuple(e for cls in _BACKEND_TYPES.values() for e in cls.folder_entries)
+
+
+@register_backend("exact")
 class ExactBackend(SearchBackend):
     """Brute force in torch; with ``kmeans_clusters`` > 0, only the members of the ``kmeans_probe``
     clusters nearest each query are ranked (approximate, faster on large collections)."""
-
-    name = "exact"
 
     def build(self, x: np.ndarray) -> None:
         xt = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: x may be a read-only memmap
@@ -226,11 +273,8 @@ class ExactBackend(SearchBackend):
 
 
 class FaissBackend(SearchBackend):
-    """FAISS index of the given kind; distances come back squared and are square-rooted here."""
-
-    def __init__(self, name: str, options: BackendOptions) -> None:
-        super().__init__(options)
-        self.name = name
+    """FAISS index of the kind its registered name says; distances come back squared and are
+    square-rooted here."""
 
     def _make(self, n: int, d: int):
         faiss = _faiss()
@@ -281,17 +325,32 @@ class FaissBackend(SearchBackend):
         self._tune()
 
 
+@register_backend("flat")
+class FaissFlat(FaissBackend):
+    """Exact search in FAISS."""
+
+
+@register_backend("ivf")
+class FaissIVF(FaissBackend):
+    """Inverted lists: probes ``nprobe`` of ``nlist`` cells."""
+
+
+@register_backend("hnsw")
+class FaissHNSW(FaissBackend):
+    """A navigable small-world graph."""
+
+
+@register_backend("ivfpq")
+class FaissIVFPQ(FaissBackend):
+    """Inverted lists over product-quantised vectors (the smallest memory)."""
+
+
 def make_backend(name: str, options: BackendOptions | dict | None = None) -> SearchBackend:
     opts = options if isinstance(options, BackendOptions) else BackendOptions.from_dict(options)
-    if name not in BACKENDS:
-        raise ConfigError(f"index.backend={str(name)[:40]!r}; valid: {', '.join(BACKENDS)}")
+    kind = backend_type(name)
     if opts.kmeans_clusters and name != "exact":
         raise ConfigError("index.kmeans_clusters pre-filters the exact backend only (ivf is the FAISS equivalent)")
-    if name == "milvus":
-        from media_retrieval.retrieval.milvus import MilvusBackend
-
-        return MilvusBackend(opts)
-    return ExactBackend(opts) if name == "exact" else FaissBackend(name, opts)
+    return kind(opts)
 
 
 class VectorSearcher:
@@ -310,8 +369,8 @@ class VectorSearcher:
     def build(cls, vectors: np.ndarray, backend: str = "exact", options: dict | None = None,
               pca_variance: float | None = None, pca_dim: int | None = None) -> VectorSearcher:
         pca = None
-        if backend == "milvus" and (pca_variance is not None or pca_dim is not None):
-            raise ConfigError("index.pca with index.backend=milvus is not supported: Milvus holds the full vectors")
+        if not backend_type(backend).supports_pca and (pca_variance is not None or pca_dim is not None):
+            raise ConfigError(f"index.pca with index.backend={backend} is not supported: it holds the full vectors")
         if pca_variance is not None or pca_dim is not None:
             pca = PCAProjection.fit(vectors, pca_variance, pca_dim)
             log.info("PCA keeps %d of %d dimensions (%.1f %% of the variance)", pca.dim, vectors.shape[1],
@@ -322,13 +381,11 @@ class VectorSearcher:
 
     def publish(self, root: Path, generation: str, segments: list, manifest: dict) -> None:
         """Backends that live outside the index folder (Milvus) write the generation there."""
-        if hasattr(self.backend, "publish"):
-            self.backend.publish(root, generation, segments, manifest)
+        self.backend.publish(root, generation, segments, manifest)
 
     def activate(self, root: Path, generation: str) -> None:
         """... and switch their readers to it once the index's CURRENT points at it."""
-        if hasattr(self.backend, "activate"):
-            self.backend.activate(root, generation)
+        self.backend.activate(root, generation)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

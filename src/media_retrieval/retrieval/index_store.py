@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError, command
+from media_retrieval.retrieval.backends import VectorSearcher, backend_folder_entries, backend_type
 from media_retrieval.utils.files import atomic_write_bytes, fsync_dir, printable_path, sha256_file
 from media_retrieval.utils.limits import limits
 
@@ -62,7 +63,7 @@ MAX_JSON_BYTES = 16 << 20
 _HEX = re.compile(r"[0-9a-f]{16,128}")
 #: the only entries an index folder holds at its top level besides gen-NNNNNN folders; none may
 #: be a link (a planted ``.lock -> ~/.bashrc`` would be truncated by the next build)
-OWN_ENTRIES = ("CURRENT", ".lock", ".readers", "work", "milvus-owner", "milvus.db")
+OWN_ENTRIES = ("CURRENT", ".lock", ".readers", "work")
 #: files read into memory and checked there, so a change on disk after open cannot reach a search
 IN_MEMORY = ("embeddings.npy", "model.safetensors")
 #: the schema this project writes (a foreign file's views and triggers are refused, never run)
@@ -133,7 +134,7 @@ def _is_trusted(manifest_sha: str) -> bool:
 
 
 # ---------------------------------------------------------------------- checks
-def _corrupt(gen: Path, what: str) -> DataError:
+def corrupt(gen: Path, what: str) -> DataError:
     return DataError(f"index {gen.parent} ({gen.name}): {what}; the index is corrupt or was modified: "
                      f"rebuild it ({command('index')} media_dir=... index_dir={gen.parent} index.rebuild=true)")
 
@@ -143,18 +144,18 @@ def _read_json(gen: Path, name: str) -> dict:
     try:
         st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode):
-            raise _corrupt(gen, f"{name} is not a regular file")
+            raise corrupt(gen, f"{name} is not a regular file")
         if st.st_size > MAX_JSON_BYTES:
-            raise _corrupt(gen, f"{name} is larger than {MAX_JSON_BYTES >> 20} MiB")
+            raise corrupt(gen, f"{name} is larger than {MAX_JSON_BYTES >> 20} MiB")
         data = json.loads(_read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError as exc:
-        raise _corrupt(gen, f"{name} is missing") from exc
+        raise corrupt(gen, f"{name} is missing") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(gen, f"{name} cannot be read ({exc})") from exc
+        raise corrupt(gen, f"{name} cannot be read ({exc})") from exc
     except RecursionError as exc:
-        raise _corrupt(gen, f"{name} is nested too deeply") from exc
+        raise corrupt(gen, f"{name} is nested too deeply") from exc
     if not isinstance(data, dict):
-        raise _corrupt(gen, f"{name} is not a JSON object")
+        raise corrupt(gen, f"{name} is not a JSON object")
     return data
 
 
@@ -198,17 +199,17 @@ def _check_segment(gen: Path, row: tuple, media_root: PurePosixPath) -> Segment:
     try:
         s = Segment(*row)
     except TypeError as exc:
-        raise _corrupt(gen, f"metadata.sqlite row has {len(row)} columns") from exc
+        raise corrupt(gen, f"metadata.sqlite row has {len(row)} columns") from exc
     ok = (isinstance(s.key, str) and isinstance(s.path, str) and isinstance(s.rel_path, str)
           and s.media_type in ("video", "image") and isinstance(s.chunk, int) and s.chunk >= 0
           and _is_num(s.start_s, True) and _is_num(s.end_s, True) and isinstance(s.size, int)
           and isinstance(s.mtime_ns, int) and isinstance(s.content_hash, str) and _HEX.fullmatch(s.content_hash))
     if not ok:
-        raise _corrupt(gen, f"metadata.sqlite has a malformed row ({str(row)[:120]})")
+        raise corrupt(gen, f"metadata.sqlite has a malformed row ({str(row)[:120]})")
     rel = PurePosixPath(s.rel_path)
     if not s.rel_path or rel.is_absolute() or ".." in rel.parts or "\x00" in s.rel_path \
             or s.path != str(media_root / rel):
-        raise _corrupt(gen, f"segment path {s.path[:120]!r} is outside the media root {str(media_root)!r}")
+        raise corrupt(gen, f"segment path {s.path[:120]!r} is outside the media root {str(media_root)!r}")
     return s
 
 
@@ -219,41 +220,41 @@ def _check_files(gen: Path, manifest: dict, count: int, dim: int) -> dict[str, b
     of :data:`IN_MEMORY` are read once and verified in memory; their bytes are returned."""
     listed = manifest.get("files")
     if not isinstance(listed, dict) or not listed:
-        raise _corrupt(gen, "manifest.json lists no files")
+        raise corrupt(gen, "manifest.json lists no files")
     found: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(gen, followlinks=False):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             mode = os.lstat(p).st_mode
             if stat.S_ISLNK(mode):
-                raise _corrupt(gen, f"{p.relative_to(gen)} is a symbolic link")
+                raise corrupt(gen, f"{p.relative_to(gen)} is a symbolic link")
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise _corrupt(gen, f"{p.relative_to(gen)} is not a regular file (a FIFO, device or socket)")
+                raise corrupt(gen, f"{p.relative_to(gen)} is not a regular file (a FIFO, device or socket)")
         for name in filenames:
             found.add((Path(dirpath) / name).relative_to(gen).as_posix())
     found.discard("manifest.json")
     if found != set(listed):
         extra, missing = sorted(found - set(listed)), sorted(set(listed) - found)
-        raise _corrupt(gen, f"files differ from the manifest (unexpected {extra[:3]}, missing {missing[:3]})")
+        raise corrupt(gen, f"files differ from the manifest (unexpected {extra[:3]}, missing {missing[:3]})")
     verified: dict[str, bytes] = {}
     for rel, meta in sorted(listed.items()):
         path = gen / rel
         size = os.lstat(path).st_size
         if not isinstance(meta, dict) or size != meta.get("size"):
-            raise _corrupt(gen, f"{rel} has the wrong size")
+            raise corrupt(gen, f"{rel} has the wrong size")
         if size > _size_bound(rel, count, dim):
-            raise _corrupt(gen, f"{rel} is {size} bytes, more than an index of {count} x {dim} can hold")
+            raise corrupt(gen, f"{rel} is {size} bytes, more than an index of {count} x {dim} can hold")
         if rel in IN_MEMORY:
             try:
                 data = _read_regular(path, size)
             except OSError as exc:
-                raise _corrupt(gen, f"{rel} cannot be read ({exc.strerror or exc})") from exc
+                raise corrupt(gen, f"{rel} cannot be read ({exc.strerror or exc})") from exc
             digest = hashlib.sha256(data).hexdigest()
             verified[rel] = data
         else:
             digest = sha256_file(path)
         if digest != meta.get("sha256"):
-            raise _corrupt(gen, f"{rel} does not match its SHA-256 in the manifest")
+            raise corrupt(gen, f"{rel} does not match its SHA-256 in the manifest")
     return verified
 
 
@@ -276,23 +277,23 @@ class Generation:
     def load_model(self) -> torch.nn.Module:
         """The model that built the index, from its own files: an allow-listed class with checked
         arguments and weights from a safetensors file (no pickle anywhere)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load
+        from safetensors import SafetensorError  # noqa: PLC0415 - safetensors stays unloaded until used
+        from safetensors.torch import load  # noqa: PLC0415 - safetensors stays unloaded until used
 
-        from media_retrieval.models.registry import build_from_spec
+        from media_retrieval.models.registry import build_from_spec  # noqa: PLC0415 - models.registry (and what it loads) stays unloaded until used
 
         spec = self.model_spec
         if self.weights is None:
-            raise _corrupt(self.path, "model.safetensors was already loaded from this generation")
+            raise corrupt(self.path, "model.safetensors was already loaded from this generation")
         try:
             state = load(self.weights)
             self.weights = None
         except (SafetensorError, OSError, ValueError) as exc:
-            raise _corrupt(self.path, f"model.safetensors cannot be read ({exc})") from exc
+            raise corrupt(self.path, f"model.safetensors cannot be read ({exc})") from exc
         try:
             return build_from_spec(spec.get("class"), spec.get("hparams") or {}, state)
         except DataError as exc:
-            raise _corrupt(self.path, f"model.json: {exc}") from exc
+            raise corrupt(self.path, f"model.json: {exc}") from exc
 
     @cached_property
     def model_spec(self) -> dict:
@@ -305,52 +306,19 @@ class Generation:
     def searcher(self, overrides: dict | None = None):
         """The search backend: loaded from its files when this machine built the index,
         otherwise rebuilt from the checked vectors (FAISS/PCA files are parsed by C++)."""
-        from media_retrieval.retrieval.backends import VectorSearcher
-
         folder = self.path / "search"
         meta = _read_json(self.path, "search/backend.json")
-        if meta.get("backend") == "milvus":
-            meta = _connection_from_user(self.path, meta, overrides, self.trusted)
-        if self.trusted or meta.get("backend") == "milvus":  # milvus: no local file is parsed, only checked JSON
+        kind = backend_type(meta.get("backend"))
+        meta = kind.checked_meta(self.path, meta, overrides, self.trusted)
+        if self.trusted or not kind.parses_local_files:
             try:
                 return VectorSearcher.load(folder, self.vectors, overrides, meta=meta)
             except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # FAISS / NumPy parse errors
-                raise _corrupt(self.path, f"search/ cannot be loaded ({str(exc).splitlines()[0][:160]})") from exc
+                raise corrupt(self.path, f"search/ cannot be loaded ({str(exc).splitlines()[0][:160]})") from exc
         log.info("index %s was not built on this machine: rebuilding its %s search structure from the "
                  "checked vectors (index.trusted=true skips this for an index you trust)",
                  self.path.parent, meta.get("backend"))
         return VectorSearcher.rebuild(self.vectors, meta, overrides)
-
-
-def _connection_from_user(gen: Path, meta: dict, overrides: dict | None, trusted: bool) -> dict:
-    """Where a Milvus-backed index connects: only where the *user* says. An index folder is
-    data, so the ``milvus_uri`` its ``backend.json`` records is at most compared with the one the
-    user gave (``index.options.milvus_uri``, or ``$MILVUS_URI``): a foreign index cannot make
-    us connect to a host it names (sending ``$MILVUS_TOKEN`` there) or create a file outside
-    its folder. Without a recorded URI it is the Milvus Lite file inside the index folder.
-    An index this machine built (or one the user marks ``index.trusted=true``) recorded the
-    user's own URI, so it may use it."""
-    options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
-    stored = options.get("milvus_uri")
-    given = (overrides or {}).get("milvus_uri") or os.environ.get("MILVUS_URI") or None
-    root = gen.parent
-    if stored is not None and not isinstance(stored, str):
-        raise _corrupt(gen, "search/backend.json: milvus_uri is not a string")
-    if given is not None and stored is not None and given != stored:
-        raise ConfigError(f"index {root} was built on Milvus at {stored[:120]!r}, not at the given "
-                          f"milvus_uri={given[:120]!r}: give the server it was built on, or rebuild it there")
-    if stored is not None and given is None and not trusted:
-        raise ConfigError(f"index {root} came from elsewhere and names a Milvus server ({stored[:120]!r}); an "
-                          "index folder cannot choose where to connect: if you trust that server, open it with "
-                          f"index.options.milvus_uri='{stored[:120]}' (or MILVUS_URI), or rebuild the index")
-    if stored is None and given is not None:
-        raise ConfigError(f"index {root} keeps its vectors in its own Milvus Lite file, not at "
-                          f"milvus_uri={given[:120]!r}: drop that option to open it")
-    if stored is None:
-        lite = root / "milvus.db"
-        if lite.is_symlink():  # Milvus Lite would write wherever it points
-            raise _corrupt(gen, "milvus.db is a symbolic link")
-    return {**meta, "options": {**options, "milvus_uri": stored}}
 
 
 def _expected_schema(con: sqlite3.Connection, gen: Path) -> None:
@@ -358,7 +326,7 @@ def _expected_schema(con: sqlite3.Connection, gen: Path) -> None:
     ``segments`` (which could recurse for ever) or a trigger is refused before any query."""
     found = {(t, n) for t, n in con.execute("SELECT type, name FROM sqlite_master")}
     if found != SCHEMA:
-        raise _corrupt(gen, f"metadata.sqlite has an unexpected schema ({sorted(found ^ SCHEMA)[:3]})")
+        raise corrupt(gen, f"metadata.sqlite has an unexpected schema ({sorted(found ^ SCHEMA)[:3]})")
 
 
 def _query(gen: Path, sql: str) -> list[tuple]:
@@ -367,10 +335,10 @@ def _query(gen: Path, sql: str) -> list[tuple]:
     path = gen / "metadata.sqlite"
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise _corrupt(gen, "metadata.sqlite is not a regular file")
+            raise corrupt(gen, "metadata.sqlite is not a regular file")
         con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
     except (sqlite3.Error, OSError) as exc:
-        raise _corrupt(gen, f"metadata.sqlite cannot be opened ({exc})") from exc
+        raise corrupt(gen, f"metadata.sqlite cannot be opened ({exc})") from exc
     steps = [0]
 
     def budget() -> int:  # called every 1000 VM steps; non-zero stops the query
@@ -384,7 +352,7 @@ def _query(gen: Path, sql: str) -> list[tuple]:
         _expected_schema(con, gen)
         return con.execute(sql).fetchall()
     except sqlite3.Error as exc:
-        raise _corrupt(gen, f"metadata.sqlite cannot be read ({str(exc)[:160]})") from exc
+        raise corrupt(gen, f"metadata.sqlite cannot be read ({str(exc)[:160]})") from exc
     finally:
         con.close()
 
@@ -445,7 +413,7 @@ class IndexStore:
     def refuse_links(self) -> None:
         """An index folder holds no links among its own entries; one there (planted by whoever
         handed us the folder) stops a build before anything is written through it."""
-        for name in OWN_ENTRIES:
+        for name in OWN_ENTRIES + backend_folder_entries():
             p = self.root / name
             if p.is_symlink():
                 raise DataError(f"index {self.root}: {name} is a symbolic link; an index folder holds none "
@@ -500,29 +468,29 @@ class IndexStore:
         count, dim, media = manifest.get("count"), manifest.get("dim"), manifest.get("media_dir")
         if not (isinstance(count, int) and count > 0 and isinstance(dim, int) and dim > 0 and isinstance(media, str)
                 and Path(media).is_absolute()):
-            raise _corrupt(gen, "manifest.json has no valid count, dim or media_dir")
+            raise corrupt(gen, "manifest.json has no valid count, dim or media_dir")
         lim = limits()
         if count > lim.max_index_rows or dim > lim.max_embedding_dim:
-            raise _corrupt(gen, f"manifest.json claims {count} x {dim} vectors, over the limits "
+            raise corrupt(gen, f"manifest.json claims {count} x {dim} vectors, over the limits "
                                 f"({lim.max_index_rows} rows, {lim.max_embedding_dim} dims; MEDIA_RETRIEVAL_MAX_INDEX_ROWS "
                                 "and MEDIA_RETRIEVAL_MAX_EMBEDDING_DIM raise them)")
         verified = _check_files(gen, manifest, count, dim)
         if set(IN_MEMORY) - set(verified):
-            raise _corrupt(gen, f"the manifest does not list {sorted(set(IN_MEMORY) - set(verified))}")
+            raise corrupt(gen, f"the manifest does not list {sorted(set(IN_MEMORY) - set(verified))}")
         try:
             vectors = np.load(io.BytesIO(verified["embeddings.npy"]), allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise _corrupt(gen, f"embeddings.npy cannot be read ({exc})") from exc
+            raise corrupt(gen, f"embeddings.npy cannot be read ({exc})") from exc
         if vectors.dtype != np.float32 or vectors.shape != (count, dim):
-            raise _corrupt(gen, f"embeddings.npy is {vectors.dtype} {vectors.shape}, the manifest says float32 "
+            raise corrupt(gen, f"embeddings.npy is {vectors.dtype} {vectors.shape}, the manifest says float32 "
                                 f"({count}, {dim})")
         for s in range(0, count, 65536):
             if not np.isfinite(vectors[s:s + 65536]).all():
-                raise _corrupt(gen, "embeddings.npy holds non-finite values")
+                raise corrupt(gen, "embeddings.npy holds non-finite values")
         names = [f.name for f in fields(Segment)]
         rows = _query(gen, f"SELECT row, {', '.join(names)} FROM segments ORDER BY row")
         if [r[0] for r in rows] != list(range(count)):
-            raise _corrupt(gen, f"metadata.sqlite has {len(rows)} rows, the manifest says {count}")
+            raise corrupt(gen, f"metadata.sqlite has {len(rows)} rows, the manifest says {count}")
         root = PurePosixPath(media)
         segments = [_check_segment(gen, r[1:], root) for r in rows]
         if trusted == "auto":
@@ -686,7 +654,7 @@ class IndexStore:
 
     def _write_files(self, tmp: Path, segments: list[Segment], vectors: np.ndarray, manifest: dict,
                      model: torch.nn.Module, model_spec: dict, searcher) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # noqa: PLC0415 - safetensors stays unloaded until used
 
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(vectors, dtype=np.float32))
         con = sqlite3.connect(tmp / "metadata.sqlite")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from lightning.fabric.utilities.rank_zero import _get_rank
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from media_retrieval.config_schema import accelerator_device, clips_per_batch, decode_workers
@@ -36,6 +38,7 @@ from media_retrieval.data.video import media_type, probe_image, probe_video
 from media_retrieval.errors import ConfigError, DataError, Interrupted
 from media_retrieval.models.inference import autocast, resolve_precision
 from media_retrieval.models.registry import model_record
+from media_retrieval.retrieval.backends import VectorSearcher, make_backend
 from media_retrieval.retrieval.index_store import (
     Generation,
     IndexStore,
@@ -67,8 +70,6 @@ class IndexOptions:
     @classmethod
     def from_config(cls, cfg: Any) -> IndexOptions:
         """From ``configs/index.yaml``'s composed config (``index.*``, ``batch_size``, ...)."""
-        from omegaconf import OmegaConf
-
         ix = cfg.index
         trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
         trainer.pop("_target_", None)
@@ -81,8 +82,6 @@ class IndexOptions:
                    trainer=trainer)
 
     def check(self) -> None:
-        from media_retrieval.retrieval.backends import make_backend
-
         make_backend(self.backend, self.backend_options)  # refuses bad names and options before any work
         if (self.batch_size is not None and self.batch_size < 1) or (self.num_workers is not None and self.num_workers < 0):
             raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
@@ -129,8 +128,6 @@ def _launches_rank_zero() -> bool:
     """Whether this process is (or will launch) global rank 0: not a rank Lightning started,
     and not the process of another node (``NODE_RANK`` > 0 in a multi-node run, where each
     node's command is started by hand or by a scheduler)."""
-    import os
-
     return _get_rank() in (None, 0) and int(os.environ.get("NODE_RANK", "0") or 0) == 0
 
 
@@ -234,7 +231,6 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
         raise DataError(f"no file under {media_dir} could be embedded (see the log)")
     skipped += list({f.path: f for f in failed}.values())
     x = np.stack(vectors).astype(np.float32)
-    from media_retrieval.retrieval.backends import VectorSearcher
 
     searcher = VectorSearcher.build(x, options.backend, options.backend_options,
                                     pca_variance=options.pca_variance, pca_dim=options.pca_dim)

@@ -25,8 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from media_retrieval.config_schema import stored_delta
 from media_retrieval.data.clips import ClipSpec, load_clip
+from media_retrieval.data.video import media_type
 from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.models import CNNLSTM
+from media_retrieval.models.inference import PRECISIONS, autocast, inference_layout
+from media_retrieval.models.registry import load_model, qualified_name
 from media_retrieval.retrieval.index_store import (
     Generation,
     IndexStore,
@@ -35,6 +40,7 @@ from media_retrieval.retrieval.index_store import (
     preprocess_key,
 )
 from media_retrieval.retrieval.indexer import IndexOptions, build_index
+from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.retrieval.rankers import make_ranker
 
 log = logging.getLogger(__name__)
@@ -91,8 +97,6 @@ class _Snapshot:
 
 def default_model() -> torch.nn.Module:
     """The model with nothing to train: ImageNet EfficientNet-Lite0, mean of frame features."""
-    from media_retrieval.models import CNNLSTM
-
     return CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "imagenet"}, temporal={"cell": "none"},
                    name="lite0_mean").eval()
 
@@ -125,8 +129,6 @@ class MediaIndex:
         how files become clips; default the model's own (saved in its checkpoint)."""
         ckpt_path = None
         if isinstance(model, (str, Path)):
-            from media_retrieval.models.registry import load_model
-
             ckpt_path, model = str(model), load_model(model)
         model = model if model is not None else default_model()
         spec = clip_spec or getattr(model, "input_spec", None) or ClipSpec(
@@ -144,7 +146,6 @@ class MediaIndex:
                 lease.close()
                 lease = self.store.reader_lease(gen.path.name)
             spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
-            from media_retrieval.models.inference import PRECISIONS, inference_layout
 
             model = inference_layout(gen.load_model())  # queries run on the builds' layout (C3D: channels_last_3d)
 
@@ -236,8 +237,6 @@ class MediaIndex:
     def built_by(self, model: torch.nn.Module) -> bool:
         """Whether ``model`` (weights, class) and this index's clip spec make this index's
         embeddings: only then are its query embeddings comparable."""
-        from media_retrieval.models.registry import qualified_name
-
         key = preprocess_key(self.clip_spec.key(), self._snap.precision)
         return fingerprint(model, {"class": qualified_name(type(model))}, key) == self.manifest.get("fingerprint")
 
@@ -251,8 +250,6 @@ class MediaIndex:
     def _embed(snap: _Snapshot, paths: list[str | Path]) -> np.ndarray:
         """Queries are embedded as the index was: its clip spec, its precision (bf16 autocast
         on whatever device this process uses)."""
-        from media_retrieval.models.inference import autocast
-
         clips = [load_clip(p, snap.clip_spec) for p in paths]
         with autocast(snap.model.device, snap.precision):
             return snap.model.embed({"clip": torch.stack(clips).to(snap.model.device)}).float().cpu().numpy()
@@ -264,7 +261,6 @@ class MediaIndex:
         gap = getattr(snap.model, "media_gap", None)
         if not gap:
             return
-        from media_retrieval.data.video import media_type
 
         name = snap.generation.path.name
         # each (generation, media type) is looked at once: the scan of the segments is O(N), and
@@ -322,9 +318,6 @@ class MediaIndex:
 
     @staticmethod
     def _delta(snap: _Snapshot) -> float:
-        from media_retrieval.config_schema import stored_delta
-        from media_retrieval.retrieval.par import resolve_delta
-
         return resolve_delta("auto", stored_delta(snap.generation.manifest.get("par_delta")))
 
     @staticmethod

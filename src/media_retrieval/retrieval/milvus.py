@@ -48,6 +48,14 @@ from pathlib import Path
 import numpy as np
 
 from media_retrieval.errors import ConfigError, MediaRetrievalError
+from media_retrieval.retrieval.backends import SearchBackend, register_backend
+from media_retrieval.retrieval.index_store import (
+    GEN_NAME,
+    IndexStore,
+    corrupt,
+    read_manifest,
+    segment_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ DRIFT_CHECK_S = 60.0
 
 def _client(uri: str):
     try:
-        from pymilvus import MilvusClient
+        from pymilvus import MilvusClient  # noqa: PLC0415 - optional dependency (the milvus extra)
     except ImportError as exc:
         raise ConfigError("index.backend=milvus needs pymilvus (and milvus-lite for a local file): "
                           "pip install pymilvus milvus-lite") from exc
@@ -103,8 +111,6 @@ def collection_name(base: str, fingerprint: str) -> str:
 
 
 def generation_number(generation: str) -> int:
-    from media_retrieval.retrieval.index_store import GEN_NAME
-
     if not GEN_NAME.fullmatch(generation):
         raise ConfigError(f"{generation!r} is not a generation folder name (gen-NNNNNN)")
     return int(generation[len("gen-"):])
@@ -113,15 +119,11 @@ def generation_number(generation: str) -> int:
 def _table_sids(gen: Path) -> list[str]:
     """The segment ids of a generation, in the order of its segment table's rows (read
     through the index's read-only SQLite reader)."""
-    from media_retrieval.retrieval.index_store import segment_ids
-
     return [segment_id(*r) for r in segment_ids(gen)]
 
 
 def _fingerprint_of(gen: Path) -> str:
     """A generation's fingerprint, from its manifest (read size-bounded, as every index JSON)."""
-    from media_retrieval.retrieval.index_store import read_manifest
-
     return str(read_manifest(gen).get("fingerprint", ""))
 
 
@@ -158,13 +160,16 @@ def _iterate(client, name: str, filter: str, fields: list[str]):  # noqa: A002 -
         it.close()
 
 
-class MilvusBackend:
+@register_backend("milvus")
+class MilvusBackend(SearchBackend):
     """The search backend over a Milvus collection (see the module docstring)."""
 
-    name = "milvus"
+    parses_local_files = False  # search/ holds only checked JSON; the vectors live in Milvus
+    supports_pca = False  # Milvus holds the full vectors
+    folder_entries = (LITE_FILE, OWNER_FILE)
 
     def __init__(self, options) -> None:  # noqa: ANN001 - BackendOptions
-        self.options = options
+        super().__init__(options)
         self._x: np.ndarray | None = None
         self.client = None
         self.collection: str | None = None
@@ -174,6 +179,37 @@ class MilvusBackend:
         self._checked_at = 0.0
         #: what the last publish did: rows inserted, retired and left alone
         self.changes = {"inserted": 0, "retired": 0, "unchanged": 0}
+
+    @classmethod
+    def checked_meta(cls, gen: Path, meta: dict, overrides: dict | None, trusted: bool) -> dict:
+        """Where a Milvus-backed index connects: only where the *user* says. An index folder is
+        data, so the ``milvus_uri`` its ``backend.json`` records is at most compared with the one the
+        user gave (``index.options.milvus_uri``, or ``$MILVUS_URI``): a foreign index cannot make
+        us connect to a host it names (sending ``$MILVUS_TOKEN`` there) or create a file outside
+        its folder. Without a recorded URI it is the Milvus Lite file inside the index folder.
+        An index this machine built (or one the user marks ``index.trusted=true``) recorded the
+        user's own URI, so it may use it."""
+        options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
+        stored = options.get("milvus_uri")
+        given = (overrides or {}).get("milvus_uri") or os.environ.get("MILVUS_URI") or None
+        root = gen.parent
+        if stored is not None and not isinstance(stored, str):
+            raise corrupt(gen, "search/backend.json: milvus_uri is not a string")
+        if given is not None and stored is not None and given != stored:
+            raise ConfigError(f"index {root} was built on Milvus at {stored[:120]!r}, not at the given "
+                              f"milvus_uri={given[:120]!r}: give the server it was built on, or rebuild it there")
+        if stored is not None and given is None and not trusted:
+            raise ConfigError(f"index {root} came from elsewhere and names a Milvus server ({stored[:120]!r}); an "
+                              "index folder cannot choose where to connect: if you trust that server, open it with "
+                              f"index.options.milvus_uri='{stored[:120]}' (or MILVUS_URI), or rebuild the index")
+        if stored is None and given is not None:
+            raise ConfigError(f"index {root} keeps its vectors in its own Milvus Lite file, not at "
+                              f"milvus_uri={given[:120]!r}: drop that option to open it")
+        if stored is None:
+            lite = root / LITE_FILE
+            if lite.is_symlink():  # Milvus Lite would write wherever it points
+                raise corrupt(gen, "milvus.db is a symbolic link")
+        return {**meta, "options": {**options, "milvus_uri": stored}}
 
     # ------------------------------------------------------------------ where
     def uri(self, root: Path) -> str:
@@ -185,7 +221,7 @@ class MilvusBackend:
         self._x = np.ascontiguousarray(x, dtype=np.float32)
 
     def _open_for_writing(self, client, name: str, root: Path, manifest: dict) -> tuple[bool, dict]:
-        from pymilvus import DataType
+        from pymilvus import DataType  # noqa: PLC0415 - optional dependency (the milvus extra)
 
         owner = owner_id(root, create=True)
         if client.has_collection(name):
@@ -224,8 +260,6 @@ class MilvusBackend:
 
         The difference is computed against the live generation's own segment table (local),
         so an update reads from the engine only the rows it retires, never the whole library."""
-        from media_retrieval.retrieval.index_store import IndexStore
-
         assert self._x is not None, "build() first"
         g = generation_number(generation)
         client = _client(self.uri(root))

@@ -7,6 +7,8 @@ nearby items; the cosine test drops those that point another way from the origin
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -33,8 +35,6 @@ def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05, headro
     come back empty there. Chosen at exactly 5 % on validation, the real-footage benchmark's
     test folds emptied 6.1 % (round 1, four sources); with half the budget asked of validation,
     round 2's emptied 3.3 % on the mean (docs/real-footage.md)."""
-    import math
-
     limit = max_empty_share * headroom
     full = next((r["mean_kept"] for r in rows if r.get("ranking") == "euclidean" and r.get("split") == "all"
                  and r.get("dataset", "all") == "all" and r["k"] == k), k)

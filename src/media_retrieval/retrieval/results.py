@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from media_retrieval.retrieval.metrics import accuracy_at_k, pair_prf, topk_ir
+from media_retrieval.retrieval.rankers import RANKERS
 
 IDENTITY = ("model", "dataset", "ranking", "split", "k", "delta")
 
@@ -126,8 +127,6 @@ def logged_metrics(rows: Sequence[dict], delta: float, grid: bool = True) -> dic
     """Result rows as logged metric names: each ranking method at the headline δ without suffix
     (methods without a parameter always), every other parameter value with ``_d<δ>`` (when
     ``grid``); full-ranking metrics once, for the method whose lists are the full ranking."""
-    from media_retrieval.retrieval.rankers import RANKERS
-
     out: dict[str, float] = {}
     for row in rows:
         if row.get("dataset", "all") != "all":

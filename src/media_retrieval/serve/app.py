@@ -38,10 +38,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 
+from media_retrieval.data.video import guard_stream, load_frames, probe_image
 from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
 from media_retrieval.retrieval.media_index import MediaIndex
 from media_retrieval.serve.schemas import ErrorBody, Health, SearchHit, SearchResponse, Stats
+from media_retrieval.utils.files import is_regular_file
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -193,16 +196,12 @@ class RequestGuard:
 def sniff_media(path: Path) -> str:
     """``image`` or ``video`` by decoding the file's content (its name is not trusted); a
     DataError for anything else."""
-    from media_retrieval.data.video import probe_image
-
     try:
         probe_image(path)
         return "image"
     except DataError:
         pass
-    import av
-
-    from media_retrieval.data.video import guard_stream
+    import av  # noqa: PLC0415 - av stays unloaded until used
 
     try:
         with av.open(str(path)) as container:
@@ -241,7 +240,7 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
     app.add_middleware(RequestGuard, settings=settings,
                        hosts=LOOPBACK_HOSTS | {h.lower() for h in settings.allowed_hosts})
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    from swagger_ui_bundle import swagger_ui_path
+    from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415 - swagger_ui_bundle stays unloaded until used
 
     app.mount("/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 
@@ -374,8 +373,6 @@ def _query_file(file: UploadFile | None, path: str | None, media_root: Path, upl
 def inside(media_root: Path, path: str) -> Path:
     """``path`` (relative to the media root, or absolute) resolved, refused unless it stays
     inside the media root and is a regular file."""
-    from media_retrieval.utils.files import is_regular_file
-
     if "\x00" in path:
         raise HTTPException(400, "path contains a NUL byte")
     root = media_root.resolve()
@@ -398,9 +395,7 @@ def _segment_file(index: MediaIndex, key: str):  # noqa: ANN202 - (Segment, Path
 
 
 def _jpeg(path: Path, start_s: float | None, end_s: float | None, size: int = 320) -> bytes:
-    from PIL import Image
-
-    from media_retrieval.reporting.search_output import thumbnail
+    from media_retrieval.reporting.search_output import thumbnail  # noqa: PLC0415 - reporting.search_output (and what it loads) stays unloaded until used
 
     img = Image.fromarray(thumbnail(str(path), start_s, end_s))
     img.thumbnail((size, size))
@@ -410,10 +405,6 @@ def _jpeg(path: Path, start_s: float | None, end_s: float | None, size: int = 32
 
 
 def _gif(path: Path, start_s: float | None, end_s: float | None, frames: int = 8, size: int = 240) -> bytes:
-    from PIL import Image
-
-    from media_retrieval.data.video import load_frames
-
     clip = load_frames(str(path), frames, min_frames=1, start_s=start_s, end_s=end_s)
     images = []
     for f in clip:

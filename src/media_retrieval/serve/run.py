@@ -8,6 +8,7 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.errors import ConfigError
+from media_retrieval.utils.limits import limits
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def is_loopback(host: str) -> bool:
 
 
 def settings_from_config(cfg: DictConfig):  # noqa: ANN201 - ServiceSettings (imported late: fastapi)
-    from media_retrieval.serve.app import ServiceSettings
+    from media_retrieval.serve.app import ServiceSettings  # noqa: PLC0415 - serve.app (and what it loads) stays unloaded until used
 
     hosts = cfg.get("allowed_hosts") or []
     if isinstance(hosts, str):
@@ -39,15 +40,14 @@ def settings_from_config(cfg: DictConfig):  # noqa: ANN201 - ServiceSettings (im
 
 
 def serve(cfg: DictConfig) -> None:
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - uvicorn stays unloaded until used
 
-    from media_retrieval.serve.app import create_app
-    from media_retrieval.serve.connections import (
+    from media_retrieval.serve.app import create_app  # noqa: PLC0415 - serve.app (and what it loads) stays unloaded until used
+    from media_retrieval.serve.connections import (  # noqa: PLC0415 - serve.connections (and what it loads) stays unloaded until used
         accept_backlog,
         guarded_protocol,
         usable_connections,
     )
-    from media_retrieval.utils.limits import limits
 
     if not cfg.get("index_dir"):
         raise ConfigError("index_dir=... is required (an index written by `media-retrieval index`)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import lightning as L
@@ -32,8 +33,6 @@ def flat_hparams(cfg: DictConfig, locked: set[str] | frozenset[str] = frozenset(
 
 def _sweep_locked_keys(logger: Any) -> set[str]:
     """Config keys a W&B sweep set for this run (empty outside sweeps)."""
-    import os
-
     if not os.environ.get("WANDB_SWEEP_ID") or type(logger).__name__ != "WandbLogger":
         return set()
     try:

@@ -45,7 +45,7 @@ class LogProgress:
 def progress(label: str, total: int, every_s: float = 10.0) -> Iterator:
     """A callable ``advance(n)``: rich's bar on a terminal, :class:`LogProgress` lines otherwise."""
     if sys.stderr.isatty():
-        from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn  # noqa: PLC0415 - rich stays unloaded until used
 
         columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns) as bar:

@@ -224,13 +224,19 @@ def test_layers_import_only_downward_and_without_cycles():
     assert not cycles, cycles
 
 
-def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, tmp_path):
-    """retrieval.par.delta=auto: δ is picked on the validation clips, saved in the checkpoint,
-    used by the test, recorded in the index manifest and used by search."""
-    import torch
+def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, cfg_eval, tmp_path, capsys):
+    """retrieval.par.delta=auto: δ is picked on the validation clips and saved in the checkpoint;
+    then eval, index, search, the service and the report each use the δ a checkpoint records
+    (here rewritten to 0.35, a value no default holds), with nothing set but ``auto``."""
+    from fastapi.testclient import TestClient
 
+    from media_retrieval.cli.eval import evaluate
     from media_retrieval.cli.index import run_index
+    from media_retrieval.cli.search import search
     from media_retrieval.cli.train import train
+    from media_retrieval.config_schema import DEFAULT_DELTA
+    from media_retrieval.reporting.report import write_report
+    from media_retrieval.serve.app import ServiceSettings, create_app
 
     with open_dict(cfg_train):
         cfg_train.retrieval.par.delta = "auto"
@@ -238,13 +244,34 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
         cfg_train.trainer.max_epochs = 1
     train(cfg_train)
     ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
-    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["media_retrieval"]["par_delta"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    stored = saved["media_retrieval"]["par_delta"]
     assert stored in list(cfg_train.retrieval.par.deltas)  # δ = -1 keeps every candidate: never eligible...
     assert stored != -1.0  # ...since mean_kept must stay below k
-    model = load_model(ckpt)
-    assert model.par_delta == stored
+    assert load_model(ckpt).par_delta == stored
     results = json.loads((Path(cfg_train.paths.output_dir) / "retrieval" / "results.json").read_text())
     assert any(r["ranking"] == "par" and r["delta"] == stored for r in results)
+    recorded = 0.35
+    assert recorded != DEFAULT_DELTA
+    saved["media_retrieval"]["par_delta"] = recorded
+    ckpt = tmp_path / "recorded.ckpt"
+    torch.save(saved, ckpt)
+
+    # eval: the test's PAR rows, its delta.json and its table title
+    eval_dir = tmp_path / "eval"
+    with open_dict(cfg_eval):
+        cfg_eval.ckpt_path = str(ckpt)
+        cfg_eval.paths.output_dir = str(eval_dir)
+        assert cfg_eval.retrieval.par.delta == "auto"
+    evaluate(cfg_eval)
+    assert f"PAR δ = {recorded:g} chosen on validation" in capsys.readouterr().out
+    assert json.loads((eval_dir / "retrieval" / "delta.json").read_text()) == {"delta": recorded, "how": "validation"}
+    # the report: each run's own δ unless a number is given
+    report = write_report([eval_dir], tmp_path / "report" / "report.md", k=5).read_text()
+    assert f"PAR δ = {recorded:g}." in report
+    assert "PAR δ = 0.5." in write_report([eval_dir], tmp_path / "report2" / "report.md", k=5, delta=0.5).read_text()
+
+    # index: the manifest; search (command line and Python): the index's δ
     media = tmp_path / "media"
     (media / "a").mkdir(parents=True)
     for p in sorted(Path(cfg_train.data.root).rglob("*.mp4"))[:3]:
@@ -254,7 +281,21 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
     GlobalHydra.instance().clear()
     run_index(cfg)
     index = MediaIndex.open(tmp_path / "index")
-    assert index.par_delta == stored
+    assert index.par_delta == recorded and index.delta_choice().how == "validation"
+    query = next((media / "a").iterdir())
+    assert index.search_one(query, k=2).delta == recorded
+    capsys.readouterr()
+    search(compose_cfg("search.yaml", [f"index_dir={tmp_path / 'index'}", f"query={query}", "k=2"], tmp_path))
+    GlobalHydra.instance().clear()
+    assert f"PAR δ = {recorded}" in capsys.readouterr().out
+
+    # the service: /stats and a search that sets no δ
+    with TestClient(create_app(ServiceSettings(index_dir=str(tmp_path / "index"))), base_url="http://127.0.0.1") as c:
+        assert c.get("/stats").json()["par_delta"] == recorded  # what the page shows
+        with open(query, "rb") as fh:
+            reply = c.post("/search?k=2", files={"file": (query.name, fh, "video/mp4")})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["delta"] == recorded
 
 
 def test_pixel_model_index_queries_on_the_builds_layout(library, tmp_path):

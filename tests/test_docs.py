@@ -70,7 +70,9 @@ def test_the_readme_search_and_service_examples_run_as_written_on_a_few_clips(tm
     right, wrong, right_kept, wrong_dropped = map(int, m.groups())
     assert right + wrong == 15 and right_kept + (wrong - wrong_dropped) == sum(a for a, _ in kept)
 
-    # the service section's requests, on the index just built (the README's order)
+    # the service section's requests, on the index just built (the README's order), within the
+    # README's first 150 lines: a new user meets search and the service before the reference
+    assert readme[:readme.index("curl -s -F file=")].count("\n") + 1 < 150
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 8000)) == 0:
             pytest.skip("port 8000 is in use here: the README's service example cannot run")

@@ -150,6 +150,34 @@ def test_every_missing_dataset_is_listed_at_once_before_torch_is_imported(tmp_pa
         assert f"{key}: {tmp_path / name} does not exist or is not a folder; get " in lines[-2] and fetch in lines[-2]
 
 
+def test_weights_that_cannot_be_fetched_end_the_run_before_torch_is_imported(tmp_path, monkeypatch):
+    """Table II's experiment needs timm's MobileNet V1 ImageNet weights: with no cache and no
+    route to the hub, one line says what to fetch and where, before torch (it took 104 s of
+    retries and two failed sweep jobs)."""
+    for var in ("HF_HOME", "TORCH_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
+    lines = _until_exit(["src/train.py", "experiment=color_vs_gray", f"paths.data_dir={tmp_path}",
+                         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                        f"runpy.run_path({str(ROOT / 'src' / 'train.py')!r}, run_name='__main__')")
+    assert lines[-1] == "EXIT 2 HEAVY []", "\n".join(lines[-20:])
+    assert lines[-2].startswith("error: model.backbone.name=mobilenetv1_100 needs ImageNet weights that are not "
+                                "cached here") and "model.backbone.weights=/path/to/state_dict.pth" in lines[-2]
+    from omegaconf import OmegaConf
+
+    from media_retrieval.config_checks import _check_weights
+    from media_retrieval.errors import WeightsUnavailableError
+
+    wanted = OmegaConf.create({"model": {"backbone": {"name": "mobilenetv1_100", "weights": "imagenet"}}})
+    with pytest.raises(WeightsUnavailableError):
+        _check_weights(wanted)
+    snapshot = tmp_path / "HF_HOME" / "hub" / "models--timm--mobilenetv1_100.ra4_e3600_r224_in1k" / "snapshots" / "1"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"")
+    _check_weights(wanted)  # in the cache timm reads: nothing to say
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_the_quoting_hint_reaches_hydra_intact_in_the_users_shell(shell):
     """The hint for an override Hydra cannot read is one word in the user's $SHELL that Hydra

@@ -311,7 +311,7 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     (["model=c3d", "model.backbone.name=resnet18"], "model=c3d is a 3D CNN with no 2D backbone"),
     (["model=c3d", "+model.backbone.name=resnet18"], "model=c3d has no 2D backbone"),
     (["retrieval.k=[0,5]"], "retrieval.k must be a list of integers >= 1"),
-    (["retrieval.par.delta=1.5"], "retrieval.par.delta(s) must be numbers in [-1, 1]"),
+    (["retrieval.par.delta=1.5"], "retrieval.par.delta=1.5: a number in [-1, 1]"),
     (["data.batch_size=abc"], "data.batch_size must be an integer, got 'abc'"),
     (["model.lr=-1"], "model.lr must be >= 0.0"),
 ])

@@ -83,7 +83,7 @@ def _plant(kind: str, gen: Path, index: Path, outside: Path, marker: Path) -> st
         spec["class"], spec["hparams"] = "subprocess.Popen", {"args": ["touch", str(marker)]}
         (gen / "model.json").write_text(json.dumps(spec))
         _resign(gen)
-        return "not one of this project's models"
+        return "is not a registered model"
     if kind == "model_args":
         spec = json.loads((gen / "model.json").read_text())
         spec["hparams"]["backbone"]["weights"] = str(outside / "secret.pth")

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from helpers.media_library import CLASSES, write_video
 from test_search import indexed_library, run_index
 
+from media_retrieval.errors import ConfigError
 from media_retrieval.serve.app import ServiceSettings, create_app
 
 
@@ -41,7 +42,8 @@ def test_search_by_upload_and_by_path(served):
     top = body["hits"][0]
     assert top["rel_path"] == clip.relative_to(media).as_posix() and top["distance"] < 1e-3
     assert not top["rel_path"].startswith("/") and "path" not in top  # no absolute paths leave the service
-    assert {"key", "start_s", "end_s", "spans", "cosine", "kept_by_par"} <= set(top)
+    assert {"key", "start_s", "end_s", "spans", "cosine", "kept", "kept_by_par"} <= set(top)
+    assert all(h["kept_by_par"] == h["kept"] for h in body["hits"]) and body["ranking"] == "par"
     assert body["delta"] == pytest.approx(client.get("/stats").json()["par_delta"])
     by_path = client.post("/search", params={"path": clip.relative_to(media).as_posix(), "k": 4, "delta": 0.99})
     assert by_path.status_code == 200
@@ -53,6 +55,26 @@ def test_search_by_upload_and_by_path(served):
     assert r.status_code == 200 and r.json()["hits"][0]["rel_path"] == image.relative_to(media).as_posix()
     paths = [h["rel_path"] for h in r.json()["hits"]]
     assert len(paths) == len(set(paths))  # group_by=video: one hit per file
+
+
+def test_search_takes_a_ranking_from_the_services_list(served, tmp_path):
+    """ranking= names one of serve.rankings (default euclidean, par); any other is 422. Euclidean
+    keeps every hit where PAR at δ = 1 keeps at most the query's own file."""
+    client, media, index, made, _ = served
+    rel = made[CLASSES[1]][2].relative_to(media).as_posix()
+    eu = client.post("/search", params={"path": rel, "k": 5, "ranking": "euclidean", "delta": 1.0}).json()
+    par = client.post("/search", params={"path": rel, "k": 5, "ranking": "par", "delta": 1.0}).json()
+    assert eu["ranking"] == "euclidean" and all(h["kept"] for h in eu["hits"])
+    assert [h["key"] for h in eu["hits"]] == [h["key"] for h in par["hits"]]
+    assert len(par["hits"]) == 5 and not all(h["kept"] for h in par["hits"])  # (the query itself may reach 1)
+    refused = client.post("/search", params={"path": rel, "ranking": "cosine_magic"})
+    assert refused.status_code == 422 and "offers: euclidean, par" in refused.text
+    only_par = create_app(ServiceSettings(index_dir=str(index), rankings=("par",)))
+    with TestClient(only_par, base_url="http://127.0.0.1") as c:
+        assert c.post("/search", params={"path": rel, "ranking": "euclidean"}).status_code == 422
+    with pytest.raises(ConfigError, match="serve.rankings"):
+        ServiceSettings(index_dir=str(index), rankings=("nope",))
+    ok(client)
 
 
 def test_thumbnails_previews_stats_and_page(served):

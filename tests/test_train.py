@@ -100,7 +100,7 @@ def test_eval_without_checkpoint_refuses_trainable_model(cfg_eval):
 @pytest.mark.parametrize(("override", "message"), [
     ("model=nope", "Could not find 'model/nope'"),
     ("retrieval.k=[0,5]", "error: retrieval.k must be a list of integers >= 1"),
-    ("retrieval.par.delta=1.5", "error: retrieval.par.delta(s) must be numbers in [-1, 1]"),
+    ("retrieval.par.delta=1.5", "error: retrieval.par.delta=1.5: a number in [-1, 1]"),
     ("model.backbone.name=not_a_model", "error: model.backbone.name='not_a_model' is neither"),
 ])
 def test_cli_errors_are_one_clear_line(override, message, tmp_path):

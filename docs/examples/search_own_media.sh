@@ -33,4 +33,4 @@ python src/index.py model.temporal.cell=none model.temporal.stats=[mean] media_d
 # show
 python src/search.py index_dir=data/my_index query=data/queries k=5 sheet=docs/images/search_contact_sheet.png
 # say
-python docs/examples/par_summary.py data/my_index data/queries data/query_classes.txt
+python docs/examples/par_summary.py data/my_index data/queries data/query_classes.txt 5

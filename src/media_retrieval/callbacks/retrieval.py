@@ -10,9 +10,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from media_retrieval.config_schema import resolve_delta
 from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
-from media_retrieval.retrieval.par import FALLBACK_DELTA, resolve_delta, select_delta
+from media_retrieval.retrieval.par import select_delta
 from media_retrieval.retrieval.results import logged_metrics
 from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
 
@@ -28,7 +29,7 @@ class RetrievalCallback(L.Callback):
     def __init__(
         self,
         k: Sequence[int] = (1, 5, 10),
-        delta: float | str = FALLBACK_DELTA,
+        delta: float | str = "auto",
         deltas: Sequence[float] = (),
         output_dir: str | None = None,
         model_name: str | None = None,
@@ -43,9 +44,10 @@ class RetrievalCallback(L.Callback):
         self.pictures, self.gallery_queries = pictures, gallery_queries
         # "auto": δ is chosen at each validation (select_delta over ``deltas``) and kept on the
         # model, so the checkpoint of the best epoch carries the δ chosen with it.
-        self.auto = delta == "auto"
-        self.k, self.delta, self.deltas = list(k), resolve_delta(delta, None), list(deltas)
-        self.delta_chosen = False  # whether the tested δ was chosen on validation
+        self.requested = delta
+        self.auto = resolve_delta(delta).how != "given"
+        self.k, self.delta, self.deltas = list(k), resolve_delta(delta).value, list(deltas)
+        self.choice = resolve_delta(delta)  # the tested δ and where it came from
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
         self.table_k = table_k
@@ -118,7 +120,7 @@ class RetrievalCallback(L.Callback):
             if chosen is None and self.deltas:  # no δ met the rule: the most permissive one of the grid
                 chosen = min(self.deltas)
             pl_module.par_delta = chosen
-            self.delta = resolve_delta("auto", chosen)
+            self.delta = resolve_delta(self.requested, chosen).value
             pl_module.log("val/par_delta", self.delta, batch_size=len(ids), sync_dist=True)
         if self.save_embeddings and trainer.state.fn == "validate" and trainer.is_global_zero and self.output_dir:
             write_embeddings(self.output_dir, emb_set, trainer.datamodule.split, self._name(pl_module), role="val")
@@ -128,9 +130,9 @@ class RetrievalCallback(L.Callback):
 
     def on_test_start(self, trainer, pl_module) -> None:
         if self.auto:  # the tested checkpoint's δ (chosen at its validation)
-            chosen = getattr(pl_module, "par_delta", None)
-            self.delta, self.delta_chosen = resolve_delta("auto", chosen), chosen is not None
-            log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if self.delta_chosen
+            self.choice = resolve_delta(self.requested, getattr(pl_module, "par_delta", None))
+            self.delta = self.choice.value
+            log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if self.choice.how == "validation"
                      else "no δ chosen on validation: the default")
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
@@ -147,6 +149,6 @@ class RetrievalCallback(L.Callback):
             if self.save_embeddings:
                 write_embeddings(self.output_dir, emb_set, split, self._name(pl_module), role="test")
             write_test_outputs(self.output_dir, self.rows, emb_set, rankings, split, table_k=self.table_k,
-                               delta=self.delta, pictures=self.pictures, gallery_queries=self.gallery_queries,
+                               delta=self.choice, pictures=self.pictures, gallery_queries=self.gallery_queries,
                                loggers=trainer.loggers)
         self._reset()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from media_retrieval.config_checks import validate_config  # noqa: F401 - the entry points' one import
 from media_retrieval.errors import user_error
+from media_retrieval.plugins import import_plugins
 from media_retrieval.utils.instantiate import build, build_callbacks, build_loggers  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     In a Hydra multirun (sweeps, ablations) the error is written to the job's ``error.txt``
     and the sweep goes on to its next job: one impossible combination must not stop the study."""
     try:
+        import_plugins(cfg.get("plugins") or [])  # before anything is built: their registrations count
         return fn(cfg)
     except Exception as exc:
         err = user_error(exc)

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.cli.common import build, build_callbacks, build_loggers, validate_config
 from media_retrieval.cli.train import report, tested_delta
+from media_retrieval.config_schema import resolve_delta
 from media_retrieval.models.registry import model_from_config
-from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.training import prepare
 from media_retrieval.utils.files import point_latest
 
@@ -23,8 +23,9 @@ def rescore(cfg: DictConfig) -> dict[str, float]:
     from media_retrieval.reporting.rescore import rescore_embeddings  # noqa: PLC0415 - reporting.rescore (and what it loads) stays unloaded until used
 
     r = cfg.retrieval
-    delta = resolve_delta(r.par.delta, None)
-    if r.par.delta == "auto":  # saved embeddings carry no model, so no δ chosen on validation
+    choice = resolve_delta(r.par.delta)  # saved embeddings carry no model, so no δ chosen on validation
+    delta = choice.value
+    if choice.how == "default":
         log.warning("retrieval.par.delta=auto without a model: headline δ = %s (every δ of retrieval.par.deltas "
                     "is scored; best_delta.md lists the best)", delta)
     metrics = rescore_embeddings(cfg.embeddings, Path(cfg.paths.output_dir) / "retrieval", list(r.k), delta,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from media_retrieval.errors import MediaRetrievalError, command
+from media_retrieval.plugins import plugins_from_argv
 
 #: the configs ship inside the package (``configs/`` at the repository root links here)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -34,6 +35,11 @@ def launch(config_name: str, task: str) -> Any:
     from media_retrieval.config_schema import register  # noqa: PLC0415 - config_schema (and what it loads) stays unloaded until used
 
     register()  # the configs name their schemas
+    try:
+        sys.argv[1:] = plugins_from_argv(sys.argv[1:])
+    except MediaRetrievalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     precheck_overrides(config_name)
     module, _, name = task.partition(":")
 
@@ -60,8 +66,20 @@ class _LightningOnce(logging.Filter):
         return not (record.name.startswith("lightning") and logging.getLogger("lightning").handlers)
 
 
+class _NoTips(logging.Filter):
+    """Lightning's start-up advertisements ("💡 Tip: ... try installing litlogger") and its
+    "TPU available: False" line: lines of every run's output that say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("💡 Tip", "TPU available: False"))
+
+
 def each_line_once() -> None:
-    """Install :class:`_LightningOnce` on the root's console handlers (Hydra's ``job_logging``)."""
+    """Install :class:`_LightningOnce` on the root's console handlers (Hydra's ``job_logging``),
+    and :class:`_NoTips` on Lightning's rank-zero logger."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in tips.filters):
+        tips.addFilter(_NoTips())
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and not any(isinstance(f, _LightningOnce) for f in handler.filters):
             handler.addFilter(_LightningOnce())
@@ -121,13 +139,29 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
             return f"{cause.full_key} must be true or false, got {m.group(1)}"
     text = f"{exc}\n{cause or ''}"
     video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
-                    and a.split("=", 1)[1] in ("c3d", "r2plus1d", "x3d_xs", "i3d")), None)
+                    and not _has_backbone(a.split("=", 1)[1])), None)
     if video3d and "model.backbone" in text:
         return f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     unknown = next((re.sub(r" not in '\w+'$", " is not in struct", ln) for ln in lines
                     if re.search(r"^Key '.*' (is )?not in ", ln)), "")
     return lines[0].rstrip(".") + (f" ({unknown})" if unknown and unknown != lines[0] else "")
+
+
+def _has_backbone(model: str, depth: int = 0) -> bool:
+    """Whether ``configs/model/<model>.yaml`` (or a model config it extends) gives the model a 2D
+    backbone (3D CNNs have none): read from the configs, so a new model needs no name list here."""
+    import yaml  # noqa: PLC0415 - yaml stays unloaded until an error needs it
+
+    path = CONFIG_DIR / "model" / f"{model}.yaml"
+    try:
+        node = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        node = None
+    if not isinstance(node, dict) or depth > 8:
+        return True  # not ours to judge: say nothing about backbones
+    parents = [d for d in node.get("defaults") or [] if isinstance(d, str) and "/" not in d and d != "_self_"]
+    return "backbone" in node or any(_has_backbone(p, depth + 1) for p in parents if p != "_base")
 
 
 def _check_syntax(overrides: list[str]) -> None:

@@ -39,7 +39,7 @@ def search(cfg: DictConfig) -> list[dict]:
         check_model(index, cfg.ckpt_path, cfg.model._target_)
     queries, not_queries = query_paths(cfg.query)
     results = [{"query": sk.path, "error": sk.reason, "results": []} for sk in not_queries]
-    delta = index.par_delta if cfg.retrieval.par.delta == "auto" else float(cfg.retrieval.par.delta)
+    delta = index.delta_choice(cfg.retrieval.par.delta).value
     good, vecs, errors = index.embed_each(queries)
     results += [{"query": q, "error": e, "results": []} for q, e in errors.items()]
     unreadable = [r["query"] for r in results]

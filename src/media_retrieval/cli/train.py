@@ -17,9 +17,9 @@ from media_retrieval.cli.common import (
     run_cli,
     validate_config,
 )
+from media_retrieval.config_schema import DeltaChoice, resolve_delta
 from media_retrieval.errors import MediaRetrievalError
 from media_retrieval.reporting.tables import print_results
-from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.training import check_validation, fit, prepare, resolve_resume
 from media_retrieval.utils.checkpoint import AtomicCheckpointIO
 from media_retrieval.utils.hparams import log_hyperparameters
@@ -71,24 +71,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def tested_delta(trainer: L.Trainer, cfg: DictConfig) -> tuple[float, bool]:
-    """The δ the test used (``retrieval.par.delta``, or with ``auto`` the model's) and whether
-    it was chosen on validation."""
+def tested_delta(trainer: L.Trainer, cfg: DictConfig) -> DeltaChoice:
+    """The δ the test used (``retrieval.par.delta``, or with ``auto`` the model's) and where it
+    came from."""
     from media_retrieval.callbacks.retrieval import RetrievalCallback  # noqa: PLC0415 - callbacks.retrieval (and what it loads) stays unloaded until used
 
     cb = next((c for c in trainer.callbacks if isinstance(c, RetrievalCallback)), None)
-    return (cb.delta, cb.delta_chosen) if cb is not None else (resolve_delta(cfg.retrieval.par.delta, None), False)
+    return cb.choice if cb is not None else resolve_delta(cfg.retrieval.par.delta)
 
 
 @rank_zero_only
-def report(cfg: DictConfig, with_results: bool = True, delta: tuple[float, bool] | None = None) -> None:
+def report(cfg: DictConfig, with_results: bool = True, delta: DeltaChoice | None = None) -> None:
     """Print the retrieval table from the run's results.json (rank 0 only)."""
     if with_results:
-        delta, chosen = (resolve_delta(cfg.retrieval.par.delta, None), False) if delta is None else delta
-        how = " chosen on validation" if chosen else " (default)" if cfg.retrieval.par.delta == "auto" else ""
-        print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, delta,
+        choice = resolve_delta(cfg.retrieval.par.delta) if delta is None else delta
+        print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, choice.value,
                       title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
-                            f"(EU = Euclidean, PAR δ = {delta:g}{how})")
+                            f"(EU = Euclidean, PAR δ = {choice.value:g}{choice.note})")
     print(f"run dir: {cfg.paths.output_dir}")
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from media_retrieval.models.module import ClipEmbedder
+from media_retrieval.models.registry import register_model
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -45,6 +46,7 @@ class C3D(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
+@register_model
 class C3DModule(ClipEmbedder):
     """C3D trained end to end on pixels (no frame-feature cache); ``embed`` takes ``clip``
     (B, T, C, H, W) like every other model. ``width`` < 1 scales every layer (for tests)."""

@@ -10,9 +10,11 @@ import torch
 from media_retrieval.errors import ConfigError
 from media_retrieval.models.backbones import create_backbone, freeze_first_blocks
 from media_retrieval.models.module import ClipEmbedder, plain_dict
+from media_retrieval.models.registry import register_model
 from media_retrieval.models.temporal import TemporalHead
 
 
+@register_model
 class CNNLSTM(ClipEmbedder):
     """2D CNN + LSTM/GRU (or mean pooling) clip embedder.
 

@@ -35,6 +35,7 @@ from media_retrieval.data.clips import NORMALIZATIONS
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.models import pretrained
 from media_retrieval.models.module import ClipEmbedder
+from media_retrieval.models.registry import register_model
 from media_retrieval.utils.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class I3DFeatures(nn.Module):
                 "weights_sha256": pretrained.I3D_SAFETENSORS_SHA256 if self.weights == "kinetics400" else None}
 
 
+@register_model
 class I3DModule(ClipEmbedder):
     """I3D as a clip embedder: nothing to train (Kinetics-400 weights, frozen); the embedding is
     chosen by ``features`` (logits, pooled Mixed_5c, or both), each part L2-normalised."""

@@ -1,9 +1,10 @@
 """The model classes an index or checkpoint may name, and building one from stored hparams.
 
 An index folder may come from someone else, so its ``model.json`` is data: the class it names
-must be one of ours (an allow-list, never an import of whatever string is there), and its
+is looked up in :data:`MODELS` (never an import of whatever string is there), and its
 hyper-parameters must be arguments that class accepts. Anything else is refused before a single
-constructor runs.
+constructor runs. :data:`MODELS` is filled by :func:`register_model`: the package's model
+modules, and the user's own modules named by ``plugins: [...]`` (``docs/extending.md``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +24,35 @@ from media_retrieval.models.backbones import create_backbone
 from media_retrieval.models.temporal import TemporalHead
 from media_retrieval.utils.limits import limits
 
-# qualified class name (as written into model.json) -> import path of the class
-_ALLOWED = {
-    "media_retrieval.models.cnn_lstm.CNNLSTM": ("media_retrieval.models.cnn_lstm", "CNNLSTM"),
-    "media_retrieval.models.c3d.C3DModule": ("media_retrieval.models.c3d", "C3DModule"),
-    "media_retrieval.models.video3d.Video3DModule": ("media_retrieval.models.video3d", "Video3DModule"),
-    "media_retrieval.models.i3d.I3DModule": ("media_retrieval.models.i3d", "I3DModule"),
-}
+#: qualified class name (as written into checkpoints and model.json) -> the class
+MODELS: dict[str, type] = {}
 
 
 def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def register_model(cls: type) -> type:
+    """Class decorator: checkpoints and indexes may name this model class (a ClipEmbedder)."""
+    MODELS[qualified_name(cls)] = cls
+    return cls
+
+
+def _package_models() -> None:
+    """Import this package's model modules (our own files), so their classes are registered;
+    a name read from a file is then only looked up."""
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{info.name}")
+
+
 def model_class(name: str) -> type:
-    """The class for a stored name; a name outside the allow-list is refused, never imported."""
-    if not isinstance(name, str) or name not in _ALLOWED:
-        raise DataError(f"model class {str(name)[:80]!r} is not one of this project's models "
-                        f"({', '.join(sorted(_ALLOWED))})")
-    module, attr = _ALLOWED[name]
-    return getattr(importlib.import_module(module), attr)
+    """The class for a stored name: a registered model, else refused (the name is never imported)."""
+    if isinstance(name, str) and name not in MODELS:
+        _package_models()
+    if not isinstance(name, str) or name not in MODELS:
+        raise DataError(f"model class {str(name)[:80]!r} is not a registered model ({', '.join(sorted(MODELS))}); "
+                        "a model of your own is registered by its module: plugins=[<that module>]")
+    return MODELS[name]
 
 
 def _check_keys(where: str, given: dict, allowed: set[str]) -> None:

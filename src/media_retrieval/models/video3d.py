@@ -14,6 +14,7 @@ from torch import nn
 
 from media_retrieval.errors import ConfigError
 from media_retrieval.models.module import ClipEmbedder
+from media_retrieval.models.registry import register_model
 
 ARCHS = ("r2plus1d", "x3d_xs")
 
@@ -37,6 +38,7 @@ def build_video3d(arch: str, embed_dim: int, in_chans: int = 3, dropout: float =
     raise ConfigError(f"model.arch={arch!r}; valid: {', '.join(ARCHS)}")
 
 
+@register_model
 class Video3DModule(ClipEmbedder):
     """A pytorchvideo 3D CNN as a clip embedder, trained on pixels like C3D."""
 

@@ -28,14 +28,15 @@ def _legend(ax) -> None:
         ax.legend(fontsize=8)
 
 
-def table_iv_markdown(rows: Sequence[dict], k: int, delta: float,
+def table_iv_markdown(rows: Sequence[dict], k: int, delta: float | None,
                       paper: dict[tuple[str, str, str], dict[str, float]] | None = None) -> str:
     """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}.
-    ``paper``: {(model, ranking, split): {metric: value}} shown in brackets beside ours."""
+    ``paper``: {(model, ranking, split): {metric: value}} shown in brackets beside ours.
+    ``delta=None``: the rows are already each run's headline rows (each at its own δ)."""
     models = sorted({r["model"] for r in rows})
     head = {(r["model"], r["ranking"], r["split"]): r for r in rows
             if r["k"] == k and r.get("dataset", "all") == "all"
-            and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)}
+            and (r["delta"] is None or delta is None or abs(r["delta"] - delta) < 1e-9)}
     cols = [(m, rk, sp) for sp in ("seen", "unseen") for m in models for rk in ("euclidean", "par")
             if (m, rk, sp) in head]
     suffix = " (paper)" if paper is not None else ""

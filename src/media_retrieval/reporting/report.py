@@ -18,13 +18,14 @@ import numpy as np
 import torch
 import yaml
 
+from media_retrieval.config_schema import DEFAULT_DELTA, resolve_delta
 from media_retrieval.errors import ConfigError
 from media_retrieval.reporting import figures
 from media_retrieval.reporting.figures import _plt, table_iv_markdown
+from media_retrieval.reporting.run_outputs import DELTA_FILE
 from media_retrieval.reporting.tables import _fmt, headline
 from media_retrieval.retrieval.backends import PCAProjection
 from media_retrieval.retrieval.evaluate import rank, score_rows
-from media_retrieval.retrieval.par import FALLBACK_DELTA
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class Run:
     overrides: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     error: str | None = None
+    recorded_delta: float | None = None  # the δ its test used (retrieval/delta.json), if it says
+    delta: float = DEFAULT_DELTA  # the δ its PAR columns show: set by write_report
 
     @property
     def model(self) -> str:
@@ -78,6 +81,9 @@ def _load_run(d: Path) -> Run:
     res = d / "retrieval" / "results.json"
     if res.is_file():
         run.rows = json.loads(res.read_text())
+    if (d / "retrieval" / DELTA_FILE).is_file():
+        recorded = json.loads((d / "retrieval" / DELTA_FILE).read_text())
+        run.recorded_delta = recorded.get("delta") if isinstance(recorded, dict) else None
     return run
 
 
@@ -113,7 +119,7 @@ def varying_keys(runs: list[Run]) -> list[str]:
         [k for k in keys if any(k in r.overrides for r in runs)]
 
 
-def ablation_table(runs: list[Run], k: int, delta: float) -> str:
+def ablation_table(runs: list[Run], k: int) -> str:
     """One row per run: its variant (the varying overrides), then accuracy@k (hits per item
     kept: P@k for Euclidean, the paper's accuracy for PAR) and the full-ranking mAP."""
     keys = varying_keys(runs)
@@ -126,15 +132,15 @@ def ablation_table(runs: list[Run], k: int, delta: float) -> str:
             lines.append("| " + " | ".join(vals + [f"failed: {r.error[:80]}"] + [""] * (len(cols))) + " |")
             continue
         for rk, sp in cols:
-            h = _head(r.rows, k, delta, rk, sp)
+            h = _head(r.rows, k, r.delta, rk, sp)
             vals.append(_fmt(h["accuracy"]) if h else "–")
-        h = _head(r.rows, k, delta, "euclidean", "all")
+        h = _head(r.rows, k, r.delta, "euclidean", "all")
         vals.append(_fmt(h.get("map")) if h else "–")
         lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
-def table_iv(runs: list[Run], k: int, delta: float) -> str:
+def table_iv(runs: list[Run], k: int) -> str:
     """Top-k metrics per model x ranking x split (the first run of each model), each beside the
     paper's Table IV value."""
     by_model: dict[str, Run] = {}
@@ -144,18 +150,19 @@ def table_iv(runs: list[Run], k: int, delta: float) -> str:
     paper = {(m, rk, sp): v for m in by_model for (pm, rk, sp), v in PAPER_TABLE_IV.items()
              if pm == m.replace("_e2e", "")}
     return ("The paper's Table IV value in brackets (its k = 5).\n\n"
-            + table_iv_markdown([row for r in by_model.values() for row in r.rows], k, delta, paper))
+            + table_iv_markdown([row for r in by_model.values() for row in headline(r.rows, k, r.delta)], k, None,
+                                paper))
 
 
-def table_ii(runs: list[Run], delta: float) -> str | None:
+def table_ii(runs: list[Run]) -> str | None:
     """Colour vs grayscale top-100 accuracy on the unseen classes, beside the paper's."""
     pair = {}
     for r in runs:
         if r.error or not r.rows or "table_ii" not in r.tags:
             continue
         chans = int(((r.config.get("model") or {}).get("backbone") or {}).get("in_chans", 3))
-        h = _head(r.rows, 100, delta, "euclidean", "unseen") or _head(r.rows, max(x["k"] for x in r.rows), delta,
-                                                                      "euclidean", "unseen")
+        h = _head(r.rows, 100, r.delta, "euclidean", "unseen") or _head(r.rows, max(x["k"] for x in r.rows), r.delta,
+                                                                        "euclidean", "unseen")
         pair["gray" if chans == 1 else "color"] = h
     if not pair:
         return None
@@ -203,8 +210,8 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
         t = time.perf_counter()
         rk = rank(e, k)
         secs = time.perf_counter() - t
-        rows = score_rows(e, [k], FALLBACK_DELTA, model=model, rankings=rk)
-        h = _head(rows, k, FALLBACK_DELTA, "euclidean", "all")
+        rows = score_rows(e, [k], DEFAULT_DELTA, model=model, rankings=rk)  # only the Euclidean rows are read
+        h = _head(rows, k, DEFAULT_DELTA, "euclidean", "all")
         out.append({"dim": d, "variance": round(float(cum[d - 1]), 4), f"precision@{k}": h["accuracy"],
                     "rank_ms": round(1000 * secs, 2), "at_variance": d == d90})
     return out
@@ -229,16 +236,23 @@ def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Pat
     return path
 
 
-def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float = FALLBACK_DELTA,
+def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float | str | None = "auto",
                  table3_json: Path | None = None) -> Path:
+    """``delta``: the PAR columns' δ; ``auto`` = each run's own (the δ its test used, as its
+    ``retrieval/delta.json`` records: chosen on validation, or the default)."""
     runs = find_runs(run_paths)
+    for r in runs:
+        r.delta = resolve_delta(delta, r.recorded_delta).value
+    deltas = sorted({r.delta for r in runs if r.rows and not r.error})
+    said = (f"PAR δ = {deltas[0]:g}" if len(deltas) == 1 else
+            f"PAR δ = each run's own ({', '.join(f'{d:g}' for d in deltas)})")
     out.parent.mkdir(parents=True, exist_ok=True)
     pics = out.parent / f"{out.stem}_figures"
     pics.mkdir(exist_ok=True)
     ok = [r for r in runs if r.rows and not r.error]
-    parts = [f"# Retrieval report\n\n{len(runs)} runs ({len(runs) - len(ok)} failed), top-{k}, PAR δ = {delta}.\n"]
-    parts.append("## Runs (ablation table)\n\n" + ablation_table(runs, k, delta))
-    t2 = table_ii(runs, delta)
+    parts = [f"# Retrieval report\n\n{len(runs)} runs ({len(runs) - len(ok)} failed), top-{k}, {said}.\n"]
+    parts.append("## Runs (ablation table)\n\n" + ablation_table(runs, k))
+    t2 = table_ii(runs)
     if t2:
         parts.append("## Table II: colour vs grayscale\n\n" + t2)
     t3 = table_iii(table3_json)
@@ -246,11 +260,11 @@ def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: floa
         parts.append("## Table III: size and speed\n\n" + t3)
     video = [r for r in ok if "table_ii" not in r.tags]
     if video:
-        parts.append("## Table IV: seen / unseen, EU / PAR\n\n" + table_iv(video, k, delta))
+        parts.append("## Table IV: seen / unseen, EU / PAR\n\n" + table_iv(video, k))
         best = video[0]
-        f4 = figures.fig4_bars([r for r in best.rows], k, delta, pics / "fig4.png")
+        f4 = figures.fig4_bars([r for r in best.rows], k, best.delta, pics / "fig4.png")
         parts.append(f"## Fig. 4 ({best.model}, {best.path.name})\n\n![Fig. 4]({f4.relative_to(out.parent)})\n")
-        if any(r["ranking"] == "par" and abs((r["delta"] or 0) - delta) > 1e-9 for r in best.rows):
+        if any(r["ranking"] == "par" and abs((r["delta"] or 0) - best.delta) > 1e-9 for r in best.rows):
             dp = figures.delta_plot(best.rows, k, pics / "delta.png")
             parts.append(f"## PAR: precision and list length vs δ ({best.path.name})\n\n"
                          f"![δ plot]({dp.relative_to(out.parent)})\n")
@@ -272,7 +286,7 @@ def run_report(cfg) -> Path:  # noqa: ANN001 - a DictConfig; omegaconf stays out
     runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)
     if not runs:
         raise ConfigError("runs=[...] is required: run folders or multirun folders holding them")
-    out = write_report(runs, Path(cfg.out), int(cfg.k), float(cfg.delta),
+    out = write_report(runs, Path(cfg.out), int(cfg.k), cfg.delta,
                        Path(cfg.table3) if cfg.get("table3") else None)
     print(out.read_text())
     print(f"report: {out}")

@@ -4,6 +4,7 @@ pictures to W&B when it logs). Called by the retrieval callback on rank 0."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,12 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from media_retrieval.config_schema import DeltaChoice
 from media_retrieval.reporting import figures
 from media_retrieval.reporting.tables import write_json, write_markdown
 from media_retrieval.retrieval.embeddings_io import save_embeddings
 from media_retrieval.retrieval.evaluate import EmbeddingSet, Rankings
+from media_retrieval.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+#: a run's tested δ and where it came from, beside its results.json
+DELTA_FILE = "delta.json"
 
 
 def write_embeddings(out: Path, emb: EmbeddingSet, split: Any, model: str, role: str) -> Path:
@@ -29,9 +35,13 @@ def write_embeddings(out: Path, emb: EmbeddingSet, split: Any, model: str, role:
 
 
 def write_test_outputs(out: Path, rows: Sequence[dict], emb: EmbeddingSet, rankings: Rankings, split: Any, *,
-                       table_k: int, delta: float, pictures: bool = True, gallery_queries: int = 6,
+                       table_k: int, delta: DeltaChoice, pictures: bool = True, gallery_queries: int = 6,
                        loggers: Sequence[Any] = ()) -> None:
+    """results.json (every row), the run's δ (delta.json: what the report reads as this run's
+    headline δ), results.md and the pictures."""
     write_json(rows, out / "results.json")
+    atomic_write_text(out / DELTA_FILE, json.dumps({"delta": delta.value, "how": delta.how}))
+    delta = delta.value
     write_markdown(rows, out / "results.md", table_k, delta)
     np.save(out / "scored_ids.npy", np.asarray(emb.ids))
     if pictures:

@@ -20,7 +20,6 @@ def write_json(rows: Sequence[dict], path: str | Path) -> None:
     try:
         atomic_write_text(path, json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
     except OSError as exc:  # full disk, quota, read-only: the previous results stay as they were
-
         raise MediaRetrievalError(f"cannot write {path} ({exc.strerror or exc}); "
                                   f"{'the previous file is unchanged' if path.exists() else 'nothing was written'}") from exc
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import stored_delta
+from media_retrieval.config_schema import DeltaChoice, resolve_delta
 from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.data.video import media_type
 from media_retrieval.errors import ConfigError, DataError
@@ -40,7 +40,6 @@ from media_retrieval.retrieval.index_store import (
     preprocess_key,
 )
 from media_retrieval.retrieval.indexer import IndexOptions, build_index
-from media_retrieval.retrieval.par import resolve_delta
 from media_retrieval.retrieval.rankers import make_ranker
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,8 @@ class Hit:
         s = self.segment
         return {"rank": self.rank, "key": s.key, "path": s.path, "rel_path": s.rel_path, "media_type": s.media_type,
                 "start_s": s.start_s, "end_s": s.end_s, "spans": self.spans, "distance": self.distance,
-                "cosine": self.cosine, "kept_by_par": self.kept}
+                "cosine": self.cosine, "kept": self.kept,
+                "kept_by_par": self.kept}  # deprecated alias of "kept" (it is any ranking's, not only PAR's)
 
 
 @dataclass
@@ -210,6 +210,10 @@ class MediaIndex:
         build time), else the default; a value outside [-1, 1] in a foreign manifest is ignored."""
         return self._delta(self._snap)
 
+    def delta_choice(self, requested: float | str | None = None) -> DeltaChoice:
+        """The δ a search with ``retrieval.par.delta=requested`` uses, and where it came from."""
+        return resolve_delta(requested, self._snap.generation.manifest.get("par_delta"))
+
     @property
     def segments(self) -> list[Segment]:
         return self._snap.generation.segments
@@ -303,7 +307,7 @@ class MediaIndex:
         else:
             q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
             q = q.reshape(1, -1)
-        delta = self._delta(snap) if delta is None else float(delta)
+        delta = self._delta(snap, delta)
         return SearchResult(snap.generation.path.name, delta, self._search(snap, q, k, delta, group_by, ranking)[0])
 
     def search_vectors(self, q: np.ndarray, k: int, delta: float | None = None, group_by: str | None = None,
@@ -314,11 +318,11 @@ class MediaIndex:
         the spans of all its chunks among the hits). ``delta=None``: the index's own δ
         (:attr:`par_delta`)."""
         snap = self._snap
-        return self._search(snap, q, k, self._delta(snap) if delta is None else delta, group_by, ranking)
+        return self._search(snap, q, k, self._delta(snap, delta), group_by, ranking)
 
     @staticmethod
-    def _delta(snap: _Snapshot) -> float:
-        return resolve_delta("auto", stored_delta(snap.generation.manifest.get("par_delta")))
+    def _delta(snap: _Snapshot, requested: float | str | None = None) -> float:
+        return resolve_delta(requested, snap.generation.manifest.get("par_delta")).value
 
     @staticmethod
     def _search(snap: _Snapshot, q: np.ndarray, k: int, delta: float, group_by: str | None,

@@ -48,17 +48,3 @@ def select_delta(rows: list[dict], k: int, max_empty_share: float = 0.05, headro
         if best is None or acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and r["delta"] < best[1]):
             best = (acc, float(r["delta"]))
     return None if best is None else best[1]
-
-
-#: δ when ``retrieval.par.delta=auto`` and the model has none chosen (the paper's value)
-FALLBACK_DELTA = 0.8
-
-
-def resolve_delta(delta: float | str, chosen: float | None) -> float:
-    """The δ to use: a number as given; ``auto`` = the δ chosen on validation clips (stored with
-    the model or index), else :data:`FALLBACK_DELTA`."""
-    if isinstance(delta, str):
-        if delta != "auto":
-            raise ValueError(f"retrieval.par.delta={delta!r}: a number in [-1, 1] or auto")
-        return float(chosen) if chosen is not None else FALLBACK_DELTA
-    return float(delta)

@@ -16,8 +16,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from media_retrieval.config_schema import DEFAULT_DELTA
 from media_retrieval.errors import ConfigError
-from media_retrieval.retrieval.par import FALLBACK_DELTA, par_keep
+from media_retrieval.retrieval.par import par_keep
 
 RANKERS: dict[str, type[Ranker]] = {}
 
@@ -60,7 +61,7 @@ class PAR(Ranker):
 
     name, label = "par", "PAR"
 
-    def __init__(self, delta: float = FALLBACK_DELTA) -> None:
+    def __init__(self, delta: float = DEFAULT_DELTA) -> None:
         self.param = float(delta)
 
     def keep(self, cosine: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -71,7 +72,7 @@ class PAR(Ranker):
         return [cls(d) for d in sorted({round(float(x), 6) for x in (*deltas, delta)})]
 
 
-def make_ranker(name: str, delta: float = FALLBACK_DELTA) -> Ranker:
+def make_ranker(name: str, delta: float = DEFAULT_DELTA) -> Ranker:
     """A ranker by name, with ``delta`` as its parameter when it takes one."""
     if name not in RANKERS:
         raise ConfigError(f"ranking={name!r}; valid: {', '.join(RANKERS)}")

@@ -43,6 +43,7 @@ from PIL import Image
 from media_retrieval.data.video import guard_stream, load_frames, probe_image
 from media_retrieval.errors import ConfigError, DataError, MediaRetrievalError
 from media_retrieval.retrieval.media_index import MediaIndex
+from media_retrieval.retrieval.rankers import RANKERS
 from media_retrieval.serve.schemas import ErrorBody, Health, SearchHit, SearchResponse, Stats
 from media_retrieval.utils.files import is_regular_file
 
@@ -68,6 +69,7 @@ class ServiceSettings:
     upload_timeout_s: float = 120.0  # longest an upload may take to arrive
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted without a token, beside loopback's
     milvus_uri: str | None = None  # the user's Milvus server, for a server-backed index
+    rankings: tuple[str, ...] = ("euclidean", "par")  # what /search's ranking= may name
 
     def __post_init__(self) -> None:
         checks = [(self.workers >= 1, "workers >= 1"), (self.queue >= 0, "queue >= 0"), (self.max_k >= 1, "max_k >= 1"),
@@ -78,6 +80,10 @@ class ServiceSettings:
         bad = [want for ok, want in checks if not ok]
         if bad:
             raise ConfigError(f"serve: {', '.join(bad)} required")
+        unknown = [r for r in self.rankings if r not in RANKERS]
+        if unknown or not self.rankings:
+            raise ConfigError(f"serve.rankings={list(self.rankings)}: each one of {', '.join(RANKERS)} (a plug-in's "
+                              "rankings once registered), at least one")
 
 
 class Overloaded(Exception):
@@ -313,15 +319,19 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
         k: Annotated[int, Query(ge=1)] = 10,
         delta: Annotated[float | None, Query(ge=-1.0, le=1.0, description="PAR's delta; default the model's")] = None,
         group_by: Annotated[str | None, Query(pattern="^video$")] = None,
+        ranking: Annotated[str, Query(description="a ranking method of serve.rankings (default par)")] = "par",
     ) -> SearchResponse:
+        if ranking not in settings.rankings:
+            raise HTTPException(422, f"ranking={ranking[:40]!r}; this service offers: {', '.join(settings.rankings)}")
         if (file is None) == (path is None):
             raise HTTPException(400, "give exactly one of: an uploaded file (multipart field 'file') or path=")
         if k > settings.max_k:
             raise HTTPException(400, f"k={k} is over the service's limit of {settings.max_k}")
         idx = current()
         with _query_file(file, path, idx.media_root, uploads) as (query_path, name), admission.slot():
-            result = idx.search_one(query_path, k=k, delta=delta, group_by=group_by)
-        return SearchResponse(query=name, k=k, delta=result.delta, group_by=group_by, generation=result.generation,
+            result = idx.search_one(query_path, k=k, delta=delta, group_by=group_by, ranking=ranking)
+        return SearchResponse(query=name, k=k, delta=result.delta, ranking=ranking, group_by=group_by,
+                              generation=result.generation,
                               hits=[SearchHit.from_hit(h) for h in result.hits])
 
     @app.get("/items/{key}/thumbnail", responses={**errors, 200: {"content": {"image/jpeg": {}}}}, dependencies=auth)

@@ -36,7 +36,8 @@ def settings_from_config(cfg: DictConfig):  # noqa: ANN201 - ServiceSettings (im
                            max_uploads=int(cfg.get("max_uploads", 4)), max_spool_mb=float(cfg.get("max_spool_mb", 400)),
                            upload_timeout_s=float(cfg.get("upload_timeout_s", 120)),
                            allowed_hosts=tuple(str(h) for h in hosts) + ((host,) if host not in ("0.0.0.0", "::") else ()),
-                           milvus_uri=OmegaConf.select(cfg, "index.options.milvus_uri", default=None))
+                           milvus_uri=OmegaConf.select(cfg, "index.options.milvus_uri", default=None),
+                           rankings=tuple(str(r) for r in cfg.rankings))
 
 
 def serve(cfg: DictConfig) -> None:

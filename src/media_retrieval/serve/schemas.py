@@ -17,7 +17,8 @@ class SearchHit(BaseModel):
     spans: list[tuple[float | None, float | None]] = Field(description="spans of the file among the hits (group_by)")
     distance: float = Field(description="Euclidean distance to the query embedding (the ranking)")
     cosine: float
-    kept_by_par: bool = Field(description="kept by the ranking method (PAR: cosine > delta)")
+    kept: bool = Field(description="kept by the ranking method (PAR: cosine > delta; Euclidean: every hit)")
+    kept_by_par: bool = Field(deprecated="use kept", description="deprecated alias of kept")
 
     @classmethod
     def from_hit(cls, hit) -> SearchHit:  # noqa: ANN001 - a retrieval Hit
@@ -30,6 +31,7 @@ class SearchResponse(BaseModel):
     query: str = Field(description="the uploaded file's name, or the path searched by")
     k: int
     delta: float = Field(description="PAR's delta used (the model's own unless given)")
+    ranking: str = Field(description="the ranking method that set kept")
     group_by: str | None
     generation: str = Field(description="index generation that answered")
     hits: list[SearchHit]

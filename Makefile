@@ -20,7 +20,7 @@ help:
 	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~70 min first run, ~35 min cached)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
-	@echo "make docs      rerun the examples the README shows (docs/examples/) and rewrite their output (~2 min)"
+	@echo "make docs      rerun the examples the README shows (docs/examples/: make demo, search, the service) and rewrite their output (~3 min once the demo's corpus and features exist)"
 	@echo "make dev       .venv-dev: this clone installed (media-retrieval command) on top of the shared .venv"
 	@echo "make test      set up if needed and run the tests"
 	@echo "make lint      ruff, and the import-layer contract (pyproject.toml [tool.importlinter])"

@@ -94,7 +94,7 @@ def test_paper_experiment_offline_ends_with_one_line(standins, tmp_path):
                        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: model.backbone.name=mobilenetv1_100 needs ImageNet weights that are not cached")
+    assert last.startswith("error: model.backbone.name=mobilenetv1_100: no ImageNet weights for it are cached here")
     assert "model.backbone.weights=" in last
 
 
@@ -137,7 +137,7 @@ def _expected_failure(params: dict) -> str | None:
     if params.get("model.temporal.readout") == "last_hc" and params.get("model.temporal.cell") != "lstm":
         return "needs cell=lstm"
     if params.get("model.backbone.weights") == "imagenet" and params.get("model.backbone.name") != "efficientnet_lite0":
-        return "needs ImageNet weights that are not cached here"
+        return "no ImageNet weights for it are cached here"
     return None
 
 

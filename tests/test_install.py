@@ -162,7 +162,7 @@ def test_weights_that_cannot_be_fetched_end_the_run_before_torch_is_imported(tmp
                          f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                         f"runpy.run_path({str(ROOT / 'src' / 'train.py')!r}, run_name='__main__')")
     assert lines[-1] == "EXIT 2 HEAVY []", "\n".join(lines[-20:])
-    assert lines[-2].startswith("error: model.backbone.name=mobilenetv1_100 needs ImageNet weights that are not "
+    assert lines[-2].startswith("error: model.backbone.name=mobilenetv1_100: no ImageNet weights for it are "
                                 "cached here") and "model.backbone.weights=/path/to/state_dict.pth" in lines[-2]
     from omegaconf import OmegaConf
 

@@ -101,10 +101,16 @@ def test_eval_without_checkpoint_refuses_trainable_model(cfg_eval):
     ("model=nope", "Could not find 'model/nope'"),
     ("retrieval.k=[0,5]", "error: retrieval.k must be a list of integers >= 1"),
     ("retrieval.par.delta=1.5", "error: retrieval.par.delta=1.5: a number in [-1, 1]"),
-    ("model.backbone.name=not_a_model", "error: model.backbone.name='not_a_model' is neither"),
+    (("model.backbone.name=not_a_model", "model.backbone.weights=none"),
+     "error: model.backbone.name='not_a_model' is neither"),
+    # offline, with ImageNet weights asked for: said before torch loads, the typo included
+    (("model.backbone.name=not_a_model", "model.backbone.weights=imagenet"),
+     "error: model.backbone.name=not_a_model: no ImageNet weights for it are cached here"),
 ])
-def test_cli_errors_are_one_clear_line(override, message, tmp_path):
-    proc = run_script("train.py", [override, f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
+def test_cli_errors_are_one_clear_line(override, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline whatever the machine
+    overrides = list(override) if isinstance(override, tuple) else [override]
+    proc = run_script("train.py", [*overrides, f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

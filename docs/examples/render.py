@@ -14,7 +14,9 @@ where ``docs/examples/NAME.sh`` is a bash script run from the repository root (w
 not shown. After that, ``# show`` before a command shows the command and its output (stdout and
 stderr, as a user sees them: colours and progress redraws removed, the repository's absolute
 path cut off); ``# say`` before a command shows its output as prose (a sentence about the
-output, computed from it, so a claim cannot outlive its numbers); ``# finally`` before a
+output, computed from it, so a claim cannot outlive its numbers); ``# output`` before a command
+shows only its output (a result the set-up produced, e.g. the end of ``make demo``'s own
+output); ``# finally`` before a
 command runs it at the end whatever happened, unshown (e.g. stopping a service). The script's hash goes into
 the opening marker, so a test fails when a script changed after its output was recorded.
 
@@ -43,7 +45,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 @dataclass
 class Step:
-    kind: str  # "show" | "say"
+    kind: str  # "show" | "say" | "output" | "finally"
     command: str
 
 
@@ -54,7 +56,7 @@ def script_hash(name: str) -> str:
 def parse(script: Path) -> tuple[str, list[Step]]:
     """(the set-up, the shown steps)."""
     lines = script.read_text().splitlines()
-    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say", "# finally")]
+    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say", "# output", "# finally")]
     if not marks:
         raise SystemExit(f"{script}: no '# show' or '# say' line")
     steps = [Step(lines[i].strip()[2:], lines[i + 1]) for i in marks]
@@ -98,6 +100,8 @@ def markdown(shown: list[tuple[Step, str]]) -> str:
     for step, output in shown:
         if step.kind == "show":
             parts.append(f"```bash\n{step.command}\n```\n```\n{output}\n```")
+        elif step.kind == "output":
+            parts.append(f"```\n{output}\n```")
         else:
             parts.append(output)
     return "\n".join(parts) + "\n"

@@ -138,10 +138,11 @@ def _check_weights(cfg: DictConfig) -> None:
     if name in _PACKAGED_WEIGHTS or _weights_cached(name) or _reachable(hub):
         return
     raise WeightsUnavailableError(
-        f"model.backbone.name={name} needs ImageNet weights that are not cached here and cannot be downloaded "
+        f"model.backbone.name={name}: no ImageNet weights for it are cached here and they cannot be downloaded "
         f"(offline): fetch timm's {name} weights (Hugging Face repo timm/{name}.*, model.safetensors) into "
         f"~/.cache/huggingface/hub (torchvision models: torch hub's checkpoints folder), or give "
-        f"model.backbone.weights=/path/to/state_dict.pth (or =none)")
+        f"model.backbone.weights=/path/to/state_dict.pth (or =none); or check the name (a registered backbone "
+        f"or a timm model)")
 
 
 def check_values(cfg: DictConfig) -> None:

@@ -162,11 +162,11 @@ def test_sweep_file_is_well_formed(path):
 @pytest.mark.parametrize("path", [p for p in SWEEPS if p.stem != "par_delta_k"],  # run in test_train.py
                          ids=[p.stem for p in SWEEPS if p.stem != "par_delta_k"])
 def test_sweep_commands_run_offline(path, tiny_dirs, tmp_path):
-    """A sample of each training sweep's grid (both ends + one random point), run as the agent
-    would with WANDB_MODE=disabled; impossible and online-only points end with one line."""
+    """A sample of each training sweep's grid (its first point + one random point), run as the
+    agent would with WANDB_MODE=disabled; impossible and online-only points end with one line."""
     sweep = yaml.safe_load(path.read_text())
     grid = _grid(sweep)
-    sample = [grid[0], grid[-1], random.Random(0).choice(grid[1:-1])]
+    sample = [grid[0], random.Random(0).choice(grid[1:])]
     failing = next((p for p in grid if _expected_failure(p)), None)  # e.g. online-only weights
     if failing is not None and failing not in sample:
         sample.append(failing)

@@ -270,6 +270,9 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
     report = write_report([eval_dir], tmp_path / "report" / "report.md", k=5).read_text()
     assert f"PAR δ = {recorded:g}." in report
     assert "PAR δ = 0.5." in write_report([eval_dir], tmp_path / "report2" / "report.md", k=5, delta=0.5).read_text()
+    (eval_dir / "retrieval" / "delta.json").write_text("{not json")  # a damaged record: the default, no crash
+    assert f"PAR δ = {DEFAULT_DELTA:g}." in write_report([eval_dir], tmp_path / "report3" / "report.md").read_text()
+    (eval_dir / "retrieval" / "delta.json").write_text(json.dumps({"delta": recorded, "how": "validation"}))
 
     # index: the manifest; search (command line and Python): the index's δ
     media = tmp_path / "media"

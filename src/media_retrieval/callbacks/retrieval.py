@@ -45,14 +45,18 @@ class RetrievalCallback(L.Callback):
         # "auto": δ is chosen at each validation (select_delta over ``deltas``) and kept on the
         # model, so the checkpoint of the best epoch carries the δ chosen with it.
         self.requested = delta
-        self.auto = resolve_delta(delta).how != "given"
-        self.k, self.delta, self.deltas = list(k), resolve_delta(delta).value, list(deltas)
-        self.choice = resolve_delta(delta)  # the tested δ and where it came from
+        self.choice = resolve_delta(delta)  # the δ in use and where it came from
+        self.auto = self.choice.how != "given"
+        self.k, self.deltas = list(k), list(deltas)
         self.output_dir = Path(output_dir) if output_dir else None
         self.model_name = model_name
         self.table_k = table_k
         self.collector = EmbeddingCollector()
         self.rows: list[dict] = []
+
+    @property
+    def delta(self) -> float:
+        return self.choice.value
 
     # ---------------------------------------------------------------- collection
     def _reset(self) -> None:
@@ -120,7 +124,7 @@ class RetrievalCallback(L.Callback):
             if chosen is None and self.deltas:  # no δ met the rule: the most permissive one of the grid
                 chosen = min(self.deltas)
             pl_module.par_delta = chosen
-            self.delta = resolve_delta(self.requested, chosen).value
+            self.choice = resolve_delta(self.requested, chosen)
             pl_module.log("val/par_delta", self.delta, batch_size=len(ids), sync_dist=True)
         if self.save_embeddings and trainer.state.fn == "validate" and trainer.is_global_zero and self.output_dir:
             write_embeddings(self.output_dir, emb_set, trainer.datamodule.split, self._name(pl_module), role="val")
@@ -131,7 +135,6 @@ class RetrievalCallback(L.Callback):
     def on_test_start(self, trainer, pl_module) -> None:
         if self.auto:  # the tested checkpoint's δ (chosen at its validation)
             self.choice = resolve_delta(self.requested, getattr(pl_module, "par_delta", None))
-            self.delta = self.choice.value
             log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if self.choice.how == "validation"
                      else "no δ chosen on validation: the default")
 

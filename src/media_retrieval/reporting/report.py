@@ -82,7 +82,11 @@ def _load_run(d: Path) -> Run:
     if res.is_file():
         run.rows = json.loads(res.read_text())
     if (d / "retrieval" / DELTA_FILE).is_file():
-        recorded = json.loads((d / "retrieval" / DELTA_FILE).read_text())
+        try:  # data: a damaged file means no record (the default δ), never a failed report
+            recorded = json.loads((d / "retrieval" / DELTA_FILE).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("%s: %s cannot be read (%s): its PAR columns use the default δ", d, DELTA_FILE, exc)
+            recorded = None
         run.recorded_delta = recorded.get("delta") if isinstance(recorded, dict) else None
     return run
 

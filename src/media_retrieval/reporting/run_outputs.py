@@ -41,12 +41,11 @@ def write_test_outputs(out: Path, rows: Sequence[dict], emb: EmbeddingSet, ranki
     headline δ), results.md and the pictures."""
     write_json(rows, out / "results.json")
     atomic_write_text(out / DELTA_FILE, json.dumps({"delta": delta.value, "how": delta.how}))
-    delta = delta.value
-    write_markdown(rows, out / "results.md", table_k, delta)
+    write_markdown(rows, out / "results.md", table_k, delta.value)
     np.save(out / "scored_ids.npy", np.asarray(emb.ids))
     if pictures:
         try:
-            write_pictures(out, rows, emb, rankings, split, table_k, delta, gallery_queries, loggers)
+            write_pictures(out, rows, emb, rankings, split, table_k, delta.value, gallery_queries, loggers)
         except Exception as exc:  # results are written; a picture must not fail the run
             log.warning("retrieval pictures not written: %s", exc)
     log.info("retrieval results written to %s", out)

@@ -208,11 +208,11 @@ class MediaIndex:
     def par_delta(self) -> float:
         """PAR's δ for this index: the one its model chose on validation clips (recorded at
         build time), else the default; a value outside [-1, 1] in a foreign manifest is ignored."""
-        return self._delta(self._snap)
+        return self._delta(self._snap).value
 
     def delta_choice(self, requested: float | str | None = None) -> DeltaChoice:
         """The δ a search with ``retrieval.par.delta=requested`` uses, and where it came from."""
-        return resolve_delta(requested, self._snap.generation.manifest.get("par_delta"))
+        return self._delta(self._snap, requested)
 
     @property
     def segments(self) -> list[Segment]:
@@ -307,7 +307,7 @@ class MediaIndex:
         else:
             q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
             q = q.reshape(1, -1)
-        delta = self._delta(snap, delta)
+        delta = self._delta(snap, delta).value
         return SearchResult(snap.generation.path.name, delta, self._search(snap, q, k, delta, group_by, ranking)[0])
 
     def search_vectors(self, q: np.ndarray, k: int, delta: float | None = None, group_by: str | None = None,
@@ -318,11 +318,12 @@ class MediaIndex:
         the spans of all its chunks among the hits). ``delta=None``: the index's own δ
         (:attr:`par_delta`)."""
         snap = self._snap
-        return self._search(snap, q, k, self._delta(snap, delta), group_by, ranking)
+        return self._search(snap, q, k, self._delta(snap, delta).value, group_by, ranking)
 
     @staticmethod
-    def _delta(snap: _Snapshot, requested: float | str | None = None) -> float:
-        return resolve_delta(requested, snap.generation.manifest.get("par_delta")).value
+    def _delta(snap: _Snapshot, requested: float | str | None = None) -> DeltaChoice:
+        """The one reader of the δ a generation records (its model's, chosen on validation)."""
+        return resolve_delta(requested, snap.generation.manifest.get("par_delta"))
 
     @staticmethod
     def _search(snap: _Snapshot, q: np.ndarray, k: int, delta: float, group_by: str | None,

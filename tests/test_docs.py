@@ -10,9 +10,11 @@ import json
 import re
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REAL_CLIPS, ROOT
+from omegaconf import open_dict
 
 spec = importlib.util.spec_from_file_location("render", ROOT / "docs" / "examples" / "render.py")
 render = importlib.util.module_from_spec(spec)
@@ -45,10 +47,11 @@ def test_a_changed_script_makes_its_shown_output_stale(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not (REAL / "gestures-mini").is_dir() or not (REAL / "ucf101-mini").is_dir(),
                     reason=f"the shared real clips (gestures-mini, ucf101-mini) are not at {REAL}")
-def test_the_readme_search_and_service_examples_run_as_written_on_a_few_clips(tmp_path):
+def test_the_readme_search_service_and_python_examples_run_as_written_on_a_few_clips(tmp_path, cfg_train):
     """The README's commands, in order, on 3 clips per class; what the README says of them holds:
     an index line, one table per query with its kept count, and the PAR sentence's numbers
-    match the tables; then the service on that index answers /health and an uploaded still."""
+    match the tables; then the service on that index answers /health and an uploaded still;
+    then the Python example, with a small trained model where `make demo`'s would be."""
     (tmp_path / "src").symlink_to(ROOT / "src")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "examples").symlink_to(ROOT / "docs" / "examples")
@@ -83,6 +86,36 @@ def test_the_readme_search_and_service_examples_run_as_written_on_a_few_clips(tm
     assert all((tmp_path / "data" / "my_media" / h["rel_path"]).is_file() for h in search["hits"])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", 8000)) != 0  # stopped by the script's `# finally` step
+
+    from media_retrieval.cli.train import train
+
+    with open_dict(cfg_train):
+        cfg_train.trainer.max_epochs = 1
+    train(cfg_train)
+    runs = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00" / "checkpoints"
+    runs.mkdir(parents=True)
+    (runs / "epoch_000.ckpt").symlink_to(Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt")
+    shown = render.run("python_api", cwd=tmp_path)
+    (code_step, code), (_, out) = shown
+    assert code == (ROOT / code_step.command).read_text().strip("\n") and "```python\n" + code in readme
+    lines = out.splitlines()  # what the example prints, among the log lines a user also sees
+
+    def printed(prefix: str) -> str:
+        return next(line for line in lines if line.startswith(prefix))
+
+    assert printed("clip spec: ") == "clip spec: {'frames': 4, 'image_size': 64, 'resize': 'short_side_crop', " \
+                                     "'in_chans': 3, 'sampling': 'index', 'chunk_s': None}"
+    assert re.fullmatch(r"vector: \(\d+,\)", printed("vector: "))
+    delta = re.fullmatch(r"δ = ([\d.]+)( chosen on validation| \(default\))", printed("δ = "))
+    assert delta, printed("δ = ")
+    hits = [m for line in lines if (m := re.fullmatch(r"(\d) (\S+) distance ([\d.]+) cosine (-?[\d.]+) "
+                                                      r"kept (True|False)", line))]
+    assert [int(h[1]) for h in hits] == [1, 2, 3], lines
+    assert all((tmp_path / "data" / "my_media" / h[2]).is_file() for h in hits)
+    assert all((h[5] == "True") == (float(h[4]) >= float(delta[1])) for h in hits)  # kept: cosine ≥ δ
+    assert re.fullmatch(r"update: \{.*'embedded': 0, 'reused': \d+, 'removed': 0.*\}", printed("update: "))
+    assert printed("reload: ") == "reload: False"
+    assert not any("Tip" in line or "LeafSpec" in line for line in lines)  # Lightning's noise stays out
 
 
 def test_the_code_map_lists_the_packages_in_the_layer_contracts_order():

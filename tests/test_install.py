@@ -184,7 +184,7 @@ def test_the_quoting_hint_reaches_hydra_intact_in_the_users_shell(shell):
     then reads back as exactly the value (spaces, accents, quotes, backslashes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from media_retrieval.cli.launch import quoted_override
+    from media_retrieval.config_checks import quoted_override
 
     exe = shutil.which(shell)
     if exe is None:

@@ -16,9 +16,11 @@ stderr, as a user sees them: colours and progress redraws removed, the repositor
 path cut off); ``# say`` before a command shows its output as prose (a sentence about the
 output, computed from it, so a claim cannot outlive its numbers); ``# output`` before a command
 shows only its output (a result the set-up produced, e.g. the end of ``make demo``'s own
-output); ``# finally`` before a
-command runs it at the end whatever happened, unshown (e.g. stopping a service). The script's hash goes into
-the opening marker, so a test fails when a script changed after its output was recorded.
+output); ``# code`` before a file's path shows that file as a listing (a Python example, shown
+as the code a user copies, then run by a later step); ``# finally`` before a
+command runs it at the end whatever happened, unshown (e.g. stopping a service). The hash of the script and
+of the files it lists goes into the opening marker, so a test fails when either changed after
+its output was recorded.
 
 Written here rather than with a docs tool (e.g. cog, mdx): the examples are shell sessions
 whose set-up must stay hidden, and these 100 lines are all that needs.
@@ -45,18 +47,23 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 @dataclass
 class Step:
-    kind: str  # "show" | "say" | "output" | "finally"
+    kind: str  # "show" | "say" | "output" | "code" | "finally"
     command: str
 
 
 def script_hash(name: str) -> str:
-    return hashlib.sha256((EXAMPLES / f"{name}.sh").read_bytes()).hexdigest()[:12]
+    """The script's bytes, then those of each file it shows with ``# code``."""
+    digest = hashlib.sha256((EXAMPLES / f"{name}.sh").read_bytes())
+    for step in parse(EXAMPLES / f"{name}.sh")[1]:
+        if step.kind == "code":
+            digest.update((ROOT / step.command).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def parse(script: Path) -> tuple[str, list[Step]]:
     """(the set-up, the shown steps)."""
     lines = script.read_text().splitlines()
-    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say", "# output", "# finally")]
+    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say", "# output", "# code", "# finally")]
     if not marks:
         raise SystemExit(f"{script}: no '# show' or '# say' line")
     steps = [Step(lines[i].strip()[2:], lines[i + 1]) for i in marks]
@@ -84,6 +91,9 @@ def run(name: str, cwd: Path = ROOT, env: dict | None = None) -> list[tuple[Step
     try:
         subprocess.run(["bash", "-c", setup], cwd=cwd, env=env, check=True)
         for step in (s for s in steps if s.kind != "finally"):
+            if step.kind == "code":
+                shown.append((step, (ROOT / step.command).read_text().strip("\n")))
+                continue
             r = subprocess.run(["bash", "-c", f"set -o pipefail; {step.command}"], cwd=cwd, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             if r.returncode:
@@ -100,6 +110,8 @@ def markdown(shown: list[tuple[Step, str]]) -> str:
     for step, output in shown:
         if step.kind == "show":
             parts.append(f"```bash\n{step.command}\n```\n```\n{output}\n```")
+        elif step.kind == "code":
+            parts.append(f"```{'python' if step.command.endswith('.py') else ''}\n{output}\n```")
         elif step.kind == "output":
             parts.append(f"```\n{output}\n```")
         else:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import re
+import shlex
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,7 +19,13 @@ from omegaconf.errors import MissingMandatoryValue
 
 from media_retrieval.config_schema import check_choices, resolve_delta, stored_delta
 from media_retrieval.dataset_sources import configured_roots, missing_roots
-from media_retrieval.errors import ConfigError, DataError, WeightsUnavailableError
+from media_retrieval.errors import (
+    ConfigError,
+    DataError,
+    MediaRetrievalError,
+    WeightsUnavailableError,
+    command,
+)
 
 # Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
 _TYPED = [("seed", int), ("batch_size", int), ("k", int), ("num_workers", int), ("trainer.max_epochs", int)]
@@ -199,3 +207,107 @@ def _check_objective(cfg: DictConfig) -> None:
     if data.get("labels") == "none" and loss.get("name") != "infonce" and cfg.get("train", True):
         raise ConfigError(f"data.labels=none leaves nothing for model.loss.name={loss.get('name')} to learn from: "
                           "use model.loss.name=infonce (self-supervised), or labels")
+
+
+def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) -> None:
+    """Compose ``config_name`` with the command line's ``overrides`` and :func:`check_values` it,
+    before Hydra runs the job: a typo'd key, a value of the wrong type or an override the grammar
+    cannot read raises :class:`ConfigError` with one line naming it (Hydra reports an unknown key
+    over several lines plus a hint about HYDRA_FULL_ERROR). Sweep syntax (``a,b`` without ``-m``)
+    is left to Hydra. Only hydra and omegaconf are imported: this runs before the heavy imports."""
+    from hydra import compose, initialize_config_dir  # noqa: PLC0415 - hydra stays unloaded until used
+    from hydra.core.global_hydra import GlobalHydra  # noqa: PLC0415 - hydra stays unloaded until used
+    from hydra.errors import HydraException  # noqa: PLC0415 - hydra stays unloaded until used
+    from omegaconf.errors import OmegaConfBaseException  # noqa: PLC0415 - omegaconf stays unloaded until used
+
+    nested = "an override is nested too deeply to read (lists or dicts inside each other); flatten it"
+    try:
+        _check_syntax(overrides)
+    except RecursionError:
+        raise ConfigError(nested) from None
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+            cfg = compose(config_name=config_name, overrides=overrides)
+        check_values(cfg)  # config values only: before torch and Lightning are imported
+    except RecursionError:
+        raise ConfigError(nested) from None
+    except (HydraException, OmegaConfBaseException, MediaRetrievalError) as exc:
+        raise ConfigError(f"{_one_line(exc, overrides, config_dir)}; `{command(config_name.replace('.yaml', ''))} "
+                          "--cfg job` shows the config") from None
+    except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it
+        return
+    finally:
+        GlobalHydra.instance().clear()
+
+
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _one_line(exc: Exception, overrides: list[str], config_dir: Path) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line that names the key."""
+    from omegaconf.errors import ValidationError  # noqa: PLC0415 - omegaconf stays unloaded until used
+
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        m = re.search(r"Value (.*) of type '\w+' could not be converted to (\w+)", str(cause))
+        if m:  # a schema type (media_retrieval/config_schema.py)
+            return f"{cause.full_key} must be {_TYPE_WORDS.get(m.group(2), m.group(2))}, got {m.group(1)}"
+        m = re.search(r"Value (.*) is not a valid bool", str(cause))
+        if m:
+            return f"{cause.full_key} must be true or false, got {m.group(1)}"
+    text = f"{exc}\n{cause or ''}"
+    video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
+                    and not _has_backbone(config_dir, a.split("=", 1)[1])), None)
+    if video3d and "model.backbone" in text:
+        return f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    unknown = next((re.sub(r" not in '\w+'$", " is not in struct", ln) for ln in lines
+                    if re.search(r"^Key '.*' (is )?not in ", ln)), "")
+    return lines[0].rstrip(".") + (f" ({unknown})" if unknown and unknown != lines[0] else "")
+
+
+def _has_backbone(config_dir: Path, model: str, depth: int = 0) -> bool:
+    """Whether ``configs/model/<model>.yaml`` (or a model config it extends) gives the model a 2D
+    backbone (3D CNNs have none): read from the configs, so a new model needs no name list here."""
+    import yaml  # noqa: PLC0415 - yaml stays unloaded until an error needs it
+
+    path = config_dir / "model" / f"{model}.yaml"
+    try:
+        node = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        node = None
+    if not isinstance(node, dict) or depth > 8:
+        return True  # not ours to judge: say nothing about backbones
+    parents = [d for d in node.get("defaults") or [] if isinstance(d, str) and "/" not in d and d != "_self_"]
+    return "backbone" in node or any(_has_backbone(config_dir, p, depth + 1) for p in parents if p != "_base")
+
+
+def _check_syntax(overrides: list[str]) -> None:
+    """An override Hydra's grammar cannot read is almost always an unquoted path (spaces,
+    non-ASCII letters, ``( ) , = [ ] { }``): name the override and the quoting that fixes it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415 - hydra stays unloaded until used
+    from hydra.errors import HydraException  # noqa: PLC0415 - hydra stays unloaded until used
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except HydraException:
+            key, _, value = o.partition("=")
+            shell = Path(os.environ.get("SHELL") or "bash").name
+            raise ConfigError(f"cannot read the override {o!r}: values with spaces, non-ASCII letters or any of "
+                              f"( ) , = [ ] {{ }} must be quoted for Hydra, inside the quotes of your shell ({shell}): "
+                              f"{quoted_override(key, value, shell)}") from None
+
+
+def quoted_override(key: str, value: str, shell: str = "bash") -> str:
+    """``key=value`` as one shell word that reaches Hydra as ``key="value"`` (a quoted string in
+    Hydra's grammar: ``"`` escaped, and the backslashes before one): single-quoted for bash, zsh
+    and sh (a ``'`` in the value closed and reopened: ``'\\''``); fish's single quotes escape
+    ``\\`` and ``'``."""
+    # Hydra reads a backslash literally unless it precedes a quote (or ends the string)
+    escaped = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, value).replace('"', '\\"')
+    hydra = f'{key}="{escaped}"'
+    if shell == "fish":
+        return "'" + hydra.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return shlex.quote(hydra)

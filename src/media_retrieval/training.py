@@ -1,6 +1,7 @@
 """A training run's steps that are not reading a config: the data and model made ready, the
-checkpoint to resume from (falling back from a damaged one), and ``trainer.fit`` with the ways
-a long run ends early turned into one clear line each."""
+checkpoint to resume from (falling back from a damaged one), ``trainer.fit`` with the ways
+a long run ends early turned into one clear line each, and the test of the checkpoint
+validation chose."""
 
 from __future__ import annotations
 
@@ -13,10 +14,51 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.errors import ConfigError, Interrupted, MediaRetrievalError, TrainingDiverged
-from media_retrieval.utils.checkpoint import newest_intact
-from media_retrieval.utils.instantiate import build
+from media_retrieval.models.registry import model_from_config
+from media_retrieval.utils.checkpoint import AtomicCheckpointIO, newest_intact
+from media_retrieval.utils.files import point_latest
+from media_retrieval.utils.hparams import log_hyperparameters
+from media_retrieval.utils.instantiate import build, build_callbacks, build_loggers
 
 log = logging.getLogger(__name__)
+
+
+def train_and_test(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
+    """``src/train.py``'s run: data and model made ready, trained where there is something to
+    train, then the checkpoint validation chose tested (:func:`test_best`)."""
+    resume = resolve_resume(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = prepare(cfg)
+    # Re-seed: building the corpus or feature cache consumes random numbers, and the
+    # classifier and training must not depend on whether the cache already existed.
+    L.seed_everything(cfg.seed, workers=True)
+    model.set_classes(datamodule.split.train_classes)
+    callbacks = build_callbacks(cfg)
+    if cfg.get("train") and model.has_trainable_embedding:
+        check_validation(datamodule, callbacks, cfg)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False,
+                               plugins=[AtomicCheckpointIO()])
+    log_hyperparameters(trainer, cfg)
+    if cfg.get("train") and model.has_trainable_embedding:
+        fit(trainer, model, datamodule, resume, cfg)
+    elif cfg.get("train"):
+        log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
+    return test_best(trainer, model, datamodule, cfg), trainer
+
+
+def evaluate_model(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
+    """``src/eval.py``'s run: a checkpoint's (or a train-free) model tested on the data config's
+    pool; with ``save_embeddings``, validation embeddings too (where δ is chosen) and
+    ``logs/eval/latest`` pointed at the run (what sweeps/par_delta_k.yaml re-scores)."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = prepare(cfg, model_from_config(cfg.model, cfg.get("ckpt_path")), eval_mode=True)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    if cfg.get("save_embeddings") and datamodule.split.ids("val"):
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    if cfg.get("save_embeddings"):
+        point_latest(Path(cfg.paths.log_dir) / "eval" / "latest", cfg.paths.output_dir)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}, trainer
 
 
 def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: bool = False):
@@ -103,3 +145,26 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | No
             raise ConfigError(f"ckpt_path={ckpt!r} cannot be loaded safely (it holds more than weights and "
                               f"training state, e.g. pickled code): {str(exc).splitlines()[0]}") from exc
         raise
+
+
+def test_best(trainer: L.Trainer, model: L.LightningModule, datamodule, cfg: DictConfig) -> dict[str, float]:
+    """The run's metrics: with ``test``, those of the checkpoint a validation metric chose (not the
+    every-epoch last.ckpt) on the test pool; without (e.g. experiment=ssl), the last validation's.
+    The best epoch's validation score is added under its own name: what searches optimise."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+    if cfg.get("test"):
+        ckpt = ckpt_cb.best_model_path if ckpt_cb is not None else None
+        if ckpt:
+            if not Path(ckpt).is_file():  # deleted by hand after it was chosen (a resumed run still names it)
+                raise MediaRetrievalError(f"the best checkpoint by {ckpt_cb.monitor}, {ckpt}, no longer exists; "
+                                          f"training is finished and saved: test another with python src/eval.py "
+                                          f"ckpt_path={Path(ckpt).parent / 'last.ckpt'}")
+            log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
+        else:
+            trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        metrics[ckpt_cb.monitor] = float(ckpt_cb.best_model_score)
+    return metrics

@@ -32,10 +32,3 @@ def run_index(cfg: DictConfig) -> dict:
             print(f"skipped files are listed in {gen / 'metadata.sqlite'} (table skipped)")
     return stats
 
-
-if __name__ == "__main__":  # python -m media_retrieval.cli.index: the same as `media-retrieval index`
-    import sys
-
-    from media_retrieval.cli.main import main
-
-    main(["index", *sys.argv[1:]])

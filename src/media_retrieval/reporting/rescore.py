@@ -3,10 +3,34 @@ model and no media; δ is chosen on validation embeddings only."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
+from media_retrieval.config_schema import resolve_delta
 from media_retrieval.reporting.tables import best_delta_table, write_json, write_markdown
+from media_retrieval.utils.instantiate import build_loggers
+
+log = logging.getLogger(__name__)
+
+
+def rescore_run(cfg: DictConfig) -> dict[str, float]:
+    """``src/eval.py embeddings=...``: score saved embeddings for every k and δ (seconds, no model,
+    no media), logged to the run's loggers (W&B sweeps read the metric from there)."""
+    r = cfg.retrieval
+    choice = resolve_delta(r.par.delta)  # saved embeddings carry no model, so no δ chosen on validation
+    if choice.how == "default":
+        log.warning("retrieval.par.delta=auto without a model: headline δ = %s (every δ of retrieval.par.deltas "
+                    "is scored; best_delta.md lists the best)", choice.value)
+    metrics = rescore_embeddings(cfg.embeddings, Path(cfg.paths.output_dir) / "retrieval", list(r.k), choice.value,
+                                 list(r.par.deltas), r.table_k, bool(r.get("exclude_same_video", False)))
+    for lg in build_loggers(cfg):
+        lg.log_hyperparams({"retrieval": OmegaConf.to_container(r, resolve=True), "embeddings": str(cfg.embeddings)})
+        lg.log_metrics(metrics)
+        lg.finalize("success")
+    return metrics
 
 
 def rescore_embeddings(path: str | Path, out: Path, ks: Sequence[int], delta: float, deltas: Sequence[float],

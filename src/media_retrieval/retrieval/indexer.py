@@ -47,6 +47,7 @@ from media_retrieval.retrieval.index_store import (
     preprocess_key,
 )
 from media_retrieval.retrieval.shards import EmbeddingShardWriter, shard_store
+from media_retrieval.utils.logs import quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
              sum(s.key in done and s.key not in reuse for s in segments), len(pending))
 
     trainer_args = {"logger": False, "enable_checkpointing": False, **options.trainer}
+    quiet_lightning()
     trainer = L.Trainer(**trainer_args,
                         callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
     if pending:

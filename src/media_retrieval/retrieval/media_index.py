@@ -27,6 +27,7 @@ import torch
 
 from media_retrieval.config_schema import DeltaChoice, resolve_delta
 from media_retrieval.data.clips import ClipSpec, load_clip
+from media_retrieval.data.library import query_paths
 from media_retrieval.data.video import media_type
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.models import CNNLSTM
@@ -244,6 +245,13 @@ class MediaIndex:
         key = preprocess_key(self.clip_spec.key(), self._snap.precision)
         return fingerprint(model, {"class": qualified_name(type(model))}, key) == self.manifest.get("fingerprint")
 
+    def require_model(self, model: torch.nn.Module, ckpt_path: str) -> None:
+        """Refuse a checkpoint other than the one the index was built with (:meth:`built_by`)."""
+        if not self.built_by(model):
+            raise ConfigError(f"ckpt_path={ckpt_path!r} is not the model this index was built with "
+                              f"({self.manifest.get('ckpt_path') or self.manifest.get('model_name')}): its embeddings "
+                              "are not comparable; search without ckpt_path (the index carries its model) or re-index")
+
     # ------------------------------------------------------------------ searching
     def embed(self, paths: list[str | Path]) -> np.ndarray:
         """(N, D) embeddings of files, made into clips exactly as the indexed media were."""
@@ -289,6 +297,19 @@ class MediaIndex:
                 errors[str(p)] = str(exc)
         dim = self._snap.model.embed_dim if not vecs else vecs[0].shape[0]
         return good, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), errors
+
+    def search_files(self, query: str | Path, k: int = 10, delta: float | None = None, group_by: str | None = None,
+                     ranking: str = "par") -> tuple[list[tuple[str, list[Hit]]], dict[str, str]]:
+        """Search with each file ``query`` names (a file, or the videos and images in a folder):
+        ([(query, its hits)], {what could not be a query or be read: why}). One bad file is
+        reported, not fatal to the rest; a DataError only when none could be read."""
+        queries, not_queries = query_paths(query)
+        errors = {sk.path: sk.reason for sk in not_queries}
+        good, vecs, unreadable = self.embed_each(queries)
+        errors.update(unreadable)
+        if not good:
+            raise DataError(f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})")
+        return list(zip(good, self.search_vectors(vecs, k, delta, group_by, ranking), strict=True)), errors
 
     def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float | None = None,
                group_by: str | None = None, ranking: str = "par") -> list[Hit]:

@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from media_retrieval import ClipSpec, IndexOptions, MediaIndex, load_model
-from media_retrieval.errors import ConfigError
+from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.models.record import RECORD_FORMAT, read_record, weights_sha256
 
 SPEC = ClipSpec(frames=2, image_size=48, chunk_s=2.0)
 OPTIONS = IndexOptions(batch_size=8, num_workers=0, trainer={"accelerator": "cpu"})
@@ -249,6 +250,12 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
     assert stored in list(cfg_train.retrieval.par.deltas)  # δ = -1 keeps every candidate: never eligible...
     assert stored != -1.0  # ...since mean_kept must stay below k
     assert load_model(ckpt).par_delta == stored
+    # one record, read through one function, for the checkpoint and (below) the index
+    record = read_record(saved["media_retrieval"], saved["hyper_parameters"])
+    model = load_model(ckpt)
+    assert record.format == RECORD_FORMAT and record.cls == "media_retrieval.models.cnn_lstm.CNNLSTM"
+    assert record.clip_spec == model.clip_spec and record.delta == stored and record.hparams["name"] == model.hparams.name
+    assert record.encoder_sha256 == {"backbone": weights_sha256(model.backbone)}
     results = json.loads((Path(cfg_train.paths.output_dir) / "retrieval" / "results.json").read_text())
     assert any(r["ranking"] == "par" and r["delta"] == stored for r in results)
     recorded = 0.35
@@ -285,6 +292,8 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
     run_index(cfg)
     index = MediaIndex.open(tmp_path / "index")
     assert index.par_delta == recorded and index.delta_choice().how == "validation"
+    assert index.record.delta == recorded and index.record.encoder_sha256 == record.encoder_sha256
+    assert index.record == read_record(json.loads((tmp_path / "index" / index.generation / "model.json").read_text()))
     query = next((media / "a").iterdir())
     assert index.search_one(query, k=2).delta == recorded
     capsys.readouterr()
@@ -299,6 +308,28 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
             reply = c.post("/search?k=2", files={"file": (query.name, fh, "video/mp4")})
         assert reply.status_code == 200, reply.text
         assert reply.json()["delta"] == recorded
+
+
+def test_the_model_record_reads_older_records_and_refuses_what_is_not_one():
+    """Format 1 (class, clip spec, δ) and format 0 (nothing recorded) still read; an index that
+    kept δ in its manifest gives it through ``legacy_delta``; anything else is one line."""
+    spec = {"frames": 4, "image_size": 64}
+    old = read_record({"format": 1, "class": "x.Y", "clip_spec": spec, "par_delta": 0.4}, {"name": "m"})
+    assert old.cls == "x.Y" and old.hparams == {"name": "m"} and old.clip_spec == ClipSpec(**spec)
+    assert old.delta_choice().value == 0.4 and old.delta_choice().how == "validation"
+    assert old.delta_choice(0.7).how == "given"
+    none = read_record({})
+    assert none.format == 0 and none.delta is None and none.delta_choice().how == "default"
+    assert read_record({"class": "x.Y", "hparams": {}}, legacy_delta=0.25).delta == 0.25
+    for bad, why in [([], "not a mapping"), ({"format": 99}, "newer version"), ({"class": 3}, "not a name"),
+                     ({"par_delta": "drop table"}, None), ({"encoder_sha256": {"a": 1}}, "encoder_sha256"),
+                     ({"whitening": {"dim": "x"}}, "whitening"), ({"clip_spec": {"frames": "4"}}, "clip spec")]:
+        if why is None:  # a δ that is not a number in [-1, 1] reads as none chosen
+            assert read_record(bad).delta is None
+            continue
+        with pytest.raises(DataError, match=why) as err:
+            read_record(bad)
+        assert "\n" not in str(err.value)
 
 
 def test_pixel_model_index_queries_on_the_builds_layout(library, tmp_path):

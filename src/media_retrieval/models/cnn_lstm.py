@@ -95,6 +95,9 @@ class CNNLSTM(ClipEmbedder):
     def encoder_spec(self) -> dict:
         return self.backbone.spec()
 
+    def pretrained_encoders(self) -> dict[str, torch.nn.Module]:
+        return {"backbone": self.backbone, **({"video": self.video.encoder} if self.video is not None else {})}
+
     def frame_features(self, clip: torch.Tensor) -> torch.Tensor:
         b, t = clip.shape[:2]
         return self.backbone(clip.flatten(0, 1)).view(b, t, -1)

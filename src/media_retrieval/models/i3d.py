@@ -203,6 +203,9 @@ class I3DModule(ClipEmbedder):
     def encode_dim(self) -> int:
         return {"logits": 400, "pooled": self.net.out_dim, "both": 400 + self.net.out_dim}[self.hparams.features]
 
+    def pretrained_encoders(self) -> dict[str, nn.Module]:
+        return {"i3d": self.net}
+
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pooled, logits = self.net(batch["clip"].permute(0, 2, 1, 3, 4))
         return i3d_embedding(torch.cat([logits, pooled], dim=1), self.hparams.features)

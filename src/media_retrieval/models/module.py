@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -17,15 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
-from media_retrieval.config_schema import stored_delta
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.errors import ConfigError
 from media_retrieval.models.losses import ViewContrastiveLoss, build_metric_loss, infonce_weight
+from media_retrieval.models.record import read_record, record_of
 from media_retrieval.models.whitening import Whitening
-
-# checkpoint["media_retrieval"]["format"]: 1 = class + clip spec recorded. Checkpoints without it
-# still load (the clip spec then comes from the config).
-CHECKPOINT_FORMAT = 1
 
 
 def plain_dict(cfg: Any) -> dict:
@@ -117,19 +112,21 @@ class ClipEmbedder(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The class and the clip spec travel with the weights: a checkpoint alone is enough to
-        rebuild the model (:func:`media_retrieval.load_model`) and to index and search."""
-        from media_retrieval.models.registry import qualified_name  # noqa: PLC0415 - models.registry (and what it loads) stays unloaded until used
-
-        checkpoint["media_retrieval"] = {"format": CHECKPOINT_FORMAT, "class": qualified_name(type(self)),
-                                         "clip_spec": asdict(self.clip_spec) if self.clip_spec else None,
-                                         "par_delta": self.par_delta}
+        """The model record travels with the weights (:mod:`media_retrieval.models.record`): a
+        checkpoint alone is enough to rebuild the model (:func:`media_retrieval.load_model`),
+        and to index and search as it was trained."""
+        checkpoint["media_retrieval"] = record_of(self).to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        info = checkpoint.get("media_retrieval") or {}
-        if info.get("clip_spec"):
-            self.clip_spec = ClipSpec.from_dict(info["clip_spec"])
-        self.par_delta = stored_delta(info.get("par_delta"))
+        record = read_record(checkpoint.get("media_retrieval") or {}, checkpoint.get("hyper_parameters"))
+        if record.clip_spec is not None:
+            self.clip_spec = record.clip_spec
+        self.par_delta = record.delta
+
+    def pretrained_encoders(self) -> dict[str, nn.Module]:
+        """The parts whose weights come from elsewhere (ImageNet, Kinetics), by role: their
+        hashes go into the model record. None for a model trained from scratch."""
+        return {}
 
     def embed_file(self, path: str, spec: ClipSpec | None = None) -> torch.Tensor:
         """(D,) embedding of one video or image, made into a clip by ``spec`` (default: the

@@ -17,19 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.models.backbones import create_backbone
+from media_retrieval.models.record import qualified_name, read_record, record_of
 from media_retrieval.models.temporal import TemporalHead
 from media_retrieval.utils.limits import limits
 
 #: qualified class name (as written into checkpoints and model.json) -> the class
 MODELS: dict[str, type] = {}
-
-
-def qualified_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_model(cls: type) -> type:
@@ -150,10 +146,8 @@ def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.
 
 
 def model_record(model: torch.nn.Module, ckpt_path: str | None = None) -> dict:
-    """What an index stores about its model (``model.json``): class, hyper-parameters, source."""
-    hparams = OmegaConf.to_container(OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True)
-    return {"class": qualified_name(type(model)), "hparams": hparams,
-            "ckpt_path": str(Path(ckpt_path).resolve()) if ckpt_path else None}
+    """What an index stores about its model (``model.json``): its :class:`ModelRecord`."""
+    return record_of(model, ckpt_path).to_dict()
 
 
 def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = False) -> torch.nn.Module:  # noqa: A002
@@ -171,14 +165,14 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     try:
         # mmap: only the small record and the shapes are read here (the weights are read once, below)
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        info = ckpt.get("media_retrieval") or {}
     except Exception as exc:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
-    if info.get("class"):
-        try:
-            cls = model_class(info["class"])
-        except DataError as exc:
-            raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {exc}") from exc
+    try:
+        record = read_record(ckpt.get("media_retrieval") or {}, ckpt.get("hyper_parameters"))
+        if record.cls:
+            cls = model_class(record.cls)
+    except DataError as exc:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {exc}") from exc
     if cls is None:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
                           "(model=<its config> on the command line, or load_model(path, cls=...))")

@@ -241,12 +241,12 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
              "reused": sum(s.key in reuse for s in rows),
              "removed": len({s.path for s in prev_rows} - {s.path for s in segments}),
              "skipped": len(skipped), "seconds": round(time.time() - t0, 2)}
+    # the model's δ, clip spec, whitening and encoder hashes: its record, model.json (models/record.py)
     manifest = {"fingerprint": fp, "model_name": record["hparams"].get("name", record["class"]),
                 "ckpt_path": record["ckpt_path"], "clip_spec": spec.key(), "media_dir": str(media_dir),
                 "backend": options.backend, "pca_dim": searcher.pca.dim if searcher.pca else None,
                 "precision": precision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stats": stats,
-                "par_delta": getattr(model, "par_delta", None),  # δ chosen on validation (delta=auto)
                 "skipped_files": [(s.path, s.reason) for s in skipped]}
     gen = store.write_generation(rows, x, manifest, model, record, searcher)
     shutil.rmtree(work, ignore_errors=True)

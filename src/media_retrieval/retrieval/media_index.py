@@ -25,18 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import DeltaChoice, resolve_delta
+from media_retrieval.config_schema import DeltaChoice
 from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.data.library import query_paths
 from media_retrieval.data.video import media_type
 from media_retrieval.errors import ConfigError, DataError
 from media_retrieval.models import CNNLSTM
 from media_retrieval.models.inference import PRECISIONS, autocast, inference_layout
-from media_retrieval.models.registry import load_model, qualified_name
+from media_retrieval.models.record import ModelRecord, qualified_name, read_record
+from media_retrieval.models.registry import load_model
 from media_retrieval.retrieval.index_store import (
     Generation,
     IndexStore,
     Segment,
+    corrupt,
     fingerprint,
     preprocess_key,
 )
@@ -93,6 +95,7 @@ class _Snapshot:
     clip_spec: ClipSpec
     searcher: Any
     lease: Any
+    record: ModelRecord  # the model's record (model.json): its δ among the rest
     precision: str = "fp32"  # the inference precision the index was built with; queries use it too
 
 
@@ -156,7 +159,11 @@ class MediaIndex:
             if fingerprint(model, gen.model_spec, preprocess_key(spec.key(), precision)) != gen.manifest.get("fingerprint"):
                 raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files "
                                 "modified?): rebuild the index")
-            return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease, precision)
+            try:  # an index built before model records kept its δ in the manifest
+                record = read_record(gen.model_spec, legacy_delta=gen.manifest.get("par_delta"))
+            except DataError as exc:
+                raise corrupt(gen.path, f"model.json: {exc}") from exc
+            return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease, record, precision)
         except BaseException:
             lease.close()
             raise
@@ -200,6 +207,12 @@ class MediaIndex:
     @property
     def model(self) -> torch.nn.Module:
         return self._snap.model
+
+    @property
+    def record(self) -> ModelRecord:
+        """The record of the model that built the live generation (class, arguments, clip
+        spec, δ, whitening, encoder hashes)."""
+        return self._snap.record
 
     @property
     def clip_spec(self) -> ClipSpec:
@@ -343,8 +356,8 @@ class MediaIndex:
 
     @staticmethod
     def _delta(snap: _Snapshot, requested: float | str | None = None) -> DeltaChoice:
-        """The one reader of the δ a generation records (its model's, chosen on validation)."""
-        return resolve_delta(requested, snap.generation.manifest.get("par_delta"))
+        """The δ to use: the user's, else the one the generation's model record holds."""
+        return snap.record.delta_choice(requested)
 
     @staticmethod
     def _search(snap: _Snapshot, q: np.ndarray, k: int, delta: float, group_by: str | None,

@@ -23,7 +23,7 @@ help:
 	@echo "make docs      rerun the examples the README shows (docs/examples/: make demo, search, the service) and rewrite their output (~3 min once the demo's corpus and features exist)"
 	@echo "make dev       .venv-dev: this clone installed (media-retrieval command) on top of the shared .venv"
 	@echo "make test      set up if needed and run the tests"
-	@echo "make lint      ruff, and the import-layer contract (pyproject.toml [tool.importlinter])"
+	@echo "make lint      ruff (lines of 100, formatting: make format), and the import-layer contract (pyproject.toml [tool.importlinter])"
 
 env: .venv/.ready-$(DEPS_HASH)
 
@@ -78,6 +78,7 @@ test: env weights
 
 lint: env
 	$(PY) -m ruff check src tests benchmarks docs/examples
+	$(PY) -m ruff format --check --quiet src tests benchmarks docs/examples || { echo "run make format"; exit 1; }
 	PYTHONPATH=src .venv/bin/lint-imports --no-cache
 
 format: env

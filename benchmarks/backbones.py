@@ -44,7 +44,9 @@ log = logging.getLogger("backbones")
 
 
 @torch.inference_mode()
-def features(name: str, size: int, items: list, cache: Path) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+def features(
+    name: str, size: int, items: list, cache: Path
+) -> tuple[dict[str, dict[str, np.ndarray]], float]:
     """{pool: {item key: (16, F)}} and the encoder's seconds per clip (decoding excluded)."""
     from media_retrieval.data.clips import ClipSpec, load_clip
     from media_retrieval.models.backbones import create_backbone, pool_feature_map
@@ -53,7 +55,9 @@ def features(name: str, size: int, items: list, cache: Path) -> tuple[dict[str, 
     if path.is_file():
         data = np.load(path, allow_pickle=False)
         meta = json.loads(str(data["meta"]))
-        return {p: {k: data[f"{p}/{i}"] for i, k in enumerate(meta["keys"])} for p in POOLS}, meta["s_per_clip"]
+        return {p: {k: data[f"{p}/{i}"] for i, k in enumerate(meta["keys"])} for p in POOLS}, meta[
+            "s_per_clip"
+        ]
     net = create_backbone(name, "imagenet").net.eval().to(memory_format=torch.channels_last)
     spec = ClipSpec(frames=16, image_size=size, resize="stretch")
     out: dict[str, dict[str, np.ndarray]] = {p: {} for p in POOLS}
@@ -99,9 +103,13 @@ def training_free(fold, sources: dict, feats: dict) -> dict[str, dict]:
     out = {}
     for name, stats in (("mean", []), ("mean_std", rb.FUSED_STATS)):
         h = rb.head(stats, "none", in_dim=dim)
-        val = np.mean([rb.quality(rb.score(rb.embed(h, sources[s], feats), sources[s])) for s in fold.train])
-        out[name] = {**rb.pick(rb.score(rb.embed(h, test_items, feats), test_items), "euclidean"),
-                     "val_quality": float(val)}
+        val = np.mean(
+            [rb.quality(rb.score(rb.embed(h, sources[s], feats), sources[s])) for s in fold.train]
+        )
+        out[name] = {
+            **rb.pick(rb.score(rb.embed(h, test_items, feats), test_items), "euclidean"),
+            "val_quality": float(val),
+        }
     h = rb.head(rb.FUSED_STATS, "none", in_dim=dim)
     val: dict = {}
     for held in fold.train:
@@ -111,8 +119,11 @@ def training_free(fold, sources: dict, feats: dict) -> dict[str, dict]:
             val.setdefault(d, []).append(rb.score(z, sources[held]))
     d = max(val, key=lambda k: np.mean([rb.quality(r) for r in val[k]]))
     z = rb.whitened(rb.embed(h, train_items, feats), rb.embed(h, test_items, feats), d)
-    out["mean_std_whiten"] = {**rb.pick(rb.score(z, test_items), "euclidean"), "whiten": d,
-                              "val_quality": float(np.mean([rb.quality(r) for r in val[d]]))}
+    out["mean_std_whiten"] = {
+        **rb.pick(rb.score(z, test_items), "euclidean"),
+        "whiten": d,
+        "val_quality": float(np.mean([rb.quality(r) for r in val[d]])),
+    }
     return out
 
 
@@ -135,12 +146,23 @@ def main(argv: list[str] | None = None) -> None:
         for pool in POOLS:
             for fold in folds:
                 for emb, r in training_free(fold, sources, per_pool[pool]).items():
-                    rows.append({"backbone": name, "input_size": size, "pool": pool, "embedding": emb,
-                                 "fold": fold.test, "at_ceiling": ceilings[fold.test] <= r["accuracy"] + 1e-6
-                                 if name == "efficientnet_lite0" and pool == "global" and emb == "mean" else None,
-                                 "p_at_5": r["accuracy"], "map": r["map"], "whiten": r.get("whiten"),
-                                 "val_quality": r["val_quality"],
-                                 "encode_ms_per_clip": None})
+                    rows.append(
+                        {
+                            "backbone": name,
+                            "input_size": size,
+                            "pool": pool,
+                            "embedding": emb,
+                            "fold": fold.test,
+                            "at_ceiling": ceilings[fold.test] <= r["accuracy"] + 1e-6
+                            if name == "efficientnet_lite0" and pool == "global" and emb == "mean"
+                            else None,
+                            "p_at_5": r["accuracy"],
+                            "map": r["map"],
+                            "whiten": r.get("whiten"),
+                            "val_quality": r["val_quality"],
+                            "encode_ms_per_clip": None,
+                        }
+                    )
             log.info("%s %s done", name, pool)
     ms = {name: encoder_ms(name, size) for name, size in BACKBONES.items()}
     for r in rows:
@@ -151,43 +173,82 @@ def main(argv: list[str] | None = None) -> None:
     for name in BACKBONES:
         for pool in POOLS:
             for emb in ("mean", "mean_std", "mean_std_whiten"):
-                rs = [r for r in rows if (r["backbone"], r["pool"], r["embedding"]) == (name, pool, emb)
-                      and r["fold"] not in ceiling_folds]
-                summary.append({"backbone": name, "pool": pool, "embedding": emb, "n_folds": len(rs),
-                                "p_at_5": float(np.mean([r["p_at_5"] for r in rs])),
-                                "map": float(np.mean([r["map"] for r in rs])),
-                                "encode_ms_per_clip": rs[0]["encode_ms_per_clip"]})
+                rs = [
+                    r
+                    for r in rows
+                    if (r["backbone"], r["pool"], r["embedding"]) == (name, pool, emb)
+                    and r["fold"] not in ceiling_folds
+                ]
+                summary.append(
+                    {
+                        "backbone": name,
+                        "pool": pool,
+                        "embedding": emb,
+                        "n_folds": len(rs),
+                        "p_at_5": float(np.mean([r["p_at_5"] for r in rs])),
+                        "map": float(np.mean([r["map"] for r in rs])),
+                        "encode_ms_per_clip": rs[0]["encode_ms_per_clip"],
+                    }
+                )
     # the honest pick: per fold, the backbone x pooling (x embedding) with the best validation
     # quality on the training sources, scored on the test source
-    for label, embeddings in (("chosen on validation (any)", ("mean", "mean_std", "mean_std_whiten")),
-                              ("chosen on validation (mean_std_whiten)", ("mean_std_whiten",))):
+    for label, embeddings in (
+        ("chosen on validation (any)", ("mean", "mean_std", "mean_std_whiten")),
+        ("chosen on validation (mean_std_whiten)", ("mean_std_whiten",)),
+    ):
         picks = []
         for fold in folds:
             if fold.test in ceiling_folds:
                 continue
             cands = [r for r in rows if r["fold"] == fold.test and r["embedding"] in embeddings]
             picks.append(max(cands, key=lambda r: r["val_quality"]))
-        summary.append({"backbone": label, "pool": "/".join(f"{r['backbone'][-5:]}:{r['pool']}" for r in picks),
-                        "embedding": "/".join(r["embedding"] for r in picks), "n_folds": len(picks),
-                        "p_at_5": float(np.mean([r["p_at_5"] for r in picks])),
-                        "map": float(np.mean([r["map"] for r in picks])),
-                        "encode_ms_per_clip": float(np.mean([r["encode_ms_per_clip"] for r in picks]))})
-    meta = {"command": " ".join(["benchmarks/backbones.py", *(argv if argv is not None else sys.argv[1:])]),
-            "seconds": time.time() - t0, "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-            "ceiling_folds_left_out_of_means": sorted(ceiling_folds)}
+        summary.append(
+            {
+                "backbone": label,
+                "pool": "/".join(f"{r['backbone'][-5:]}:{r['pool']}" for r in picks),
+                "embedding": "/".join(r["embedding"] for r in picks),
+                "n_folds": len(picks),
+                "p_at_5": float(np.mean([r["p_at_5"] for r in picks])),
+                "map": float(np.mean([r["map"] for r in picks])),
+                "encode_ms_per_clip": float(np.mean([r["encode_ms_per_clip"] for r in picks])),
+            }
+        )
+    meta = {
+        "command": " ".join(
+            ["benchmarks/backbones.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "seconds": time.time() - t0,
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "ceiling_folds_left_out_of_means": sorted(ceiling_folds),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "backbones.json").write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1))
-    base = next(s for s in summary if (s["backbone"], s["pool"], s["embedding"]) ==
-                ("efficientnet_lite0", "global", "mean"))
-    lines = ["| backbone | pool | embedding | P@5 | mAP | Δ P@5 | Δ mAP | encoder ms / clip |", "|" + " --- |" * 8]
+    (out / "backbones.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1)
+    )
+    base = next(
+        s
+        for s in summary
+        if (s["backbone"], s["pool"], s["embedding"]) == ("efficientnet_lite0", "global", "mean")
+    )
+    lines = [
+        "| backbone | pool | embedding | P@5 | mAP | Δ P@5 | Δ mAP | encoder ms / clip |",
+        "|" + " --- |" * 8,
+    ]
     for s in summary:
-        lines.append(f"| {s['backbone']} | {s['pool']} | {s['embedding']} | {s['p_at_5']:.3f} | {s['map']:.3f} | "
-                     f"{s['p_at_5'] - base['p_at_5']:+.3f} | {s['map'] - base['map']:+.3f} | "
-                     f"{s['encode_ms_per_clip']:.0f} |")
-    text = ("# Frame encoders × pooling, training-free, real footage (mean over folds not at the ceiling)\n\n"
-            + "\n".join(lines) + f"\n\nΔ: against Lite0 + global + mean (the benchmark's baseline). Command: "
-            f"`{meta['command']}` ({meta['seconds']:.0f} s, {meta['machine']}).\n")
+        lines.append(
+            f"| {s['backbone']} | {s['pool']} | {s['embedding']} | {s['p_at_5']:.3f} | "
+            f"{s['map']:.3f} | "
+            f"{s['p_at_5'] - base['p_at_5']:+.3f} | {s['map'] - base['map']:+.3f} | "
+            f"{s['encode_ms_per_clip']:.0f} |"
+        )
+    text = (
+        "# Frame encoders × pooling, training-free, real footage (mean over folds not at the "
+        "ceiling)\n\n"
+        + "\n".join(lines)
+        + f"\n\nΔ: against Lite0 + global + mean (the benchmark's baseline). Command: "
+        f"`{meta['command']}` ({meta['seconds']:.0f} s, {meta['machine']}).\n"
+    )
     (out / "backbones.md").write_text(text)
     print(text)
 

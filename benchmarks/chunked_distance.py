@@ -40,7 +40,7 @@ def main() -> None:
     rows = max(1, (256 << 20) // (g.shape[0] * 4))
     t0 = time.perf_counter()
     for start in range(0, q.shape[0], rows):  # the floor: the same multiplies, nothing else
-        q[start:start + rows] @ g.T
+        q[start : start + rows] @ g.T
     t_mm = time.perf_counter() - t0
     t0 = time.perf_counter()
     d, i = topk_euclidean(q, g, args.k)
@@ -48,13 +48,24 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # spot-check against a direct computation for a few queries
     exact = torch.cdist(q[:5].double(), g.double()).topk(args.k, largest=False).values.float()
-    print(json.dumps({
-        "benchmark": "chunked_distance", "queries": args.queries, "gallery": args.gallery, "dim": args.dim,
-        "k": args.k, "torch_threads": torch.get_num_threads(), "seconds_matmul_only": round(t_mm, 2),
-        "seconds_topk_euclidean": round(t_topk, 2), "ratio_to_matmul": round(t_topk / t_mm, 2),
-        "extra_peak_rss_mb": round(peak - base, 1), "max_abs_error_vs_cdist": float((d[:5] - exact).abs().max()),
-        "shape": list(i.shape),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "chunked_distance",
+                "queries": args.queries,
+                "gallery": args.gallery,
+                "dim": args.dim,
+                "k": args.k,
+                "torch_threads": torch.get_num_threads(),
+                "seconds_matmul_only": round(t_mm, 2),
+                "seconds_topk_euclidean": round(t_topk, 2),
+                "ratio_to_matmul": round(t_topk / t_mm, 2),
+                "extra_peak_rss_mb": round(peak - base, 1),
+                "max_abs_error_vs_cdist": float((d[:5] - exact).abs().max()),
+                "shape": list(i.shape),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

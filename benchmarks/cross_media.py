@@ -1,7 +1,8 @@
 """Do images find the videos they come from, per candidate default? (issue 28 item 2, issue 27
 "defaults with their cost": the index default is chosen with this number in view.)
 
-    PYTHONPATH=src python benchmarks/cross_media.py [--per-class 4] [--real-dir ../shared/data/real-clips]
+    PYTHONPATH=src python benchmarks/cross_media.py [--per-class 4] \\
+        [--real-dir ../shared/data/real-clips]
 
 Two corpora: the built-in corpus's ``style_b`` videos (``make demo`` writes them; motion
 defines their classes, so a still cannot tell most of them apart and class P@5 from a still is
@@ -72,15 +73,27 @@ def middle_still(video: Path, out: Path) -> Path:
 
 def candidates() -> dict[str, torch.nn.Module]:
     def lite0(stats: list[str]) -> CNNLSTM:
-        return CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "imagenet"},
-                       temporal={"cell": "none", "stats": stats}, whiten=None, name="lite0").eval()
+        return CNNLSTM(
+            backbone={"name": "efficientnet_lite0", "weights": "imagenet"},
+            temporal={"cell": "none", "stats": stats},
+            whiten=None,
+            name="lite0",
+        ).eval()
 
-    return {"lite0_mean": lite0(["mean"]), "lite0_mean_std": lite0(["mean", "std"]),
-            "i3d": I3DModule(features="pooled").eval()}
+    return {
+        "lite0_mean": lite0(["mean"]),
+        "lite0_mean_std": lite0(["mean", "std"]),
+        "i3d": I3DModule(features="pooled").eval(),
+    }
 
 
-def p_at_k(q: np.ndarray, g: np.ndarray, q_lab: list[str], g_lab: list[str], exclude: np.ndarray | None = None,
-           ) -> tuple[np.ndarray, np.ndarray]:
+def p_at_k(
+    q: np.ndarray,
+    g: np.ndarray,
+    q_lab: list[str],
+    g_lab: list[str],
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(P@K per query, the top-K gallery indices per query) by Euclidean distance."""
     d = ((q[:, None, :] - g[None, :, :]) ** 2).sum(-1)
     if exclude is not None:
@@ -100,18 +113,28 @@ def scores(v: np.ndarray, s: np.ndarray, labels: list[str]) -> dict[str, float]:
     i2i, _ = p_at_k(s, s, labels, labels, exclude=eye)
     both = np.concatenate([v, s])
     kind = np.array([0] * n + [1] * n)
-    _, top_mixed = p_at_k(both, both, labels + labels, labels + labels, exclude=np.eye(2 * n, dtype=bool))
+    _, top_mixed = p_at_k(
+        both, both, labels + labels, labels + labels, exclude=np.eye(2 * n, dtype=bool)
+    )
     cross = (kind[top_mixed] != kind[:, None]).mean(1)
-    return {"i2v_p5": float(i2v.mean()), "i2v_source5": float(np.mean([i in top_i2v[i] for i in range(n)])),
-            "v2i_p5": float(v2i.mean()), "v2v_p5": float(v2v.mean()), "i2i_p5": float(i2i.mean()),
-            "mixed_cross5": float(cross.mean()), "mixed_cross5_image_queries": float(cross[n:].mean())}
+    return {
+        "i2v_p5": float(i2v.mean()),
+        "i2v_source5": float(np.mean([i in top_i2v[i] for i in range(n)])),
+        "v2i_p5": float(v2i.mean()),
+        "v2v_p5": float(v2v.mean()),
+        "i2i_p5": float(i2i.mean()),
+        "mixed_cross5": float(cross.mean()),
+        "mixed_cross5_image_queries": float(cross[n:].mean()),
+    }
 
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def run_corpus(name: str, items: list[tuple[Path, str]], models: dict[str, torch.nn.Module]) -> dict:
+def run_corpus(
+    name: str, items: list[tuple[Path, str]], models: dict[str, torch.nn.Module]
+) -> dict:
     labels = [c for _, c in items]
     with tempfile.TemporaryDirectory() as tmp:
         stills = [middle_still(p, Path(tmp) / f"{i:04d}.jpg") for i, (p, _) in enumerate(items)]
@@ -121,11 +144,20 @@ def run_corpus(name: str, items: list[tuple[Path, str]], models: dict[str, torch
             v = np.stack([model.embed_file(str(p)).float().numpy() for p, _ in items])
             s = np.stack([model.embed_file(str(p)).float().numpy() for p in stills])
             vecs[mname] = (v, s)
-            print(f"{name}: {mname} embedded {2 * len(items)} files in {time.perf_counter() - t:.0f} s", flush=True)
-    vecs["lite0_mean+i3d"] = tuple(np.concatenate([unit(vecs["lite0_mean"][j]), unit(vecs["i3d"][j])], 1)
-                                   for j in (0, 1))
-    return {"corpus": name, "videos": len(items), "classes": len(set(labels)),
-            "rows": {m: scores(v, s, labels) for m, (v, s) in vecs.items()}}
+            print(
+                f"{name}: {mname} embedded {2 * len(items)} files in {time.perf_counter() - t:.0f} "
+                "s",
+                flush=True,
+            )
+    vecs["lite0_mean+i3d"] = tuple(
+        np.concatenate([unit(vecs["lite0_mean"][j]), unit(vecs["i3d"][j])], 1) for j in (0, 1)
+    )
+    return {
+        "corpus": name,
+        "videos": len(items),
+        "classes": len(set(labels)),
+        "rows": {m: scores(v, s, labels) for m, (v, s) in vecs.items()},
+    }
 
 
 def main() -> None:
@@ -133,10 +165,14 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=4)
     ap.add_argument("--builtin", type=Path, default=ROOT / "data" / "builtin" / "style_b")
     ap.add_argument("--real-dir", type=Path, default=Path(real_clips_dir(str(ROOT))))
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cross_media.json")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "cross_media.json"
+    )
     args = ap.parse_args()
     if not args.builtin.is_dir():
-        raise SystemExit(f"error: no built-in corpus at {args.builtin}: run `make demo` first (it writes it)")
+        raise SystemExit(
+            f"error: no built-in corpus at {args.builtin}: run `make demo` first (it writes it)"
+        )
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     models = candidates()
     corpora = [run_corpus("builtin style_b", videos(args.builtin, args.per_class), models)]
@@ -145,20 +181,30 @@ def main() -> None:
         corpora.append(run_corpus("real: " + " + ".join(REAL_SETS), real, models))
     else:
         print(f"real footage not found at {args.real_dir}: built-in corpus only")
-    result = {"command": f"PYTHONPATH=src python benchmarks/cross_media.py --per-class {args.per_class}",
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=ROOT).stdout.strip(),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-              "corpora": corpora}
+    result = {
+        "command": f"PYTHONPATH=src python benchmarks/cross_media.py --per-class {args.per_class}",
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "corpora": corpora,
+    }
     args.out.write_text(json.dumps(result, indent=1))
-    print("| corpus | candidate | image→video P@5 | image→its video in top 5 | video→image P@5 | video→video P@5 | "
-          "image→image P@5 | other media type in a mixed top 5 (all / image queries) |")
+    print(
+        "| corpus | candidate | image→video P@5 | image→its video in top 5 | video→image P@5 | "
+        "video→video P@5 | "
+        "image→image P@5 | other media type in a mixed top 5 (all / image queries) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for c in corpora:
         for m, r in c["rows"].items():
-            print(f"| {c['corpus']} ({c['videos']} videos, {c['classes']} classes) | {m} | {r['i2v_p5']:.3f} | "
-                  f"{r['i2v_source5']:.3f} | {r['v2i_p5']:.3f} | {r['v2v_p5']:.3f} | {r['i2i_p5']:.3f} | "
-                  f"{r['mixed_cross5']:.3f} / {r['mixed_cross5_image_queries']:.3f} |")
+            print(
+                f"| {c['corpus']} ({c['videos']} videos, {c['classes']} classes) | {m} | "
+                f"{r['i2v_p5']:.3f} | "
+                f"{r['i2v_source5']:.3f} | {r['v2i_p5']:.3f} | {r['v2v_p5']:.3f} | "
+                f"{r['i2i_p5']:.3f} | "
+                f"{r['mixed_cross5']:.3f} / {r['mixed_cross5_image_queries']:.3f} |"
+            )
     print(f"wrote {args.out}")
 
 

@@ -27,8 +27,10 @@ from media_retrieval.data.video import decode_all_frames, seek_sample_frames
 
 def make_clip(path: Path, seconds: int, gop_s: int, fps: int = 25) -> Path:
     yy, xx = np.mgrid[0:240, 0:320]
-    frames = (np.stack([(xx + 3 * i) % 256, (yy + 2 * i) % 256, (xx + yy + i) % 256], -1).astype(np.uint8)
-              for i in range(seconds * fps))
+    frames = (
+        np.stack([(xx + 3 * i) % 256, (yy + 2 * i) % 256, (xx + yy + i) % 256], -1).astype(np.uint8)
+        for i in range(seconds * fps)
+    )
     encode_mp4(frames, path, fps, gop=gop_s * fps)
     return path
 
@@ -75,7 +77,9 @@ def epoch_times() -> dict:
 
     root = Path(__file__).resolve().parents[1]
     with initialize_config_dir(version_base="1.3", config_dir=str(root / "configs")):
-        cfg = compose("train.yaml", overrides=[f"paths.root_dir={root}", "paths.output_dir=/tmp/bench_epoch"])
+        cfg = compose(
+            "train.yaml", overrides=[f"paths.root_dir={root}", "paths.output_dir=/tmp/bench_epoch"]
+        )
     dm = instantiate(cfg.data)
     model = instantiate(cfg.model)
     dm.attach_frame_encoder(model.backbone, model.encoder_spec())
@@ -91,7 +95,9 @@ def epoch_times() -> dict:
                 with torch.no_grad():
                     batch["features"] = model.frame_features(
                         batch.pop("clip").contiguous(memory_format=torch.channels_last)
-                        if batch["clip"].dim() == 4 else batch.pop("clip"))
+                        if batch["clip"].dim() == 4
+                        else batch.pop("clip")
+                    )
             loss, _ = model._classify(batch, model.embed(batch))
             opt.zero_grad()
             loss.backward()
@@ -101,30 +107,59 @@ def epoch_times() -> dict:
     cached = run(dm.train_dataloader(), pixels=False)
     dm.cache = None  # serve pixels: decode + CNN every epoch
     n = len(dm.split.ids("train"))
-    on_the_fly = run(DataLoader(dm.train_dataloader().dataset, batch_size=8, num_workers=1), pixels=True)
-    return {"train_clips": n, "epoch_seconds_cached_features": round(cached, 3),
-            "epoch_seconds_features_on_the_fly": round(on_the_fly, 2)}
+    on_the_fly = run(
+        DataLoader(dm.train_dataloader().dataset, batch_size=8, num_workers=1), pixels=True
+    )
+    return {
+        "train_clips": n,
+        "epoch_seconds_cached_features": round(cached, 3),
+        "epoch_seconds_features_on_the_fly": round(on_the_fly, 2),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--epoch", action="store_true", help="also time cached vs on-the-fly epochs (~1 min)")
+    ap.add_argument(
+        "--epoch", action="store_true", help="also time cached vs on-the-fly epochs (~1 min)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
-    out = {"benchmark": "decode", "frames_sampled": 16, "resolution": "320x240", "fps": 25, "clips": []}
+    out = {
+        "benchmark": "decode",
+        "frames_sampled": 16,
+        "resolution": "320x240",
+        "fps": 25,
+        "clips": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for seconds, gop_s in ((10, 2), (10, 10), (60, 2), (60, 10)):
             path = make_clip(Path(tmp) / f"c{seconds}_{gop_s}.mp4", seconds, gop_s)
-            for kw in ({"num": 16}, {"num": 16, "sampling": "time"}, {"num": 8, "start_s": 3.0, "end_s": 7.0}):
-                assert torch.equal(decode_all_frames(path, **kw), seek_sample_frames(path, **kw)), (path, kw)
+            for kw in (
+                {"num": 16},
+                {"num": 16, "sampling": "time"},
+                {"num": 8, "start_s": 3.0, "end_s": 7.0},
+            ):
+                assert torch.equal(decode_all_frames(path, **kw), seek_sample_frames(path, **kw)), (
+                    path,
+                    kw,
+                )
             all_ = clips_per_s(decode_all_frames, path, args.repeats)
             seek = clips_per_s(seek_sample_frames, path, args.repeats)
-            out["clips"].append({"seconds": seconds, "keyframe_every_s": gop_s, "decode_all_clips_per_s": round(all_, 2),
-                                 "seek_clips_per_s": round(seek, 2), "speedup": round(seek / all_, 2),
-                                 "pixel_identical": True})
+            out["clips"].append(
+                {
+                    "seconds": seconds,
+                    "keyframe_every_s": gop_s,
+                    "decode_all_clips_per_s": round(all_, 2),
+                    "seek_clips_per_s": round(seek, 2),
+                    "speedup": round(seek / all_, 2),
+                    "pixel_identical": True,
+                }
+            )
         ten = Path(tmp) / "c10_2.mp4"
-        out["dataloader_clips_per_s"] = {str(w): round(loader_clips_per_s(ten, w), 2) for w in (0, 1, 2)}
+        out["dataloader_clips_per_s"] = {
+            str(w): round(loader_clips_per_s(ten, w), 2) for w in (0, 1, 2)
+        }
     if args.epoch:
         out["epoch"] = epoch_times()
     print(json.dumps(out))

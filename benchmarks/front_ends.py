@@ -34,7 +34,8 @@ VARIANTS = ("mean", "mean_std", "mean_std_sqrt", "mean_std_l2frames", "mean_std_
 
 
 def front(x: torch.Tensor, variant: str) -> torch.Tensor:
-    """(N, T, F) frame features -> (N, D): the variant's pooled statistics, each block L2-normalised."""
+    """(N, T, F) frame features -> (N, D): the variant's pooled statistics, each block
+    L2-normalised."""
     nrm = torch.nn.functional.normalize
     if "l2frames" in variant:
         x = nrm(x, dim=-1)
@@ -43,7 +44,7 @@ def front(x: torch.Tensor, variant: str) -> torch.Tensor:
         m, s = m.sign() * m.abs().sqrt(), s.sign() * s.abs().sqrt()
     if variant == "mean":
         return nrm(m, dim=-1)
-    return torch.cat([nrm(m, dim=-1), nrm(s, dim=-1)], -1) / 2 ** 0.5
+    return torch.cat([nrm(m, dim=-1), nrm(s, dim=-1)], -1) / 2**0.5
 
 
 def main() -> None:
@@ -58,13 +59,29 @@ def main() -> None:
                 for d in rb.WHITEN:
                     eu = rb.pick(rb.score(rb.whitened(zi, zh, d), sources[held]), "euclidean")
                     scores.setdefault((v, d), []).append((eu["accuracy"], eu["map"]))
-    rows = [{"variant": v, "whiten": d, "val_p_at_5": round(float(np.mean([a for a, _ in r])), 4),
-             "val_map": round(float(np.mean([b for _, b in r])), 4), "pairs": len(r)}
-            for (v, d), r in scores.items()]
+    rows = [
+        {
+            "variant": v,
+            "whiten": d,
+            "val_p_at_5": round(float(np.mean([a for a, _ in r])), 4),
+            "val_map": round(float(np.mean([b for _, b in r])), 4),
+            "pairs": len(r),
+        }
+        for (v, d), r in scores.items()
+    ]
     for r in rows:
-        print(f"{r['variant']:24s} whiten {str(r['whiten']):5s} P@5 {r['val_p_at_5']:.4f} mAP {r['val_map']:.4f}")
-    out = {"command": "benchmarks/front_ends.py", "seconds": round(time.time() - t0, 1), "rows": rows}
-    (ROOT / "benchmarks" / "results" / "front_ends.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(
+            f"{r['variant']:24s} whiten {str(r['whiten']):5s} P@5 {r['val_p_at_5']:.4f} mAP "
+            f"{r['val_map']:.4f}"
+        )
+    out = {
+        "command": "benchmarks/front_ends.py",
+        "seconds": round(time.time() - t0, 1),
+        "rows": rows,
+    }
+    (ROOT / "benchmarks" / "results" / "front_ends.json").write_text(
+        json.dumps(out, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

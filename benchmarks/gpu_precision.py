@@ -32,8 +32,16 @@ def numerics(tf32: bool):
     from media_retrieval.models.inference import autocast
 
     cudnn = torch.backends.cudnn
-    return (cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=True)
-            if tf32 else autocast(DEV, "fp32"))
+    return (
+        cudnn.flags(
+            enabled=True,
+            benchmark=cudnn.benchmark,
+            deterministic=cudnn.deterministic,
+            allow_tf32=True,
+        )
+        if tf32
+        else autocast(DEV, "fp32")
+    )
 
 
 def embeddings(work: Path, clips: int) -> dict:
@@ -60,9 +68,11 @@ def embeddings(work: Path, clips: int) -> dict:
         for tf32 in (True, False):
             batch, alone = on_gpu(tf32, False), on_gpu(tf32, True)
             name = "tf32" if tf32 else "fp32_ieee"
-            out[name] = {"max_abs_vs_cpu_batch": float((batch - cpu).abs().max()),
-                         "max_abs_vs_cpu_alone": float((alone - cpu).abs().max()),
-                         "max_abs_batch_vs_alone": float((batch - alone).abs().max())}
+            out[name] = {
+                "max_abs_vs_cpu_batch": float((batch - cpu).abs().max()),
+                "max_abs_vs_cpu_alone": float((alone - cpu).abs().max()),
+                "max_abs_batch_vs_alone": float((batch - alone).abs().max()),
+            }
         out["embedding_norm_mean"] = float(cpu.norm(dim=1).mean())
     return out
 
@@ -75,9 +85,15 @@ def sync() -> None:
 def encoder_rate() -> dict:
     import timm
 
-
-    net = timm.create_model("efficientnet_lite0", num_classes=0).eval().to(DEV).to(memory_format=torch.channels_last)
-    x = torch.rand(512 if DEV == "cuda" else 16, 3, 224, 224, device=DEV).contiguous(memory_format=torch.channels_last)
+    net = (
+        timm.create_model("efficientnet_lite0", num_classes=0)
+        .eval()
+        .to(DEV)
+        .to(memory_format=torch.channels_last)
+    )
+    x = torch.rand(512 if DEV == "cuda" else 16, 3, 224, 224, device=DEV).contiguous(
+        memory_format=torch.channels_last
+    )
     rates = {}
     for name in ("tf32", "fp32_ieee"):
         with numerics(name == "tf32"), torch.inference_mode():
@@ -99,17 +115,32 @@ def index_pair(work: Path) -> dict:
     out, vecs = {}, {}
     for label, acc in (("gpu", "gpu" if DEV == "cuda" else "cpu"), ("cpu", "cpu")):
         ix = work / f"index-{label}"
-        cmd = [sys.executable, str(ROOT / "src" / "index.py"), "model.temporal.cell=none", "model.temporal.stats=[]",
-               f"media_dir={work / 'library'}", f"index_dir={ix}", f"trainer.accelerator={acc}", "trainer.devices=1",
-               "index.precision=fp32"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "src" / "index.py"),
+            "model.temporal.cell=none",
+            "model.temporal.stats=[]",
+            f"media_dir={work / 'library'}",
+            f"index_dir={ix}",
+            f"trainer.accelerator={acc}",
+            "trainer.devices=1",
+            "index.precision=fp32",
+        ]
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PROJECT_ROOT": str(work / "root")})
+        subprocess.run(
+            cmd,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PROJECT_ROOT": str(work / "root")},
+        )
         gen = IndexStore(ix).open(trusted=False)
         vecs[label] = {s.key: np.asarray(gen.vectors[i]) for i, s in enumerate(gen.segments)}
         out[f"{label}_wall_s"] = round(time.perf_counter() - t, 1)
     keys = vecs["gpu"].keys() & vecs["cpu"].keys()
     out["segments"] = len(keys)
-    out["max_abs_gpu_vs_cpu"] = float(max(np.abs(vecs["gpu"][k] - vecs["cpu"][k]).max() for k in keys))
+    out["max_abs_gpu_vs_cpu"] = float(
+        max(np.abs(vecs["gpu"][k] - vecs["cpu"][k]).max() for k in keys)
+    )
     return out
 
 
@@ -119,7 +150,11 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/prec")
     args = p.parse_args()
     work = Path(args.work)
-    out = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else None, "torch": torch.__version__, "clips": args.clips}
+    out = {
+        "gpu": torch.cuda.get_device_name() if DEV == "cuda" else None,
+        "torch": torch.__version__,
+        "clips": args.clips,
+    }
     out["embed"] = embeddings(work, args.clips)
     out.update(encoder_rate())
     out["index"] = index_pair(work)

@@ -31,7 +31,9 @@ def synthetic(n: int, classes: int, dim: int, seed: int = 0) -> EmbeddingSet:
     vec = centres[labels] + rng.normal(scale=2.5, size=(n, dim))  # Euclidean P@5 about 0.5
     both = np.ones(n, dtype=bool)
     seen = labels < classes // 2
-    return EmbeddingSet(np.arange(n), torch.from_numpy(vec.astype(np.float32)), labels, seen, both, both)
+    return EmbeddingSet(
+        np.arange(n), torch.from_numpy(vec.astype(np.float32)), labels, seen, both, both
+    )
 
 
 def main() -> None:
@@ -43,8 +45,12 @@ def main() -> None:
     ks = [5, 10, 20, 50, 75, 100]
     deltas = [round(x, 2) for x in np.linspace(0.0, 0.95, 20)]
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_embeddings(Path(tmp) / "emb.npz", synthetic(args.n, args.classes, args.dim),
-                               [f"c{i}" for i in range(args.classes)], ["synthetic"] * args.n)
+        path = save_embeddings(
+            Path(tmp) / "emb.npz",
+            synthetic(args.n, args.classes, args.dim),
+            [f"c{i}" for i in range(args.classes)],
+            ["synthetic"] * args.n,
+        )
         t0 = time.perf_counter()
         emb, _, datasets, model = load_embeddings(path)
         t_load = time.perf_counter()
@@ -55,12 +61,24 @@ def main() -> None:
         best = best_delta_table(rows)
         (Path(tmp) / "best_delta.md").write_text(best)
         t_end = time.perf_counter()
-    print(json.dumps({
-        "benchmark": "par_grid", "n_clips": args.n, "classes": args.classes, "dim": args.dim, "ks": ks,
-        "n_deltas": len(deltas), "rows": len(rows), "torch_threads": torch.get_num_threads(),
-        "seconds_total": round(t_end - t0, 3), "seconds_load": round(t_load - t0, 3),
-        "seconds_score": round(t_score - t_load, 3), "seconds_write": round(t_end - t_score, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "par_grid",
+                "n_clips": args.n,
+                "classes": args.classes,
+                "dim": args.dim,
+                "ks": ks,
+                "n_deltas": len(deltas),
+                "rows": len(rows),
+                "torch_threads": torch.get_num_threads(),
+                "seconds_total": round(t_end - t0, 3),
+                "seconds_load": round(t_load - t0, 3),
+                "seconds_score": round(t_score - t_load, 3),
+                "seconds_write": round(t_end - t_score, 3),
+            }
+        )
+    )
     print(best)
 
 

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from media_retrieval.retrieval.backends import VectorSearcher  # noqa: E402
 
 
-def clustered(n: int, d: int, latent: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clustered(
+    n: int, d: int, latent: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class centres, labels and noise (x = centres[labels] + sigma * noise), ~100 per class.
 
     Centres and noise live in a random ``latent``-dimensional subspace of R^d (plus 1 %
@@ -44,8 +46,8 @@ def clustered(n: int, d: int, latent: int, seed: int = 0) -> tuple[np.ndarray, n
     noise = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, 100_000):
         m = min(n, s + 100_000) - s
-        noise[s:s + m] = rng.standard_normal((m, latent), dtype=np.float32) @ basis
-        noise[s:s + m] += 0.01 * rng.standard_normal((m, d), dtype=np.float32)
+        noise[s : s + m] = rng.standard_normal((m, latent), dtype=np.float32) @ basis
+        noise[s : s + m] += 0.01 * rng.standard_normal((m, d), dtype=np.float32)
     return centers, labels, noise
 
 
@@ -59,7 +61,9 @@ def purity(x: np.ndarray, labels: np.ndarray, q_idx: np.ndarray, k: int = 10) ->
     return float((labels[idx] == labels[q_idx, None]).mean())
 
 
-def calibrate(centers, labels, noise, target: float = 0.8, seed: int = 0) -> tuple[float, np.ndarray]:
+def calibrate(
+    centers, labels, noise, target: float = 0.8, seed: int = 0
+) -> tuple[float, np.ndarray]:
     """Smallest noise scale with exact top-10 purity <= target (bisection on a query sample)."""
     q_idx = np.random.default_rng(seed).choice(len(labels), 200, replace=False)
     lo, hi = 0.0, 4.0
@@ -80,19 +84,25 @@ def dir_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def time_queries(s: VectorSearcher, q: np.ndarray, k: int, singles: int) -> tuple[float, float, np.ndarray]:
+def time_queries(
+    s: VectorSearcher, q: np.ndarray, k: int, singles: int
+) -> tuple[float, float, np.ndarray]:
     t = time.perf_counter()
     _, _, idx = s.search(q, k)
     batch_qps = len(q) / (time.perf_counter() - t)
     t = time.perf_counter()
     for i in range(singles):
-        s.search(q[i:i + 1], k)
+        s.search(q[i : i + 1], k)
     single_qps = singles / (time.perf_counter() - t)
     return batch_qps, single_qps, idx
 
 
 def recall(idx: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(idx, ref, strict=True)]))
+    return float(
+        np.mean(
+            [len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(idx, ref, strict=True)]
+        )
+    )
 
 
 def precision_at(idx: np.ndarray, labels: np.ndarray, q_idx: np.ndarray, k: int) -> float:
@@ -104,8 +114,14 @@ def precision_at(idx: np.ndarray, labels: np.ndarray, q_idx: np.ndarray, k: int)
     return float(np.mean(out))
 
 
-def run_size(x: np.ndarray, labels: np.ndarray, backends: list[dict], n_queries: int, singles: int,
-             seed: int = 0) -> list[dict]:
+def run_size(
+    x: np.ndarray,
+    labels: np.ndarray,
+    backends: list[dict],
+    n_queries: int,
+    singles: int,
+    seed: int = 0,
+) -> list[dict]:
     rng = np.random.default_rng(seed + 1)
     q_idx = rng.choice(len(x), n_queries, replace=False)
     q = x[q_idx] + 0.05 * rng.standard_normal((n_queries, x.shape[1]), dtype=np.float32)
@@ -134,19 +150,32 @@ def run_size(x: np.ndarray, labels: np.ndarray, backends: list[dict], n_queries:
             bq, sq, idx = time_queries(s, q, 11, singles)
             if ref is None:
                 ref = idx
-            rows.append({"N": len(x), "backend": label, "build_s": round(build_s, 2),
-                         "index_mb": round(disk, 1), "qps_batch": round(bq, 1), "qps_single": round(sq, 1),
-                         "recall@10": round(recall(idx[:, :10], ref[:, :10]), 4),
-                         "P@5": round(precision_at(idx, labels, q_idx, 5), 4),
-                         "pca_dim": s.pca.dim if s.pca is not None else x.shape[1]})
+            rows.append(
+                {
+                    "N": len(x),
+                    "backend": label,
+                    "build_s": round(build_s, 2),
+                    "index_mb": round(disk, 1),
+                    "qps_batch": round(bq, 1),
+                    "qps_single": round(sq, 1),
+                    "recall@10": round(recall(idx[:, :10], ref[:, :10]), 4),
+                    "P@5": round(precision_at(idx, labels, q_idx, 5), 4),
+                    "pca_dim": s.pca.dim if s.pca is not None else x.shape[1],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-        if engine_dir is not None:  # an update that changes 1 % of the segments: upserts, not a rewrite
+        if (
+            engine_dir is not None
+        ):  # an update that changes 1 % of the segments: upserts, not a rewrite
             changed = milvus_rows(len(x), changed_every=100)
             t = time.perf_counter()
             publish_generation(s, Path(engine_dir.name), "gen-000002", changed)
             rows[-1]["update_1pct_s"] = round(time.perf_counter() - t, 2)
             rows[-1]["update_rows"] = s.backend.changes
-            print(json.dumps({"update_1pct_s": rows[-1]["update_1pct_s"], **s.backend.changes}), flush=True)
+            print(
+                json.dumps({"update_1pct_s": rows[-1]["update_1pct_s"], **s.backend.changes}),
+                flush=True,
+            )
         del s
         if engine_dir is not None:
             engine_dir.cleanup()
@@ -167,8 +196,10 @@ def publish_generation(s: VectorSearcher, root: Path, name: str, segments: list)
     (gen / "manifest.json").write_text(json.dumps(BENCH_MANIFEST))
     con = sqlite3.connect(gen / "metadata.sqlite")
     con.execute("CREATE TABLE segments (row INTEGER PRIMARY KEY, key, rel_path, start_s, end_s)")
-    con.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
-                    [(i, g.key, g.rel_path, g.start_s, g.end_s) for i, g in enumerate(segments)])
+    con.executemany(
+        "INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
+        [(i, g.key, g.rel_path, g.start_s, g.end_s) for i, g in enumerate(segments)],
+    )
     con.commit()
     con.close()
     (root / "CURRENT").write_text(name)
@@ -180,24 +211,45 @@ def milvus_rows(n: int, changed_every: int = 0) -> list:
     ``changed_every``-th one with new content (a new key) for an update."""
     from types import SimpleNamespace
 
-    return [SimpleNamespace(key=f"{i:016x}" + ("-v2" if changed_every and i % changed_every == 0 else ""),
-                            rel_path=f"library/clip_{i}.mp4", media_type="video", start_s=None, end_s=None)
-            for i in range(n)]
+    return [
+        SimpleNamespace(
+            key=f"{i:016x}" + ("-v2" if changed_every and i % changed_every == 0 else ""),
+            rel_path=f"library/clip_{i}.mp4",
+            media_type="video",
+            start_s=None,
+            end_s=None,
+        )
+        for i in range(n)
+    ]
 
 
 def backends_for(n: int) -> list[dict]:
     nlist = 1024 if n >= 500_000 else max(16, min(int(4 * np.sqrt(n)), n // 39))
-    out = [{"backend": "exact"}, {"backend": "flat"},
-           {"backend": "ivf", "options": {"nlist": nlist},
-            "variants": {f"ivf{nlist},nprobe={p}": {"nprobe": p} for p in (8, 16, 32, 64, 128)}},
-           {"backend": "hnsw", "options": {"hnsw_m": 32, "ef_construction": 80},
-            "variants": {f"hnsw32,ef={e}": {"ef_search": e} for e in (32, 64, 128, 256)}},
-           {"backend": "ivfpq", "options": {"nlist": nlist, "pq_m": 32},
-            "variants": {f"ivfpq{nlist},m=32,nprobe={p}": {"nprobe": p} for p in (16, 64)}},
-           {"backend": "exact", "label": "exact+pca0.9", "pca": 0.9},
-           {"backend": "milvus", "label": "milvus-lite FLAT", "options": {"milvus_index": "FLAT"}},
-           {"backend": "milvus", "label": "milvus-lite HNSW", "options": {"milvus_index": "HNSW"}}]
-    if n > 200_000:  # Milvus Lite's HNSW build at 10^6 takes as long as FAISS's (minutes): its FLAT only
+    out = [
+        {"backend": "exact"},
+        {"backend": "flat"},
+        {
+            "backend": "ivf",
+            "options": {"nlist": nlist},
+            "variants": {f"ivf{nlist},nprobe={p}": {"nprobe": p} for p in (8, 16, 32, 64, 128)},
+        },
+        {
+            "backend": "hnsw",
+            "options": {"hnsw_m": 32, "ef_construction": 80},
+            "variants": {f"hnsw32,ef={e}": {"ef_search": e} for e in (32, 64, 128, 256)},
+        },
+        {
+            "backend": "ivfpq",
+            "options": {"nlist": nlist, "pq_m": 32},
+            "variants": {f"ivfpq{nlist},m=32,nprobe={p}": {"nprobe": p} for p in (16, 64)},
+        },
+        {"backend": "exact", "label": "exact+pca0.9", "pca": 0.9},
+        {"backend": "milvus", "label": "milvus-lite FLAT", "options": {"milvus_index": "FLAT"}},
+        {"backend": "milvus", "label": "milvus-lite HNSW", "options": {"milvus_index": "HNSW"}},
+    ]
+    if (
+        n > 200_000
+    ):  # Milvus Lite's HNSW build at 10^6 takes as long as FAISS's (minutes): its FLAT only
         out = out[:-1]
     return out
 
@@ -211,33 +263,53 @@ def real_rows(path: Path, n: int | None, n_queries: int, singles: int) -> list[d
     for pca in (None, 0.9):
         s = VectorSearcher.build(x, "exact", pca_variance=pca)
         _, _, idx = s.search(x, 6)
-        rows.append({"N": len(x), "backend": "real: exact" + (" + pca0.9" if pca else ""),
-                     "pca_dim": s.pca.dim if s.pca else x.shape[1],
-                     "variance_kept": round(float(s.pca.explained.sum()), 4) if s.pca else 1.0,
-                     "P@5": round(precision_at(idx, labels, q_idx, 5), 4)})
+        rows.append(
+            {
+                "N": len(x),
+                "backend": "real: exact" + (" + pca0.9" if pca else ""),
+                "pca_dim": s.pca.dim if s.pca else x.shape[1],
+                "variance_kept": round(float(s.pca.explained.sum()), 4) if s.pca else 1.0,
+                "P@5": round(precision_at(idx, labels, q_idx, 5), 4),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     if n:
         rng = np.random.default_rng(0)
         reps = rng.integers(0, len(x), n)
         scale = x.std(0, keepdims=True)
         big = x[reps] + scale * rng.standard_normal((n, x.shape[1]), dtype=np.float32)
-        for r in run_size(big, labels[reps], backends_for(n)[:3] + backends_for(n)[-1:],
-                          n_queries, singles):
+        for r in run_size(
+            big, labels[reps], backends_for(n)[:3] + backends_for(n)[-1:], n_queries, singles
+        ):
             r["backend"] = "real x noise: " + r["backend"]
             rows.append(r)
     return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--latent", type=int, default=32, help="intrinsic dimension of the synthetic vectors")
+    ap.add_argument(
+        "--latent", type=int, default=32, help="intrinsic dimension of the synthetic vectors"
+    )
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--singles", type=int, default=200)
-    ap.add_argument("--real", type=Path, default=None, help="embeddings.npz from src/eval.py save_embeddings=true")
+    ap.add_argument(
+        "--real",
+        type=Path,
+        default=None,
+        help="embeddings.npz from src/eval.py save_embeddings=true",
+    )
     ap.add_argument("--real-n", type=int, default=100_000)
-    ap.add_argument("--only", nargs="*", default=None, help="backends to run (exact flat ivf hnsw ivfpq pca milvus)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="backends to run (exact flat ivf hnsw ivfpq pca milvus)",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/search_scale.json"))
     args = ap.parse_args()
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
@@ -247,9 +319,16 @@ def main() -> None:
         sigma, x = calibrate(centers, labels, noise)
         del noise
         q_pur = np.random.default_rng(5).choice(n, 200, replace=False)
-        print(f"N={n}, latent {args.latent}: noise sigma={sigma:.3f}, exact top-10 purity {purity(x, labels, q_pur):.3f}", flush=True)
-        specs = [b for b in backends_for(n) if args.only is None
-                 or ("pca" if b.get("pca") else b["backend"]) in args.only]
+        print(
+            f"N={n}, latent {args.latent}: noise sigma={sigma:.3f}, exact top-10 purity "
+            f"{purity(x, labels, q_pur):.3f}",
+            flush=True,
+        )
+        specs = [
+            b
+            for b in backends_for(n)
+            if args.only is None or ("pca" if b.get("pca") else b["backend"]) in args.only
+        ]
         rows += run_size(x, labels, specs, args.queries, args.singles)
         del x
     if args.real is not None:

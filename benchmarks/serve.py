@@ -119,18 +119,35 @@ def main(argv: list[str] | None = None) -> None:
     cli_s = []
     for i in rng.integers(0, len(videos), args.cli_queries):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "media_retrieval", "search", f"index_dir={index_dir}",
-                        f"query={videos[i]}", "output=json", "k=10"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "media_retrieval",
+                "search",
+                f"index_dir={index_dir}",
+                f"query={videos[i]}",
+                "output=json",
+                "k=10",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         cli_s.append(time.perf_counter() - t)
     result = {
-        "items": n_items, "index_build_s": round(build_s, 1), "queries": args.queries,
-        "clip_p50_ms": round(1000 * statistics.median(clip_s), 1), "clip_p95_ms": round(1000 * percentile(clip_s, 95), 1),
+        "items": n_items,
+        "index_build_s": round(build_s, 1),
+        "queries": args.queries,
+        "clip_p50_ms": round(1000 * statistics.median(clip_s), 1),
+        "clip_p95_ms": round(1000 * percentile(clip_s, 95), 1),
         "image_p50_ms": round(1000 * statistics.median(image_s), 1),
         "image_p95_ms": round(1000 * percentile(image_s, 95), 1),
         "clip_throughput_4_clients_qps": round(throughput, 2),
         "cli_per_query_s": round(statistics.mean(cli_s), 2),
         "speedup_clip_p50_vs_cli": round(statistics.mean(cli_s) / statistics.median(clip_s), 1),
-        "machine": f"{os.cpu_count()} CPU cores", "command": "benchmarks/serve.py " + " ".join(argv or sys.argv[1:]),
+        "machine": f"{os.cpu_count()} CPU cores",
+        "command": "benchmarks/serve.py " + " ".join(argv or sys.argv[1:]),
     }
     out = ROOT / "benchmarks" / "results" / "serve.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,13 @@ Measures, on ``--device cpu|cuda``, in one invocation:
 - **profile**: where the time of one clip goes (decode, transform, encode; write from the
   index build), measured one clip at a time.
 
-One JSON line on stdout, and ``benchmarks/results/throughput-<device>.json`` (or ``--out``) rewritten
+One JSON line on stdout, and ``benchmarks/results/throughput-<device>.json`` (or ``--out``)
+rewritten
 after every phase and measurement, so a run cut short keeps what it measured. On CUDA the
 GPU's utilisation is sampled (NVML) while each index builds. Usage::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/throughput.py --device cpu --clips 200 --baseline-ref <commit>
+    PYTHONPATH=src .venv/bin/python benchmarks/throughput.py --device cpu --clips 200 \\
+        --baseline-ref <commit>
 """
 
 from __future__ import annotations
@@ -49,8 +51,12 @@ def generate_library(root: Path, clips: int, seed: int = 0) -> list[Path]:
     its minutes count against the lease."""
     from concurrent.futures import ProcessPoolExecutor
 
-    paths = [root / f"{'avi' if i % 3 == 2 else 'mp4'}" / f"clip_{i:04d}.{'avi' if i % 3 == 2 else 'mp4'}"
-             for i in range(clips)]
+    paths = [
+        root
+        / f"{'avi' if i % 3 == 2 else 'mp4'}"
+        / f"clip_{i:04d}.{'avi' if i % 3 == 2 else 'mp4'}"
+        for i in range(clips)
+    ]
     todo = [(i, p, seed) for i, p in enumerate(paths) if not p.exists()]
     if todo:
         with ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
@@ -66,8 +72,10 @@ def _encode_video(i: int, path: Path, seed: int) -> None:
     avi = path.suffix == ".avi"
     path.parent.mkdir(parents=True, exist_ok=True)
     seconds, fps = int(rng.integers(10, 31)), 10
-    yy, xx = np.mgrid[0:h, 0:w + 8 * seconds * fps].astype(np.float32)
-    base = (127 + 127 * np.sin(xx / (13 + i % 7) + np.cos(yy / 17)))[..., None]  # panned over: motion
+    yy, xx = np.mgrid[0:h, 0 : w + 8 * seconds * fps].astype(np.float32)
+    base = (127 + 127 * np.sin(xx / (13 + i % 7) + np.cos(yy / 17)))[
+        ..., None
+    ]  # panned over: motion
     colour = rng.uniform(0, 255, 3)
     tmp = path.with_suffix(".part" + path.suffix)
     with av.open(str(tmp), mode="w", format="avi" if avi else "mp4") as container:
@@ -77,8 +85,10 @@ def _encode_video(i: int, path: Path, seed: int) -> None:
             stream.options = {"preset": "ultrafast", "crf": "28"}
         for t in range(seconds * fps):
             phase = t / fps
-            view = base[:, 8 * t: 8 * t + w]
-            img = np.clip(view * 0.6 + colour * (0.4 + 0.3 * np.sin(phase)), 0, 255).astype(np.uint8)
+            view = base[:, 8 * t : 8 * t + w]
+            img = np.clip(view * 0.6 + colour * (0.4 + 0.3 * np.sin(phase)), 0, 255).astype(
+                np.uint8
+            )
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -101,7 +111,9 @@ def timed(fn, repeats: int, warmup: int = 2) -> float:
     return (time.perf_counter() - t) / repeats
 
 
-def embed_rates(device: str, precisions: list[str], rows: list[dict] | None = None, on_row=None) -> list[dict]:
+def embed_rates(
+    device: str, precisions: list[str], rows: list[dict] | None = None, on_row=None
+) -> list[dict]:
     """Rates of each model, size, precision and batch, appended to ``rows`` one by one
     (``on_row`` after each: a lease that ends mid-way keeps what was measured). The bare timm
     ceiling comes first: it is what the project's Lite0 path is judged against."""
@@ -113,7 +125,12 @@ def embed_rates(device: str, precisions: list[str], rows: list[dict] | None = No
     on_row = on_row or (lambda: None)
     import timm
 
-    net = timm.create_model("efficientnet_lite0", num_classes=0).eval().to(device).to(memory_format=torch.channels_last)
+    net = (
+        timm.create_model("efficientnet_lite0", num_classes=0)
+        .eval()
+        .to(device)
+        .to(memory_format=torch.channels_last)
+    )
     for precision in precisions:
         b = 64 if device == "cpu" else 512
         x = torch.rand(b, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
@@ -121,16 +138,31 @@ def embed_rates(device: str, precisions: list[str], rows: list[dict] | None = No
         dtype = torch.bfloat16 if "bf16" in precision else None
 
         def fwd(m=m, x=x, dtype=dtype):
-            with torch.inference_mode(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with (
+                torch.inference_mode(),
+                torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None),
+            ):
                 m(x)
 
         s = timed(fwd, 2 if device == "cpu" else 10, 1 if device == "cpu" else 3)
-        rows.append({"model": "bare_timm_lite0", "input": 224, "precision": precision, "batch": b,
-                     "frames_per_s": round(b / s, 1)})
+        rows.append(
+            {
+                "model": "bare_timm_lite0",
+                "input": 224,
+                "precision": precision,
+                "batch": b,
+                "frames_per_s": round(b / s, 1),
+            }
+        )
         on_row()
     models = {
-        "cnn_lstm": (lambda: CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none"},
-                                     temporal={"cell": "lstm", "hidden": 256}), (224,)),
+        "cnn_lstm": (
+            lambda: CNNLSTM(
+                backbone={"name": "efficientnet_lite0", "weights": "none"},
+                temporal={"cell": "lstm", "hidden": 256},
+            ),
+            (224,),
+        ),
         "c3d": (lambda: C3DModule(input_size=112), (112, 224)),
     }
     # CPU: batch 8 already saturates 2 cores (and batch 32 of C3D at 224 takes minutes a call)
@@ -142,13 +174,23 @@ def embed_rates(device: str, precisions: list[str], rows: list[dict] | None = No
                 if cpu and name == "c3d" and size == 224 and precision != "fp32":
                     continue  # bf16 without CPU bf16 units: minutes, and no one runs it
                 model = make().eval().to(device)
-                run = fast_inference(model, precision="bf16" if "bf16" in precision else "fp32",
-                                     compile_model="compile" in precision)
+                run = fast_inference(
+                    model,
+                    precision="bf16" if "bf16" in precision else "fp32",
+                    compile_model="compile" in precision,
+                )
                 for b in batches:
                     x = torch.rand(b, 16, 3, size, size, device=device)
                     s = timed(lambda m=run, x=x: m({"clip": x}), 2 if cpu else 10, 1 if cpu else 3)
-                    rows.append({"model": name, "input": size, "precision": precision, "batch": b,
-                                 "clips_per_s": round(b / s, 2)})
+                    rows.append(
+                        {
+                            "model": name,
+                            "input": size,
+                            "precision": precision,
+                            "batch": b,
+                            "clips_per_s": round(b / s, 2),
+                        }
+                    )
                     on_row()
     return rows
 
@@ -164,8 +206,11 @@ def decode_rates(files: list[Path], workers_list: list[int]) -> list[dict]:
     for w in workers_list:
         ds = SegmentDataset([(str(f), None, None) for f in files], spec)
         t = time.perf_counter()
-        n = sum(len(b["clip"]) for b in DataLoader(ds, batch_size=4, num_workers=w, collate_fn=skip_failed_collate)
-                if b is not None)
+        n = sum(
+            len(b["clip"])
+            for b in DataLoader(ds, batch_size=4, num_workers=w, collate_fn=skip_failed_collate)
+            if b is not None
+        )
         rows.append({"workers": w, "clips_per_s": round(n / (time.perf_counter() - t), 2)})
     return rows
 
@@ -192,23 +237,41 @@ def profile(files: list[Path], device: str) -> dict:
         t = time.perf_counter()
         model({"clip": clip[None].to(device)})
         enc.append(time.perf_counter() - t)
-    return {"decode_s": float(np.mean(dec)), "transform_s": float(np.mean(tr)), "encode_s": float(np.mean(enc))}
+    return {
+        "decode_s": float(np.mean(dec)),
+        "transform_s": float(np.mean(tr)),
+        "encode_s": float(np.mean(enc)),
+    }
 
 
 # ---------------------------------------------------------------------------- end to end
-def index_run(tree: Path, media: Path, index_dir: Path, device: str, precision: str | None = None) -> dict:
+def index_run(
+    tree: Path, media: Path, index_dir: Path, device: str, precision: str | None = None
+) -> dict:
     """``src/index.py`` of ``tree`` with its own defaults (``precision``: this tree's
     ``index.precision``, None for the tree's default), in a fresh process. On CUDA the GPU's
     utilisation is sampled every 0.2 s while it runs (NVML, where installed)."""
     shutil.rmtree(index_dir, ignore_errors=True)
-    # the tree's sources first; keep the rest of the path (a GPU machine's carried wheels live there)
+    # the tree's sources first; keep the rest of the path (a GPU machine's carried wheels live
+    # there)
     own = str(ROOT / "src")
     rest = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e and e != own]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "src"), *rest]),
-           "PROJECT_ROOT": str(index_dir.parent / "root"), "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, str(tree / "src" / "index.py"), "model.temporal.cell=none", "model.temporal.stats=[]",
-           f"media_dir={media}", f"index_dir={index_dir}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-           "trainer.devices=1"] + ([f"index.precision={precision}"] if precision else [])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tree / "src"), *rest]),
+        "PROJECT_ROOT": str(index_dir.parent / "root"),
+        "WANDB_MODE": "disabled",
+    }
+    cmd = [
+        sys.executable,
+        str(tree / "src" / "index.py"),
+        "model.temporal.cell=none",
+        "model.temporal.stats=[]",
+        f"media_dir={media}",
+        f"index_dir={index_dir}",
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        "trainer.devices=1",
+    ] + ([f"index.precision={precision}"] if precision else [])
     sampler = GpuSampler() if device == "cuda" else None
     t = time.perf_counter()
     try:
@@ -221,8 +284,14 @@ def index_run(tree: Path, media: Path, index_dir: Path, device: str, precision: 
     current = (index_dir / "CURRENT").read_text().strip()
     manifest = json.loads((index_dir / current / "manifest.json").read_text())
     vectors = np.load(index_dir / current / "embeddings.npy", mmap_mode="r")
-    return {"seconds": manifest["stats"]["seconds"], "wall_s": round(wall, 1), "segments": manifest["stats"]["segments"],
-            "vectors": np.asarray(vectors), "generation": index_dir / current, "gpu_util": util}
+    return {
+        "seconds": manifest["stats"]["seconds"],
+        "wall_s": round(wall, 1),
+        "segments": manifest["stats"]["segments"],
+        "vectors": np.asarray(vectors),
+        "generation": index_dir / current,
+        "gpu_util": util,
+    }
 
 
 class GpuSampler:
@@ -257,9 +326,13 @@ class GpuSampler:
         a = np.asarray(self.samples)
         # the process's start (imports, model build) and the library scan are in the samples too
         busy = a[a > 0]
-        return {"mean": round(float(a.mean()), 1), "p50": float(np.median(a)), "samples": len(a),
-                "mean_while_nonzero": round(float(busy.mean()), 1) if len(busy) else 0.0,
-                "share_nonzero": round(float((a > 0).mean()), 3)}
+        return {
+            "mean": round(float(a.mean()), 1),
+            "p50": float(np.median(a)),
+            "samples": len(a),
+            "mean_while_nonzero": round(float(busy.mean()), 1) if len(busy) else 0.0,
+            "share_nonzero": round(float((a > 0).mean()), 3),
+        }
 
 
 def segment_keys(generation: Path) -> list[str]:
@@ -272,30 +345,62 @@ def segment_keys(generation: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     p.add_argument("--clips", type=int, default=200)
-    p.add_argument("--baseline-ref", default=None, help="git commit to compare end-to-end indexing with")
-    p.add_argument("--baseline-tree", default=None,
-                   help="or: a folder holding that commit's files (git archive REF | tar -x -C DIR), where no .git is")
+    p.add_argument(
+        "--baseline-ref", default=None, help="git commit to compare end-to-end indexing with"
+    )
+    p.add_argument(
+        "--baseline-tree",
+        default=None,
+        help="or: a folder holding that commit's files (git archive REF | tar -x -C DIR), "
+        "where no .git is",
+    )
     p.add_argument("--work", default=str(ROOT / ".cache" / "throughput"))
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
+    p.add_argument(
+        "--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)"
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=("embed", "decode", "index", "profile"))
-    p.add_argument("--precisions", nargs="*", default=None,
-                   help="embedding precisions to time (default: fp32 bf16, plus bf16+compile with --compile)")
-    p.add_argument("--index-precisions", nargs="*", default=[None],
-                   help="index.precision values for this tree's index runs (default: its own default only); "
-                        "the first one is compared with the baseline")
-    p.add_argument("--out", default=None, help="results file (default benchmarks/results/throughput-<device>.json); "
-                                               "rewritten after every phase, so a run cut short keeps what it measured")
+    p.add_argument(
+        "--precisions",
+        nargs="*",
+        default=None,
+        help="embedding precisions to time (default: fp32 bf16, plus bf16+compile with --compile)",
+    )
+    p.add_argument(
+        "--index-precisions",
+        nargs="*",
+        default=[None],
+        help="index.precision values for this tree's index runs (default: its own default only); "
+        "the first one is compared with the baseline",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results file (default benchmarks/results/throughput-<device>.json); "
+        "rewritten after every phase, so a run cut short keeps what it measured",
+    )
     args = p.parse_args(argv)
     work = Path(args.work)
     t0 = time.time()
-    path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput-{args.device}.json"
+    path = (
+        Path(args.out)
+        if args.out
+        else ROOT / "benchmarks" / "results" / f"throughput-{args.device}.json"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    out: dict = {"device": args.device, "clips": args.clips, "torch": torch.__version__,
-                 "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-                 "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-                 "command": "benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out: dict = {
+        "device": args.device,
+        "clips": args.clips,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "command": "benchmarks/throughput.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
 
     def save(phase: str) -> None:
         out["seconds"] = round(time.time() - t0, 1)
@@ -311,39 +416,66 @@ def main(argv: list[str] | None = None) -> None:
         runs = {}
         for precision in args.index_precisions:
             name = "this" if precision is None else f"this_{precision}"
-            runs[name] = this = index_run(ROOT, media, work / f"index-{name}", args.device, precision)
+            runs[name] = this = index_run(
+                ROOT, media, work / f"index-{name}", args.device, precision
+            )
             out["index"][name] = {k: this[k] for k in ("seconds", "wall_s", "segments", "gpu_util")}
             out["index"][name]["clips_per_s"] = round(args.clips / this["seconds"], 2)
             save(f"index {name}")
         if args.baseline_ref or args.baseline_tree:
             if args.baseline_tree:
-                base = index_run(Path(args.baseline_tree).resolve(), media, work / "index-baseline", args.device)
+                base = index_run(
+                    Path(args.baseline_tree).resolve(), media, work / "index-baseline", args.device
+                )
             else:
                 tree = Path(tempfile.mkdtemp(prefix="baseline-"))
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline_ref],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        str(ROOT),
+                        "worktree",
+                        "add",
+                        "--detach",
+                        str(tree),
+                        args.baseline_ref,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
                 try:
                     base = index_run(tree, media, work / "index-baseline", args.device)
                 finally:
-                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                                   capture_output=True)
-            out["index"]["baseline"] = {k: base[k] for k in ("seconds", "wall_s", "segments", "gpu_util")}
+                    subprocess.run(
+                        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                        capture_output=True,
+                    )
+            out["index"]["baseline"] = {
+                k: base[k] for k in ("seconds", "wall_s", "segments", "gpu_util")
+            }
             out["index"]["baseline"]["ref"] = args.baseline_ref or args.baseline_tree
             out["index"]["baseline"]["clips_per_s"] = round(args.clips / base["seconds"], 2)
             b = dict(zip(segment_keys(base["generation"]), base["vectors"], strict=True))
             for name, this in runs.items():
                 a = dict(zip(segment_keys(this["generation"]), this["vectors"], strict=True))
-                out["index"][name]["speedup_vs_baseline"] = round(base["seconds"] / this["seconds"], 2)
+                out["index"][name]["speedup_vs_baseline"] = round(
+                    base["seconds"] / this["seconds"], 2
+                )
                 out["index"][name]["same_segments_vs_baseline"] = set(a) == set(b)
-                out["index"][name]["max_abs_diff_vs_baseline"] = float(max(np.abs(a[k] - b[k]).max()
-                                                                         for k in a if k in b))
+                out["index"][name]["max_abs_diff_vs_baseline"] = float(
+                    max(np.abs(a[k] - b[k]).max() for k in a if k in b)
+                )
             for key in ("speedup", "same_segments", "max_abs_diff"):
                 out["index"][key] = out["index"][next(iter(runs))][f"{key}_vs_baseline"]
         save("index")
     if "embed" not in args.skip:
-        precisions = args.precisions or (["fp32", "bf16"] + (["bf16+compile"] if args.compile else []))
+        precisions = args.precisions or (
+            ["fp32", "bf16"] + (["bf16+compile"] if args.compile else [])
+        )
         out["embed"] = []
-        embed_rates(args.device, precisions, out["embed"], lambda: save(f"embed row {len(out['embed'])}"))
+        embed_rates(
+            args.device, precisions, out["embed"], lambda: save(f"embed row {len(out['embed'])}")
+        )
         save("embed")
     if "profile" not in args.skip:
         out["profile"] = profile(files[: min(8, len(files))], args.device)
@@ -353,13 +485,18 @@ def main(argv: list[str] | None = None) -> None:
             clip_s = first["seconds"] / first["segments"]
             stage = pr["decode_s"] + pr["transform_s"] + pr["encode_s"]
             pr["index_s_per_segment"] = round(clip_s, 4)
-            pr["line"] = (f"one clip at a time: decode {pr['decode_s']:.3f} s, transform {pr['transform_s']:.3f} s, "
-                          f"encode {pr['encode_s']:.3f} s; the build spends {clip_s:.3f} s per segment "
-                          f"({'decode overlaps encode' if clip_s < stage else 'plus scan/hash/write'})")
+            pr["line"] = (
+                f"one clip at a time: decode {pr['decode_s']:.3f} s, transform "
+                f"{pr['transform_s']:.3f} s, "
+                f"encode {pr['encode_s']:.3f} s; the build spends {clip_s:.3f} s per segment "
+                f"({'decode overlaps encode' if clip_s < stage else 'plus scan/hash/write'})"
+            )
         save("profile")
     if "decode" not in args.skip:
-        out["decode"] = decode_rates(files[: min(24, len(files))], [0, 1, 2] if args.device == "cpu" else
-                                     [0, 4, max(1, (os.cpu_count() or 2) - 1)])
+        out["decode"] = decode_rates(
+            files[: min(24, len(files))],
+            [0, 1, 2] if args.device == "cpu" else [0, 4, max(1, (os.cpu_count() or 2) - 1)],
+        )
         save("decode")
     print(json.dumps(out))
 

@@ -1,4 +1,5 @@
-"""Index a folder of videos and images for search: `python src/index.py ckpt_path=... media_dir=... index_dir=...`.
+"""Index a folder of videos and images for search: `python src/index.py ckpt_path=... media_dir=...
+index_dir=...`.
 
 See configs/index.yaml for the options and docs/search.md for the index format.
 """

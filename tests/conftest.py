@@ -23,9 +23,13 @@ from media_retrieval.config_schema import register as register_schemas
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
-REAL_CLIPS = Path(real_clips_dir(str(ROOT)))  # $MEDIA_RETRIEVAL_REAL_CLIPS, else ../shared/data/real-clips
+REAL_CLIPS = Path(
+    real_clips_dir(str(ROOT))
+)  # $MEDIA_RETRIEVAL_REAL_CLIPS, else ../shared/data/real-clips
 # indexes the tests build are "built on this machine": recorded here, not in ~/.cache
-os.environ.setdefault("MEDIA_RETRIEVAL_TRUST_STORE", os.path.join(tempfile.mkdtemp(prefix="mr-trust-"), "trusted.txt"))
+os.environ.setdefault(
+    "MEDIA_RETRIEVAL_TRUST_STORE", os.path.join(tempfile.mkdtemp(prefix="mr-trust-"), "trusted.txt")
+)
 
 register_schemas()  # the configs name their structured-config schemas (ConfigStore)
 
@@ -97,22 +101,58 @@ def start_nodes(cmd: list[str], nodes: int = 2) -> list[subprocess.Popen]:
     """``nodes`` processes standing in for machines (1 CPU device each, gloo), started the way a
     scheduler starts one command per node: the same command, NODE_RANK 0..nodes-1."""
     port = str(free_port())
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(nodes)}
-    return [subprocess.Popen(cmd, env={**env, "NODE_RANK": str(node)}, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for node in range(nodes)]
+    env = {
+        **os.environ,
+        "PROJECT_ROOT": str(ROOT),
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": port,
+        "WORLD_SIZE": str(nodes),
+    }
+    return [
+        subprocess.Popen(
+            cmd,
+            env={**env, "NODE_RANK": str(node)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in range(nodes)
+    ]
 
 
-def run_script(script: str, overrides: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, overrides: list[str], timeout: int = 240
+) -> subprocess.CompletedProcess:
     """Run src/<script> in a fresh process, as a user would."""
-    env = {"WANDB_MODE": "disabled", **os.environ, "PROJECT_ROOT": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    env = {
+        "WANDB_MODE": "disabled",
+        **os.environ,
+        "PROJECT_ROOT": str(ROOT),
+        "HYDRA_FULL_ERROR": "0",
+    }
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *overrides],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )
 
 
 def require_real_clips() -> Path:
     if not REAL_CLIPS.is_dir():
-        pytest.skip(f"real footage not found at {REAL_CLIPS} (see the README: tests read ../shared/data/real-clips)")
+        pytest.skip(
+            f"real footage not found at {REAL_CLIPS} (see the README: tests read "
+            "../shared/data/real-clips)"
+        )
     return REAL_CLIPS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: with two workers (make test), a long test started last would keep
+    one worker busy while the other is idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

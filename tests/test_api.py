@@ -33,10 +33,18 @@ def library(tmp_path_factory) -> Path:
 
 
 def test_the_api_imports_without_hydra():
-    code = ("import sys; import media_retrieval; from media_retrieval import MediaIndex, load_model, ClipSpec; "
-            "MediaIndex, load_model, ClipSpec; assert 'hydra' not in sys.modules, 'hydra imported'")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys; import media_retrieval; from media_retrieval import MediaIndex, load_model, "
+        "ClipSpec; "
+        "MediaIndex, load_model, ClipSpec; assert 'hydra' not in sys.modules, 'hydra imported'"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -99,15 +107,22 @@ def test_reload_while_other_threads_search(library, tmp_path):
     for t in threads:
         t.join(30)
     assert not errors and min(counts) > 0
-    # gen-000001 is still held by `reader`: the build left it; once closed, the next build removes it
+    # gen-000001 is still held by `reader`: the build left it; once closed, the next build removes
+    # it
     assert (tmp_path / "index" / "gen-000001").is_dir()
     assert len(reader.search(q, k=3)) == 3
     reader.close()
-    index.update(OPTIONS)  # `index` itself held gen-000002 during this build: kept until a later one
-    assert sorted(p.name for p in (tmp_path / "index").glob("gen-*")) == ["gen-000002", "gen-000003"]
+    index.update(
+        OPTIONS
+    )  # `index` itself held gen-000002 during this build: kept until a later one
+    assert sorted(p.name for p in (tmp_path / "index").glob("gen-*")) == [
+        "gen-000002",
+        "gen-000003",
+    ]
     assert index.generation == "gen-000003"
 
 
+@pytest.mark.slow
 def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
     """A model trained on non-default preprocessing (4 frames, 64 px, stretched) indexes and
     searches with nothing but its checkpoint: the index's vectors are the training pipeline's."""
@@ -121,8 +136,14 @@ def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
     train(cfg_train)
     ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
     model = load_model(ckpt)
-    assert model.clip_spec.key() == {"frames": 4, "image_size": 64, "resize": "stretch", "in_chans": 3,
-                                     "sampling": "index", "chunk_s": None}
+    assert model.clip_spec.key() == {
+        "frames": 4,
+        "image_size": 64,
+        "resize": "stretch",
+        "in_chans": 3,
+        "sampling": "index",
+        "chunk_s": None,
+    }
     # a few clips of the training corpus as a library
     datamodule, _ = prepare(cfg_train, model=load_model(ckpt))
     items = datamodule.split.items[:6]
@@ -130,8 +151,18 @@ def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
     for it in items:
         (media / it.label).mkdir(parents=True, exist_ok=True)
         (media / it.label / Path(it.path).name).symlink_to(it.path)
-    cfg = compose_cfg("index.yaml", [f"ckpt_path={ckpt}", f"media_dir={media}", f"index_dir={tmp_path / 'index'}",
-                                     "preprocess.chunk_s=null", "num_workers=0", "trainer.accelerator=cpu"], tmp_path)
+    cfg = compose_cfg(
+        "index.yaml",
+        [
+            f"ckpt_path={ckpt}",
+            f"media_dir={media}",
+            f"index_dir={tmp_path / 'index'}",
+            "preprocess.chunk_s=null",
+            "num_workers=0",
+            "trainer.accelerator=cpu",
+        ],
+        tmp_path,
+    )
     GlobalHydra.instance().clear()
     run_index(cfg)
     index = MediaIndex.open(tmp_path / "index")
@@ -140,12 +171,15 @@ def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
     dm.cache = None  # pixels through the training pipeline (not the feature cache)
     for it in items:
         want = model.embed({"clip": dm.load_pixels(it).unsqueeze(0)})[0].detach().numpy()
-        row = next(i for i, s in enumerate(index.segments) if Path(s.path).name == Path(it.path).name)
+        row = next(
+            i for i, s in enumerate(index.segments) if Path(s.path).name == Path(it.path).name
+        )
         np.testing.assert_allclose(index.vectors[row], want, atol=1e-4)
         hit = index.search(it.path, k=1)[0]
         assert Path(hit.rel_path).name == Path(it.path).name and hit.distance < 1e-3
 
 
+@pytest.mark.slow
 def test_checkpoints_record_their_class_and_older_ones_still_load(cfg_train, tmp_path):
     from media_retrieval.cli.train import train
     from media_retrieval.models import CNNLSTM
@@ -193,8 +227,12 @@ def test_a_grayscale_model_without_a_checkpoint_indexes_through_the_api(library,
     built for grayscale input gets grayscale clips, as through the command line."""
     from media_retrieval.models import CNNLSTM
 
-    gray = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none", "in_chans": 1},
-                   temporal={"cell": "none"}, name="gray", input_size=48).eval()
+    gray = CNNLSTM(
+        backbone={"name": "efficientnet_lite0", "weights": "none", "in_chans": 1},
+        temporal={"cell": "none"},
+        name="gray",
+        input_size=48,
+    ).eval()
     index = MediaIndex.build(library, tmp_path / "index", gray, options=OPTIONS)
     assert index.clip_spec.in_chans == 1 and len(index.segments) > 0
 
@@ -213,19 +251,34 @@ def test_layers_import_only_downward_and_without_cycles():
     for p in root.rglob("*.py"):
         here = p.relative_to(root).parts[0].removesuffix(".py")
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("media_retrieval."):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("media_retrieval.")
+            ):
                 there = node.module.split(".")[1]
                 if there != here:
                     edges[here].add(there)
     app = {"cli", "callbacks", "reporting"}
-    for lib in ("data", "models", "retrieval", "utils", "clips", "errors", "config_schema", "training"):
+    for lib in (
+        "data",
+        "models",
+        "retrieval",
+        "utils",
+        "clips",
+        "errors",
+        "config_schema",
+        "training",
+    ):
         assert not edges[lib] & app, f"{lib} imports {edges[lib] & app}"
     assert not edges["utils"] - {"errors"}
     cycles = sorted((a, b) for a in edges for b in edges[a] if a < b and a in edges.get(b, set()))
     assert not cycles, cycles
 
 
-def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, cfg_eval, tmp_path, capsys):
+def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(
+    cfg_train, cfg_eval, tmp_path, capsys
+):
     """retrieval.par.delta=auto: δ is picked on the validation clips and saved in the checkpoint;
     then eval, index, search, the service and the report each use the δ a checkpoint records
     (here rewritten to 0.35, a value no default holds), with nothing set but ``auto``."""
@@ -247,16 +300,26 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
     ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     stored = saved["media_retrieval"]["par_delta"]
-    assert stored in list(cfg_train.retrieval.par.deltas)  # δ = -1 keeps every candidate: never eligible...
+    assert stored in list(
+        cfg_train.retrieval.par.deltas
+    )  # δ = -1 keeps every candidate: never eligible...
     assert stored != -1.0  # ...since mean_kept must stay below k
     assert load_model(ckpt).par_delta == stored
     # one record, read through one function, for the checkpoint and (below) the index
     record = read_record(saved["media_retrieval"], saved["hyper_parameters"])
     model = load_model(ckpt)
-    assert record.format == RECORD_FORMAT and record.cls == "media_retrieval.models.cnn_lstm.CNNLSTM"
-    assert record.clip_spec == model.clip_spec and record.delta == stored and record.hparams["name"] == model.hparams.name
+    assert (
+        record.format == RECORD_FORMAT and record.cls == "media_retrieval.models.cnn_lstm.CNNLSTM"
+    )
+    assert (
+        record.clip_spec == model.clip_spec
+        and record.delta == stored
+        and record.hparams["name"] == model.hparams.name
+    )
     assert record.encoder_sha256 == {"backbone": weights_sha256(model.backbone)}
-    results = json.loads((Path(cfg_train.paths.output_dir) / "retrieval" / "results.json").read_text())
+    results = json.loads(
+        (Path(cfg_train.paths.output_dir) / "retrieval" / "results.json").read_text()
+    )
     assert any(r["ranking"] == "par" and r["delta"] == stored for r in results)
     recorded = 0.35
     assert recorded != DEFAULT_DELTA
@@ -272,37 +335,67 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(cfg_train, 
         assert cfg_eval.retrieval.par.delta == "auto"
     evaluate(cfg_eval)
     assert f"PAR δ = {recorded:g} chosen on validation" in capsys.readouterr().out
-    assert json.loads((eval_dir / "retrieval" / "delta.json").read_text()) == {"delta": recorded, "how": "validation"}
+    assert json.loads((eval_dir / "retrieval" / "delta.json").read_text()) == {
+        "delta": recorded,
+        "how": "validation",
+    }
     # the report: each run's own δ unless a number is given
     report = write_report([eval_dir], tmp_path / "report" / "report.md", k=5).read_text()
     assert f"PAR δ = {recorded:g}." in report
-    assert "PAR δ = 0.5." in write_report([eval_dir], tmp_path / "report2" / "report.md", k=5, delta=0.5).read_text()
-    (eval_dir / "retrieval" / "delta.json").write_text("{not json")  # a damaged record: the default, no crash
-    assert f"PAR δ = {DEFAULT_DELTA:g}." in write_report([eval_dir], tmp_path / "report3" / "report.md").read_text()
-    (eval_dir / "retrieval" / "delta.json").write_text(json.dumps({"delta": recorded, "how": "validation"}))
+    assert (
+        "PAR δ = 0.5."
+        in write_report([eval_dir], tmp_path / "report2" / "report.md", k=5, delta=0.5).read_text()
+    )
+    (eval_dir / "retrieval" / "delta.json").write_text(
+        "{not json"
+    )  # a damaged record: the default, no crash
+    assert (
+        f"PAR δ = {DEFAULT_DELTA:g}."
+        in write_report([eval_dir], tmp_path / "report3" / "report.md").read_text()
+    )
+    (eval_dir / "retrieval" / "delta.json").write_text(
+        json.dumps({"delta": recorded, "how": "validation"})
+    )
 
     # index: the manifest; search (command line and Python): the index's δ
     media = tmp_path / "media"
     (media / "a").mkdir(parents=True)
     for p in sorted(Path(cfg_train.data.root).rglob("*.mp4"))[:3]:
         (media / "a" / p.name).symlink_to(p)
-    cfg = compose_cfg("index.yaml", [f"ckpt_path={ckpt}", f"media_dir={media}", f"index_dir={tmp_path / 'index'}",
-                                     "num_workers=0", "trainer.accelerator=cpu"], tmp_path)
+    cfg = compose_cfg(
+        "index.yaml",
+        [
+            f"ckpt_path={ckpt}",
+            f"media_dir={media}",
+            f"index_dir={tmp_path / 'index'}",
+            "num_workers=0",
+            "trainer.accelerator=cpu",
+        ],
+        tmp_path,
+    )
     GlobalHydra.instance().clear()
     run_index(cfg)
     index = MediaIndex.open(tmp_path / "index")
     assert index.par_delta == recorded and index.delta_choice().how == "validation"
     assert index.record.delta == recorded and index.record.encoder_sha256 == record.encoder_sha256
-    assert index.record == read_record(json.loads((tmp_path / "index" / index.generation / "model.json").read_text()))
+    assert index.record == read_record(
+        json.loads((tmp_path / "index" / index.generation / "model.json").read_text())
+    )
     query = next((media / "a").iterdir())
     assert index.search_one(query, k=2).delta == recorded
     capsys.readouterr()
-    search(compose_cfg("search.yaml", [f"index_dir={tmp_path / 'index'}", f"query={query}", "k=2"], tmp_path))
+    search(
+        compose_cfg(
+            "search.yaml", [f"index_dir={tmp_path / 'index'}", f"query={query}", "k=2"], tmp_path
+        )
+    )
     GlobalHydra.instance().clear()
     assert f"PAR δ = {recorded}" in capsys.readouterr().out
 
     # the service: /stats and a search that sets no δ
-    with TestClient(create_app(ServiceSettings(index_dir=str(tmp_path / "index"))), base_url="http://127.0.0.1") as c:
+    with TestClient(
+        create_app(ServiceSettings(index_dir=str(tmp_path / "index"))), base_url="http://127.0.0.1"
+    ) as c:
         assert c.get("/stats").json()["par_delta"] == recorded  # what the page shows
         with open(query, "rb") as fh:
             reply = c.post("/search?k=2", files={"file": (query.name, fh, "video/mp4")})
@@ -314,16 +407,24 @@ def test_the_model_record_reads_older_records_and_refuses_what_is_not_one():
     """Format 1 (class, clip spec, δ) and format 0 (nothing recorded) still read; an index that
     kept δ in its manifest gives it through ``legacy_delta``; anything else is one line."""
     spec = {"frames": 4, "image_size": 64}
-    old = read_record({"format": 1, "class": "x.Y", "clip_spec": spec, "par_delta": 0.4}, {"name": "m"})
+    old = read_record(
+        {"format": 1, "class": "x.Y", "clip_spec": spec, "par_delta": 0.4}, {"name": "m"}
+    )
     assert old.cls == "x.Y" and old.hparams == {"name": "m"} and old.clip_spec == ClipSpec(**spec)
     assert old.delta_choice().value == 0.4 and old.delta_choice().how == "validation"
     assert old.delta_choice(0.7).how == "given"
     none = read_record({})
     assert none.format == 0 and none.delta is None and none.delta_choice().how == "default"
     assert read_record({"class": "x.Y", "hparams": {}}, legacy_delta=0.25).delta == 0.25
-    for bad, why in [([], "not a mapping"), ({"format": 99}, "newer version"), ({"class": 3}, "not a name"),
-                     ({"par_delta": "drop table"}, None), ({"encoder_sha256": {"a": 1}}, "encoder_sha256"),
-                     ({"whitening": {"dim": "x"}}, "whitening"), ({"clip_spec": {"frames": "4"}}, "clip spec")]:
+    for bad, why in [
+        ([], "not a mapping"),
+        ({"format": 99}, "newer version"),
+        ({"class": 3}, "not a name"),
+        ({"par_delta": "drop table"}, None),
+        ({"encoder_sha256": {"a": 1}}, "encoder_sha256"),
+        ({"whitening": {"dim": "x"}}, "whitening"),
+        ({"clip_spec": {"frames": "4"}}, "clip spec"),
+    ]:
         if why is None:  # a δ that is not a number in [-1, 1] reads as none chosen
             assert read_record(bad).delta is None
             continue
@@ -339,17 +440,26 @@ def test_pixel_model_index_queries_on_the_builds_layout(library, tmp_path):
 
     torch.manual_seed(0)
     spec = ClipSpec(frames=4, image_size=32, chunk_s=2.0)
-    index = MediaIndex.build(library, tmp_path / "index", model=C3DModule(width=0.125, input_size=32),
-                             clip_spec=spec, options=OPTIONS)
+    index = MediaIndex.build(
+        library,
+        tmp_path / "index",
+        model=C3DModule(width=0.125, input_size=32),
+        clip_spec=spec,
+        options=OPTIONS,
+    )
     conv = next(m for m in index.model.modules() if isinstance(m, torch.nn.Conv3d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not index.model.training
+    assert (
+        conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not index.model.training
+    )
     photo = next(library.glob("red_disc/*.jpg"))
     hits = index.search(photo, k=100)  # an untrained net: other stills may lie as close
     own = [h for h in hits if h.rel_path == photo.relative_to(library).as_posix()]
     assert own and own[0].distance < 1e-4 * max(1.0, float(np.linalg.norm(index.embed([photo])[0])))
 
 
-def test_a_model_that_embeds_images_apart_from_videos_says_so_at_index_and_search(library, tmp_path, caplog):
+def test_a_model_that_embeds_images_apart_from_videos_says_so_at_index_and_search(
+    library, tmp_path, caplog
+):
     """mean ⊕ std (what ``src/index.py`` indexes without a checkpoint): a still's std is zero, so an
     image finds images (benchmarks/cross_media.py). Building a mixed library and the first image
     query warn once each, naming the fix; the fix itself (the mean alone) warns at neither."""
@@ -357,23 +467,32 @@ def test_a_model_that_embeds_images_apart_from_videos_says_so_at_index_and_searc
     from media_retrieval.models.i3d import I3DModule
 
     def lite0(stats: list[str]) -> CNNLSTM:
-        return CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none"},
-                       temporal={"cell": "none", "stats": stats}, name="lite0", input_size=48).eval()
+        return CNNLSTM(
+            backbone={"name": "efficientnet_lite0", "weights": "none"},
+            temporal={"cell": "none", "stats": stats},
+            name="lite0",
+            input_size=48,
+        ).eval()
 
     q = write_image(tmp_path / "q.png", "blue_stripes", seed=7)
     with caplog.at_level("WARNING"):
-        index = MediaIndex.build(library, tmp_path / "mean_std", lite0(["mean", "std"]), clip_spec=SPEC,
-                                 options=OPTIONS)
+        index = MediaIndex.build(
+            library, tmp_path / "mean_std", lite0(["mean", "std"]), clip_spec=SPEC, options=OPTIONS
+        )
         index.search(q, k=3)
         index.search(q, k=3)
         index.embed_each([q])
     said = [r.getMessage() for r in caplog.records if "embed apart" in r.getMessage()]
     assert len(said) == 2, said
-    assert said[0].startswith("this library mixes images and videos: this model's std is zero for a still")
+    assert said[0].startswith(
+        "this library mixes images and videos: this model's std is zero for a still"
+    )
     assert said[1].startswith("image query against an index holding videos")
     assert all("model.temporal.stats=[mean]" in m for m in said)
     caplog.clear()
     with caplog.at_level("WARNING"):
-        MediaIndex.build(library, tmp_path / "mean", lite0(["mean"]), clip_spec=SPEC, options=OPTIONS).search(q, k=3)
+        MediaIndex.build(
+            library, tmp_path / "mean", lite0(["mean"]), clip_spec=SPEC, options=OPTIONS
+        ).search(q, k=3)
     assert not [r for r in caplog.records if "embed apart" in r.getMessage()]
     assert "motionless" in I3DModule(weights="none").media_gap

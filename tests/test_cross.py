@@ -17,8 +17,10 @@ from media_retrieval.data.discovery import content_hash, scan_folder
 from media_retrieval.data.presets import clip_identity
 from media_retrieval.data.splits import cross_dataset_split
 
-CLASS_MAP = {"ucf101": {"Biking": "Biking", "Diving": "Diving", "Rare": "Rare", "ApplyEyeMakeup": None},
-             "hmdb51": {"ride_bike": "Biking", "laugh": None}}
+CLASS_MAP = {
+    "ucf101": {"Biking": "Biking", "Diving": "Diving", "Rare": "Rare", "ApplyEyeMakeup": None},
+    "hmdb51": {"ride_bike": "Biking", "laugh": None},
+}
 
 
 def _clip(path: Path, seed: int) -> None:
@@ -37,10 +39,16 @@ def lookalikes(tmp_path_factory) -> dict[str, Path]:
             _clip(roots["ucf50"] / cls / f"v_{cls}_g01_c{c:02d}.mp4", seed)
     # UCF101 contains the UCF50 clips: the same clip under its usual name...
     (roots["ucf101"] / "Biking").mkdir(parents=True)
-    shutil.copy(roots["ucf50"] / "Biking" / "v_Biking_g01_c01.mp4", roots["ucf101"] / "Biking" / "v_Biking_g01_c01.mp4")
+    shutil.copy(
+        roots["ucf50"] / "Biking" / "v_Biking_g01_c01.mp4",
+        roots["ucf101"] / "Biking" / "v_Biking_g01_c01.mp4",
+    )
     # ...and under another name (caught by content hash only)
     (roots["ucf101"] / "Diving").mkdir(parents=True)
-    shutil.copy(roots["ucf50"] / "Diving" / "v_Diving_g01_c02.mp4", roots["ucf101"] / "Diving" / "renamed_copy.mp4")
+    shutil.copy(
+        roots["ucf50"] / "Diving" / "v_Diving_g01_c02.mp4",
+        roots["ucf101"] / "Diving" / "renamed_copy.mp4",
+    )
     for cls, n in (("Biking", 3), ("Diving", 3), ("Rare", 3), ("ApplyEyeMakeup", 4)):
         for c in range(1, n + 1):
             seed += 1
@@ -56,8 +64,9 @@ def _split(roots, seed=0, min_clips=3):
     items = {name: scan_folder(root, name)[0] for name, root in roots.items()}
     targets = items["ucf101"] + items["hmdb51"]
     hashes = {it.path: content_hash(it.path) for its in items.values() for it in its}
-    return cross_dataset_split(items["ucf50"], targets, CLASS_MAP, min_clips=min_clips, seed=seed,
-                               content_hash=hashes)
+    return cross_dataset_split(
+        items["ucf50"], targets, CLASS_MAP, min_clips=min_clips, seed=seed, content_hash=hashes
+    )
 
 
 def test_no_training_clip_reaches_the_test_pool(lookalikes):
@@ -97,12 +106,24 @@ def test_queries_stratified_and_split_deterministic(lookalikes):
 
 
 def test_cross_protocol_trains_end_to_end(lookalikes, tmp_path):
-    cfg = compose_cfg("train.yaml", [
-        "data=cross", f"data.source.root={lookalikes['ucf50']}", f"data.targets.ucf101={lookalikes['ucf101']}",
-        f"data.targets.hmdb51={lookalikes['hmdb51']}", "data.min_clips=3", "data.frames=4", "data.image_size=32",
-        "data.num_workers=0", f"paths.cache_dir={tmp_path}/cache", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-        "+data.class_map.ucf101.Rare=Rare",
-    ], tmp_path / "run")
+    cfg = compose_cfg(
+        "train.yaml",
+        [
+            "data=cross",
+            f"data.source.root={lookalikes['ucf50']}",
+            f"data.targets.ucf101={lookalikes['ucf101']}",
+            f"data.targets.hmdb51={lookalikes['hmdb51']}",
+            "data.min_clips=3",
+            "data.frames=4",
+            "data.image_size=32",
+            "data.num_workers=0",
+            f"paths.cache_dir={tmp_path}/cache",
+            "trainer.max_epochs=2",
+            "trainer.accelerator=cpu",
+            "+data.class_map.ucf101.Rare=Rare",
+        ],
+        tmp_path / "run",
+    )
     train(cfg)
     split_csv = (tmp_path / "run" / "split.csv").read_text()
     assert "hmdb51/laugh" in split_csv and "original_label" in split_csv
@@ -120,8 +141,9 @@ def test_cross_split_on_real_clips():
     assert not excluded and len(split.train_classes) == 3
     pool = [it for it in split.items if it.role in ("query", "gallery")]
     assert len(pool) == 15 and not any(it.seen for it in pool)  # no class map: all unseen
-    assert {it.label for it in pool if it.role == "query"} == {f"ucf101-mini/{c}" for c in
-                                                             ("ApplyEyeMakeup", "BenchPress", "Diving")}
+    assert {it.label for it in pool if it.role == "query"} == {
+        f"ucf101-mini/{c}" for c in ("ApplyEyeMakeup", "BenchPress", "Diving")
+    }
 
 
 def _touch_clips(root: Path, names: dict[str, list[str]]) -> None:
@@ -135,16 +157,24 @@ def test_ucf101_official_split_files(tmp_path):
     from media_retrieval.data.splits import official_split
 
     root = tmp_path / "UCF-101"
-    _touch_clips(root, {c: [f"v_{c}_g0{g}_c01.avi" for g in (1, 2, 8, 9)] for c in ("Biking", "Diving")})
+    _touch_clips(
+        root, {c: [f"v_{c}_g0{g}_c01.avi" for g in (1, 2, 8, 9)] for c in ("Biking", "Diving")}
+    )
     lists = tmp_path / "ucfTrainTestlist"
     lists.mkdir()
-    (lists / "trainlist01.txt").write_text("".join(f"{c}/v_{c}_g0{g}_c01.avi 1\n" for c in ("Biking", "Diving") for g in (8, 9)))
-    (lists / "testlist01.txt").write_text("".join(f"{c}/v_{c}_g0{g}_c01.avi\n" for c in ("Biking", "Diving") for g in (1, 2)))
+    (lists / "trainlist01.txt").write_text(
+        "".join(f"{c}/v_{c}_g0{g}_c01.avi 1\n" for c in ("Biking", "Diving") for g in (8, 9))
+    )
+    (lists / "testlist01.txt").write_text(
+        "".join(f"{c}/v_{c}_g0{g}_c01.avi\n" for c in ("Biking", "Diving") for g in (1, 2))
+    )
     items = scan_folder(root, "ucf101")[0]
     roles = official_roles("ucf101", root, items, split=1)
     assert {Path(p).stem: r for p, r in roles.items()}["v_Biking_g01_c01"] == "test"
     split = official_split(items, roles, unseen_classes=0.0)
-    assert {it.role for it in split.items if "_g0" in it.path and ("g08" in it.path or "g09" in it.path)} <= {"train", "val"}
+    assert {
+        it.role for it in split.items if "_g0" in it.path and ("g08" in it.path or "g09" in it.path)
+    } <= {"train", "val"}
     assert all(it.seen for it in split.items)
     from media_retrieval.errors import DataError
 
@@ -158,9 +188,19 @@ def test_hmdb51_and_kth_official_splits(tmp_path):
     hmdb = tmp_path / "hmdb51"
     _touch_clips(hmdb, {"laugh": ["a.avi", "b.avi", "c.avi"]})
     (hmdb / "laugh_test_split1.txt").write_text("a.avi 1\nb.avi 2\nc.avi 0\n")
-    roles = {Path(p).name: r for p, r in official_roles("hmdb51", hmdb, scan_folder(hmdb, "hmdb51")[0]).items()}
+    roles = {
+        Path(p).name: r
+        for p, r in official_roles("hmdb51", hmdb, scan_folder(hmdb, "hmdb51")[0]).items()
+    }
     assert roles == {"a.avi": "train", "b.avi": "test"}  # 0 = not used in this split
     kth = tmp_path / "kth"
-    _touch_clips(kth, {"boxing": ["person11_boxing_d1_uncomp.avi", "person22_boxing_d1_uncomp.avi"]})
-    roles = {Path(p).name: r for p, r in official_roles("kth", kth, scan_folder(kth, "kth")[0]).items()}
-    assert roles == {"person11_boxing_d1_uncomp.avi": "train", "person22_boxing_d1_uncomp.avi": "test"}
+    _touch_clips(
+        kth, {"boxing": ["person11_boxing_d1_uncomp.avi", "person22_boxing_d1_uncomp.avi"]}
+    )
+    roles = {
+        Path(p).name: r for p, r in official_roles("kth", kth, scan_folder(kth, "kth")[0]).items()
+    }
+    assert roles == {
+        "person11_boxing_d1_uncomp.avi": "train",
+        "person22_boxing_d1_uncomp.avi": "test",
+    }

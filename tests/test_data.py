@@ -24,7 +24,10 @@ def _clip(path: Path, n: int, seed: int, fps: int = 10, size=(48, 64)) -> None:
     """A clip whose frame i has brightness proportional to i (so sampling is checkable)."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 60, size=(*size, 3), dtype=np.uint8)
-    frames = (np.clip(base.astype(int) + int(190 * i / max(n - 1, 1)), 0, 255).astype(np.uint8) for i in range(n))
+    frames = (
+        np.clip(base.astype(int) + int(190 * i / max(n - 1, 1)), 0, 255).astype(np.uint8)
+        for i in range(n)
+    )
     encode_mp4(frames, path, fps)
 
 
@@ -61,11 +64,23 @@ def messy_folder(tmp_path) -> tuple[Path, dict[str, str]]:
 
 def test_bad_files_are_skipped_and_listed(messy_folder, tmp_path):
     root, expected = messy_folder
-    cfg = compose_cfg("train.yaml", [
-        "data=folder", f"data.root={root}", "data.unseen_classes=[gamma]", "data.frames=4",
-        "data.image_size=64", "data.batch_size=4", "data.num_workers=0", f"paths.cache_dir={tmp_path}/cache",
-        "trainer.max_epochs=2", "trainer.accelerator=cpu", "data.test_fraction=0.25",
-    ], tmp_path / "run")
+    cfg = compose_cfg(
+        "train.yaml",
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.unseen_classes=[gamma]",
+            "data.frames=4",
+            "data.image_size=64",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            f"paths.cache_dir={tmp_path}/cache",
+            "trainer.max_epochs=2",
+            "trainer.accelerator=cpu",
+            "data.test_fraction=0.25",
+        ],
+        tmp_path / "run",
+    )
     train(cfg)
     run = tmp_path / "run"
     assert (run / "retrieval" / "results.json").is_file()
@@ -92,8 +107,15 @@ def test_long_videos_become_chunks_sampled_within_their_span(tmp_path):
     _clip(path, 120, seed=0, fps=10)  # 12 s
     item = MediaItem(str(path), "d", "c", "d/long")
     chunks, skipped = chunk_items([item], chunk_s=4)
-    assert not skipped and [(c.chunk, c.start_s, c.end_s) for c in chunks] == [(0, 0.0, 4.0), (1, 4.0, 8.0), (2, 8.0, 12.0)]
-    means = [decode_all_frames(path, num=4, start_s=c.start_s, end_s=c.end_s).float().mean().item() for c in chunks]
+    assert not skipped and [(c.chunk, c.start_s, c.end_s) for c in chunks] == [
+        (0, 0.0, 4.0),
+        (1, 4.0, 8.0),
+        (2, 8.0, 12.0),
+    ]
+    means = [
+        decode_all_frames(path, num=4, start_s=c.start_s, end_s=c.end_s).float().mean().item()
+        for c in chunks
+    ]
     assert means[0] < means[1] < means[2]  # later chunks = brighter frames
     whole = decode_all_frames(path, num=5, sampling="time")
     assert whole.shape[0] == 5
@@ -101,11 +123,17 @@ def test_long_videos_become_chunks_sampled_within_their_span(tmp_path):
 
 
 def test_one_dataset_split_is_deterministic_and_leak_free():
-    items = [MediaItem(f"/x/{c}/{v}_{k}.mp4", "d", c, f"d/{c}{v}", chunk=k)
-             for c in "abcdef" for v in range(6) for k in range(2)]
+    items = [
+        MediaItem(f"/x/{c}/{v}_{k}.mp4", "d", c, f"d/{c}{v}", chunk=k)
+        for c in "abcdef"
+        for v in range(6)
+        for k in range(2)
+    ]
     s1 = one_dataset_split(items, unseen_classes=0.5, seed=3)
     s2 = one_dataset_split(items, unseen_classes=0.5, seed=3)
-    assert [(i.path, i.chunk, i.role) for i in s1.items] == [(i.path, i.chunk, i.role) for i in s2.items]
+    assert [(i.path, i.chunk, i.role) for i in s1.items] == [
+        (i.path, i.chunk, i.role) for i in s2.items
+    ]
     unseen = {i.label for i in s1.items if not i.seen}
     assert len(unseen) == 3 and unseen.isdisjoint(s1.train_classes)
     roles_by_video: dict[str, set[str]] = {}
@@ -122,15 +150,28 @@ def test_one_dataset_split_is_deterministic_and_leak_free():
     assert sum(len(v) >= 2 for v in pool_videos.values()) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.real_clips
 def test_real_clips_reference_reproduced(tmp_path):
     """No training, leave-one-out over all 42 real clips: P@5 0.54 and mAP 0.70 (±0.02)."""
     real = require_real_clips()
-    cfg = compose_cfg("eval.yaml", [
-        "data=folder", f"+data.roots={{ucf101-mini: {real / 'ucf101-mini'}, gestures-mini: {real / 'gestures-mini'}}}",
-        "model.temporal.cell=none", "model.temporal.stats=[]", "data.sampling=index", "data.chunk_s=null", "data.resize=stretch",
-        "trainer.accelerator=cpu", f"paths.cache_dir={tmp_path}/cache", "data.num_workers=1",
-    ], tmp_path)
+    cfg = compose_cfg(
+        "eval.yaml",
+        [
+            "data=folder",
+            f"+data.roots={{ucf101-mini: {real / 'ucf101-mini'}, gestures-mini: "
+            f"{real / 'gestures-mini'}}}",
+            "model.temporal.cell=none",
+            "model.temporal.stats=[]",
+            "data.sampling=index",
+            "data.chunk_s=null",
+            "data.resize=stretch",
+            "trainer.accelerator=cpu",
+            f"paths.cache_dir={tmp_path}/cache",
+            "data.num_workers=1",
+        ],
+        tmp_path,
+    )
     metrics = evaluate(cfg)
     assert metrics["retrieval/euclidean/all/accuracy@5"] == pytest.approx(0.54, abs=0.02)
     assert metrics["retrieval/euclidean/all/map"] == pytest.approx(0.70, abs=0.02)
@@ -142,8 +183,15 @@ def test_seek_sampler_gives_decode_all_pixels(tmp_path, gop):
 
     path = tmp_path / "g.mp4"
     rng = np.random.default_rng(gop)
-    encode_mp4((rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(90)), path, 15, gop=gop)
-    for kw in ({"num": 16}, {"num": 7, "sampling": "time"}, {"num": 5, "start_s": 2.0, "end_s": 4.5}, {"num": 120}):
+    encode_mp4(
+        (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(90)), path, 15, gop=gop
+    )
+    for kw in (
+        {"num": 16},
+        {"num": 7, "sampling": "time"},
+        {"num": 5, "start_s": 2.0, "end_s": 4.5},
+        {"num": 120},
+    ):
         assert torch.equal(seek_sample_frames(path, **kw), decode_all_frames(path, **kw)), kw
 
 
@@ -152,8 +200,13 @@ def test_training_augmentation_varies_clips_and_evaluation_does_not(tmp_path):
     from media_retrieval.data.video import jitter_indices
 
     _clip(tmp_path / "c" / "a" / "x.mp4", 60, seed=1)
-    dm = FolderDataModule(root=str(tmp_path / "c"), frames=6, image_size=32, chunk_s=None,
-                          augment={"enabled": True, "temporal_jitter": True, "scale": [0.3, 1.0], "hflip": 0.5})
+    dm = FolderDataModule(
+        root=str(tmp_path / "c"),
+        frames=6,
+        image_size=32,
+        chunk_s=None,
+        augment={"enabled": True, "temporal_jitter": True, "scale": [0.3, 1.0], "hflip": 0.5},
+    )
     item = MediaItem(str(tmp_path / "c" / "a" / "x.mp4"), "c", "a", "c/x")
     torch.manual_seed(0)
     evals = [dm.load_pixels(item) for _ in range(3)]
@@ -171,7 +224,9 @@ def test_training_augmentation_varies_clips_and_evaluation_does_not(tmp_path):
     assert torch.equal(a, b)  # both samplers jitter identically
 
 
-def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(messy_folder, tmp_path, monkeypatch, caplog):
+def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(
+    messy_folder, tmp_path, monkeypatch, caplog
+):
     """Pixel mode (C3D) probes containers instead of decoding everything up front; a clip that
     disappears after the split was made is skipped by the DataLoader and the run completes."""
     from media_retrieval.data.datamodule import FolderDataModule
@@ -186,17 +241,32 @@ def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(messy_folder, tmp
             victim.unlink()  # deleted between listing and reading
 
     monkeypatch.setattr(FolderDataModule, "setup", setup_then_delete)
-    cfg = compose_cfg("train.yaml", [
-        "data=folder", f"data.root={root}", "data.unseen_classes=[gamma]", "data.frames=4", "data.image_size=32",
-        "data.batch_size=4", "data.num_workers=0", "model=c3d", "model.width=0.125", "trainer.max_epochs=1",
-        "trainer.accelerator=cpu", "data.test_fraction=0.25",
-    ], tmp_path / "run")
+    cfg = compose_cfg(
+        "train.yaml",
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.unseen_classes=[gamma]",
+            "data.frames=4",
+            "data.image_size=32",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "model=c3d",
+            "model.width=0.125",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "data.test_fraction=0.25",
+        ],
+        tmp_path / "run",
+    )
     train(cfg)
     assert (tmp_path / "run" / "retrieval" / "results.json").is_file()
     skipped = (tmp_path / "run" / "skipped.csv").read_text()
     for rel in ("corrupt.mp4", "truncated.mp4", "empty.mp4", "short.mp4", "notes.txt"):
         assert rel in skipped, rel
-    assert any("beta_3.mp4" in r.getMessage() and "in this batch" in r.getMessage() for r in caplog.records)
+    assert any(
+        "beta_3.mp4" in r.getMessage() and "in this batch" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_horizontal_flips_keep_direction_classes_right(tmp_path):
@@ -211,12 +281,30 @@ def test_horizontal_flips_keep_direction_classes_right(tmp_path):
     rng = np.random.default_rng(0)
     for label in ("move_left", "move_right", "pass_through", "static"):
         for i in range(4):
-            encode_mp4([rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(4)],
-                       tmp_path / "clips" / label / f"{label}{i}.mp4", fps=4)
-    augment = {"enabled": True, "temporal_jitter": False, "scale": [1.0, 1.0], "hflip": 1.0,
-               "flip_pairs": [["move_left", "move_right"]], "no_flip": ["pass_through"]}
-    dm = FolderDataModule(root=str(tmp_path / "clips"), unseen_classes=0.0, test_fraction=0.25, frames=4,
-                          image_size=32, chunk_s=None, num_workers=0, augment=augment, val_fraction=0.0)
+            encode_mp4(
+                [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(4)],
+                tmp_path / "clips" / label / f"{label}{i}.mp4",
+                fps=4,
+            )
+    augment = {
+        "enabled": True,
+        "temporal_jitter": False,
+        "scale": [1.0, 1.0],
+        "hflip": 1.0,
+        "flip_pairs": [["move_left", "move_right"]],
+        "no_flip": ["pass_through"],
+    }
+    dm = FolderDataModule(
+        root=str(tmp_path / "clips"),
+        unseen_classes=0.0,
+        test_fraction=0.25,
+        frames=4,
+        image_size=32,
+        chunk_s=None,
+        num_workers=0,
+        augment=augment,
+        val_fraction=0.0,
+    )
     dm.setup()
     train = dm.train_dataloader().dataset
     seen = {}

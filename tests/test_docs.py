@@ -39,15 +39,26 @@ def test_a_changed_script_makes_its_shown_output_stale(tmp_path, monkeypatch):
     doc.write_text("intro\n<!-- example:demo_x sha256= -->\nold\n<!-- /example:demo_x -->\nrest\n")
     render.render()
     text = doc.read_text()
-    assert "```bash\necho hello\n```\n```\nhello\n```\n" in text and "old" not in text and text.endswith("rest\n")
+    assert (
+        "```bash\necho hello\n```\n```\nhello\n```\n" in text
+        and "old" not in text
+        and text.endswith("rest\n")
+    )
     assert render.stale() == []
     (examples / "demo_x.sh").write_text("# show\necho changed\n")
-    assert render.stale() == ["doc.md: example demo_x was recorded from another version of its script: run `make docs`"]
+    assert render.stale() == [
+        "doc.md: example demo_x was recorded from another version of its script: run `make docs`"
+    ]
 
 
-@pytest.mark.skipif(not (REAL / "gestures-mini").is_dir() or not (REAL / "ucf101-mini").is_dir(),
-                    reason=f"the shared real clips (gestures-mini, ucf101-mini) are not at {REAL}")
-def test_the_readme_search_service_and_python_examples_run_as_written_on_a_few_clips(tmp_path, cfg_train):
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (REAL / "gestures-mini").is_dir() or not (REAL / "ucf101-mini").is_dir(),
+    reason=f"the shared real clips (gestures-mini, ucf101-mini) are not at {REAL}",
+)
+def test_the_readme_search_service_and_python_examples_run_as_written_on_a_few_clips(
+    tmp_path, cfg_train
+):
     """The README's commands, in order, on 3 clips per class; what the README says of them holds:
     an index line, one table per query with its kept count, and the PAR sentence's numbers
     match the tables; then the service on that index answers /health and an uploaded still;
@@ -56,26 +67,40 @@ def test_the_readme_search_service_and_python_examples_run_as_written_on_a_few_c
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "examples").symlink_to(ROOT / "docs" / "examples")
     (tmp_path / "docs" / "images").mkdir()
-    shown = render.run("search_own_media", cwd=tmp_path, env={"EXAMPLE_CLIPS": "few",
-                                                               "MEDIA_RETRIEVAL_REAL_CLIPS": str(REAL)})
+    shown = render.run(
+        "search_own_media",
+        cwd=tmp_path,
+        env={"EXAMPLE_CLIPS": "few", "MEDIA_RETRIEVAL_REAL_CLIPS": str(REAL)},
+    )
     readme = (ROOT / "README.md").read_text()
     steps = render.parse(render.EXAMPLES / "search_own_media.sh")[1]
-    assert [s for s, _ in shown] == steps and all(s.command in readme for s in steps if s.kind == "show")
+    assert [s for s, _ in shown] == steps and all(
+        s.command in readme for s in steps if s.kind == "show"
+    )
     index_out, search_out, said = (out for _, out in shown)
-    assert re.search(r"index: data/my_index \(gen-000001\): (\d+) segments from \1 files; embedded \1", index_out)
+    assert re.search(
+        r"index: data/my_index \(gen-000001\): (\d+) segments from \1 files; embedded \1", index_out
+    )
     assert index_out.count("GPU available") <= 1  # each log line once
-    kept = [(int(a), int(b)) for a, b in re.findall(r"\(PAR δ = [\d.]+: (\d+) of (\d+) kept\)", search_out)]
+    kept = [
+        (int(a), int(b))
+        for a, b in re.findall(r"\(PAR δ = [\d.]+: (\d+) of (\d+) kept\)", search_out)
+    ]
     assert len(kept) == 3 and all(b == 5 for _, b in kept)
     assert (tmp_path / "docs" / "images" / "search_contact_sheet.png").stat().st_size > 0
-    m = re.fullmatch(r"Of the 3 queries' top 5, (\d+) hits are of the query's class and (\d+) of another\. "
-                     r"PAR at δ = [\d.]+ keeps (\d+) of the \1 right ones and drops (\d+) of the \2 wrong ones\.", said)
+    m = re.fullmatch(
+        r"Of the 3 queries' top 5, (\d+) hits are of the query's class and (\d+) of another\. "
+        r"PAR at δ = [\d.]+ keeps (\d+) of the \1 right ones and drops (\d+) of the \2 wrong "
+        r"ones\.",
+        said,
+    )
     assert m, said
     right, wrong, right_kept, wrong_dropped = map(int, m.groups())
     assert right + wrong == 15 and right_kept + (wrong - wrong_dropped) == sum(a for a, _ in kept)
 
     # the service section's requests, on the index just built (the README's order), within the
     # README's first 150 lines: a new user meets search and the service before the reference
-    assert readme[:readme.index("curl -s -F file=")].count("\n") + 1 < 150
+    assert readme[: readme.index("curl -s -F file=")].count("\n") + 1 < 150
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 8000)) == 0:
             pytest.skip("port 8000 is in use here: the README's service example cannot run")
@@ -94,28 +119,51 @@ def test_the_readme_search_service_and_python_examples_run_as_written_on_a_few_c
     train(cfg_train)
     runs = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00" / "checkpoints"
     runs.mkdir(parents=True)
-    (runs / "epoch_000.ckpt").symlink_to(Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt")
+    (runs / "epoch_000.ckpt").symlink_to(
+        Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
+    )
     shown = render.run("python_api", cwd=tmp_path)
     (code_step, code), (_, out) = shown
-    assert code == (ROOT / code_step.command).read_text().strip("\n") and "```python\n" + code in readme
+    assert (
+        code == (ROOT / code_step.command).read_text().strip("\n")
+        and "```python\n" + code in readme
+    )
     lines = out.splitlines()  # what the example prints, among the log lines a user also sees
 
     def printed(prefix: str) -> str:
         return next(line for line in lines if line.startswith(prefix))
 
-    assert printed("clip spec: ") == "clip spec: {'frames': 4, 'image_size': 64, 'resize': 'short_side_crop', " \
-                                     "'in_chans': 3, 'sampling': 'index', 'chunk_s': None}"
+    assert (
+        printed("clip spec: ")
+        == "clip spec: {'frames': 4, 'image_size': 64, 'resize': 'short_side_crop', "
+        "'in_chans': 3, 'sampling': 'index', 'chunk_s': None}"
+    )
     assert re.fullmatch(r"vector: \(\d+,\)", printed("vector: "))
     delta = re.fullmatch(r"δ = ([\d.]+)( chosen on validation| \(default\))", printed("δ = "))
     assert delta, printed("δ = ")
-    hits = [m for line in lines if (m := re.fullmatch(r"(\d) (\S+) distance ([\d.]+) cosine (-?[\d.]+) "
-                                                      r"kept (True|False)", line))]
+    hits = [
+        m
+        for line in lines
+        if (
+            m := re.fullmatch(
+                r"(\d) (\S+) ([\d.]+) (-?[\d.]+) "
+                r"kept=(True|False)",
+                line,
+            )
+        )
+    ]
     assert [int(h[1]) for h in hits] == [1, 2, 3], lines
     assert all((tmp_path / "data" / "my_media" / h[2]).is_file() for h in hits)
-    assert all((h[5] == "True") == (float(h[4]) >= float(delta[1])) for h in hits)  # kept: cosine ≥ δ
-    assert re.fullmatch(r"update: \{.*'embedded': 0, 'reused': \d+, 'removed': 0.*\}", printed("update: "))
+    assert all(
+        (h[5] == "True") == (float(h[4]) >= float(delta[1])) for h in hits
+    )  # kept: cosine ≥ δ
+    assert re.fullmatch(
+        r"update: \{.*'embedded': 0, 'reused': \d+, 'removed': 0.*\}", printed("update: ")
+    )
     assert printed("reload: ") == "reload: False"
-    assert not any("Tip" in line or "LeafSpec" in line for line in lines)  # Lightning's noise stays out
+    assert not any(
+        "Tip" in line or "LeafSpec" in line for line in lines
+    )  # Lightning's noise stays out
 
 
 def test_the_code_map_lists_the_packages_in_the_layer_contracts_order():
@@ -123,10 +171,12 @@ def test_the_code_map_lists_the_packages_in_the_layer_contracts_order():
     learn them, so it shows them top to bottom in the same order."""
     import tomllib
 
-    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ][0]["layers"]
     text = (ROOT / "README.md").read_text()
-    block = text[text.index("## Code map"):]
-    block = block[block.index("```"):block.index("```", block.index("```") + 3)]
+    block = text[text.index("## Code map") :]
+    block = block[block.index("```") : block.index("```", block.index("```") + 3)]
     position = {}
     for line in block.splitlines():
         entry = line[2:].split()[0] if line.startswith("  ") and not line.startswith("   ") else ""

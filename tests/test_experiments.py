@@ -35,45 +35,75 @@ OFFLINE_WEIGHTS = ["model.backbone.weights=none"]
 def standins(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("standins")
     real = REAL_CLIPS if REAL_CLIPS.is_dir() else make_real_clips_standin(base / "real-clips")
-    return {"data": make_paper_datasets(base / "data"), "cifar": make_cifar_batches(base / "data" / "cifar10"),
-            "real": real, "cache": base / "cache"}
+    return {
+        "data": make_paper_datasets(base / "data"),
+        "cifar": make_cifar_batches(base / "data" / "cifar10"),
+        "real": real,
+        "cache": base / "cache",
+    }
 
 
 def experiment_overrides(name: str, standins: dict[str, Path], tiny_dirs) -> list[str]:
-    common = [f"paths.data_dir={standins['data']}", f"paths.cache_dir={standins['cache']}", *SMALL,
-              "data.image_size=64"]
+    common = [
+        f"paths.data_dir={standins['data']}",
+        f"paths.cache_dir={standins['cache']}",
+        *SMALL,
+        "data.image_size=64",
+    ]
     if name.startswith("paper_"):
         extra = ["data.min_clips=2", "data.batch_size=4", "data.frames=4"]
         extra += ["model.width=0.125"] if name == "paper_c3d" else OFFLINE_WEIGHTS
         return common + extra
     if name == "color_vs_gray":
-        return common + [*OFFLINE_WEIGHTS, "data.image_size=32", "data.batch_size=8", "data.eval_batch_size=8"]
+        return common + [
+            *OFFLINE_WEIGHTS,
+            "data.image_size=32",
+            "data.batch_size=8",
+            "data.eval_batch_size=8",
+        ]
     if name == "real_clips":
         return common + [f"paths.real_clips_dir={standins['real']}", "data.frames=4"]
-    if name == "real_all":  # two of its eight sets (set after composing: an override merges): one batch per stage
+    if (
+        name == "real_all"
+    ):  # two of its eight sets (set after composing: an override merges): one batch per stage
         real = standins["real"]
         return common + [f"paths.real_clips_dir={real}", "data.frames=4", "data.batch_size=4"]
     if name == "ssl":  # a folder of unlabelled video: one real set, its class folders ignored
-        return common + [f"data.root={standins['real']}/gestures-mini", "data.frames=4", "data.dense_frames=8",
-                         "data.batch_size=4", "data.val_fraction=0.3"]
+        return common + [
+            f"data.root={standins['real']}/gestures-mini",
+            "data.frames=4",
+            "data.dense_frames=8",
+            "data.batch_size=4",
+            "data.val_fraction=0.3",
+        ]
     return tiny_overrides(*tiny_dirs)  # demo, demo_baseline: the built-in corpus
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_runs_fast_dev_run(name, standins, tiny_dirs, tmp_path):
-    cfg = compose_cfg("train.yaml", [f"experiment={name}", "debug=fdr",
-                                     *experiment_overrides(name, standins, tiny_dirs)], tmp_path)
+    cfg = compose_cfg(
+        "train.yaml",
+        [f"experiment={name}", "debug=fdr", *experiment_overrides(name, standins, tiny_dirs)],
+        tmp_path,
+    )
     GlobalHydra.instance().clear()
-    expected = {"paper_cnn_lstm": ("CrossDataModule", "cnn_lstm"), "paper_c3d": ("CrossDataModule", "c3d"),
-                "paper_e2e": ("CrossDataModule", "cnn_lstm_e2e"), "color_vs_gray": ("Cifar10DataModule", "cnn_lstm_e2e"),
-                "real_clips": ("FolderDataModule", "cnn_lstm"), "real_all": ("FolderDataModule", "cnn_lstm_i3d"),
-                "ssl": ("FolderDataModule", "cnn_lstm")}
+    expected = {
+        "paper_cnn_lstm": ("CrossDataModule", "cnn_lstm"),
+        "paper_c3d": ("CrossDataModule", "c3d"),
+        "paper_e2e": ("CrossDataModule", "cnn_lstm_e2e"),
+        "color_vs_gray": ("Cifar10DataModule", "cnn_lstm_e2e"),
+        "real_clips": ("FolderDataModule", "cnn_lstm"),
+        "real_all": ("FolderDataModule", "cnn_lstm_i3d"),
+        "ssl": ("FolderDataModule", "cnn_lstm"),
+    }
     if name in expected:
         assert (cfg.data._target_.rsplit(".", 1)[1], cfg.model.name) == expected[name]
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         if name == "real_all":
-            cfg.data.roots = {s: f"{standins['real']}/{s}" for s in ("gestures-mini", "ucf101-mini")}
+            cfg.data.roots = {
+                s: f"{standins['real']}/{s}" for s in ("gestures-mini", "ucf101-mini")
+            }
     metrics = train(cfg)
     assert isinstance(metrics, dict)
     if name == "ssl":  # no labels: nothing to test; the label-free validation metric instead
@@ -88,13 +118,28 @@ def test_paper_experiment_offline_ends_with_one_line(standins, tmp_path):
     """Without the weights override, the paper's MobileNet V1 weights cannot download here:
     the run stops at start-up with one line saying what to fetch."""
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    r = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "experiment=paper_cnn_lstm", "debug=fdr",
-                        f"paths.data_dir={standins['data']}", f"paths.cache_dir={standins['cache']}",
-                        "data.min_clips=2", f"hydra.run.dir={tmp_path}"],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "experiment=paper_cnn_lstm",
+            "debug=fdr",
+            f"paths.data_dir={standins['data']}",
+            f"paths.cache_dir={standins['cache']}",
+            "data.min_clips=2",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: model.backbone.name=mobilenetv1_100: no ImageNet weights for it are cached here")
+    assert last.startswith(
+        "error: model.backbone.name=mobilenetv1_100: no ImageNet weights for it are cached here"
+    )
     assert "model.backbone.weights=" in last
 
 
@@ -125,7 +170,10 @@ def _grid(sweep: dict) -> list[dict]:
     params = sweep["parameters"]
     fixed = {k: v["value"] for k, v in params.items() if "value" in v}
     varying = {k: v["values"] for k, v in params.items() if "values" in v}
-    return [{**fixed, **dict(zip(varying, combo, strict=True))} for combo in itertools.product(*varying.values())]
+    return [
+        {**fixed, **dict(zip(varying, combo, strict=True))}
+        for combo in itertools.product(*varying.values())
+    ]
 
 
 def _agent_args(params: dict) -> list[str]:
@@ -134,9 +182,15 @@ def _agent_args(params: dict) -> list[str]:
 
 
 def _expected_failure(params: dict) -> str | None:
-    if params.get("model.temporal.readout") == "last_hc" and params.get("model.temporal.cell") != "lstm":
+    if (
+        params.get("model.temporal.readout") == "last_hc"
+        and params.get("model.temporal.cell") != "lstm"
+    ):
         return "needs cell=lstm"
-    if params.get("model.backbone.weights") == "imagenet" and params.get("model.backbone.name") != "efficientnet_lite0":
+    if (
+        params.get("model.backbone.weights") == "imagenet"
+        and params.get("model.backbone.name") != "efficientnet_lite0"
+    ):
         return "no ImageNet weights for it are cached here"
     return None
 
@@ -150,17 +204,24 @@ def test_sweep_file_is_well_formed(path):
     # model selection on validation only: a val/ metric, or re-scoring of validation embeddings
     on_val = sweep["metric"]["name"].startswith("val/retrieval/") or (
         sweep["metric"]["name"].startswith("retrieval/")
-        and sweep["parameters"]["embeddings"]["value"].endswith("val_embeddings.npz"))
+        and sweep["parameters"]["embeddings"]["value"].endswith("val_embeddings.npz")
+    )
     assert on_val and sweep["metric"]["goal"] == "maximize"
     assert len(_grid(sweep)) >= 2
     # the header states the run count (and the measured time per run): no surprise 486-run grid
-    stated = re.search(r"^# (\d+) runs \(the grid\)\. .* measured on", path.read_text(), re.M | re.S)
+    stated = re.search(
+        r"^# (\d+) runs \(the grid\)\. .* measured on", path.read_text(), re.M | re.S
+    )
     assert stated and int(stated[1]) == len(_grid(sweep)), path.name
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [p for p in SWEEPS if p.stem != "par_delta_k"],  # run in test_train.py
-                         ids=[p.stem for p in SWEEPS if p.stem != "par_delta_k"])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SWEEPS if p.stem != "par_delta_k"],  # run in test_train.py
+    ids=[p.stem for p in SWEEPS if p.stem != "par_delta_k"],
+)
 def test_sweep_commands_run_offline(path, tiny_dirs, tmp_path):
     """A sample of each training sweep's grid (its first point + one random point), run as the
     agent would with WANDB_MODE=disabled; impossible and online-only points end with one line."""
@@ -171,12 +232,23 @@ def test_sweep_commands_run_offline(path, tiny_dirs, tmp_path):
     if failing is not None and failing not in sample:
         sample.append(failing)
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("logger=")] + ["trainer.max_epochs=1"]
+    tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("logger=")] + [
+        "trainer.max_epochs=1"
+    ]
     seen_metric = False
     for i, params in enumerate(sample):
-        params = {**params, "data.frames": min(int(params.get("data.frames", 4)), 8)}  # tiny clips are short
+        params = {
+            **params,
+            "data.frames": min(int(params.get("data.frames", 4)), 8),
+        }  # tiny clips are short
         out = tmp_path / f"run{i}"
-        cmd = [sys.executable, str(ROOT / sweep["program"]), *tiny, *_agent_args(params), f"hydra.run.dir={out}"]
+        cmd = [
+            sys.executable,
+            str(ROOT / sweep["program"]),
+            *tiny,
+            *_agent_args(params),
+            f"hydra.run.dir={out}",
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
         why = _expected_failure(params)
         if why:
@@ -210,9 +282,20 @@ def test_temporal_ablation_multirun_and_report(tiny_dirs, tmp_path):
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
     sweep_dir = tmp_path / "multirun"
     tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("data.frames")]
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "ablation=temporal", *tiny,
-           "model.temporal.num_layers=1", "model.temporal.bidirectional=false", "model.temporal.readout=last_hc",
-           "data.frames=4", "model.temporal.hidden=16", "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "ablation=temporal",
+        *tiny,
+        "model.temporal.num_layers=1",
+        "model.temporal.bidirectional=false",
+        "model.temporal.readout=last_hc",
+        "data.frames=4",
+        "model.temporal.hidden=16",
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = find_runs([sweep_dir])
@@ -220,9 +303,20 @@ def test_temporal_ablation_multirun_and_report(tiny_dirs, tmp_path):
     # last_hc needs an LSTM: the gru and none jobs failed at start-up, recorded, sweep went on
     assert runs[0].error is None and runs[0].rows
     assert all("needs cell=lstm" in (r.error or "") for r in runs[1:])
-    r = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), f"runs=[{sweep_dir}]",
-                        f"out={tmp_path / 'report.md'}", f"hydra.run.dir={tmp_path / 'h'}"],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "report.py"),
+            f"runs=[{sweep_dir}]",
+            f"out={tmp_path / 'report.md'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     text = (tmp_path / "report.md").read_text()
     assert text in r.stdout  # the command prints the report too
@@ -237,15 +331,27 @@ def test_temporal_ablation_multirun_and_report(tiny_dirs, tmp_path):
 def test_optuna_search_runs_trials(tiny_dirs, tmp_path):
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
     sweep_dir = tmp_path / "optuna"
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "hparams_search=optuna", *tiny_overrides(*tiny_dirs),
-           "trainer.max_epochs=2", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-           f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "hparams_search=optuna",
+        *tiny_overrides(*tiny_dirs),
+        "trainer.max_epochs=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert 0.0 <= float(best["best_value"]) <= 1.0
-    assert set(best["best_params"]) == {"model.lr", "model.dropout", "model.temporal.cell", "model.temporal.hidden",
-                                        "model.temporal.num_layers"}
+    assert set(best["best_params"]) == {
+        "model.lr",
+        "model.dropout",
+        "model.temporal.cell",
+        "model.temporal.hidden",
+        "model.temporal.num_layers",
+    }
     assert len([d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()]) == 2
 
 
@@ -259,8 +365,14 @@ def test_pca_study_marks_the_90_percent_dimension(tmp_path):
     x = centers[labels] + 0.05 * rng.normal(0, 1, (60, 32))
     import torch
 
-    emb = EmbeddingSet(np.arange(60), torch.tensor(x, dtype=torch.float32), labels, np.ones(60, bool),
-                       np.arange(60) % 5 == 0, np.ones(60, bool))
+    emb = EmbeddingSet(
+        np.arange(60),
+        torch.tensor(x, dtype=torch.float32),
+        labels,
+        np.ones(60, bool),
+        np.arange(60) % 5 == 0,
+        np.ones(60, bool),
+    )
     save_embeddings(tmp_path / "e.npz", emb, [str(i) for i in range(6)], ["d"] * 60)
     rows = pca_study(tmp_path / "e.npz", k=5)
     marked = [r for r in rows if r["at_variance"]]
@@ -272,13 +384,16 @@ def test_pca_study_marks_the_90_percent_dimension(tmp_path):
 
 def test_the_real_clips_folder_is_one_setting_the_environment_can_move(tmp_path, monkeypatch):
     """``paths.real_clips_dir`` (configs), the benchmarks' ``--real-dir`` default and the tests'
-    REAL_CLIPS all come from ``config_schema.real_clips_dir``: ``$MEDIA_RETRIEVAL_REAL_CLIPS`` moves them all."""
+    REAL_CLIPS all come from ``config_schema.real_clips_dir``: ``$MEDIA_RETRIEVAL_REAL_CLIPS`` moves
+    them all."""
     from media_retrieval.config_schema import real_clips_dir
 
     assert Path(real_clips_dir(str(ROOT))) == REAL_CLIPS
     monkeypatch.delenv("MEDIA_RETRIEVAL_REAL_CLIPS", raising=False)
     cfg = compose_cfg("train.yaml", ["experiment=real_all"], tmp_path)
-    assert Path(cfg.paths.real_clips_dir) == (ROOT.parent / "shared" / "data" / "real-clips").resolve()
+    assert (
+        Path(cfg.paths.real_clips_dir) == (ROOT.parent / "shared" / "data" / "real-clips").resolve()
+    )
     monkeypatch.setenv("MEDIA_RETRIEVAL_REAL_CLIPS", str(tmp_path / "clips"))
     cfg = compose_cfg("train.yaml", ["experiment=real_all"], tmp_path)
     assert cfg.paths.real_clips_dir == str(tmp_path / "clips")

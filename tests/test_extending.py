@@ -29,7 +29,9 @@ def restored_registries():
     try:
         yield
     finally:
-        for live, old in zip((rankers.RANKERS, results.METRICS, registry.MODELS), saved, strict=True):
+        for live, old in zip(
+            (rankers.RANKERS, results.METRICS, registry.MODELS), saved, strict=True
+        ):
             live.clear()
             live.update(old)
 
@@ -78,15 +80,21 @@ def test_a_new_ranking_method_is_scored_logged_and_searchable(extended, tmp_path
 
     rel = extended["RelativePAR"](margin=0.05)
     cos = np.array([[0.99, 0.97, 0.5], [0.4, 0.38, 0.1]])
-    np.testing.assert_array_equal(rel.keep(cos, np.zeros_like(cos)), [[True, True, False], [True, True, False]])
+    np.testing.assert_array_equal(
+        rel.keep(cos, np.zeros_like(cos)), [[True, True, False], [True, True, False]]
+    )
     rows = score_rows(_set(), [3], 0.8)
     mine = [r for r in rows if r["ranking"] == "relative_par" and r["split"] == "all"]
     assert len(mine) == 1 and mine[0]["delta"] is None
-    # query 0 (angle 0): candidates at 0.1, 0.2 (A, cos ~0.995, 0.98) then 1.5 (A, cos 0.07): keeps 2, both right
+    # query 0 (angle 0): candidates at 0.1, 0.2 (A, cos ~0.995, 0.98) then 1.5 (A, cos 0.07): keeps
+    # 2, both right
     # query 3 (angle 3.0): 3.1, 3.2 (B) then 1.5 (A, cos 0.07): keeps 2, both right
     assert mine[0]["mean_kept"] == 2.0 and mine[0]["accuracy"] == 1.0
     logged = logged_metrics(rows, 0.8)
-    assert "retrieval/relative_par/all/accuracy@3" in logged and "retrieval/relative_par/all/map" not in logged
+    assert (
+        "retrieval/relative_par/all/accuracy@3" in logged
+        and "retrieval/relative_par/all/map" not in logged
+    )
 
     from helpers.media_library import write_image
 
@@ -96,8 +104,12 @@ def test_a_new_ranking_method_is_scored_logged_and_searchable(extended, tmp_path
 
     for i, c in enumerate(("red_disc", "red_disc", "blue_stripes")):
         write_image(tmp_path / "m" / f"{c}{i}.png", c, seed=i)
-    index = MediaIndex.build(tmp_path / "m", tmp_path / "i", clip_spec=ClipSpec(frames=1, image_size=32),
-                             options=IndexOptions(num_workers=0, trainer={"accelerator": "cpu"}))
+    index = MediaIndex.build(
+        tmp_path / "m",
+        tmp_path / "i",
+        clip_spec=ClipSpec(frames=1, image_size=32),
+        options=IndexOptions(num_workers=0, trainer={"accelerator": "cpu"}),
+    )
     hits = index.search(tmp_path / "m" / "red_disc0.png", k=3, ranking="relative_par")
     cos = np.array([h.cosine for h in hits])
     assert [h.kept for h in hits] == list(cos >= cos.max() - 0.05)
@@ -109,17 +121,23 @@ def test_a_new_metric_is_in_every_row_and_logged(extended):
     rows = score_rows(_set(), [1, 3], 0.8, [0.99])
     for r in rows:
         assert "success_at_k" in r
-    # hand-worked: with δ = 0.99 query 0 keeps its nearest (cos 0.995, right) and query 3 too -> 1.0;
+    # hand-worked: with δ = 0.99 query 0 keeps its nearest (cos 0.995, right) and query 3 too ->
+    # 1.0;
     # Euclidean top-1 of both queries is right -> 1.0
     by = {(r["ranking"], r["split"], r["k"], r["delta"]): r for r in rows}
     assert by[("euclidean", "all", 1, None)]["success_at_k"] == 1.0
     assert by[("par", "all", 3, 0.99)]["success_at_k"] == 1.0
     logged = logged_metrics(rows, 0.8)
-    assert "retrieval/euclidean/all/success@3" in logged and "retrieval/par/all/success@3_d0.99" in logged
+    assert (
+        "retrieval/euclidean/all/success@3" in logged
+        and "retrieval/par/all/success@3_d0.99" in logged
+    )
 
 
-def test_plugins_from_the_users_own_package_reach_eval_index_search_and_the_service(user_package, cfg_eval,
-                                                                                      tmp_path):
+@pytest.mark.slow
+def test_plugins_from_the_users_own_package_reach_eval_index_search_and_the_service(
+    user_package, cfg_eval, tmp_path
+):
     """docs/extending.md's two files, as the user's own package: named in ``plugins``, the ranking
     is scored by eval and offered by /search once in serve.rankings; the model builds an index
     that opens where the plug-in is named (command line: ``--plugin``) and is refused where not."""
@@ -147,31 +165,59 @@ def test_plugins_from_the_users_own_package_reach_eval_index_search_and_the_serv
         write_image(tmp_path / "m" / f"{c}{i}.png", c, seed=i)
     from my_package.models import ColourGrid
 
-    index = MediaIndex.build(tmp_path / "m", tmp_path / "i", model=ColourGrid(),
-                             clip_spec=ClipSpec(frames=1, image_size=32),
-                             options=IndexOptions(num_workers=0, trainer={"accelerator": "cpu"}))
+    index = MediaIndex.build(
+        tmp_path / "m",
+        tmp_path / "i",
+        model=ColourGrid(),
+        clip_spec=ClipSpec(frames=1, image_size=32),
+        options=IndexOptions(num_workers=0, trainer={"accelerator": "cpu"}),
+    )
     assert index.manifest["model_name"] == "colour_grid"
     assert MediaIndex.open(tmp_path / "i").model.__class__ is ColourGrid
 
     query = str(tmp_path / "m" / "red_disc0.png")
-    with TestClient(create_app(ServiceSettings(index_dir=str(tmp_path / "i"))), base_url="http://127.0.0.1") as c:
-        assert c.post("/search", params={"path": "red_disc0.png", "ranking": "relative_par"}).status_code == 422
+    with TestClient(
+        create_app(ServiceSettings(index_dir=str(tmp_path / "i"))), base_url="http://127.0.0.1"
+    ) as c:
+        assert (
+            c.post(
+                "/search", params={"path": "red_disc0.png", "ranking": "relative_par"}
+            ).status_code
+            == 422
+        )
     listed = ServiceSettings(index_dir=str(tmp_path / "i"), rankings=("par", "relative_par"))
     with TestClient(create_app(listed), base_url="http://127.0.0.1") as c:
-        reply = c.post("/search", params={"path": "red_disc0.png", "k": 3, "ranking": "relative_par"})
+        reply = c.post(
+            "/search", params={"path": "red_disc0.png", "k": 3, "ranking": "relative_par"}
+        )
         assert reply.status_code == 200 and reply.json()["ranking"] == "relative_par"
         cos = np.array([h["cosine"] for h in reply.json()["hits"]])
         assert [h["kept"] for h in reply.json()["hits"]] == list(cos >= cos.max() - 0.05)
 
     def search(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "media_retrieval", "search", *args, f"index_dir={tmp_path / 'i'}",
-                               f"query={query}", "k=2", f"hydra.run.dir={tmp_path / 'run'}"],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "media_retrieval",
+                "search",
+                *args,
+                f"index_dir={tmp_path / 'i'}",
+                f"query={query}",
+                "k=2",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     without = search()
     assert without.returncode == 2 and "is not a registered model" in without.stderr
     assert "plugins=[<that module>]" in without.stderr and "Traceback" not in without.stderr
-    named = search("--plugin", "my_package.models", "--plugin=my_package.rankers", "ranking=relative_par")
+    named = search(
+        "--plugin", "my_package.models", "--plugin=my_package.rankers", "ranking=relative_par"
+    )
     assert named.returncode == 0, named.stderr
     assert "red_disc0.png" in named.stdout
     missing = search("--plugin", "my_package.rankerz")

@@ -41,8 +41,16 @@ def _dm(root, cache_dir, **kw):
     return FolderDataModule(root=str(root), cache_dir=str(cache_dir), **settings)
 
 
-@pytest.mark.parametrize("change", [{"frames": 3}, {"image_size": 24}, {"resize": "stretch"},
-                                    {"sampling": "time"}, {"encoder": "other"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"frames": 3},
+        {"image_size": 24},
+        {"resize": "stretch"},
+        {"sampling": "time"},
+        {"encoder": "other"},
+    ],
+)
 def test_any_key_setting_recomputes_and_unchanged_reuses(clips, tmp_path, change):
     enc = CountingEncoder()
     dm = _dm(clips, tmp_path / "cache")
@@ -84,7 +92,9 @@ def test_interrupted_build_resumes_without_redoing_shards(clips, tmp_path):
     resumed.build(items, keys, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), enc)
     assert set(resumed.store.index()) == set(keys)
     full = FrameFeatureCache(tmp_path / "fresh", {"k": 1}, shard_size=2)
-    full.build(items, keys, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), CountingEncoder())
+    full.build(
+        items, keys, lambda it: torch.full((4, 3, 8, 8), float(len(it.path))), CountingEncoder()
+    )
     for it in items:  # same result as an uninterrupted build
         np.testing.assert_array_equal(resumed.get(it.key), full.get(it.key))
 
@@ -109,7 +119,9 @@ def test_features_are_keyed_by_content_not_path(clips, tmp_path):
     os.utime(a0.path, ns=(1, 1))
     shutil.copy(b1.path, clips / "b" / "b1_copy.mp4")  # known content, new path
     seen = enc.frames_seen
-    edited = _dm(clips, tmp_path / "cache", dedupe=False)  # keep the copies (a corpus would drop them)
+    edited = _dm(
+        clips, tmp_path / "cache", dedupe=False
+    )  # keep the copies (a corpus would drop them)
     edited.attach_frame_encoder(enc, {"name": "counting"})
     edited.prepare_data()
     edited.setup()

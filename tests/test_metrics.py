@@ -17,6 +17,7 @@ from media_retrieval.retrieval.par import par_rerank
 # Dense reference definitions: cumulative sums over the whole ranking, the textbook form. The
 # evaluator uses full_ranking_metrics (positions of relevant items only); tests hold them equal.
 
+
 def average_precision(relevant_sorted: np.ndarray) -> np.ndarray:
     """AP per row of a (Q, G) relevance matrix in rank order; 0 where a row has no relevant."""
     rel = relevant_sorted.astype(float)
@@ -35,7 +36,9 @@ def r_precision_and_map_at_r(relevant_sorted: np.ndarray) -> tuple[np.ndarray, n
     within_r = ranks[None, :] <= n_rel[:, None]
     cum = np.cumsum(rel, axis=1)
     r_prec = np.divide((rel * within_r).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
-    map_r = np.divide((rel * within_r * cum / ranks).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0)
+    map_r = np.divide(
+        (rel * within_r * cum / ranks).sum(1), n_rel, out=np.zeros_like(n_rel), where=n_rel > 0
+    )
     return r_prec, map_r
 
 
@@ -78,9 +81,17 @@ def example() -> EmbeddingSet:
 
 
 def row(rows, ranking, split, k, delta=None):
-    (r,) = [r for r in rows if r["ranking"] == ranking and r["split"] == split and r["k"] == k
-            and (r["delta"] == delta or (delta is not None and r["delta"] is not None
-                                          and abs(r["delta"] - delta) < 1e-9))]
+    (r,) = [
+        r
+        for r in rows
+        if r["ranking"] == ranking
+        and r["split"] == split
+        and r["k"] == k
+        and (
+            r["delta"] == delta
+            or (delta is not None and r["delta"] is not None and abs(r["delta"] - delta) < 1e-9)
+        )
+    ]
     return r
 
 
@@ -88,7 +99,9 @@ def test_rankings_and_par_by_hand():
     rk = rank(example(), kmax=2)
     # gallery rows are 3..6 in the EmbeddingSet; q0 -> g0, g1; q1 -> g2, g0; q2 -> g3, g0
     assert rk.topk.tolist() == [[3, 4], [5, 3], [6, 3]]
-    np.testing.assert_allclose(rk.topk_cosine[1], [1 / math.hypot(0.2, 1.0), 0.2 / math.hypot(0.2, 1.0)])
+    np.testing.assert_allclose(
+        rk.topk_cosine[1], [1 / math.hypot(0.2, 1.0), 0.2 / math.hypot(0.2, 1.0)]
+    )
     kept = par_rerank(torch.from_numpy(rk.topk), torch.from_numpy(rk.topk_cosine), 0.8)
     assert [k.tolist() for k in kept] == [[3, 4], [5], []]  # q2's PAR list is empty
 
@@ -138,9 +151,14 @@ def test_query_itself_excluded_in_leave_one_out():
 
 
 def test_ties_broken_by_gallery_order():
-    emb = EmbeddingSet(np.arange(3), torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
-                       np.array([0, 1, 0]), np.ones(3, bool), np.array([True, False, False]),
-                       np.array([False, True, True]))
+    emb = EmbeddingSet(
+        np.arange(3),
+        torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
+        np.array([0, 1, 0]),
+        np.ones(3, bool),
+        np.array([True, False, False]),
+        np.array([False, True, True]),
+    )
     assert rank(emb, kmax=2).topk.tolist() == [[1, 2]]
 
 
@@ -149,8 +167,9 @@ def test_macro_prf_matches_sklearn(seed):
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 7, 200)
     y_pred = np.where(rng.random(200) < 0.5, y_true, rng.integers(0, 9, 200))
-    expected = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0,
-                                               labels=np.union1d(y_true, y_pred))[:3]
+    expected = precision_recall_fscore_support(
+        y_true, y_pred, average="macro", zero_division=0, labels=np.union1d(y_true, y_pred)
+    )[:3]
     assert macro_prf(y_true, y_pred) == pytest.approx(expected)
 
 
@@ -183,18 +202,36 @@ def test_single_item_class_and_class_absent_from_gallery():
     whose class is absent from the gallery scores 0 as well."""
     vec = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.2]])
     both = np.array([True, True, True, False])
-    emb = EmbeddingSet(np.arange(4), vec, np.array([0, 0, 2, 1]), np.ones(4, bool), both,
-                       np.array([True, True, True, False]))
+    emb = EmbeddingSet(
+        np.arange(4),
+        vec,
+        np.array([0, 0, 2, 1]),
+        np.ones(4, bool),
+        both,
+        np.array([True, True, True, False]),
+    )
     rows = score_rows(emb, ks=[1], delta=0.5)
     r = row(rows, "euclidean", "all", 1)
     # q0 -> item1 (a, hit); q1 -> item0 (hit); q2 ('c', alone) -> nearest is item1 (miss), AP 0
     assert r["accuracy"] == pytest.approx(2 / 3)
     assert r["map"] == pytest.approx((1 + 1 + 0) / 3)
     assert r["r_at_k"] == pytest.approx((1 + 1 + 0) / 3)
-    absent = EmbeddingSet(np.arange(3), vec[:3], np.array([1, 0, 0]), np.ones(3, bool),
-                          np.array([True, False, False]), np.array([False, True, True]))
+    absent = EmbeddingSet(
+        np.arange(3),
+        vec[:3],
+        np.array([1, 0, 0]),
+        np.ones(3, bool),
+        np.array([True, False, False]),
+        np.array([False, True, True]),
+    )
     a = row(score_rows(absent, ks=[2], delta=0.5), "euclidean", "all", 2)
-    assert (a["accuracy"], a["map"], a["r_precision"], a["ndcg_at_k"], a["chance"]) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert (a["accuracy"], a["map"], a["r_precision"], a["ndcg_at_k"], a["chance"]) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
 
 
 def test_exclude_other_chunks_of_the_same_video():
@@ -240,13 +277,24 @@ def test_cross_check_with_pytorch_metric_learning():
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 120)
-    vec = torch.from_numpy((rng.normal(size=(5, 8))[labels] + rng.normal(scale=1.5, size=(120, 8))).astype(np.float32))
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-                              k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False)))
-    pml = calc.get_accuracy(vec, torch.from_numpy(labels), vec, torch.from_numpy(labels), ref_includes_query=True)
+    vec = torch.from_numpy(
+        (rng.normal(size=(5, 8))[labels] + rng.normal(scale=1.5, size=(120, 8))).astype(np.float32)
+    )
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
+    )
+    pml = calc.get_accuracy(
+        vec, torch.from_numpy(labels), vec, torch.from_numpy(labels), ref_includes_query=True
+    )
     both = np.ones(120, dtype=bool)
-    r = row(score_rows(EmbeddingSet(np.arange(120), vec, labels, both, both, both), ks=[1], delta=0.5),
-            "euclidean", "all", 1)
+    r = row(
+        score_rows(EmbeddingSet(np.arange(120), vec, labels, both, both, both), ks=[1], delta=0.5),
+        "euclidean",
+        "all",
+        1,
+    )
     assert r["accuracy"] == pytest.approx(pml["precision_at_1"], abs=1e-6)
     assert r["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-6)
     assert r["map_at_r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-6)
@@ -268,14 +316,25 @@ def test_ir_metrics_agree_with_torchmetrics_retrieval():
     n, k = 60, 5
     x = torch.tensor(rng.normal(size=(n, 8)), dtype=torch.float32)
     labels = rng.integers(0, 4, n)
-    emb = EmbeddingSet(np.arange(n), x, labels, np.ones(n, bool), np.ones(n, bool), np.ones(n, bool))
-    row = next(r for r in score_rows(emb, [k], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all")
+    emb = EmbeddingSet(
+        np.arange(n), x, labels, np.ones(n, bool), np.ones(n, bool), np.ones(n, bool)
+    )
+    row = next(
+        r for r in score_rows(emb, [k], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all"
+    )
     d = torch.cdist(x, x)
     off = ~torch.eye(n, dtype=torch.bool)
     preds = torch.exp(-d)[off]
     target = torch.from_numpy(labels[:, None] == labels[None, :])[off]
     indexes = torch.arange(n)[:, None].expand(n, n)[off]
-    expected = {"map": RetrievalMAP(), "p_at_k": RetrievalPrecision(top_k=k), "r_at_k": RetrievalRecall(top_k=k),
-                "ndcg_at_k": RetrievalNormalizedDCG(top_k=k), "r_precision": RetrievalRPrecision()}
+    expected = {
+        "map": RetrievalMAP(),
+        "p_at_k": RetrievalPrecision(top_k=k),
+        "r_at_k": RetrievalRecall(top_k=k),
+        "ndcg_at_k": RetrievalNormalizedDCG(top_k=k),
+        "r_precision": RetrievalRPrecision(),
+    }
     for key, metric in expected.items():
-        assert row[key] == pytest.approx(float(metric(preds, target, indexes=indexes)), abs=1e-6), key
+        assert row[key] == pytest.approx(float(metric(preds, target, indexes=indexes)), abs=1e-6), (
+            key
+        )

@@ -22,7 +22,10 @@ from media_retrieval.retrieval.media_index import MediaIndex, default_model  # n
 from media_retrieval.retrieval.milvus import LITE_FILE, LIVE, collection_name, segment_id  # noqa: E402
 
 SPEC = ClipSpec(frames=4, image_size=64, chunk_s=2)
-OPTS = {"num_workers": 0, "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}}
+OPTS = {
+    "num_workers": 0,
+    "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+}
 
 
 def client(index_dir: Path):
@@ -42,14 +45,24 @@ def library(tmp_path):
     return tmp_path / "media", made
 
 
-def build(media: Path, index: Path, model, backend: str = "milvus", **backend_options) -> MediaIndex:
-    return MediaIndex.build(media, index, model, clip_spec=SPEC,
-                            options=IndexOptions(backend=backend, backend_options=backend_options, **OPTS))
+def build(
+    media: Path, index: Path, model, backend: str = "milvus", **backend_options
+) -> MediaIndex:
+    return MediaIndex.build(
+        media,
+        index,
+        model,
+        clip_spec=SPEC,
+        options=IndexOptions(backend=backend, backend_options=backend_options, **OPTS),
+    )
 
 
 def rows(index_dir: Path, fingerprint: str, filter: str = "gen_to > 0") -> list[dict]:  # noqa: A002
-    return client(index_dir).query(collection_name("media_retrieval", fingerprint), filter=filter,
-                                   output_fields=["pk", "sid", "key", "rel_path", "start_s", "gen_from", "gen_to"])
+    return client(index_dir).query(
+        collection_name("media_retrieval", fingerprint),
+        filter=filter,
+        output_fields=["pk", "sid", "key", "rel_path", "start_s", "gen_from", "gen_to"],
+    )
 
 
 def sids(index: MediaIndex) -> set[str]:
@@ -58,7 +71,10 @@ def sids(index: MediaIndex) -> set[str]:
 
 def test_same_hits_as_exact_and_the_collection_describes_the_index(library, model, tmp_path):
     media, made = library
-    with build(media, tmp_path / "exact", model, "exact") as exact, build(media, tmp_path / "mv", model) as mv:
+    with (
+        build(media, tmp_path / "exact", model, "exact") as exact,
+        build(media, tmp_path / "mv", model) as mv,
+    ):
         for c in CLASSES:
             q = made[c][0]
             assert [h.key for h in mv.search(q, k=5)] == [h.key for h in exact.search(q, k=5)]
@@ -72,15 +88,22 @@ def test_same_hits_as_exact_and_the_collection_describes_the_index(library, mode
         by_sid = {segment_id(s.key, s.rel_path, s.start_s, s.end_s): s for s in mv.segments}
         for r in got:  # the metadata search needs, per segment, and one version each
             seg = by_sid[r["sid"]]
-            assert (r["key"], r["rel_path"], r["gen_from"], r["gen_to"]) == (seg.key, seg.rel_path, 1, LIVE)
+            assert (r["key"], r["rel_path"], r["gen_from"], r["gen_to"]) == (
+                seg.key,
+                seg.rel_path,
+                1,
+                LIVE,
+            )
             assert r["start_s"] == (-1.0 if seg.start_s is None else pytest.approx(seg.start_s))
             assert not r["rel_path"].startswith("/") and ".." not in Path(r["rel_path"]).parts
         # what the engine says of a path is never used: hits come from the index's own segment table
         c.upsert(name, [{"pk": got[0]["pk"], "rel_path": "../../etc/passwd"}], partial_update=True)
     with MediaIndex.open(tmp_path / "mv") as reopened:
         for cls in CLASSES:
-            assert all(h.rel_path in {s.rel_path for s in reopened.segments}
-                       for h in reopened.search(made[cls][0], k=5))
+            assert all(
+                h.rel_path in {s.rel_path for s in reopened.segments}
+                for h in reopened.search(made[cls][0], k=5)
+            )
 
 
 def change_library(media: Path, made: dict) -> Path:
@@ -164,18 +187,26 @@ def test_a_crashed_publish_is_undone_by_the_next(library, model, tmp_path, monke
         build(media, index, model)
     assert not (index / "gen-000002").exists()
     assert [h.key for h in reader.search(q, k=3)] == before
-    assert any(r["gen_from"] == 2 for r in rows(index, fp)) and any(r["gen_to"] == 2 for r in rows(index, fp))
+    assert any(r["gen_from"] == 2 for r in rows(index, fp)) and any(
+        r["gen_to"] == 2 for r in rows(index, fp)
+    )
     monkeypatch.setattr(MilvusClient, "upsert", upsert)
     reader.close()
-    client(index).release_collection(collection_name("media_retrieval", fp))  # as a new process finds it
+    client(index).release_collection(
+        collection_name("media_retrieval", fp)
+    )  # as a new process finds it
     with build(media, index, model) as second:
         assert second.generation == "gen-000002"
         visible = rows(index, fp, "gen_from <= 2 and gen_to > 2")
         assert len(visible) == len(second.segments) and {r["sid"] for r in visible} == sids(second)
-        assert len(rows(index, fp)) == len(second.segments)  # gen 1 had no reader left: its rows went
+        assert len(rows(index, fp)) == len(
+            second.segments
+        )  # gen 1 had no reader left: its rows went
 
 
-def test_a_collection_changed_elsewhere_or_owned_by_another_index_is_refused(library, model, tmp_path):
+def test_a_collection_changed_elsewhere_or_owned_by_another_index_is_refused(
+    library, model, tmp_path
+):
     media, _ = library
     with build(media, tmp_path / "mv", model) as mv:
         name = collection_name("media_retrieval", mv.manifest["fingerprint"])
@@ -208,16 +239,24 @@ def test_command_line_and_service_on_milvus(library, tmp_path):
     stats = run_index(media, tmp_path / "idx", tmp_path / "run", ["index.backend=milvus"])
     assert stats["segments"] > 0
     query = made[CLASSES[2]][0]
-    cfg = compose_cfg("search.yaml", [f"index_dir={tmp_path / 'idx'}", f"query={query}", "output=json", "k=3"],
-                      tmp_path / "s")
+    cfg = compose_cfg(
+        "search.yaml",
+        [f"index_dir={tmp_path / 'idx'}", f"query={query}", "output=json", "k=3"],
+        tmp_path / "s",
+    )
     try:
         results = search(cfg)
     finally:
         GlobalHydra.instance().clear()
     assert results[0]["results"][0]["rel_path"] == query.relative_to(media).as_posix()
-    with TestClient(create_app(ServiceSettings(index_dir=str(tmp_path / "idx"))), base_url="http://127.0.0.1") as c:
+    with TestClient(
+        create_app(ServiceSettings(index_dir=str(tmp_path / "idx"))), base_url="http://127.0.0.1"
+    ) as c:
         r = c.post("/search", params={"path": query.relative_to(media).as_posix(), "k": 3})
-        assert r.status_code == 200 and r.json()["hits"][0]["rel_path"] == query.relative_to(media).as_posix()
+        assert (
+            r.status_code == 200
+            and r.json()["hits"][0]["rel_path"] == query.relative_to(media).as_posix()
+        )
 
 
 def test_bad_milvus_options_are_one_line():

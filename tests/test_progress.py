@@ -14,7 +14,9 @@ def test_piped_progress_is_log_lines_with_count_rate_and_time_left(caplog):
             advance(1)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 20  # every 5 % (2 items), not per item
-    assert lines[0].startswith("clip features: 2/40 (5 %, ") and lines[-1].startswith("clip features: 40/40 (100 %")
+    assert lines[0].startswith("clip features: 2/40 (5 %, ") and lines[-1].startswith(
+        "clip features: 40/40 (100 %"
+    )
     assert all("/s, " in line and line.endswith(" left)") for line in lines)
 
 

@@ -23,7 +23,11 @@ def _data(seed: int = 0, noisy_test: str | None = None) -> rb.Data:
     rng = np.random.default_rng(seed)
     sources, feats, clip = {}, {}, {}
     for s in rb.SETS:
-        classes = ["fight", "no_fight"] if s in ("fight-cctv", "hockey_fights") else [f"{s}_c{i}" for i in range(3)]
+        classes = (
+            ["fight", "no_fight"]
+            if s in ("fight-cctv", "hockey_fights")
+            else [f"{s}_c{i}" for i in range(3)]
+        )
         items = []
         for c in classes:
             centre_f, centre_c = rng.normal(size=1280), rng.normal(size=1424)
@@ -38,37 +42,70 @@ def _data(seed: int = 0, noisy_test: str | None = None) -> rb.Data:
                     clip[it.key] = rng.normal(size=1424).astype(np.float32)
         sources[s] = items
     all_items = [it for v in sources.values() for it in v]
-    return rb.Data(sources, feats, clip, {it.key: rb.sibling_group(it) for it in all_items},
-                   {it.key: it.label.endswith("c0") for it in all_items})
+    return rb.Data(
+        sources,
+        feats,
+        clip,
+        {it.key: rb.sibling_group(it) for it in all_items},
+        {it.key: it.label.endswith("c0") for it in all_items},
+    )
 
 
 @pytest.fixture(autouse=True)
 def _short_training(monkeypatch):
     monkeypatch.setattr(rb, "EPOCHS", (1, 2))
     monkeypatch.setattr(rb, "WHITEN", (None, 8))
-    monkeypatch.setattr(rb, "FREE_GRID", [rb.BASELINE, rb.Embedding("mean_std", whiten=8),
-                                          rb.Embedding("none", "both"), rb.Embedding("mean_std", "logits", 1.0, 8)])
+    monkeypatch.setattr(
+        rb,
+        "FREE_GRID",
+        [
+            rb.BASELINE,
+            rb.Embedding("mean_std", whiten=8),
+            rb.Embedding("none", "both"),
+            rb.Embedding("mean_std", "logits", 1.0, 8),
+        ],
+    )
     monkeypatch.setattr(rb, "I3D_GRID", [rb.Embedding("none", "both")])
 
 
 def test_choices_never_read_the_test_source(monkeypatch):
     """Training and validation scoring never see a test clip; only the reported rows do."""
     data = _data()
-    fold = next(f for f in leave_one_source_out(data.sources, allow_shared=True) if f.test == "ut_interaction")
+    fold = next(
+        f
+        for f in leave_one_source_out(data.sources, allow_shared=True)
+        if f.test == "ut_interaction"
+    )
     trained_on, scored = [], []
     train, score = rb.train, rb.score
-    monkeypatch.setattr(rb, "train", lambda items, *a, **k: trained_on.append(items) or train(items, *a, **k))
-    monkeypatch.setattr(rb, "score", lambda z, items, *a, **k: scored.append((items, k.get("kinetics", False)))
-                        or score(z, items, *a, **k))
+    monkeypatch.setattr(
+        rb, "train", lambda items, *a, **k: trained_on.append(items) or train(items, *a, **k)
+    )
+    monkeypatch.setattr(
+        rb,
+        "score",
+        lambda z, items, *a, **k: (
+            scored.append((items, k.get("kinetics", False))) or score(z, items, *a, **k)
+        ),
+    )
     rows = rb.run_fold(fold, data, seeds=[0])
     assert [r["model"] for r in rows] == ["baseline", "i3d", "free", "default", "cnn_lstm_paper"]
-    assert all(r["fold"] == "ut_interaction" and 0 <= r["p_at_5"] <= 1 and r["n_kinetics_unseen"] == 8 for r in rows)
+    assert all(
+        r["fold"] == "ut_interaction" and 0 <= r["p_at_5"] <= 1 and r["n_kinetics_unseen"] == 8
+        for r in rows
+    )
     assert not any(it.dataset == "ut_interaction" for items in trained_on for it in items)
     assert len(trained_on) == 2 * (rb.N_VALIDATION + 1)  # grids on one seed, then the final model
-    test_calls = [final for items, final in scored if any(it.dataset == "ut_interaction" for it in items)]
+    test_calls = [
+        final for items, final in scored if any(it.dataset == "ut_interaction" for it in items)
+    ]
     assert test_calls and all(test_calls) and len(test_calls) == len(rows)
     held = {it.dataset for items, final in scored if not final for it in items}
-    assert held == {"jhmdb", "egogestar_pointing", "exercise-typing"}  # the first three of VALIDATION_ORDER
+    assert held == {
+        "jhmdb",
+        "egogestar_pointing",
+        "exercise-typing",
+    }  # the first three of VALIDATION_ORDER
 
 
 def test_siblings_are_not_ranked_and_shared_classes_are_marked():
@@ -78,15 +115,24 @@ def test_siblings_are_not_ranked_and_shared_classes_are_marked():
     # identical vectors for siblings: with them ranked, P@1 would be perfect whatever the class
     vecs = rb.free_vectors(rb.BASELINE, jhmdb, data)
     folds = {f.test: f for f in leave_one_source_out(data.sources, allow_shared=True)}
-    assert folds["hockey_fights"].seen_elsewhere == {"fight", "no_fight"} and not folds["jhmdb"].seen_elsewhere
+    assert (
+        folds["hockey_fights"].seen_elsewhere == {"fight", "no_fight"}
+        and not folds["jhmdb"].seen_elsewhere
+    )
     rows = rb.score(vecs, jhmdb, data)
     assert rb.pick(rows, "euclidean")["n_queries"] == len(jhmdb)
     from media_retrieval.retrieval.evaluate import EmbeddingSet, rank
 
     labels = np.array([it.label for it in jhmdb])
-    emb = EmbeddingSet(np.arange(len(jhmdb)), vecs, np.unique(labels, return_inverse=True)[1],
-                       np.zeros(len(jhmdb), bool), np.ones(len(jhmdb), bool), np.ones(len(jhmdb), bool),
-                       np.array([data.group[it.key] for it in jhmdb]))
+    emb = EmbeddingSet(
+        np.arange(len(jhmdb)),
+        vecs,
+        np.unique(labels, return_inverse=True)[1],
+        np.zeros(len(jhmdb), bool),
+        np.ones(len(jhmdb), bool),
+        np.ones(len(jhmdb), bool),
+        np.array([data.group[it.key] for it in jhmdb]),
+    )
     ranked = rank(emb, 5, exclude_same_group=True)
     for q, top in zip(ranked.query_rows, ranked.topk, strict=True):
         assert data.group[jhmdb[q].key] not in {data.group[jhmdb[g].key] for g in top if g >= 0}

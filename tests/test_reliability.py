@@ -31,8 +31,11 @@ def _cfg(tiny_dirs, out: Path, extra: list[str] = ()):
 
 def _headline(out: Path) -> dict:
     rows = json.loads((out / "retrieval" / "results.json").read_text())
-    return {(r["ranking"], r["split"], r["k"], r["delta"]): (r["precision"], r["map"]) for r in rows
-            if r.get("dataset", "all") == "all"}
+    return {
+        (r["ranking"], r["split"], r["k"], r["delta"]): (r["precision"], r["map"])
+        for r in rows
+        if r.get("dataset", "all") == "all"
+    }
 
 
 class Evil:
@@ -94,7 +97,9 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(entry, tiny_dirs,
     elif entry == "eval":
         from media_retrieval.cli.eval import evaluate
 
-        cfg = compose_cfg("eval.yaml", [*tiny_overrides(*tiny_dirs), f"ckpt_path={evil}"], tmp_path / "out")
+        cfg = compose_cfg(
+            "eval.yaml", [*tiny_overrides(*tiny_dirs), f"ckpt_path={evil}"], tmp_path / "out"
+        )
         GlobalHydra.instance().clear()
         with pytest.raises(ConfigError, match="cannot be loaded safely"):
             evaluate(cfg)
@@ -102,8 +107,15 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(entry, tiny_dirs,
         from media_retrieval.cli.index import run_index
 
         (tmp_path / "media").mkdir()
-        cfg = compose_cfg("index.yaml", [f"ckpt_path={evil}", f"media_dir={tmp_path / 'media'}",
-                                         f"index_dir={tmp_path / 'index'}"], tmp_path / "out")
+        cfg = compose_cfg(
+            "index.yaml",
+            [
+                f"ckpt_path={evil}",
+                f"media_dir={tmp_path / 'media'}",
+                f"index_dir={tmp_path / 'index'}",
+            ],
+            tmp_path / "out",
+        )
         GlobalHydra.instance().clear()
         with pytest.raises(ConfigError, match="cannot be loaded safely"):
             run_index(cfg)
@@ -125,18 +137,26 @@ def test_embeddings_and_index_files_load_without_pickle(tmp_path):
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dirs, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
+    tiny_dirs, tmp_path, monkeypatch
+):
     from media_retrieval.models import CNNLSTM
 
     real_parts = CNNLSTM.encode_parts  # what the training step trains
 
     def parts(self, batch):
         z, obj = real_parts(self, batch)
-        return (z * float("nan"), obj * float("nan")) if self.training and self.current_epoch >= 2 else (z, obj)
+        return (
+            (z * float("nan"), obj * float("nan"))
+            if self.training and self.current_epoch >= 2
+            else (z, obj)
+        )
 
     monkeypatch.setattr(CNNLSTM, "encode_parts", parts)
     cfg = _cfg(tiny_dirs, tmp_path, ["trainer.max_epochs=5"])
-    with pytest.raises(TrainingDiverged, match="non-finite training loss.*last good checkpoint is .*last.ckpt"):
+    with pytest.raises(
+        TrainingDiverged, match="non-finite training loss.*last good checkpoint is .*last.ckpt"
+    ):
         train(cfg)
     ck = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ck["epoch"] == 1  # the end of epoch 2 (index 1): the last one before the NaN
@@ -196,9 +216,16 @@ def _default_sigint() -> None:
 def test_sigterm_during_training_saves_checkpoint_and_exits_cleanly(tiny_dirs, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *tiny_overrides(*tiny_dirs), "trainer.max_epochs=200",
-           f"hydra.run.dir={out}"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *tiny_overrides(*tiny_dirs),
+        "trainer.max_epochs=200",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for(lambda: (out / "checkpoints" / "last.ckpt").is_file())
     before = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     proc.send_signal(signal.SIGTERM)
@@ -208,11 +235,20 @@ def test_sigterm_during_training_saves_checkpoint_and_exits_cleanly(tiny_dirs, t
     assert last_line.startswith("error: terminated by SIGTERM") and "on_sigterm.ckpt" in last_line
     saved = out / "checkpoints" / "on_sigterm.ckpt"
     ck = torch.load(saved, map_location="cpu", weights_only=True)
-    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns >= before  # earlier checkpoint kept
+    assert (
+        out / "checkpoints" / "last.ckpt"
+    ).stat().st_mtime_ns >= before  # earlier checkpoint kept
     # resume from it and finish
     epochs = ck["epoch"] + 2
-    r = run_script("train.py", [*tiny_overrides(*tiny_dirs), f"trainer.max_epochs={epochs}", f"ckpt_path={saved}",
-                                f"hydra.run.dir={out}"])
+    r = run_script(
+        "train.py",
+        [
+            *tiny_overrides(*tiny_dirs),
+            f"trainer.max_epochs={epochs}",
+            f"ckpt_path={saved}",
+            f"hydra.run.dir={out}",
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "retrieval" / "results.json").is_file()
 
@@ -226,12 +262,34 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
     media, index = tmp_path / "media", tmp_path / "index"
     make_library(media)
     env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "src" / "index.py"), f"media_dir={media}", f"index_dir={index}",
-           "model.temporal.cell=none", "preprocess.frames=16", "preprocess.image_size=160", "preprocess.chunk_s=2",
-           "batch_size=1", "num_workers=0", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'h'}"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
-    started = _wait_for(lambda: len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3 or proc.poll() is not None)
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "index.py"),
+        f"media_dir={media}",
+        f"index_dir={index}",
+        "model.temporal.cell=none",
+        "preprocess.frames=16",
+        "preprocess.image_size=160",
+        "preprocess.chunk_s=2",
+        "batch_size=1",
+        "num_workers=0",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / 'h'}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    started = _wait_for(
+        lambda: (
+            len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3 or proc.poll() is not None
+        )
+    )
     assert started and proc.poll() is None, "the build ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -262,7 +320,9 @@ def test_full_disk_while_writing_results_keeps_the_previous_file(tmp_path, monke
         return real(self, *a, **k)
 
     monkeypatch.setattr(Path, "write_text", full)
-    with pytest.raises(MediaRetrievalError, match="No space left on device.*previous file is unchanged"):
+    with pytest.raises(
+        MediaRetrievalError, match="No space left on device.*previous file is unchanged"
+    ):
         write_json([{"a": 2}], path)
     assert json.loads(path.read_text()) == [{"a": 1}]
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
@@ -277,9 +337,16 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
 
     media = tmp_path / "media"
     make_library(media, long_s=3.0)
-    overrides = [f"media_dir={media}", f"index_dir={tmp_path / 'index'}", "model.temporal.cell=none",
-                 "preprocess.frames=2", "preprocess.image_size=32", "batch_size=2", "num_workers=0",
-                 "trainer.accelerator=cpu"]
+    overrides = [
+        f"media_dir={media}",
+        f"index_dir={tmp_path / 'index'}",
+        "model.temporal.cell=none",
+        "preprocess.frames=2",
+        "preprocess.image_size=32",
+        "batch_size=2",
+        "num_workers=0",
+        "trainer.accelerator=cpu",
+    ]
     real, calls = np.save, {"n": 0}
 
     def save(file, arr, **kw):
@@ -291,7 +358,9 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(pw.np, "save", save)
     cfg = compose_cfg("index.yaml", overrides, tmp_path / "o1")
     GlobalHydra.instance().clear()
-    with pytest.raises(MediaRetrievalError, match="No space left on device.*finished shards are kept"):
+    with pytest.raises(
+        MediaRetrievalError, match="No space left on device.*finished shards are kept"
+    ):
         run_index(cfg)
     shards = list((tmp_path / "index" / "work").glob("*/shard-*.keys.json"))
     assert len(shards) == 2 and not list((tmp_path / "index" / "work").glob("*/.*tmp*"))
@@ -306,43 +375,86 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- config validation
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["data.batchsize=3"], "Could not override 'data.batchsize' (Key 'batchsize' is not in struct"),
-    (["model=c3d", "model.backbone.name=resnet18"], "model=c3d is a 3D CNN with no 2D backbone"),
-    (["model=c3d", "+model.backbone.name=resnet18"], "model=c3d has no 2D backbone"),
-    (["retrieval.k=[0,5]"], "retrieval.k must be a list of integers >= 1"),
-    (["retrieval.par.delta=1.5"], "retrieval.par.delta=1.5: a number in [-1, 1]"),
-    (["data.batch_size=abc"], "data.batch_size must be an integer, got 'abc'"),
-    (["model.lr=-1"], "model.lr must be >= 0.0"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["data.batchsize=3"],
+            "Could not override 'data.batchsize' (Key 'batchsize' is not in struct",
+        ),
+        (
+            ["model=c3d", "model.backbone.name=resnet18"],
+            "model=c3d is a 3D CNN with no 2D backbone",
+        ),
+        (["model=c3d", "+model.backbone.name=resnet18"], "model=c3d has no 2D backbone"),
+        (["retrieval.k=[0,5]"], "retrieval.k must be a list of integers >= 1"),
+        (["retrieval.par.delta=1.5"], "retrieval.par.delta=1.5: a number in [-1, 1]"),
+        (["data.batch_size=abc"], "data.batch_size must be an integer, got 'abc'"),
+        (["model.lr=-1"], "model.lr must be >= 0.0"),
+    ],
+)
 def test_bad_config_fails_at_startup_with_one_line(overrides, message, tmp_path):
     # the data root does not exist: the config error must come first, before any data is read
-    r = run_script("train.py", [*overrides, f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}"])
+    r = run_script(
+        "train.py", [*overrides, f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}"]
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], r.stderr[-1500:]
     assert not (tmp_path / "nowhere").exists()
 
 
-@pytest.mark.parametrize(("config", "overrides", "message"), [
-    ("train.yaml", ["data.frames=abc"], "data.frames must be an integer, got 'abc'"),
-    ("train.yaml", ["data=cross", "data.min_clips=lots"], "data.min_clips must be an integer, got 'lots'"),
-    ("train.yaml", ["model=c3d", "model.width=wide"], "model.width must be a number, got 'wide'"),
-    ("train.yaml", ["data.augment.enabled=maybe"], "data.augment.enabled must be true or false, got 'maybe'"),
-    ("train.yaml", ["data=folder", "data.dedup=false"], "Could not override 'data.dedup'"),
-    ("train.yaml", ["model.temporal.cell=rnn"], "model.temporal.cell='rnn'; valid: lstm, gru, none"),
-    ("train.yaml", ["model.loss.name=hinge"], "model.loss.name='hinge'; valid: ce, triplet"),
-    ("index.yaml", ["index.options.nprobe=1.5"], "index.options.nprobe must be an integer, got '1.5'"),
-    ("index.yaml", ["preprocess.sampling=random"], "preprocess.sampling='random'; valid: index, time"),
-])
+@pytest.mark.parametrize(
+    ("config", "overrides", "message"),
+    [
+        ("train.yaml", ["data.frames=abc"], "data.frames must be an integer, got 'abc'"),
+        (
+            "train.yaml",
+            ["data=cross", "data.min_clips=lots"],
+            "data.min_clips must be an integer, got 'lots'",
+        ),
+        (
+            "train.yaml",
+            ["model=c3d", "model.width=wide"],
+            "model.width must be a number, got 'wide'",
+        ),
+        (
+            "train.yaml",
+            ["data.augment.enabled=maybe"],
+            "data.augment.enabled must be true or false, got 'maybe'",
+        ),
+        ("train.yaml", ["data=folder", "data.dedup=false"], "Could not override 'data.dedup'"),
+        (
+            "train.yaml",
+            ["model.temporal.cell=rnn"],
+            "model.temporal.cell='rnn'; valid: lstm, gru, none",
+        ),
+        ("train.yaml", ["model.loss.name=hinge"], "model.loss.name='hinge'; valid: ce, triplet"),
+        (
+            "index.yaml",
+            ["index.options.nprobe=1.5"],
+            "index.options.nprobe must be an integer, got '1.5'",
+        ),
+        (
+            "index.yaml",
+            ["preprocess.sampling=random"],
+            "preprocess.sampling='random'; valid: index, time",
+        ),
+    ],
+)
 def test_type_and_choice_errors_fail_at_composition_before_torch_loads(config, overrides, message):
     """The structured-config schemas (media_retrieval/config_schema.py) catch these when the
     config is composed: one line, exit 2, and torch is never imported."""
-    code = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, "
-            f"file=sys.stderr)); sys.argv = ['x', *{overrides!r}]; "
-            f"from media_retrieval.cli.launch import launch; launch({config!r}, 'no.such.module:task')")
+    code = (
+        "import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in "
+        "sys.modules, "
+        f"file=sys.stderr)); sys.argv = ['x', *{overrides!r}]; "
+        f"from media_retrieval.cli.launch import launch; launch({config!r}, 'no.such.module:task')"
+    )
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+    )
     assert r.returncode == 2, r.stderr[-1500:]
     lines = r.stderr.strip().splitlines()
     assert lines[-2].startswith("error: ") and message in lines[-2], r.stderr[-1500:]

@@ -26,8 +26,16 @@ from media_retrieval.retrieval.index_store import IndexStore
 from media_retrieval.retrieval.media_index import MediaIndex
 
 # the no-training model (ImageNet Lite0, mean of frame features): appearance classes separate
-MODEL = ["model.temporal.cell=none", "model.temporal.stats=[]", "preprocess.frames=4", "preprocess.image_size=64",
-         "preprocess.chunk_s=2", "num_workers=0", "trainer.accelerator=cpu", "batch_size=4"]
+MODEL = [
+    "model.temporal.cell=none",
+    "model.temporal.stats=[]",
+    "preprocess.frames=4",
+    "preprocess.image_size=64",
+    "preprocess.chunk_s=2",
+    "num_workers=0",
+    "trainer.accelerator=cpu",
+    "batch_size=4",
+]
 
 
 def index_overrides(media: Path, index: Path, extra: list[str] = ()) -> list[str]:
@@ -84,8 +92,11 @@ def test_query_by_video_and_image_returns_its_class(library, tmp_path, kind):
     _, index, _ = library
     s = MediaIndex(index)
     for ci, c in enumerate(CLASSES):  # new media, not in the index
-        q = (write_video(tmp_path / f"q{ci}.mp4", c, 2.0, seed=999 + ci) if kind == "video"
-             else write_image(tmp_path / f"q{ci}.png", c, seed=999 + ci))
+        q = (
+            write_video(tmp_path / f"q{ci}.mp4", c, 2.0, seed=999 + ci)
+            if kind == "video"
+            else write_image(tmp_path / f"q{ci}.png", c, seed=999 + ci)
+        )
         hits = s.search_vectors(s.embed([str(q)]), k=5, delta=0.8)[0]
         assert _classes(hits) == [c] * 5, (q, _classes(hits))
         assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
@@ -109,8 +120,17 @@ def test_group_by_video_merges_chunks(library):
 def test_search_cli_json_table_and_contact_sheet(library, tmp_path):
     media, index, _ = library
     q = media / "blue_stripes" / "blue_stripes_photo0.jpg"
-    r = run_script("search.py", [f"index_dir={index}", f"query={q}", "k=3", "output=json",
-                                 f"sheet={tmp_path / 'sheet.png'}", f"paths.log_dir={tmp_path}"])
+    r = run_script(
+        "search.py",
+        [
+            f"index_dir={index}",
+            f"query={q}",
+            "k=3",
+            "output=json",
+            f"sheet={tmp_path / 'sheet.png'}",
+            f"paths.log_dir={tmp_path}",
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out[0]["query"] == str(q) and len(out[0]["results"]) == 3
@@ -124,7 +144,9 @@ def test_search_cli_json_table_and_contact_sheet(library, tmp_path):
     write_image(qdir / "a.png", "green_checker", 5)
     write_video(qdir / "b.mp4", "red_disc", 1.0, 6)
     (qdir / "c.jpg").write_bytes(b"broken")
-    r = run_script("search.py", [f"index_dir={index}", f"query={qdir}", "k=2", f"paths.log_dir={tmp_path}"])
+    r = run_script(
+        "search.py", [f"index_dir={index}", f"query={qdir}", "k=2", f"paths.log_dir={tmp_path}"]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "a.png" in r.stdout and "b.mp4" in r.stdout and "kept" in r.stdout
     assert "skipping query" in r.stderr and "c.jpg" in r.stderr
@@ -138,7 +160,10 @@ def test_incremental_update_reembeds_only_changes(library, tmp_path):
     moved = run_index(media, index, tmp_path / "run0")  # same content under new paths
     assert moved["embedded"] == 0 and moved["reused"] == moved["segments"]
     before = IndexStore(index)
-    old = {(s.rel_path, s.chunk): np.asarray(before.embeddings()[i]) for i, s in enumerate(before.segments())}
+    old = {
+        (s.rel_path, s.chunk): np.asarray(before.embeddings()[i])
+        for i, s in enumerate(before.segments())
+    }
     write_video(media / "green_checker" / "added.mp4", "green_checker", 1.5, seed=77)  # new
     write_image(media / "red_disc" / "red_disc_photo1.png", "red_disc", seed=78)  # changed content
     os.remove(media / "blue_stripes" / "clips" / "blue_stripes_0.mp4")  # deleted
@@ -168,13 +193,23 @@ def test_index_built_by_another_model_is_refused(library, tmp_path):
     from media_retrieval.models import CNNLSTM
 
     L.seed_everything(0)
-    other = CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "none"}, temporal={"cell": "gru", "hidden": 8},
-                    num_classes=2)
+    other = CNNLSTM(
+        backbone={"name": "efficientnet_lite0", "weights": "none"},
+        temporal={"cell": "gru", "hidden": 8},
+        num_classes=2,
+    )
     trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0)
     trainer.strategy.connect(other)
     trainer.save_checkpoint(tmp_path / "other.ckpt")
-    cfg = compose_cfg("search.yaml", [f"index_dir={index}", f"query={media / 'red_disc' / 'red_disc_photo0.jpg'}",
-                                      f"ckpt_path={tmp_path / 'other.ckpt'}"], tmp_path)
+    cfg = compose_cfg(
+        "search.yaml",
+        [
+            f"index_dir={index}",
+            f"query={media / 'red_disc' / 'red_disc_photo0.jpg'}",
+            f"ckpt_path={tmp_path / 'other.ckpt'}",
+        ],
+        tmp_path,
+    )
     with pytest.raises(ConfigError, match="not the model this index was built with"):
         search(cfg)
     GlobalHydra.instance().clear()
@@ -193,7 +228,9 @@ def test_failed_generation_write_keeps_the_old_index(library, tmp_path, monkeypa
     monkeypatch.setattr(VectorSearcher, "save", boom)
     from media_retrieval.errors import MediaRetrievalError
 
-    with pytest.raises(MediaRetrievalError, match="No space left on device.*live index is unchanged"):
+    with pytest.raises(
+        MediaRetrievalError, match="No space left on device.*live index is unchanged"
+    ):
         run_index(media0, index, tmp_path / "run", ["index.rebuild=true", "preprocess.frames=2"])
     assert (index / "CURRENT").read_text() == before
     assert len(IndexStore(index).segments()) == len(IndexStore(index0).segments())
@@ -201,18 +238,31 @@ def test_failed_generation_write_keeps_the_old_index(library, tmp_path, monkeypa
 
 
 def _index_cmd(media: Path, index: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, str(ROOT / "src" / "index.py"), *index_overrides(media, index, extra),
-            f"hydra.run.dir={index.parent / 'hydra'}"]
+    return [
+        sys.executable,
+        str(ROOT / "src" / "index.py"),
+        *index_overrides(media, index, extra),
+        f"hydra.run.dir={index.parent / 'hydra'}",
+    ]
 
 
 @pytest.mark.slow
 def test_killed_build_resumes_to_the_same_index(library, tmp_path):
     media, _, _ = library
-    slow = ["preprocess.frames=16", "preprocess.image_size=160", "batch_size=1"]  # ~0.2 s per segment
+    slow = [
+        "preprocess.frames=16",
+        "preprocess.image_size=160",
+        "batch_size=1",
+    ]  # ~0.2 s per segment
     env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_index_cmd(media, killed, slow), env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _index_cmd(media, killed, slow),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and len(list((killed / "work").glob("*/shard-*.keys.json"))) < 5:
         time.sleep(0.05)
@@ -221,7 +271,14 @@ def test_killed_build_resumes_to_the_same_index(library, tmp_path):
     assert IndexStore(killed).current() is None  # nothing half-built is visible
     n_done = len(list((killed / "work").glob("*/shard-*.keys.json")))
     assert n_done >= 5
-    r = subprocess.run(_index_cmd(media, killed, slow), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        _index_cmd(media, killed, slow),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{n_done} from an interrupted build" in r.stdout + r.stderr
     full = tmp_path / "full"
@@ -241,8 +298,14 @@ def test_ddp_sim_index_matches_one_process(library, tmp_path):
     index, ddp = tmp_path / "one", tmp_path / "ddp"
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
     for out, extra in ((index, []), (ddp, ["trainer=ddp_sim"])):
-        r = subprocess.run(_index_cmd(media, out, [*extra, "batch_size=1"]), env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            _index_cmd(media, out, [*extra, "batch_size=1"]),
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
     a, b = IndexStore(index), IndexStore(ddp)
     assert [s.key for s in a.segments()] == [s.key for s in b.segments()]
@@ -253,14 +316,18 @@ def test_ddp_sim_index_matches_one_process(library, tmp_path):
 # ---------------------------------------------------------------------- backends
 
 
-def clustered(n: int, d: int, classes: int, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def clustered(
+    n: int, d: int, classes: int, noise: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 1, (classes, d)).astype(np.float32)
     labels = rng.integers(0, classes, n)
     return centers[labels] + noise * rng.normal(0, 1, (n, d)).astype(np.float32), labels
 
 
-@pytest.mark.parametrize("backend,min_recall", [("flat", 1.0), ("ivf", 0.9), ("hnsw", 0.9), ("ivfpq", 0.5)])
+@pytest.mark.parametrize(
+    "backend,min_recall", [("flat", 1.0), ("ivf", 0.9), ("hnsw", 0.9), ("ivfpq", 0.5)]
+)
 def test_backends_agree_with_exact(backend, min_recall, tmp_path):
     x, _ = clustered(4000, 32, 20, 0.3)
     q = x[:50] + 0.01
@@ -301,8 +368,20 @@ def test_kmeans_prefilter_and_pca(tmp_path):
 
 def _nodes(media: Path, index: Path, extra: list[str]) -> list[subprocess.Popen]:
     """The index command on two stand-in nodes (conftest.start_nodes)."""
-    return start_nodes(_index_cmd(media, index, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
-                                                 "trainer.num_nodes=2", "batch_size=1", *extra]))
+    return start_nodes(
+        _index_cmd(
+            media,
+            index,
+            [
+                "trainer=ddp",
+                "trainer.accelerator=cpu",
+                "trainer.devices=1",
+                "trainer.num_nodes=2",
+                "batch_size=1",
+                *extra,
+            ],
+        )
+    )
 
 
 @pytest.mark.slow
@@ -312,7 +391,10 @@ def test_two_node_index_resumes_after_a_node_dies_and_matches_one_process(librar
     same two commands again resume from the finished batches and give the one-process index."""
     media, _, _ = library
     index = tmp_path / "two-nodes"
-    slow = ["preprocess.frames=16", "preprocess.image_size=160"]  # ~0.2 s per segment: time to kill mid-way
+    slow = [
+        "preprocess.frames=16",
+        "preprocess.image_size=160",
+    ]  # ~0.2 s per segment: time to kill mid-way
     nodes = _nodes(media, index, slow)
     deadline = time.time() + 180
     while time.time() < deadline and len(list((index / "work").glob("*/shard-*.keys.json"))) < 4:
@@ -331,8 +413,14 @@ def test_two_node_index_resumes_after_a_node_dies_and_matches_one_process(librar
     assert "from an interrupted build" in outs[0]
     one = tmp_path / "one"
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(_index_cmd(media, one, [*slow, "batch_size=1"]), env=env, cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        _index_cmd(media, one, [*slow, "batch_size=1"]),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = IndexStore(index), IndexStore(one)
     assert [s.key for s in a.segments()] == [s.key for s in b.segments()]
@@ -352,8 +440,13 @@ def test_backends_are_one_registry_the_config_check_and_the_index_store_agree_wi
     assert set(backends.backend_folder_entries()) == {"milvus.db", "milvus-owner"}
     assert not backends.backend_type("milvus").parses_local_files
     assert all(backends.backend_type(b).parses_local_files for b in BACKENDS if b != "milvus")
-    with pytest.raises(ConfigError, match="index.backend='annoy'; valid: exact, flat, hnsw, ivf, ivfpq, milvus"):
+    with pytest.raises(
+        ConfigError, match="index.backend='annoy'; valid: exact, flat, hnsw, ivf, ivfpq, milvus"
+    ):
         backends.backend_type("annoy")
-    strings = [n.value for n in ast.walk(ast.parse(Path(index_store.__file__).read_text()))
-               if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    strings = [
+        n.value
+        for n in ast.walk(ast.parse(Path(index_store.__file__).read_text()))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    ]
     assert not [s for s in strings if s in BACKENDS], "index_store names a backend"

@@ -96,7 +96,9 @@ def _plant(kind: str, gen: Path, index: Path, outside: Path, marker: Path) -> st
         _resign(gen)
         return "embeddings.npy cannot be read"
     if kind == "json":
-        (gen / "model.json").write_text('{"class": "media_retrieval.models.cnn_lstm.CNNLSTM", "hparams": ')
+        (gen / "model.json").write_text(
+            '{"class": "media_retrieval.models.cnn_lstm.CNNLSTM", "hparams": '
+        )
         return "model.json has the wrong size"
     if kind == "npz_pickle":  # a PCA file with a pickled payload, checksums rewritten
         np.savez(gen / "search" / "pca.npz", mean=np.array([Evil(marker)], dtype=object))
@@ -122,8 +124,10 @@ def _plant(kind: str, gen: Path, index: Path, outside: Path, marker: Path) -> st
         return "not a folder inside index_dir"
     if kind == "segment_path":
         con = sqlite3.connect(gen / "metadata.sqlite")
-        con.execute("UPDATE segments SET path = ?, rel_path = ? WHERE row = 0",
-                    (str(outside / "secret.mp4"), "../../outside/secret.mp4"))
+        con.execute(
+            "UPDATE segments SET path = ?, rel_path = ? WHERE row = 0",
+            (str(outside / "secret.mp4"), "../../outside/secret.mp4"),
+        )
         con.commit()
         con.close()
         _resign(gen)
@@ -135,8 +139,18 @@ def _gen_src(index: Path) -> Path:
     return index.parent / "pristine"
 
 
-PAYLOADS = ["model_class", "model_args", "npy_pickle", "json", "npz_pickle", "model_pt", "faiss", "current",
-            "current_link", "segment_path"]
+PAYLOADS = [
+    "model_class",
+    "model_args",
+    "npy_pickle",
+    "json",
+    "npz_pickle",
+    "model_pt",
+    "faiss",
+    "current",
+    "current_link",
+    "segment_path",
+]
 
 
 @pytest.mark.parametrize("kind", PAYLOADS)
@@ -160,7 +174,9 @@ def test_hostile_index_runs_nothing_and_reads_nothing_outside(kind, built, index
             s.search_vectors(s.embed([str(_query(media))]), k=3, delta=0.8)
         assert "\n" not in str(err.value)
     else:
-        s = MediaIndex(index)  # checksums were rewritten: untrusted, its search files are never parsed
+        s = MediaIndex(
+            index
+        )  # checksums were rewritten: untrusted, its search files are never parsed
         hits = s.search_vectors(s.embed([str(_query(media))]), k=3, delta=0.8)[0]
         assert hits[0].segment.rel_path == "red_disc/red_disc_photo0.jpg"
     opened = list(_OPENED)
@@ -168,7 +184,9 @@ def test_hostile_index_runs_nothing_and_reads_nothing_outside(kind, built, index
     assert not any(str(outside) in p for p in opened), [p for p in opened if str(outside) in p]
 
 
-def test_an_index_built_here_loads_its_faiss_file_and_a_foreign_one_does_not(built, index, monkeypatch, tmp_path):
+def test_an_index_built_here_loads_its_faiss_file_and_a_foreign_one_does_not(
+    built, index, monkeypatch, tmp_path
+):
     import faiss
 
     media = built[0]
@@ -179,9 +197,13 @@ def test_an_index_built_here_loads_its_faiss_file_and_a_foreign_one_does_not(bui
     assert len(parsed) == 1 and parsed[0].endswith("faiss.index")
     expected = [h.segment.key for h in s.search_vectors(s.embed([str(_query(media))]), 5, 0.8)[0]]
     monkeypatch.setenv("MEDIA_RETRIEVAL_TRUST_STORE", str(tmp_path / "empty.txt"))
-    s = MediaIndex(index)  # from elsewhere: rebuilt from the checked vectors, the file is not parsed
+    s = MediaIndex(
+        index
+    )  # from elsewhere: rebuilt from the checked vectors, the file is not parsed
     assert len(parsed) == 1
-    assert [h.segment.key for h in s.search_vectors(s.embed([str(_query(media))]), 5, 0.8)[0]] == expected
+    assert [
+        h.segment.key for h in s.search_vectors(s.embed([str(_query(media))]), 5, 0.8)[0]
+    ] == expected
     # index.trusted=true parses the file even then; a damaged one is one clear error
     (_gen(index) / "search" / "faiss.index").write_bytes(os.urandom(4096))
     _resign(_gen(index))
@@ -189,9 +211,13 @@ def test_an_index_built_here_loads_its_faiss_file_and_a_foreign_one_does_not(bui
         MediaIndex(index, trusted=True)
 
 
-@pytest.mark.parametrize("damage", ["reversed", "truncated", "nan", "npy_shape", "sqlite", "sqlite_wal", "manifest",
-                                    "weights"])
-def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(damage, built, index, tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    ["reversed", "truncated", "nan", "npy_shape", "sqlite", "sqlite_wal", "manifest", "weights"],
+)
+def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(
+    damage, built, index, tmp_path
+):
     """Case 3 and 6: altered embeddings (rows reversed, truncated, NaN), and corrupt sqlite,
     manifest, weights: refused with one line naming the file, before any search."""
     media = built[0]
@@ -232,8 +258,12 @@ def test_corrupt_index_files_are_one_clear_error_and_a_rebuild_recovers(damage, 
     with pytest.raises(DataError, match=expect) as err:
         MediaIndex(index)
     assert "\n" not in str(err.value) and "rebuild" in str(err.value)
-    assert sorted(p.name for p in gen.iterdir()) == files_before  # a read-only open writes nothing beside
-    if damage == "weights":  # an update never loads the old weights: it writes a whole new generation
+    assert (
+        sorted(p.name for p in gen.iterdir()) == files_before
+    )  # a read-only open writes nothing beside
+    if (
+        damage == "weights"
+    ):  # an update never loads the old weights: it writes a whole new generation
         _index(media, index, tmp_path / "run")
         MediaIndex(index)
         return
@@ -250,7 +280,10 @@ def test_second_build_fails_with_the_holders_pid_or_waits(built, index, tmp_path
     media = built[0]
     store = IndexStore(index)
     before = (index / "CURRENT").read_text()
-    with store.writer_lock(), pytest.raises(ConfigError, match=f"being built by another process \\(pid {os.getpid()}\\)"):
+    with (
+        store.writer_lock(),
+        pytest.raises(ConfigError, match=f"being built by another process \\(pid {os.getpid()}\\)"),
+    ):
         _index(media, index, tmp_path / "run")
     assert (index / "CURRENT").read_text() == before
 
@@ -285,7 +318,9 @@ def test_same_size_files_differing_in_the_middle_are_not_duplicates(tmp_path):
     fa, fb = (tmp_path / "media" / "cls" / f"{n}.bmp" for n in "ab")
     assert fa.stat().st_size == fb.stat().st_size
     ra, rb = fa.read_bytes(), fb.read_bytes()
-    assert ra[:65536] == rb[:65536] and ra[-65536:] == rb[-65536:]  # a head/tail hash sees no difference
+    assert (
+        ra[:65536] == rb[:65536] and ra[-65536:] == rb[-65536:]
+    )  # a head/tail hash sees no difference
     items, skipped = scan_folder(tmp_path / "media", "d", kinds=("image",))
     assert len(items) == 2 and not skipped  # training's duplicate detection keeps both
     _index(tmp_path / "media", tmp_path / "index", tmp_path / "run")
@@ -305,7 +340,9 @@ def test_hash_cache_does_not_reread_unchanged_files(tmp_path, monkeypatch):
     first = cache(f)
     calls = []
     monkeypatch.setattr(files, "sha256_file", lambda p, chunk=1 << 20: calls.append(p) or "0" * 64)
-    assert discovery.HashCache(tmp_path / "h.sqlite")(f) == first and not calls  # persisted, not re-read
+    assert (
+        discovery.HashCache(tmp_path / "h.sqlite")(f) == first and not calls
+    )  # persisted, not re-read
     f.write_bytes(os.urandom(1000))
     discovery.HashCache(tmp_path / "h.sqlite")(f)
     assert calls == [f]  # changed content is hashed again
@@ -314,11 +351,17 @@ def test_hash_cache_does_not_reread_unchanged_files(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- 4. single bad files
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A small file that claims to be a 20000 x 20000 image (over PIL's bomb limit)."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
+
     ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -356,13 +399,18 @@ def test_fifo_bomb_and_resolution_change_never_stop_index_or_search(tmp_path):
     _bomb_png(media / "bomb.png")
     _resolution_change(media / "switch.mpg")
     index = tmp_path / "index"
-    r = run_script("index.py", [f"media_dir={media}", f"index_dir={index}", *MODEL, f"hydra.run.dir={tmp_path / 'h'}"],
-                   timeout=120)
+    r = run_script(
+        "index.py",
+        [f"media_dir={media}", f"index_dir={index}", *MODEL, f"hydra.run.dir={tmp_path / 'h'}"],
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     store = IndexStore(index)
     skipped = {Path(p).name: why for p, why in store.skipped()}
     assert set(skipped) == {"pipe.mp4", "bomb.png"}, skipped
-    assert "not a regular file" in skipped["pipe.mp4"] and "decompression-bomb" in skipped["bomb.png"]
+    assert (
+        "not a regular file" in skipped["pipe.mp4"] and "decompression-bomb" in skipped["bomb.png"]
+    )
     assert "switch.mpg" in {Path(s.rel_path).name for s in store.segments()}
     queries = tmp_path / "q"
     queries.mkdir()
@@ -370,11 +418,18 @@ def test_fifo_bomb_and_resolution_change_never_stop_index_or_search(tmp_path):
     _bomb_png(queries / "bomb.png")
     shutil.copy(media / "switch.mpg", queries / "switch.mpg")
     shutil.copy(media / "ok" / "a.mp4", queries / "good.mp4")
-    r = run_script("search.py", [f"index_dir={index}", f"query={queries}", "k=2", f"hydra.run.dir={tmp_path / 'h2'}"],
-                   timeout=120)
+    r = run_script(
+        "search.py",
+        [f"index_dir={index}", f"query={queries}", "k=2", f"hydra.run.dir={tmp_path / 'h2'}"],
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "good.mp4" in r.stdout and "switch.mpg" in r.stdout
-    assert "2 of 4 queries could not be read" in r.stdout and "bomb.png" in r.stdout and "fifo.mp4" in r.stdout
+    assert (
+        "2 of 4 queries could not be read" in r.stdout
+        and "bomb.png" in r.stdout
+        and "fifo.mp4" in r.stdout
+    )
 
 
 # ---------------------------------------------------------------------- 5. full disk
@@ -418,7 +473,9 @@ def _full_disk_after(monkeypatch, n_ok: int, target: str) -> None:
 
 
 @pytest.mark.slow
-def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics(tiny_dirs, tmp_path, monkeypatch):
+def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics(
+    tiny_dirs, tmp_path, monkeypatch
+):
     from media_retrieval.cli.train import train
     from media_retrieval.utils.checkpoint import is_intact
 
@@ -432,8 +489,13 @@ def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics
     full = tmp_path / "full"
     train(cfg(full, ["trainer.max_epochs=3"]))
     part = tmp_path / "part"
-    _full_disk_after(monkeypatch, 1, ".tmp")  # epoch 1's last.ckpt is written, epoch 2's hits a full disk
-    with pytest.raises(MediaRetrievalError, match="No space left on device.*last good checkpoint .*last.ckpt is intact"):
+    _full_disk_after(
+        monkeypatch, 1, ".tmp"
+    )  # epoch 1's last.ckpt is written, epoch 2's hits a full disk
+    with pytest.raises(
+        MediaRetrievalError,
+        match="No space left on device.*last good checkpoint .*last.ckpt is intact",
+    ):
         train(cfg(part, ["trainer.max_epochs=3"]))
     monkeypatch.undo()
     last = part / "checkpoints" / "last.ckpt"
@@ -443,8 +505,9 @@ def test_full_disk_never_truncates_last_ckpt_and_resume_reaches_the_same_metrics
     a = json.loads((full / "retrieval" / "results.json").read_text())
     b = json.loads((part / "retrieval" / "results.json").read_text())
     assert len(a) == len(b) > 0
-    np.testing.assert_allclose([(r["precision"], r["map"]) for r in a], [(r["precision"], r["map"]) for r in b],
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        [(r["precision"], r["map"]) for r in a], [(r["precision"], r["map"]) for r in b], atol=1e-9
+    )
 
 
 def test_damaged_last_ckpt_falls_back_to_the_newest_intact_one(tmp_path, caplog):
@@ -458,8 +521,12 @@ def test_damaged_last_ckpt_falls_back_to_the_newest_intact_one(tmp_path, caplog)
     time.sleep(0.01)
     torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": 1}, ck / "epoch_001.ckpt")
     data = (ck / "epoch_001.ckpt").read_bytes()
-    (ck / "last.ckpt").write_bytes(data[: len(data) // 2])  # what a streamed write on a full disk leaves
-    cfg = OmegaConf.create({"ckpt_path": "last", "paths": {"output_dir": str(tmp_path)}, "trainer": {}})
+    (ck / "last.ckpt").write_bytes(
+        data[: len(data) // 2]
+    )  # what a streamed write on a full disk leaves
+    cfg = OmegaConf.create(
+        {"ckpt_path": "last", "paths": {"output_dir": str(tmp_path)}, "trainer": {}}
+    )
     with caplog.at_level("WARNING"):
         assert resolve_resume(cfg) == str(ck / "epoch_001.ckpt")
     assert "damaged" in caplog.text
@@ -469,33 +536,53 @@ def test_damaged_last_ckpt_falls_back_to_the_newest_intact_one(tmp_path, caplog)
         resolve_resume(cfg)
 
 
-def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(built, index, tmp_path, monkeypatch):
+def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(
+    built, index, tmp_path, monkeypatch
+):
     from media_retrieval.retrieval import backends
 
     media = built[0]
     before = MediaIndex(index)
-    expected = [h.segment.key for h in before.search_vectors(before.embed([str(_query(media))]), 5, 0.8)[0]]
+    expected = [
+        h.segment.key for h in before.search_vectors(before.embed([str(_query(media))]), 5, 0.8)[0]
+    ]
 
     def full(self, folder):
-        raise RuntimeError("Error in faiss::FileIOWriter: fwrite returned 0 (No space left on device)")
+        raise RuntimeError(
+            "Error in faiss::FileIOWriter: fwrite returned 0 (No space left on device)"
+        )
 
     monkeypatch.setattr(backends.FaissBackend, "save", full)
-    with pytest.raises(MediaRetrievalError, match="No space left on device.*live index is unchanged"):
-        _index(media, index, tmp_path / "run", ["index.backend=hnsw", "index.rebuild=true", "preprocess.frames=1"])
-    assert not list(index.glob(".gen-*")) and [p.name for p in index.glob("gen-*")] == [_gen(index).name]
+    with pytest.raises(
+        MediaRetrievalError, match="No space left on device.*live index is unchanged"
+    ):
+        _index(
+            media,
+            index,
+            tmp_path / "run",
+            ["index.backend=hnsw", "index.rebuild=true", "preprocess.frames=1"],
+        )
+    assert not list(index.glob(".gen-*")) and [p.name for p in index.glob("gen-*")] == [
+        _gen(index).name
+    ]
     after = MediaIndex(index)
-    assert [h.segment.key for h in after.search_vectors(after.embed([str(_query(media))]), 5, 0.8)[0]] == expected
+    assert [
+        h.segment.key for h in after.search_vectors(after.embed([str(_query(media))]), 5, 0.8)[0]
+    ] == expected
 
 
 # ---------------------------------------------------------------------- 6. one-line errors
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["trainer.devices=0"], "trainer.devices must be >= 1"),
-    (["model.temporal.hidden=0"], "model.temporal.hidden must be >= 1"),
-    (["data.resize=foo"], "data.resize='foo'; valid: short_side_crop, stretch"),
-    (["retrieval.table_k=7"], "retrieval.table_k=7 is not one of retrieval.k"),
-    (["trainer.accelerator=gpu"], "needs a CUDA GPU and none is visible"),
-    (["logger=wandb"], "logger=wandb needs a W&B login"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.devices=0"], "trainer.devices must be >= 1"),
+        (["model.temporal.hidden=0"], "model.temporal.hidden must be >= 1"),
+        (["data.resize=foo"], "data.resize='foo'; valid: short_side_crop, stretch"),
+        (["retrieval.table_k=7"], "retrieval.table_k=7 is not one of retrieval.k"),
+        (["trainer.accelerator=gpu"], "needs a CUDA GPU and none is visible"),
+        (["logger=wandb"], "logger=wandb needs a W&B login"),
+    ],
+)
 def test_config_errors_fail_at_startup(overrides, message, tiny_dirs, tmp_path, monkeypatch):
     from media_retrieval.config_checks import validate_config
 
@@ -509,12 +596,17 @@ def test_config_errors_fail_at_startup(overrides, message, tiny_dirs, tmp_path, 
         validate_config(cfg)
 
 
-@pytest.mark.parametrize(("option", "message"), [
-    ("index.options.hnsw_m=0", "hnsw_m must be an integer >= 2"),
-    ("index.options.kmeans_clusters=-3", "kmeans_clusters must be an integer >= 0"),
-    ("index.options.nprobe=-1", "nprobe must be an integer >= 1"),
-])
-def test_index_options_out_of_range_are_refused_before_faiss_sees_them(option, message, built, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("index.options.hnsw_m=0", "hnsw_m must be an integer >= 2"),
+        ("index.options.kmeans_clusters=-3", "kmeans_clusters must be an integer >= 0"),
+        ("index.options.nprobe=-1", "nprobe must be an integer >= 1"),
+    ],
+)
+def test_index_options_out_of_range_are_refused_before_faiss_sees_them(
+    option, message, built, tmp_path
+):
     with pytest.raises(ConfigError, match=message):
         _index(built[0], tmp_path / "i", tmp_path / "run", ["index.backend=hnsw", option])
 
@@ -527,7 +619,9 @@ def test_index_dir_that_is_a_file_and_fdr_resume_are_one_line(built, tiny_dirs, 
         MediaIndex(tmp_path / "afile")
     from media_retrieval.cli.train import train
 
-    cfg = compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "debug=fdr", "ckpt_path=last"], tmp_path)
+    cfg = compose_cfg(
+        "train.yaml", [*tiny_overrides(*tiny_dirs), "debug=fdr", "ckpt_path=last"], tmp_path
+    )
     GlobalHydra.instance().clear()
     with pytest.raises(ConfigError, match="fast_dev_run.*cannot resume"):
         train(cfg)
@@ -544,9 +638,17 @@ def test_a_small_folder_trains_out_of_the_box(tmp_path, caplog):
     for c in ("red_disc", "blue_stripes", "green_checker"):
         for j in range(9):
             write_video(tmp_path / "data" / c / f"{c}_{j}.mp4", c, 1.0, seed=j + 10 * len(c))
-    over = ["data=folder", f"data.root={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "data.frames=2",
-            "data.image_size=48", "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv",
-            "data.num_workers=0"]
+    over = [
+        "data=folder",
+        f"data.root={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.frames=2",
+        "data.image_size=48",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        "data.num_workers=0",
+    ]
     cfg = compose_cfg("train.yaml", over, tmp_path / "out")
     GlobalHydra.instance().clear()
     with caplog.at_level("INFO"):
@@ -554,8 +656,11 @@ def test_a_small_folder_trains_out_of_the_box(tmp_path, caplog):
     rows = list(csv.DictReader((tmp_path / "out" / "split.csv").open()))
     trained = {r["label"] for r in rows if r["role"] in ("train", "val")}
     assert len(trained) == 2 and sum(r["role"] == "val" for r in rows) >= 2
-    assert any("1 class(es) held out of training as unseen" in r.getMessage()
-               and "data.unseen_classes=0" in r.getMessage() for r in caplog.records)
+    assert any(
+        "1 class(es) held out of training as unseen" in r.getMessage()
+        and "data.unseen_classes=0" in r.getMessage()
+        for r in caplog.records
+    )
     assert (tmp_path / "out" / "retrieval" / "results.json").is_file()
     # 2 clips of each of 2 classes: 1 class trained, 1 clip to train on, none left to validate
     for c in ("red_disc", "blue_stripes"):
@@ -572,8 +677,16 @@ def test_a_small_folder_trains_out_of_the_box(tmp_path, caplog):
 
 
 def test_multirun_where_every_job_failed_exits_non_zero(tmp_path):
-    r = run_script("train.py", ["-m", "retrieval.table_k=7,8", f"hydra.sweep.dir={tmp_path}",
-                                f"paths.data_dir={tmp_path}/data"], timeout=120)
+    r = run_script(
+        "train.py",
+        [
+            "-m",
+            "retrieval.table_k=7,8",
+            f"hydra.sweep.dir={tmp_path}",
+            f"paths.data_dir={tmp_path}/data",
+        ],
+        timeout=120,
+    )
     assert r.returncode == 1, r.stderr[-2000:]
     assert "2 of 2 jobs failed" in r.stderr and "every job failed" in r.stderr
     assert "Traceback" not in r.stderr
@@ -583,7 +696,7 @@ def test_ddp_gather_with_an_empty_rank(tmp_path):
     """A rank that collected nothing (every clip of its shard failed to load) still gathers:
     torchmetrics' cat sync with the width agreed first; ids de-duplicated."""
     script = tmp_path / "gather.py"
-    script.write_text(f'''
+    script.write_text(f"""
 import sys, torch, torch.distributed as dist
 sys.path.insert(0, {str(ROOT / "src")!r})
 from media_retrieval.utils.distributed import EmbeddingCollector, gather_by_id
@@ -599,9 +712,16 @@ if rank == 0:
 i, e = gather_by_id(c, 2, all_gather)
 assert i.tolist() == [1, 3] and tuple(e.shape) == (2, 5), (i, e.shape)
 print("ok", rank)
-''')
-    procs = [subprocess.Popen([sys.executable, str(script), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for r in (0, 1)]
+""")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(r)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert [o[0].strip() for o in outs] == ["ok 0", "ok 1"]
@@ -641,16 +761,20 @@ def test_avi_decoding_memory_does_not_grow_with_length(tmp_path):
 
     assert HOLD_PIXELS < 25 * 10 * 320 * 240  # both clips are longer than what is ever held
     short, long = _avi(tmp_path / "short.avi", 10), _avi(tmp_path / "long.avi", 40)
-    probe = (f"import resource, sys; sys.path.insert(0, {str(ROOT / 'src')!r});"
-             "from media_retrieval.data.video import load_frames;"
-             f"load_frames({str(tmp_path / 'warm.avi')!r}, 16);"
-             "a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-             "x = load_frames(sys.argv[1], 16);"
-             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - a, tuple(x.shape))")
+    probe = (
+        f"import resource, sys; sys.path.insert(0, {str(ROOT / 'src')!r});"
+        "from media_retrieval.data.video import load_frames;"
+        f"load_frames({str(tmp_path / 'warm.avi')!r}, 16);"
+        "a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "x = load_frames(sys.argv[1], 16);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - a, tuple(x.shape))"
+    )
     _avi(tmp_path / "warm.avi", 1)
     growth = {}
     for name, f in (("short", short), ("long", long)):
-        r = subprocess.run([sys.executable, "-c", probe, str(f)], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", probe, str(f)], capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         kb, shape = r.stdout.split(" ", 1)
         assert "(16, 3, 240, 320)" in shape
@@ -666,25 +790,46 @@ def test_model_selection_uses_validation_only():
     assert train_cfg["optimized_metric"].startswith("val/")
     for sweep in (ROOT / "sweeps").glob("*.yaml"):
         s = yaml.safe_load(sweep.read_text())
-        assert s["metric"]["name"].startswith("val/") or \
-            s["parameters"]["embeddings"]["value"].endswith("val_embeddings.npz"), sweep
+        assert s["metric"]["name"].startswith("val/") or s["parameters"]["embeddings"][
+            "value"
+        ].endswith("val_embeddings.npz"), sweep
 
 
 def test_best_delta_is_chosen_on_validation_rows_and_only_reported_on_test():
     from media_retrieval.reporting.tables import best_delta_table
 
     def rows(best_delta: float) -> list[dict]:
-        out = [{"ranking": "euclidean", "split": "all", "k": 5, "delta": None, "accuracy": 0.5, "p_at_k": 0.5,
-                "empty_share": 0.0}]
+        out = [
+            {
+                "ranking": "euclidean",
+                "split": "all",
+                "k": 5,
+                "delta": None,
+                "accuracy": 0.5,
+                "p_at_k": 0.5,
+                "empty_share": 0.0,
+            }
+        ]
         for d in (0.5, 0.7, 0.9):
-            out.append({"ranking": "par", "split": "all", "k": 5, "delta": d, "accuracy": 0.9 if d == best_delta
-                        else 0.6, "p_at_k": 0.4, "empty_share": 0.0})
+            out.append(
+                {
+                    "ranking": "par",
+                    "split": "all",
+                    "k": 5,
+                    "delta": d,
+                    "accuracy": 0.9 if d == best_delta else 0.6,
+                    "p_at_k": 0.4,
+                    "empty_share": 0.0,
+                }
+            )
         return out
 
     table = best_delta_table(rows(0.5), rows(0.9))
     line = next(ln for ln in table.splitlines() if ln.startswith("| all | 5 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[2] == "0.50" and cells[3] == "0.9000" and cells[5] == "0.6000"  # val's δ; test's value there
+    assert (
+        cells[2] == "0.50" and cells[3] == "0.9000" and cells[5] == "0.6000"
+    )  # val's δ; test's value there
     assert "Not chosen" in best_delta_table(None, rows(0.9))
 
 

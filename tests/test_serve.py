@@ -21,7 +21,9 @@ from media_retrieval.serve.app import ServiceSettings, create_app
 def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("serve")
     media, index, made = indexed_library(base)
-    app = create_app(ServiceSettings(index_dir=str(index), max_upload_mb=5))  # default pool: 2 workers + 8 waiting
+    app = create_app(
+        ServiceSettings(index_dir=str(index), max_upload_mb=5)
+    )  # default pool: 2 workers + 8 waiting
     with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client, media, index, made, base
 
@@ -35,24 +37,37 @@ def test_search_by_upload_and_by_path(served):
     client, media, _, made, _ = served
     clip = made[CLASSES[1]][1]
     with open(clip, "rb") as fh:  # uploaded under a misleading name: typed by decoding, not by name
-        r = client.post("/search", files={"file": ("query.bin", fh, "application/octet-stream")}, params={"k": 4})
+        r = client.post(
+            "/search",
+            files={"file": ("query.bin", fh, "application/octet-stream")},
+            params={"k": 4},
+        )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["k"] == 4 and len(body["hits"]) == 4 and body["query"] == "query.bin"
     top = body["hits"][0]
     assert top["rel_path"] == clip.relative_to(media).as_posix() and top["distance"] < 1e-3
-    assert not top["rel_path"].startswith("/") and "path" not in top  # no absolute paths leave the service
+    assert (
+        not top["rel_path"].startswith("/") and "path" not in top
+    )  # no absolute paths leave the service
     assert {"key", "start_s", "end_s", "spans", "cosine", "kept", "kept_by_par"} <= set(top)
     assert all(h["kept_by_par"] == h["kept"] for h in body["hits"]) and body["ranking"] == "par"
     assert body["delta"] == pytest.approx(client.get("/stats").json()["par_delta"])
-    by_path = client.post("/search", params={"path": clip.relative_to(media).as_posix(), "k": 4, "delta": 0.99})
+    by_path = client.post(
+        "/search", params={"path": clip.relative_to(media).as_posix(), "k": 4, "delta": 0.99}
+    )
     assert by_path.status_code == 200
     assert [h["key"] for h in by_path.json()["hits"]] == [h["key"] for h in body["hits"]]
     assert by_path.json()["delta"] == 0.99
     image = made[CLASSES[0]][3]
     with open(image, "rb") as fh:
-        r = client.post("/search", files={"file": ("photo.jpg", fh, "image/jpeg")}, params={"group_by": "video"})
-    assert r.status_code == 200 and r.json()["hits"][0]["rel_path"] == image.relative_to(media).as_posix()
+        r = client.post(
+            "/search", files={"file": ("photo.jpg", fh, "image/jpeg")}, params={"group_by": "video"}
+        )
+    assert (
+        r.status_code == 200
+        and r.json()["hits"][0]["rel_path"] == image.relative_to(media).as_posix()
+    )
     paths = [h["rel_path"] for h in r.json()["hits"]]
     assert len(paths) == len(set(paths))  # group_by=video: one hit per file
 
@@ -62,11 +77,17 @@ def test_search_takes_a_ranking_from_the_services_list(served, tmp_path):
     keeps every hit where PAR at δ = 1 keeps at most the query's own file."""
     client, media, index, made, _ = served
     rel = made[CLASSES[1]][2].relative_to(media).as_posix()
-    eu = client.post("/search", params={"path": rel, "k": 5, "ranking": "euclidean", "delta": 1.0}).json()
-    par = client.post("/search", params={"path": rel, "k": 5, "ranking": "par", "delta": 1.0}).json()
+    eu = client.post(
+        "/search", params={"path": rel, "k": 5, "ranking": "euclidean", "delta": 1.0}
+    ).json()
+    par = client.post(
+        "/search", params={"path": rel, "k": 5, "ranking": "par", "delta": 1.0}
+    ).json()
     assert eu["ranking"] == "euclidean" and all(h["kept"] for h in eu["hits"])
     assert [h["key"] for h in eu["hits"]] == [h["key"] for h in par["hits"]]
-    assert len(par["hits"]) == 5 and not all(h["kept"] for h in par["hits"])  # (the query itself may reach 1)
+    assert len(par["hits"]) == 5 and not all(
+        h["kept"] for h in par["hits"]
+    )  # (the query itself may reach 1)
     refused = client.post("/search", params={"path": rel, "ranking": "cosine_magic"})
     assert refused.status_code == 422 and "offers: euclidean, par" in refused.text
     only_par = create_app(ServiceSettings(index_dir=str(index), rankings=("par",)))
@@ -79,10 +100,16 @@ def test_search_takes_a_ranking_from_the_services_list(served, tmp_path):
 
 def test_thumbnails_previews_stats_and_page(served):
     client, media, _, made, _ = served
-    hits = client.post("/search", params={"path": made[CLASSES[2]][2].relative_to(media).as_posix(), "k": 3}).json()
+    hits = client.post(
+        "/search", params={"path": made[CLASSES[2]][2].relative_to(media).as_posix(), "k": 3}
+    ).json()
     video = next(h for h in hits["hits"] if h["media_type"] == "video")
     thumb = client.get(f"/items/{video['key']}/thumbnail")
-    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+    assert (
+        thumb.status_code == 200
+        and thumb.headers["content-type"] == "image/jpeg"
+        and thumb.content[:2] == b"\xff\xd8"
+    )
     gif = client.get(f"/items/{video['key']}/preview")
     assert gif.status_code == 200 and gif.content[:6] == b"GIF89a"
     from PIL import Image
@@ -99,11 +126,23 @@ def test_thumbnails_previews_stats_and_page(served):
     assert "/search" in client.get("/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize(("case", "status"), [
-    ("empty", 400), ("random", 415), ("text_as_mp4", 415), ("declared_2gb", 413), ("streamed_too_big", 413),
-    ("traversal", 400), ("absolute_outside", 400), ("missing", 404), ("both", 400), ("neither", 400),
-    ("k_too_big", 400), ("bad_delta", 422),
-])
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("empty", 400),
+        ("random", 415),
+        ("text_as_mp4", 415),
+        ("declared_2gb", 413),
+        ("streamed_too_big", 413),
+        ("traversal", 400),
+        ("absolute_outside", 400),
+        ("missing", 404),
+        ("both", 400),
+        ("neither", 400),
+        ("k_too_big", 400),
+        ("bad_delta", 422),
+    ],
+)
 def test_bad_requests_get_clear_json_errors(served, case, status):
     import os
 
@@ -113,16 +152,25 @@ def test_bad_requests_get_clear_json_errors(served, case, status):
         "empty": upload(b""),
         "random": upload(os.urandom(4096)),
         "text_as_mp4": upload(b"this is a text file, not a video\n" * 20),
-        "declared_2gb": {"content": b"x", "headers": {"content-length": str(2 * 2**30),
-                                                      "content-type": "multipart/form-data; boundary=x"}},
+        "declared_2gb": {
+            "content": b"x",
+            "headers": {
+                "content-length": str(2 * 2**30),
+                "content-type": "multipart/form-data; boundary=x",
+            },
+        },
         "streamed_too_big": upload(os.urandom(6 * 2**20)),
         "traversal": {"params": {"path": "../../etc/passwd"}},
         "absolute_outside": {"params": {"path": "/etc/passwd"}},
         "missing": {"params": {"path": "nope/none.mp4"}},
         "both": {**upload(made[CLASSES[0]][0].read_bytes()), "params": {"path": "x.mp4"}},
         "neither": {},
-        "k_too_big": {"params": {"path": made[CLASSES[0]][0].relative_to(media).as_posix(), "k": 1000}},
-        "bad_delta": {"params": {"path": made[CLASSES[0]][0].relative_to(media).as_posix(), "delta": 3}},
+        "k_too_big": {
+            "params": {"path": made[CLASSES[0]][0].relative_to(media).as_posix(), "k": 1000}
+        },
+        "bad_delta": {
+            "params": {"path": made[CLASSES[0]][0].relative_to(media).as_posix(), "delta": 3}
+        },
     }
     r = client.post("/search", **requests[case])
     assert r.status_code == status, r.text
@@ -154,8 +202,10 @@ def test_concurrent_clients(served):
     paths = [p.relative_to(media).as_posix() for c in CLASSES for p in made[c][:2]]
 
     def one_client(i: int) -> list[int]:
-        return [client.post("/search", params={"path": paths[(i + j) % len(paths)], "k": 3}).status_code
-                for j in range(25)]
+        return [
+            client.post("/search", params={"path": paths[(i + j) % len(paths)], "k": 3}).status_code
+            for j in range(25)
+        ]
 
     with ThreadPoolExecutor(8) as pool:
         codes = [c for cs in pool.map(one_client, range(8)) for c in cs]
@@ -169,7 +219,9 @@ def test_overload_answers_503_with_retry_after(served):
     for _ in range(admission.capacity):
         admission.inside += 1  # as if that many requests were running or waiting
     try:
-        r = client.post("/search", params={"path": made[CLASSES[0]][0].relative_to(media).as_posix()})
+        r = client.post(
+            "/search", params={"path": made[CLASSES[0]][0].relative_to(media).as_posix()}
+        )
         assert r.status_code == 503 and r.headers["retry-after"] and "busy" in r.json()["error"]
     finally:
         admission.inside -= admission.capacity
@@ -192,8 +244,14 @@ def test_serve_refuses_open_host_without_token(tmp_path):
     from media_retrieval.errors import ConfigError
     from media_retrieval.serve.run import is_loopback, serve
 
-    cfg = OmegaConf.create({"index_dir": str(tmp_path), "host": "0.0.0.0", "token": None,
-                            "allow_unauthenticated": False})
+    cfg = OmegaConf.create(
+        {
+            "index_dir": str(tmp_path),
+            "host": "0.0.0.0",
+            "token": None,
+            "allow_unauthenticated": False,
+        }
+    )
     with pytest.raises(ConfigError, match="token"):
         serve(cfg)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")

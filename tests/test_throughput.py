@@ -28,8 +28,15 @@ def test_bf16_channels_last_keeps_top5_neighbours(library):
 
     _, files = library
     spec = ClipSpec(frames=4, image_size=96)
-    clips = torch.stack([b["clip"] for b in map(SegmentDataset([(str(f), None, None) for f in files], spec).__getitem__,
-                                                 range(len(files)))])
+    clips = torch.stack(
+        [
+            b["clip"]
+            for b in map(
+                SegmentDataset([(str(f), None, None) for f in files], spec).__getitem__,
+                range(len(files)),
+            )
+        ]
+    )
     model = CNNLSTM({"name": "efficientnet_lite0", "weights": "imagenet"}, {"cell": "none"})
     fp32 = fast_inference(model, precision="fp32")({"clip": clips})
     bf16 = fast_inference(model, precision="bf16")({"clip": clips})
@@ -42,7 +49,9 @@ def test_bf16_channels_last_keeps_top5_neighbours(library):
 
     overlap = np.mean([len(a & b) / 5 for a, b in zip(top5(fp32), top5(bf16), strict=True)])
     assert overlap >= 0.9
-    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
+    assert (
+        resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
+    )
 
 
 def test_fp32_on_cuda_means_ieee_fp32():
@@ -60,7 +69,10 @@ def test_fp32_on_cuda_means_ieee_fp32():
         with autocast("cpu", "fp32"):
             assert cudnn.allow_tf32 is True and not torch.is_autocast_enabled("cpu")
         with autocast("cpu", "bf16"):
-            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            assert (
+                torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            )
     finally:
         cudnn.allow_tf32 = before
 
@@ -78,7 +90,9 @@ def test_channels_last_backbone_matches_default_layout():
 
 def test_decode_workers_give_identical_clips(library):
     _, files = library
-    ds = SegmentDataset([(str(f), None, None) for f in files[:8]], ClipSpec(frames=4, image_size=64))
+    ds = SegmentDataset(
+        [(str(f), None, None) for f in files[:8]], ClipSpec(frames=4, image_size=64)
+    )
 
     def clips(workers: int) -> torch.Tensor:
         batches = DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=skip_failed_collate)
@@ -95,11 +109,23 @@ def test_index_precision_is_part_of_the_fingerprint(library, tmp_path):
 
     media, files = library
     spec = ClipSpec(frames=4, image_size=64, chunk_s=None)
-    opts = {"num_workers": 0, "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}}
+    opts = {
+        "num_workers": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+    }
     model = default_model()
-    with MediaIndex.build(media, tmp_path / "fp32", model, clip_spec=spec, options=IndexOptions(**opts)) as a, \
-            MediaIndex.build(media, tmp_path / "bf16", model, clip_spec=spec,
-                             options=IndexOptions(precision="bf16", **opts)) as b:
+    with (
+        MediaIndex.build(
+            media, tmp_path / "fp32", model, clip_spec=spec, options=IndexOptions(**opts)
+        ) as a,
+        MediaIndex.build(
+            media,
+            tmp_path / "bf16",
+            model,
+            clip_spec=spec,
+            options=IndexOptions(precision="bf16", **opts),
+        ) as b,
+    ):
         assert a.manifest["precision"] == "fp32" and b.manifest["precision"] == "bf16"
         assert a.manifest["fingerprint"] != b.manifest["fingerprint"]
         assert b.built_by(model) and a.built_by(model)

@@ -20,8 +20,19 @@ def _rows(path: Path) -> dict[tuple, dict]:
     return {(r["dataset"], r["ranking"], r["split"], r["k"], r["delta"]): r for r in rows}
 
 
-REQUIRED_KEYS = {"model", "ranking", "split", "k", "delta", "accuracy", "precision", "recall", "f1",
-                 "map", "n_queries"}
+REQUIRED_KEYS = {
+    "model",
+    "ranking",
+    "split",
+    "k",
+    "delta",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "map",
+    "n_queries",
+}
 
 
 def test_train_then_test_writes_results(cfg_train):
@@ -42,11 +53,15 @@ def test_train_then_test_writes_results(cfg_train):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     # 10 % of each test-pool class, at least one: 6 classes of 5 or 10 clips -> 6 queries
     assert rows[("all", "euclidean", "all", 5, None)]["n_queries"] == 6
-    assert sum(rows[(d, "euclidean", "all", 5, None)]["n_queries"] for d in ("style_a", "style_b")) == 6
+    assert (
+        sum(rows[(d, "euclidean", "all", 5, None)]["n_queries"] for d in ("style_a", "style_b"))
+        == 6
+    )
     for picture in ("fig4.png", "delta.png", "pr_curve.png", "gallery.png", "table_iv.md"):
         assert (out / "retrieval" / picture).stat().st_size > 0, picture
 
 
+@pytest.mark.slow
 def test_eval_same_on_one_and_two_processes(cfg_train, cfg_eval, tiny_dirs, tmp_path):
     """Odd test pool (45 clips), uneven batches of 4: DDP pads and repeats samples; gathering
     by id must score exactly the same samples with the same numbers."""
@@ -60,15 +75,39 @@ def test_eval_same_on_one_and_two_processes(cfg_train, cfg_eval, tiny_dirs, tmp_
         cfg_eval.data.output_dir = str(single)
     evaluate(cfg_eval)  # one process, in-process
     ddp = tmp_path / "ddp"
-    proc = run_script("eval.py", [*tiny_overrides(*tiny_dirs), "trainer=ddp_sim", f"ckpt_path={ckpt}",
-                                  f"hydra.run.dir={ddp}", "data.eval_batch_size=4"])
+    proc = run_script(
+        "eval.py",
+        [
+            *tiny_overrides(*tiny_dirs),
+            "trainer=ddp_sim",
+            f"ckpt_path={ckpt}",
+            f"hydra.run.dir={ddp}",
+            "data.eval_batch_size=4",
+        ],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ids1, rows1 = np.load(single / "retrieval" / "scored_ids.npy"), _rows(single / "retrieval" / "results.json")
-    ids2, rows2 = np.load(ddp / "retrieval" / "scored_ids.npy"), _rows(ddp / "retrieval" / "results.json")
+    ids1, rows1 = (
+        np.load(single / "retrieval" / "scored_ids.npy"),
+        _rows(single / "retrieval" / "results.json"),
+    )
+    ids2, rows2 = (
+        np.load(ddp / "retrieval" / "scored_ids.npy"),
+        _rows(ddp / "retrieval" / "results.json"),
+    )
     assert len(ids1) == 45 and np.array_equal(ids1, ids2)
     assert rows1.keys() == rows2.keys()
     for key, r1 in rows1.items():
-        for m in ("accuracy", "precision", "recall", "f1", "map", "empty_share", "mean_kept", "p_at_k", "ndcg_at_k"):
+        for m in (
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "map",
+            "empty_share",
+            "mean_kept",
+            "p_at_k",
+            "ndcg_at_k",
+        ):
             a, b = r1[m], rows2[key][m]
             assert (a is None and b is None) or math.isclose(a, b, abs_tol=1e-6), (key, m, a, b)
 
@@ -97,20 +136,29 @@ def test_eval_without_checkpoint_refuses_trainable_model(cfg_eval):
         evaluate(cfg_eval)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("model=nope", "Could not find 'model/nope'"),
-    ("retrieval.k=[0,5]", "error: retrieval.k must be a list of integers >= 1"),
-    ("retrieval.par.delta=1.5", "error: retrieval.par.delta=1.5: a number in [-1, 1]"),
-    (("model.backbone.name=not_a_model", "model.backbone.weights=none"),
-     "error: model.backbone.name='not_a_model' is neither"),
-    # offline, with ImageNet weights asked for: said before torch loads, the typo included
-    (("model.backbone.name=not_a_model", "model.backbone.weights=imagenet"),
-     "error: model.backbone.name=not_a_model: no ImageNet weights for it are cached here"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=nope", "Could not find 'model/nope'"),
+        ("retrieval.k=[0,5]", "error: retrieval.k must be a list of integers >= 1"),
+        ("retrieval.par.delta=1.5", "error: retrieval.par.delta=1.5: a number in [-1, 1]"),
+        (
+            ("model.backbone.name=not_a_model", "model.backbone.weights=none"),
+            "error: model.backbone.name='not_a_model' is neither",
+        ),
+        # offline, with ImageNet weights asked for: said before torch loads, the typo included
+        (
+            ("model.backbone.name=not_a_model", "model.backbone.weights=imagenet"),
+            "error: model.backbone.name=not_a_model: no ImageNet weights for it are cached here",
+        ),
+    ],
+)
 def test_cli_errors_are_one_clear_line(override, message, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline whatever the machine
     overrides = list(override) if isinstance(override, tuple) else [override]
-    proc = run_script("train.py", [*overrides, f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
+    proc = run_script(
+        "train.py", [*overrides, f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path}/data"]
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -148,8 +196,15 @@ def test_wandb_logger_offline_needs_no_account(tiny_dirs, tmp_path):
 
     os.environ["WANDB_MODE"] = "offline"
     try:
-        proc = run_script("train.py", [*tiny_overrides(*tiny_dirs), "logger=wandb", "trainer.max_epochs=1",
-                                       f"hydra.run.dir={tmp_path}"])
+        proc = run_script(
+            "train.py",
+            [
+                *tiny_overrides(*tiny_dirs),
+                "logger=wandb",
+                "trainer.max_epochs=1",
+                f"hydra.run.dir={tmp_path}",
+            ],
+        )
     finally:
         os.environ["WANDB_MODE"] = "disabled"
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -158,6 +213,7 @@ def test_wandb_logger_offline_needs_no_account(tiny_dirs, tmp_path):
     assert (tmp_path / "csv").is_dir()  # CSV is always on
 
 
+@pytest.mark.slow
 def test_retrieval_callback_bit_identical_on_one_and_two_processes(tmp_path):
     import os
     import subprocess
@@ -166,10 +222,18 @@ def test_retrieval_callback_bit_identical_on_one_and_two_processes(tmp_path):
     script = Path(__file__).parent / "helpers" / "id_embedding_eval.py"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     for devices in (1, 2):
-        proc = subprocess.run([sys.executable, str(script), str(tmp_path / str(devices)), str(devices)],
-                              capture_output=True, text=True, timeout=120, env=env)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / str(devices)), str(devices)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
-    one, two = (tmp_path / "1" / "results.json").read_bytes(), (tmp_path / "2" / "results.json").read_bytes()
+    one, two = (
+        (tmp_path / "1" / "results.json").read_bytes(),
+        (tmp_path / "2" / "results.json").read_bytes(),
+    )
     assert one == two
     assert np.array_equal(np.load(tmp_path / "1" / "scored_ids.npy"), np.arange(37))
     assert np.array_equal(np.load(tmp_path / "2" / "scored_ids.npy"), np.arange(37))
@@ -177,6 +241,7 @@ def test_retrieval_callback_bit_identical_on_one_and_two_processes(tmp_path):
     assert {r["dataset"] for r in rows} == {"all", "ds_a", "ds_b"}
 
 
+@pytest.mark.slow
 def test_par_sweep_commands_run_offline(cfg_train, cfg_eval, tmp_path):
     """Expand sweeps/par_delta_k.yaml into the command lines a W&B agent would run (a sample of
     the grid) and run them on saved embeddings with WANDB_MODE=disabled."""
@@ -199,15 +264,26 @@ def test_par_sweep_commands_run_offline(cfg_train, cfg_eval, tmp_path):
     assert fixed["embeddings"] == "logs/eval/latest/retrieval/val_embeddings.npz"
     latest = Path(cfg_eval.paths.log_dir) / "eval" / "latest"
     assert latest.is_symlink() and latest.resolve() == (tmp_path / "emb").resolve()
-    fixed["embeddings"] = str(latest / "retrieval" / "val_embeddings.npz")  # logs/ of this test's own
-    grid = [dict(zip(["retrieval.table_k", "retrieval.par.delta"], combo, strict=True)) for combo in
-            itertools.product(params["retrieval.table_k"]["values"], params["retrieval.par.delta"]["values"])]
+    fixed["embeddings"] = str(
+        latest / "retrieval" / "val_embeddings.npz"
+    )  # logs/ of this test's own
+    grid = [
+        dict(zip(["retrieval.table_k", "retrieval.par.delta"], combo, strict=True))
+        for combo in itertools.product(
+            params["retrieval.table_k"]["values"], params["retrieval.par.delta"]["values"]
+        )
+    ]
     for i, combo in enumerate([grid[0], grid[-1]]):  # a sample of the grid: both ends of k and δ
-        args = [f"{k}={v}" for k, v in {**fixed, **combo}.items()] + [f"hydra.run.dir={tmp_path}/run{i}"]
+        args = [f"{k}={v}" for k, v in {**fixed, **combo}.items()] + [
+            f"hydra.run.dir={tmp_path}/run{i}"
+        ]
         proc = run_script("eval.py", args)
         assert proc.returncode == 0, proc.stderr[-2000:]
         rows = json.loads((tmp_path / f"run{i}" / "retrieval" / "results.json").read_text())
-        assert any(r["ranking"] == "par" and abs(r["delta"] - combo["retrieval.par.delta"]) < 1e-9 for r in rows)
+        assert any(
+            r["ranking"] == "par" and abs(r["delta"] - combo["retrieval.par.delta"]) < 1e-9
+            for r in rows
+        )
 
 
 @pytest.mark.slow
@@ -219,14 +295,29 @@ def test_two_node_training(cfg_train, tiny_dirs, tmp_path):
 
     from conftest import ROOT, start_nodes
 
-    train(cfg_train)  # the corpus and the feature cache exist before the nodes start (shared storage)
+    train(
+        cfg_train
+    )  # the corpus and the feature cache exist before the nodes start (shared storage)
     run_dir = tmp_path / "two-nodes"
-    procs = start_nodes([sys.executable, str(ROOT / "src" / "train.py"), *tiny_overrides(*tiny_dirs), "trainer=ddp",
-                         "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
-                         "trainer.max_epochs=2", "trainer.sync_batchnorm=false", f"hydra.run.dir={run_dir}"])
+    procs = start_nodes(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            *tiny_overrides(*tiny_dirs),
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.num_nodes=2",
+            "trainer.max_epochs=2",
+            "trainer.sync_batchnorm=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1]
     rows = _rows(run_dir / "retrieval" / "results.json")
-    assert rows[("all", "euclidean", "all", 5, None)]["n_queries"] == 6  # every query, once, across both ranks
+    assert (
+        rows[("all", "euclidean", "all", 5, None)]["n_queries"] == 6
+    )  # every query, once, across both ranks
     assert list((run_dir / "checkpoints").glob("epoch_*.ckpt"))

@@ -15,7 +15,9 @@ from media_retrieval import MediaIndex
 
 
 def main(index_dir: str, query_dir: str, classes_txt: str, k: str) -> None:
-    classes = dict(line.split() for line in Path(classes_txt).read_text().splitlines() if line.strip())
+    classes = dict(
+        line.split() for line in Path(classes_txt).read_text().splitlines() if line.strip()
+    )
     index = MediaIndex.open(index_dir)
     right = wrong = right_kept = wrong_dropped = 0
     for name, label in sorted(classes.items()):
@@ -24,9 +26,12 @@ def main(index_dir: str, query_dir: str, classes_txt: str, k: str) -> None:
                 right, right_kept = right + 1, right_kept + hit.kept
             else:
                 wrong, wrong_dropped = wrong + 1, wrong_dropped + (not hit.kept)
-    print(f"Of the {len(classes)} queries' top {k}, {right} hits are of the query's class and {wrong} of another. "
-          f"PAR at δ = {index.par_delta:g} keeps {right_kept} of the {right} right ones and drops "
-          f"{wrong_dropped} of the {wrong} wrong ones.")
+    print(
+        f"Of the {len(classes)} queries' top {k}, {right} hits are of the query's class and "
+        f"{wrong} of another. "
+        f"PAR at δ = {index.par_delta:g} keeps {right_kept} of the {right} right ones and drops "
+        f"{wrong_dropped} of the {wrong} wrong ones."
+    )
 
 
 if __name__ == "__main__":

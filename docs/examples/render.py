@@ -1,7 +1,7 @@
 """Examples that cannot go stale: run each example script and rewrite what the docs show of it.
 
     python docs/examples/render.py            # `make docs`: rerun every example, rewrite the docs
-    python docs/examples/render.py --check    # only say which shown outputs are older than their script
+    python docs/examples/render.py --check    # only list outputs older than their script
 
 A document shows an example between two markers::
 
@@ -18,7 +18,8 @@ output, computed from it, so a claim cannot outlive its numbers); ``# output`` b
 shows only its output (a result the set-up produced, e.g. the end of ``make demo``'s own
 output); ``# code`` before a file's path shows that file as a listing (a Python example, shown
 as the code a user copies, then run by a later step); ``# finally`` before a
-command runs it at the end whatever happened, unshown (e.g. stopping a service). The hash of the script and
+command runs it at the end whatever happened, unshown (e.g. stopping a service). The hash of the
+script and
 of the files it lists goes into the opening marker, so a test fails when either changed after
 its output was recorded.
 
@@ -40,8 +41,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = Path(__file__).resolve().parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-REGION = re.compile(r"<!-- example:(?P<name>[\w-]+) sha256=(?P<sha>[0-9a-f]*)[^>]*-->\n(?P<body>.*?)"
-                    r"<!-- /example:(?P=name) -->", re.S)
+REGION = re.compile(
+    r"<!-- example:(?P<name>[\w-]+) sha256=(?P<sha>[0-9a-f]*)[^>]*-->\n(?P<body>.*?)"
+    r"<!-- /example:(?P=name) -->",
+    re.S,
+)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -63,11 +67,15 @@ def script_hash(name: str) -> str:
 def parse(script: Path) -> tuple[str, list[Step]]:
     """(the set-up, the shown steps)."""
     lines = script.read_text().splitlines()
-    marks = [i for i, line in enumerate(lines) if line.strip() in ("# show", "# say", "# output", "# code", "# finally")]
+    marks = [
+        i
+        for i, line in enumerate(lines)
+        if line.strip() in ("# show", "# say", "# output", "# code", "# finally")
+    ]
     if not marks:
         raise SystemExit(f"{script}: no '# show' or '# say' line")
     steps = [Step(lines[i].strip()[2:], lines[i + 1]) for i in marks]
-    return "\n".join(lines[:marks[0]]), steps
+    return "\n".join(lines[: marks[0]]), steps
 
 
 def clean(text: str, cwd: Path) -> str:
@@ -84,8 +92,13 @@ def clean(text: str, cwd: Path) -> str:
 
 def run(name: str, cwd: Path = ROOT, env: dict | None = None) -> list[tuple[Step, str]]:
     """Run one example in ``cwd``; (step, its cleaned output) per shown step."""
-    env = {**os.environ, **(env or {}), "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           "COLUMNS": "120", "PYTHONPATH": str(ROOT / "src")}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "COLUMNS": "120",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     setup, steps = parse(EXAMPLES / f"{name}.sh")
     shown = []
     try:
@@ -94,10 +107,18 @@ def run(name: str, cwd: Path = ROOT, env: dict | None = None) -> list[tuple[Step
             if step.kind == "code":
                 shown.append((step, (ROOT / step.command).read_text().strip("\n")))
                 continue
-            r = subprocess.run(["bash", "-c", f"set -o pipefail; {step.command}"], cwd=cwd, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            r = subprocess.run(
+                ["bash", "-c", f"set -o pipefail; {step.command}"],
+                cwd=cwd,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             if r.returncode:
-                raise SystemExit(f"example {name}: `{step.command}` failed ({r.returncode}):\n{r.stdout[-3000:]}")
+                raise SystemExit(
+                    f"example {name}: `{step.command}` failed ({r.returncode}):\n{r.stdout[-3000:]}"
+                )
             shown.append((step, clean(r.stdout, cwd)))
     finally:  # e.g. stop a service the set-up started, whatever failed
         for step in (s for s in steps if s.kind == "finally"):
@@ -129,10 +150,16 @@ def stale() -> list[str]:
     for doc, m in regions():
         script = EXAMPLES / f"{m['name']}.sh"
         if not script.is_file():
-            out.append(f"{doc.relative_to(ROOT)}: example {m['name']} has no script {script.relative_to(ROOT)}")
+            out.append(
+                f"{doc.relative_to(ROOT)}: example {m['name']} has no script "
+                f"{script.relative_to(ROOT)}"
+            )
         elif m["sha"] != script_hash(m["name"]):
-            out.append(f"{doc.relative_to(ROOT)}: example {m['name']} was recorded from another version of its "
-                       "script: run `make docs`")
+            out.append(
+                f"{doc.relative_to(ROOT)}: example {m['name']} was recorded from another version "
+                "of its "
+                "script: run `make docs`"
+            )
     return out
 
 
@@ -146,8 +173,11 @@ def render() -> None:
             if name not in done:
                 print(f"example {name} ...", flush=True)
                 done[name] = markdown(run(name))
-            return (f"<!-- example:{name} sha256={script_hash(name)} (`make docs` rewrites this block) -->\n"
-                    f"{done[name]}<!-- /example:{name} -->")
+            return (
+                f"<!-- example:{name} sha256={script_hash(name)} (`make docs` rewrites this block) "
+                "-->\n"
+                f"{done[name]}<!-- /example:{name} -->"
+            )
 
         new = REGION.sub(block, text)
         if new != text:
@@ -157,7 +187,9 @@ def render() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="only list outputs older than their script")
+    ap.add_argument(
+        "--check", action="store_true", help="only list outputs older than their script"
+    )
     if ap.parse_args().check:
         problems = stale()
         print("\n".join(problems) or "every shown example matches its script")

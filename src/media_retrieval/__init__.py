@@ -19,9 +19,14 @@ from typing import Any
 
 __all__ = ["ClipSpec", "Hit", "IndexOptions", "MediaIndex", "load_clip", "load_model"]
 
-_WHERE = {"ClipSpec": "media_retrieval.clips", "load_clip": "media_retrieval.clips",
-          "MediaIndex": "media_retrieval.retrieval.media_index", "Hit": "media_retrieval.retrieval.media_index",
-          "IndexOptions": "media_retrieval.retrieval.indexer", "load_model": "media_retrieval.models.registry"}
+_WHERE = {
+    "ClipSpec": "media_retrieval.clips",
+    "load_clip": "media_retrieval.clips",
+    "MediaIndex": "media_retrieval.retrieval.media_index",
+    "Hit": "media_retrieval.retrieval.media_index",
+    "IndexOptions": "media_retrieval.retrieval.indexer",
+    "load_model": "media_retrieval.models.registry",
+}
 
 
 def __getattr__(name: str) -> Any:

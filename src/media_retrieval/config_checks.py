@@ -28,7 +28,13 @@ from media_retrieval.errors import (
 )
 
 # Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
-_TYPED = [("seed", int), ("batch_size", int), ("k", int), ("num_workers", int), ("trainer.max_epochs", int)]
+_TYPED = [
+    ("seed", int),
+    ("batch_size", int),
+    ("k", int),
+    ("num_workers", int),
+    ("trainer.max_epochs", int),
+]
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -38,9 +44,19 @@ def _check_trainer(cfg: DictConfig) -> None:
         return
     devices = t.get("devices")
     empty = OmegaConf.is_list(devices) and len(devices) == 0
-    zero = isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1
-    if isinstance(devices, bool) or zero or empty or (isinstance(devices, str) and devices.strip() in ("0", "")):
-        raise ConfigError(f"trainer.devices must be >= 1, -1 (all), 'auto' or a list of device ids, got {devices!r}")
+    zero = (
+        isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1
+    )
+    if (
+        isinstance(devices, bool)
+        or zero
+        or empty
+        or (isinstance(devices, str) and devices.strip() in ("0", ""))
+    ):
+        raise ConfigError(
+            "trainer.devices must be >= 1, -1 (all), 'auto' or a list of device ids, got "
+            f"{devices!r}"
+        )
 
 
 def _check_gpu(cfg: DictConfig) -> None:
@@ -49,34 +65,52 @@ def _check_gpu(cfg: DictConfig) -> None:
         import torch  # noqa: PLC0415 - torch stays unloaded until used
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.accelerator={t.get('accelerator')} (trainer=gpu/ddp) needs a CUDA GPU and "
-                              "none is visible: use trainer=default (CPU here) or trainer=ddp_sim")
+            raise ConfigError(
+                f"trainer.accelerator={t.get('accelerator')} (trainer=gpu/ddp) needs a CUDA GPU "
+                "and "
+                "none is visible: use trainer=default (CPU here) or trainer=ddp_sim"
+            )
 
 
 def _check_wandb(cfg: DictConfig) -> None:
     """An online W&B logger without credentials fails deep inside ``wandb.init``; say it now."""
     w = OmegaConf.select(cfg, "logger.wandb", default=None)
-    if not w or "_target_" not in w or w.get("offline") or \
-            os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or \
-            os.environ.get("WANDB_API_KEY"):
+    if (
+        not w
+        or "_target_" not in w
+        or w.get("offline")
+        or os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun")
+        or os.environ.get("WANDB_API_KEY")
+    ):
         return
 
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    host = (
+        urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        or "api.wandb.ai"
+    )
     try:
         if netrc.netrc().authenticators(host):
             return
     except (OSError, netrc.NetrcParseError):
         pass
-    raise ConfigError("logger=wandb needs a W&B login: run `wandb login` (or set WANDB_API_KEY), or log without an "
-                      "account: logger.wandb.offline=true (or WANDB_MODE=offline)")
+    raise ConfigError(
+        "logger=wandb needs a W&B login: run `wandb login` (or set WANDB_API_KEY), or log without "
+        "an "
+        "account: logger.wandb.offline=true (or WANDB_MODE=offline)"
+    )
 
 
 def _check_types(cfg: DictConfig) -> None:
     for key, typ in _TYPED:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
-            continue  # an interpolation is ours (e.g. batch_size's resolver, which asks torch for a GPU)
+        if (
+            not isinstance(node, DictConfig)
+            or leaf not in node
+            or OmegaConf.is_interpolation(node, leaf)
+        ):
+            # an interpolation is ours (e.g. batch_size's resolver, which asks torch for a GPU)
+            continue
         v = node[leaf]
         if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
             raise ConfigError(f"{key} must be an integer, got {v!r}")
@@ -100,7 +134,9 @@ def _check_dataset_roots(cfg: DictConfig) -> None:
         return
     try:
         wanted = configured_roots(data)
-    except MissingMandatoryValue:  # a root left as ??? is reported by the data module, naming the override
+    except (
+        MissingMandatoryValue
+    ):  # a root left as ??? is reported by the data module, naming the override
         return
     problem = missing_roots(wanted)
     if problem:
@@ -115,11 +151,19 @@ _PACKAGED_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_l
 def _weights_cached(name: str) -> bool:
     """Whether ImageNet weights for backbone ``name`` are in the caches timm (Hugging Face hub)
     and torchvision (torch hub) read, judged by file names alone (nothing is imported)."""
-    hf = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    hf = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+    )
     torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
-    found = [*hf.glob(f"models--timm--{name}/snapshots/*/*"), *hf.glob(f"models--timm--{name}.*/snapshots/*/*"),
-             *(torch_home / "hub" / "checkpoints").glob(f"{name}[-_]*.pth")]
-    return any(p.name in ("model.safetensors", "pytorch_model.bin") or p.suffix == ".pth" for p in found)
+    found = [
+        *hf.glob(f"models--timm--{name}/snapshots/*/*"),
+        *hf.glob(f"models--timm--{name}.*/snapshots/*/*"),
+        *(torch_home / "hub" / "checkpoints").glob(f"{name}[-_]*.pth"),
+    ]
+    return any(
+        p.name in ("model.safetensors", "pytorch_model.bin") or p.suffix == ".pth" for p in found
+    )
 
 
 def _reachable(url: str) -> bool:
@@ -146,11 +190,15 @@ def _check_weights(cfg: DictConfig) -> None:
     if name in _PACKAGED_WEIGHTS or _weights_cached(name) or _reachable(hub):
         return
     raise WeightsUnavailableError(
-        f"model.backbone.name={name}: no ImageNet weights for it are cached here and they cannot be downloaded "
-        f"(offline): fetch timm's {name} weights (Hugging Face repo timm/{name}.*, model.safetensors) into "
+        f"model.backbone.name={name}: no ImageNet weights for it are cached here and they cannot "
+        "be downloaded "
+        f"(offline): fetch timm's {name} weights (Hugging Face repo timm/{name}.*, "
+        "model.safetensors) into "
         f"~/.cache/huggingface/hub (torchvision models: torch hub's checkpoints folder), or give "
-        f"model.backbone.weights=/path/to/state_dict.pth (or =none); or check the name (a registered backbone "
-        f"or a timm model)")
+        "model.backbone.weights=/path/to/state_dict.pth (or =none); or check the name (a "
+        "registered backbone "
+        f"or a timm model)"
+    )
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -171,10 +219,14 @@ def check_values(cfg: DictConfig) -> None:
         resolve_delta(r.par.delta)  # a number in [-1, 1] or auto, else one line
         for d in r.par.deltas:
             if stored_delta(d) is None:
-                raise ConfigError(f"retrieval.par.deltas must be numbers in [-1, 1] (cosine), got {d}")
+                raise ConfigError(
+                    f"retrieval.par.deltas must be numbers in [-1, 1] (cosine), got {d}"
+                )
         if r.get("table_k") is not None and r.table_k not in ks:
-            raise ConfigError(f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "
-                              f"empty; add it, e.g. retrieval.k=[{','.join(map(str, sorted({*ks, r.table_k})))}]")
+            raise ConfigError(
+                f"retrieval.table_k={r.table_k} is not one of retrieval.k={ks}: the table would be "
+                f"empty; add it, e.g. retrieval.k=[{','.join(map(str, sorted({*ks, r.table_k})))}]"
+            )
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -184,8 +236,10 @@ def validate_config(cfg: DictConfig) -> None:
     _check_gpu(cfg)
     model = cfg.get("model")
     if model is not None and "backbone" in model and not _takes(model.get("_target_"), "backbone"):
-        raise ConfigError(f"model={model.get('name')} has no 2D backbone: model.backbone.* applies to cnn_lstm "
-                          "models (cnn_lstm, cnn_lstm_e2e)")
+        raise ConfigError(
+            f"model={model.get('name')} has no 2D backbone: model.backbone.* applies to cnn_lstm "
+            "models (cnn_lstm, cnn_lstm_e2e)"
+        )
     _check_objective(cfg)
 
 
@@ -199,14 +253,22 @@ def _check_objective(cfg: DictConfig) -> None:
 
     ssl = infonce_weight(OmegaConf.to_container(loss)) > 0
     if ssl and not data.get("dense_frames"):
-        raise ConfigError("model.loss uses InfoNCE, which trains on two views of each clip cut from densely cached "
-                          "frame features: set data.dense_frames (e.g. 32)")
+        raise ConfigError(
+            "model.loss uses InfoNCE, which trains on two views of each clip cut from densely "
+            "cached "
+            "frame features: set data.dense_frames (e.g. 32)"
+        )
     if ssl and not OmegaConf.select(cfg, "model.freeze_backbone", default=False):
-        raise ConfigError("InfoNCE views are cut from cached frame features, which need a frozen backbone "
-                          "(model=cnn_lstm with model.freeze_backbone=true)")
+        raise ConfigError(
+            "InfoNCE views are cut from cached frame features, which need a frozen backbone "
+            "(model=cnn_lstm with model.freeze_backbone=true)"
+        )
     if data.get("labels") == "none" and loss.get("name") != "infonce" and cfg.get("train", True):
-        raise ConfigError(f"data.labels=none leaves nothing for model.loss.name={loss.get('name')} to learn from: "
-                          "use model.loss.name=infonce (self-supervised), or labels")
+        raise ConfigError(
+            f"data.labels=none leaves nothing for model.loss.name={loss.get('name')} to learn "
+            "from: "
+            "use model.loss.name=infonce (self-supervised), or labels"
+        )
 
 
 def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) -> None:
@@ -220,7 +282,9 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
     from hydra.errors import HydraException  # noqa: PLC0415 - hydra stays unloaded until used
     from omegaconf.errors import OmegaConfBaseException  # noqa: PLC0415 - omegaconf stays unloaded until used
 
-    nested = "an override is nested too deeply to read (lists or dicts inside each other); flatten it"
+    nested = (
+        "an override is nested too deeply to read (lists or dicts inside each other); flatten it"
+    )
     try:
         _check_syntax(overrides)
     except RecursionError:
@@ -232,15 +296,23 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
     except RecursionError:
         raise ConfigError(nested) from None
     except (HydraException, OmegaConfBaseException, MediaRetrievalError) as exc:
-        raise ConfigError(f"{_one_line(exc, overrides, config_dir)}; `{command(config_name.replace('.yaml', ''))} "
-                          "--cfg job` shows the config") from None
+        raise ConfigError(
+            f"{_one_line(exc, overrides, config_dir)}; "
+            f"`{command(config_name.replace('.yaml', ''))} "
+            "--cfg job` shows the config"
+        ) from None
     except ValueError:  # sweep syntax (a,b) without -m: Hydra reports it
         return
     finally:
         GlobalHydra.instance().clear()
 
 
-_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+_TYPE_WORDS = {
+    "Integer": "an integer",
+    "Float": "a number",
+    "Boolean": "true or false",
+    "String": "a string",
+}
 
 
 def _one_line(exc: Exception, overrides: list[str], config_dir: Path) -> str:
@@ -251,18 +323,34 @@ def _one_line(exc: Exception, overrides: list[str], config_dir: Path) -> str:
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
         m = re.search(r"Value (.*) of type '\w+' could not be converted to (\w+)", str(cause))
         if m:  # a schema type (media_retrieval/config_schema.py)
-            return f"{cause.full_key} must be {_TYPE_WORDS.get(m.group(2), m.group(2))}, got {m.group(1)}"
+            want = _TYPE_WORDS.get(m.group(2), m.group(2))
+            return f"{cause.full_key} must be {want}, got {m.group(1)}"
         m = re.search(r"Value (.*) is not a valid bool", str(cause))
         if m:
             return f"{cause.full_key} must be true or false, got {m.group(1)}"
     text = f"{exc}\n{cause or ''}"
-    video3d = next((a.split("=", 1)[1] for a in overrides if a.startswith("model=")
-                    and not _has_backbone(config_dir, a.split("=", 1)[1])), None)
+    video3d = next(
+        (
+            a.split("=", 1)[1]
+            for a in overrides
+            if a.startswith("model=") and not _has_backbone(config_dir, a.split("=", 1)[1])
+        ),
+        None,
+    )
     if video3d and "model.backbone" in text:
-        return f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to cnn_lstm models"
+        return (
+            f"model={video3d} is a 3D CNN with no 2D backbone: model.backbone.* applies to "
+            "cnn_lstm models"
+        )
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    unknown = next((re.sub(r" not in '\w+'$", " is not in struct", ln) for ln in lines
-                    if re.search(r"^Key '.*' (is )?not in ", ln)), "")
+    unknown = next(
+        (
+            re.sub(r" not in '\w+'$", " is not in struct", ln)
+            for ln in lines
+            if re.search(r"^Key '.*' (is )?not in ", ln)
+        ),
+        "",
+    )
     return lines[0].rstrip(".") + (f" ({unknown})" if unknown and unknown != lines[0] else "")
 
 
@@ -278,8 +366,14 @@ def _has_backbone(config_dir: Path, model: str, depth: int = 0) -> bool:
         node = None
     if not isinstance(node, dict) or depth > 8:
         return True  # not ours to judge: say nothing about backbones
-    parents = [d for d in node.get("defaults") or [] if isinstance(d, str) and "/" not in d and d != "_self_"]
-    return "backbone" in node or any(_has_backbone(config_dir, p, depth + 1) for p in parents if p != "_base")
+    parents = [
+        d
+        for d in node.get("defaults") or []
+        if isinstance(d, str) and "/" not in d and d != "_self_"
+    ]
+    return "backbone" in node or any(
+        _has_backbone(config_dir, p, depth + 1) for p in parents if p != "_base"
+    )
 
 
 def _check_syntax(overrides: list[str]) -> None:
@@ -295,9 +389,12 @@ def _check_syntax(overrides: list[str]) -> None:
         except HydraException:
             key, _, value = o.partition("=")
             shell = Path(os.environ.get("SHELL") or "bash").name
-            raise ConfigError(f"cannot read the override {o!r}: values with spaces, non-ASCII letters or any of "
-                              f"( ) , = [ ] {{ }} must be quoted for Hydra, inside the quotes of your shell ({shell}): "
-                              f"{quoted_override(key, value, shell)}") from None
+            raise ConfigError(
+                f"cannot read the override {o!r}: values with spaces, non-ASCII letters or any of "
+                f"( ) , = [ ] {{ }} must be quoted for Hydra, inside the quotes of your shell "
+                f"({shell}): "
+                f"{quoted_override(key, value, shell)}"
+            ) from None
 
 
 def quoted_override(key: str, value: str, shell: str = "bash") -> str:

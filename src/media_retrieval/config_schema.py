@@ -5,7 +5,8 @@ torch is imported) instead of minutes into a run.
 Registered in Hydra's ConfigStore under ``schema/`` by :func:`register`; each block's YAML names
 its schema in its defaults list (``/schema/data/folder@_here_``), so Hydra merges the YAML onto
 the typed node: a wrong type (``data.frames=abc``) or an unknown key fails at composition.
-Datasets and models extend the shared blocks with schemas of their own (subclasses). Choices are plain strings in the config (enum
+Datasets and models extend the shared blocks with schemas of their own (subclasses). Choices are
+plain strings in the config (enum
 values would reach checkpoints, which load only plain types): :func:`check_choices` checks them
 right after composition, from the tuples here, which the code that uses each value imports.
 
@@ -37,23 +38,50 @@ INDEX_PRECISIONS = ("auto", "fp32", "bf16")
 
 #: (config key, valid values): what :func:`check_choices` asks of a composed config
 CHOICES: list[tuple[str, tuple[str, ...]]] = [
-    ("data.resize", RESIZE_MODES), ("preprocess.resize", RESIZE_MODES), ("data.sampling", SAMPLINGS),
-    ("preprocess.sampling", SAMPLINGS), ("data.decoder", DECODERS), ("preprocess.decoder", DECODERS),
-    ("decoder", DECODERS), ("model.temporal.cell", CELLS), ("model.temporal.readout", READOUTS),
-    ("model.loss.name", LOSSES), ("index.backend", BACKENDS), ("model.temporal.stats", TEMPORAL_STATS),
-    ("model.backbone.pool", POOLS), ("data.labels", LABELS),
+    ("data.resize", RESIZE_MODES),
+    ("preprocess.resize", RESIZE_MODES),
+    ("data.sampling", SAMPLINGS),
+    ("preprocess.sampling", SAMPLINGS),
+    ("data.decoder", DECODERS),
+    ("preprocess.decoder", DECODERS),
+    ("decoder", DECODERS),
+    ("model.temporal.cell", CELLS),
+    ("model.temporal.readout", READOUTS),
+    ("model.loss.name", LOSSES),
+    ("index.backend", BACKENDS),
+    ("model.temporal.stats", TEMPORAL_STATS),
+    ("model.backbone.pool", POOLS),
+    ("data.labels", LABELS),
     ("index.precision", INDEX_PRECISIONS),
 ]
 
 # (config key, minimum): numbers that cannot work below a bound (types come from the schemas)
 MINIMUMS: list[tuple[str, float]] = [
-    ("data.batch_size", 1), ("data.eval_batch_size", 1), ("data.frames", 1), ("data.image_size", 8),
-    ("data.num_workers", 0), ("trainer.max_epochs", -1), ("model.lr", 0.0), ("model.dropout", 0.0),
-    ("batch_size", 1), ("k", 1), ("preprocess.frames", 1), ("preprocess.image_size", 8),
-    ("model.temporal.hidden", 1), ("model.temporal.num_layers", 1), ("model.temporal.embed_dim", 1),
-    ("model.embed_dim", 1), ("model.whiten", 1), ("num_workers", 0), ("retrieval.table_k", 1), ("data.chunk_s", 0.001),
-    ("preprocess.chunk_s", 0.001), ("index.lock_wait_s", 0.0), ("model.loss.infonce_weight", 0.0),
-    ("model.loss.temperature", 1e-4), ("data.dense_frames", 1),
+    ("data.batch_size", 1),
+    ("data.eval_batch_size", 1),
+    ("data.frames", 1),
+    ("data.image_size", 8),
+    ("data.num_workers", 0),
+    ("trainer.max_epochs", -1),
+    ("model.lr", 0.0),
+    ("model.dropout", 0.0),
+    ("batch_size", 1),
+    ("k", 1),
+    ("preprocess.frames", 1),
+    ("preprocess.image_size", 8),
+    ("model.temporal.hidden", 1),
+    ("model.temporal.num_layers", 1),
+    ("model.temporal.embed_dim", 1),
+    ("model.embed_dim", 1),
+    ("model.whiten", 1),
+    ("num_workers", 0),
+    ("retrieval.table_k", 1),
+    ("data.chunk_s", 0.001),
+    ("preprocess.chunk_s", 0.001),
+    ("index.lock_wait_s", 0.0),
+    ("model.loss.infonce_weight", 0.0),
+    ("model.loss.temperature", 1e-4),
+    ("data.dense_frames", 1),
 ]
 
 
@@ -82,7 +110,9 @@ class DeltaChoice:
     @property
     def note(self) -> str:
         """How titles say where δ came from (nothing for a number the user gave)."""
-        return {"given": "", "validation": " chosen on validation", "default": " (default)"}[self.how]
+        return {"given": "", "validation": " chosen on validation", "default": " (default)"}[
+            self.how
+        ]
 
 
 def resolve_delta(requested: object, recorded: object = None) -> DeltaChoice:
@@ -91,10 +121,16 @@ def resolve_delta(requested: object, recorded: object = None) -> DeltaChoice:
     checkpoint, index or run recorded (data: checked with :func:`stored_delta`)."""
     if requested is None or requested == "auto":
         chosen = stored_delta(recorded)
-        return DeltaChoice(DEFAULT_DELTA, "default") if chosen is None else DeltaChoice(chosen, "validation")
+        return (
+            DeltaChoice(DEFAULT_DELTA, "default")
+            if chosen is None
+            else DeltaChoice(chosen, "validation")
+        )
     value = stored_delta(requested)
     if value is None:
-        raise ConfigError(f"retrieval.par.delta={str(requested)[:40]}: a number in [-1, 1] (cosine) or auto")
+        raise ConfigError(
+            f"retrieval.par.delta={str(requested)[:40]}: a number in [-1, 1] (cosine) or auto"
+        )
     return DeltaChoice(value, "given")
 
 
@@ -354,18 +390,32 @@ class IndexSchema:
 #: ConfigStore group -> {name: schema}; a YAML names one as ``/schema/data/folder@_here_``
 SCHEMAS: dict[str, dict[str, type]] = {
     "schema": {"retrieval": RetrievalSchema, "preprocess": PreprocessSchema, "index": IndexSchema},
-    "schema/data": {"base": DataSchema, "builtin": BuiltinDataSchema, "folder": FolderDataSchema,
-                    "cifar10": Cifar10DataSchema, "oxford5k": Oxford5kDataSchema, "cross": CrossDataSchema},
-    "schema/model": {"base": ModelSchema, "cnn_lstm": CNNLSTMSchema, "c3d": C3DSchema, "video3d": Video3DSchema,
-                     "i3d": I3DSchema},
+    "schema/data": {
+        "base": DataSchema,
+        "builtin": BuiltinDataSchema,
+        "folder": FolderDataSchema,
+        "cifar10": Cifar10DataSchema,
+        "oxford5k": Oxford5kDataSchema,
+        "cross": CrossDataSchema,
+    },
+    "schema/model": {
+        "base": ModelSchema,
+        "cnn_lstm": CNNLSTMSchema,
+        "c3d": C3DSchema,
+        "video3d": Video3DSchema,
+        "i3d": I3DSchema,
+    },
 }
 
 
 def home_dir() -> str:
-    """Where ``data/``, ``logs/`` and ``.cache/`` live (``paths.root_dir``): ``$MEDIA_RETRIEVAL_HOME``,
+    """Where ``data/``, ``logs/`` and ``.cache/`` live (``paths.root_dir``):
+    ``$MEDIA_RETRIEVAL_HOME``,
     else ``$PROJECT_ROOT`` (set by ``src/*.py`` and the tests to the repository), else the
     working directory (installed commands)."""
-    return os.path.abspath(os.environ.get("MEDIA_RETRIEVAL_HOME") or os.environ.get("PROJECT_ROOT") or os.getcwd())
+    return os.path.abspath(
+        os.environ.get("MEDIA_RETRIEVAL_HOME") or os.environ.get("PROJECT_ROOT") or os.getcwd()
+    )
 
 
 def real_clips_dir(root: str | None = None) -> str:
@@ -426,7 +476,7 @@ def check_choices(cfg: DictConfig) -> None:
     within its bound; raises ``ConfigError`` with one line."""
     for key, valid in CHOICES:
         v = OmegaConf.select(cfg, key, default=None)
-        for one in (list(v) if OmegaConf.is_list(v) else [v]):  # a list: each of its values
+        for one in list(v) if OmegaConf.is_list(v) else [v]:  # a list: each of its values
             if one is not None and one not in valid:
                 raise ConfigError(f"{key}={one!r}; valid: {', '.join(valid)}")
     for key, low in MINIMUMS:

@@ -8,18 +8,23 @@ from pathlib import Path
 # Where each dataset is published (none can be downloaded by this project: they ship as RAR
 # archives from their authors' pages). Named in the error when a root is missing.
 SOURCES = {
-    "ucf50": "UCF50.rar from https://www.crcv.ucf.edu/data/UCF50.php (unpack to <root>/<Class>/*.avi)",
+    "ucf50": "UCF50.rar from https://www.crcv.ucf.edu/data/UCF50.php "
+    "(unpack to <root>/<Class>/*.avi)",
     "ucf101": "UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip from "
-              "https://www.crcv.ucf.edu/data/UCF101.php (unpack to <root>/<Class>/*.avi, splits in <root>/ucfTrainTestlist)",
+    "https://www.crcv.ucf.edu/data/UCF101.php (unpack to <root>/<Class>/*.avi, splits in "
+    "<root>/ucfTrainTestlist)",
     "hmdb51": "hmdb51_org.rar and test_train_splits.rar from "
-              "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (unpack each class "
-              "archive to <root>/<class>/*.avi, splits to <root>/testTrainMulti_7030_splits)",
-    "kth": "the six *_avi.zip archives from https://www.csc.kth.se/cvap/actions/ (unpack to <root>/<action>/*.avi)",
+    "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (unpack each "
+    "class "
+    "archive to <root>/<class>/*.avi, splits to <root>/testTrainMulti_7030_splits)",
+    "kth": "the six *_avi.zip archives from https://www.csc.kth.se/cvap/actions/ "
+    "(unpack to <root>/<action>/*.avi)",
 }
 
 
 def missing_root(key: str, path: object, dataset: str | None) -> str:
-    """The one-line error for a dataset root that is not there (or not set): what to fetch and where."""
+    """The one-line error for a dataset root that is not there (or not set): what to fetch and
+    where."""
     where = SOURCES.get((dataset or "").lower().replace("-", ""))
     layout = f"get {where}" if where else "expected <root>/<class>/<clip> (one folder per class)"
     if not path:
@@ -30,8 +35,11 @@ def missing_root(key: str, path: object, dataset: str | None) -> str:
 def missing_roots(wanted: list[tuple[str, object, str | None]]) -> str | None:
     """Every folder of ``wanted`` (override key, path, dataset name) that is not there, in one
     message (None when all are): a run that needs four datasets lists all four at once."""
-    missing = [missing_root(key, path, name) for key, path, name in wanted
-               if not path or not Path(str(path)).expanduser().is_dir()]
+    missing = [
+        missing_root(key, path, name)
+        for key, path, name in wanted
+        if not path or not Path(str(path)).expanduser().is_dir()
+    ]
     if len(missing) < 2:
         return missing[0] if missing else None
     return f"{len(missing)} dataset folders are missing: " + " | ".join(missing)
@@ -45,9 +53,16 @@ def configured_roots(data) -> list[tuple[str, object, str | None]]:  # noqa: ANN
     if target.endswith("CrossDataModule"):
         source = data.get("source") or {}
         out.append(("data.source.root", source.get("root"), source.get("name")))
-        out += [(f"data.targets.{name}", path, name) for name, path in (data.get("targets") or {}).items() if path]
+        out += [
+            (f"data.targets.{name}", path, name)
+            for name, path in (data.get("targets") or {}).items()
+            if path
+        ]
     elif target.endswith("FolderDataModule"):
         if data.get("root"):
             out.append(("data.root", data.get("root"), data.get("preset")))
-        out += [(f"data.roots.{name}", path, data.get("preset") or name) for name, path in (data.get("roots") or {}).items()]
+        out += [
+            (f"data.roots.{name}", path, data.get("preset") or name)
+            for name, path in (data.get("roots") or {}).items()
+        ]
     return out

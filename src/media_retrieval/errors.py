@@ -52,11 +52,14 @@ def oom_error(exc: BaseException) -> MediaRetrievalError | None:
 
     text = str(exc)
     if isinstance(exc, torch.OutOfMemoryError) or (
-            isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        isinstance(exc, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    ):
         return MediaRetrievalError(
             f"out of memory ({text.splitlines()[0][:160]}): use a smaller batch: data.batch_size / "
             "data.eval_batch_size for training and evaluation, batch_size for src/index.py "
-            "(data.feature_batch_size when building the feature cache)")
+            "(data.feature_batch_size when building the feature cache)"
+        )
     return None
 
 
@@ -68,7 +71,9 @@ def user_error(exc: BaseException) -> MediaRetrievalError | None:
         oom = oom_error(exc)
         if oom is not None:
             return oom
-        if type(exc).__name__ == "MisconfigurationException":  # Lightning's word for a setting that cannot work
+        if (
+            type(exc).__name__ == "MisconfigurationException"
+        ):  # Lightning's word for a setting that cannot work
             return ConfigError(" ".join(str(exc).split())[:400])
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__

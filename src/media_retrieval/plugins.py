@@ -26,17 +26,25 @@ def import_plugins(names: Iterable[object]) -> list[str]:
     done = []
     for name in names:
         if not isinstance(name, str) or not _MODULE.fullmatch(name):
-            raise ConfigError(f"plugins: {str(name)[:80]!r} is not a module path (e.g. my_package.my_rankers)")
+            raise ConfigError(
+                f"plugins: {str(name)[:80]!r} is not a module path (e.g. my_package.my_rankers)"
+            )
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-                raise ConfigError(f"plugins: no module {name!r} (install your package, or add its folder to "
-                                  "PYTHONPATH)") from None
-            raise ConfigError(f"plugins: {name} needs {exc.name!r}, which is not installed") from exc
+                raise ConfigError(
+                    f"plugins: no module {name!r} (install your package, or add its folder to "
+                    "PYTHONPATH)"
+                ) from None
+            raise ConfigError(
+                f"plugins: {name} needs {exc.name!r}, which is not installed"
+            ) from exc
         except Exception as exc:  # noqa: BLE001 - the user's module may fail in any way: one line, with its cause
             first = (str(exc).splitlines() or [""])[0][:160]
-            raise ConfigError(f"plugins: importing {name} failed ({type(exc).__name__}: {first})") from exc
+            raise ConfigError(
+                f"plugins: importing {name} failed ({type(exc).__name__}: {first})"
+            ) from exc
         done.append(name)
     return done
 
@@ -50,7 +58,9 @@ def plugins_from_argv(argv: list[str]) -> list[str]:
         a = argv[i]
         if a == "--plugin":
             if i + 1 >= len(argv):
-                raise ConfigError("--plugin needs a module path (e.g. --plugin my_package.my_rankers)")
+                raise ConfigError(
+                    "--plugin needs a module path (e.g. --plugin my_package.my_rankers)"
+                )
             names.append(argv[i + 1])
             i += 2
             continue

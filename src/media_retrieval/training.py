@@ -36,8 +36,12 @@ def train_and_test(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
     callbacks = build_callbacks(cfg)
     if cfg.get("train") and model.has_trainable_embedding:
         check_validation(datamodule, callbacks, cfg)
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False,
-                               plugins=[AtomicCheckpointIO()])
+    trainer: L.Trainer = build(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=build_loggers(cfg) or False,
+        plugins=[AtomicCheckpointIO()],
+    )
     log_hyperparameters(trainer, cfg)
     if cfg.get("train") and model.has_trainable_embedding:
         fit(trainer, model, datamodule, resume, cfg)
@@ -51,8 +55,12 @@ def evaluate_model(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
     pool; with ``save_embeddings``, validation embeddings too (where δ is chosen) and
     ``logs/eval/latest`` pointed at the run (what sweeps/par_delta_k.yaml re-scores)."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model = prepare(cfg, model_from_config(cfg.model, cfg.get("ckpt_path")), eval_mode=True)
-    trainer: L.Trainer = build(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    datamodule, model = prepare(
+        cfg, model_from_config(cfg.model, cfg.get("ckpt_path")), eval_mode=True
+    )
+    trainer: L.Trainer = build(
+        cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False
+    )
     if cfg.get("save_embeddings") and datamodule.split.ids("val"):
         trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
@@ -70,9 +78,13 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
     if eval_mode:
         datamodule.eval_mode = True
         datamodule.seen_classes = list(model.hparams.get("train_classes") or [])
-    datamodule.use_normalization(model.input_normalize)  # the encoder's, whatever the data config says
+    datamodule.use_normalization(
+        model.input_normalize
+    )  # the encoder's, whatever the data config says
     if not eval_mode or model.clip_spec is None:
-        model.clip_spec = datamodule.clip_spec  # saved in its checkpoints: index and search reuse it
+        model.clip_spec = (
+            datamodule.clip_spec
+        )  # saved in its checkpoints: index and search reuse it
     if getattr(model, "uses_frame_features", False):
         datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
         if getattr(model, "video", None) is not None:  # its clip-level part: cached too
@@ -89,18 +101,25 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     if not ckpt:
         return None
     if OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
-        raise ConfigError(f"debug=fdr (fast_dev_run) runs one batch of everything from scratch and cannot resume "
-                          f"ckpt_path={ckpt}: drop one of the two")
+        raise ConfigError(
+            f"debug=fdr (fast_dev_run) runs one batch of everything from scratch and cannot resume "
+            f"ckpt_path={ckpt}: drop one of the two"
+        )
     ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
     if str(ckpt) == "last":
         path = ckpt_dir / "last.ckpt"
         if not path.is_file():
-            raise ConfigError(f"ckpt_path=last: no {path}; to resume a run, point at its folder: "
-                              f"hydra.run.dir=logs/train/runs/<run> ckpt_path=last (or give the checkpoint's path)")
+            raise ConfigError(
+                f"ckpt_path=last: no {path}; to resume a run, point at its folder: "
+                "hydra.run.dir=logs/train/runs/<run> ckpt_path=last (or give the checkpoint's "
+                "path)"
+            )
         intact = newest_intact(ckpt_dir, path)  # a damaged last.ckpt falls back, with a warning
         if intact is None:
-            raise ConfigError(f"ckpt_path=last: {path} and every other checkpoint in {ckpt_dir} are damaged "
-                              "(truncated or not checkpoints); start the run again without ckpt_path")
+            raise ConfigError(
+                f"ckpt_path=last: {path} and every other checkpoint in {ckpt_dir} are damaged "
+                "(truncated or not checkpoints); start the run again without ckpt_path"
+            )
         return str(intact)
     if not Path(str(ckpt)).is_file():
         raise ConfigError(f"ckpt_path={ckpt!r}: file not found")
@@ -112,56 +131,102 @@ def check_validation(datamodule, callbacks: list[L.Callback], cfg: DictConfig) -
     (each is a query against the others). The split keeps two where the data allows; where it
     cannot (a folder too small), the run keeps the last epoch's checkpoint and says so, rather than
     refusing a small folder of one's own (or stopping at the end of its first epoch)."""
-    chooser = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor
-               and c.monitor.startswith("val/retrieval")]
+    chooser = [
+        c
+        for c in callbacks
+        if isinstance(c, ModelCheckpoint) and c.monitor and c.monitor.startswith("val/retrieval")
+    ]
     n_val = len(datamodule.split.ids("val"))
     if chooser and n_val < 2 and not cfg.trainer.get("fast_dev_run"):
-        log.warning("the validation split has %d clip(s), and choosing a checkpoint by %s needs at least 2: the "
-                    "last epoch's checkpoint is kept instead (add clips, or raise data.val_fraction, now %s, to "
-                    "choose by validation)", n_val, chooser[0].monitor, cfg.data.get("val_fraction"))
-        for c in chooser:  # checkpoints/last.ckpt (every epoch) stays; the test runs on the last epoch's weights
+        log.warning(
+            "the validation split has %d clip(s), and choosing a checkpoint by %s needs at least "
+            "2: the "
+            "last epoch's checkpoint is kept instead (add clips, or raise data.val_fraction, now "
+            "%s, to "
+            "choose by validation)",
+            n_val,
+            chooser[0].monitor,
+            cfg.data.get("val_fraction"),
+        )
+        for c in (
+            chooser
+        ):  # checkpoints/last.ckpt (every epoch) stays; the test runs on the last epoch's weights
             callbacks.remove(c)
 
 
-def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig) -> None:
+def fit(
+    trainer: L.Trainer, model: L.LightningModule, datamodule, ckpt: str | None, cfg: DictConfig
+) -> None:
     """``trainer.fit`` with the ways a long run ends early turned into one clear line each."""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except SIGTERMException as exc:
         saved = next((c.saved for c in trainer.callbacks if getattr(c, "saved", None)), None)
-        raise Interrupted(f"terminated by SIGTERM at epoch {trainer.current_epoch}: "
-                          + (f"checkpoint saved to {saved}; resume with hydra.run.dir={cfg.paths.output_dir} "
-                             f"ckpt_path={saved}" if saved else "no checkpoint callback configured")) from exc
+        raise Interrupted(
+            f"terminated by SIGTERM at epoch {trainer.current_epoch}: "
+            + (
+                f"checkpoint saved to {saved}; resume with hydra.run.dir={cfg.paths.output_dir} "
+                f"ckpt_path={saved}"
+                if saved
+                else "no checkpoint callback configured"
+            )
+        ) from exc
     except (FloatingPointError, TrainingDiverged) as exc:
-        keep = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
-        raise TrainingDiverged(f"{exc}; {keep} (never overwritten with non-finite weights)") from exc
+        keep = (
+            f"the last good checkpoint is {last}"
+            if last.is_file()
+            else "no checkpoint was written before it"
+        )
+        raise TrainingDiverged(
+            f"{exc}; {keep} (never overwritten with non-finite weights)"
+        ) from exc
     except OSError as exc:  # full disk or quota while writing a checkpoint or log
-        keep = f"the last good checkpoint {last} is intact" if last.is_file() else "no checkpoint was written yet"
-        raise MediaRetrievalError(f"cannot write to {cfg.paths.output_dir} ({exc.strerror or exc}); {keep}: free "
-                                  f"space and resume with hydra.run.dir={cfg.paths.output_dir} ckpt_path=last") from exc
+        keep = (
+            f"the last good checkpoint {last} is intact"
+            if last.is_file()
+            else "no checkpoint was written yet"
+        )
+        raise MediaRetrievalError(
+            f"cannot write to {cfg.paths.output_dir} ({exc.strerror or exc}); {keep}: free "
+            f"space and resume with hydra.run.dir={cfg.paths.output_dir} ckpt_path=last"
+        ) from exc
     except Exception as exc:
-        if ckpt and ("Weights only load failed" in str(exc) or "UnpicklingError" in type(exc).__name__):
-            raise ConfigError(f"ckpt_path={ckpt!r} cannot be loaded safely (it holds more than weights and "
-                              f"training state, e.g. pickled code): {str(exc).splitlines()[0]}") from exc
+        if ckpt and (
+            "Weights only load failed" in str(exc) or "UnpicklingError" in type(exc).__name__
+        ):
+            raise ConfigError(
+                f"ckpt_path={ckpt!r} cannot be loaded safely (it holds more than weights and "
+                f"training state, e.g. pickled code): {str(exc).splitlines()[0]}"
+            ) from exc
         raise
 
 
-def test_best(trainer: L.Trainer, model: L.LightningModule, datamodule, cfg: DictConfig) -> dict[str, float]:
+def test_best(
+    trainer: L.Trainer, model: L.LightningModule, datamodule, cfg: DictConfig
+) -> dict[str, float]:
     """The run's metrics: with ``test``, those of the checkpoint a validation metric chose (not the
     every-epoch last.ckpt) on the test pool; without (e.g. experiment=ssl), the last validation's.
     The best epoch's validation score is added under its own name: what searches optimise."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+    ckpt_cb = next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
+    )
     if cfg.get("test"):
         ckpt = ckpt_cb.best_model_path if ckpt_cb is not None else None
         if ckpt:
-            if not Path(ckpt).is_file():  # deleted by hand after it was chosen (a resumed run still names it)
-                raise MediaRetrievalError(f"the best checkpoint by {ckpt_cb.monitor}, {ckpt}, no longer exists; "
-                                          f"training is finished and saved: test another with python src/eval.py "
-                                          f"ckpt_path={Path(ckpt).parent / 'last.ckpt'}")
+            if not Path(
+                ckpt
+            ).is_file():  # deleted by hand after it was chosen (a resumed run still names it)
+                raise MediaRetrievalError(
+                    f"the best checkpoint by {ckpt_cb.monitor}, {ckpt}, no longer exists; "
+                    f"training is finished and saved: test another with python src/eval.py "
+                    f"ckpt_path={Path(ckpt).parent / 'last.ckpt'}"
+                )
             log.info("Testing the best checkpoint by %s: %s", ckpt_cb.monitor, ckpt)
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
+            trainer.test(
+                model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False
+            )
         else:
             trainer.test(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

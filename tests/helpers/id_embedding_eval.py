@@ -16,9 +16,17 @@ from media_retrieval.callbacks.retrieval import RetrievalCallback
 from media_retrieval.data.splits import Split, SplitItem
 
 N = 37
-ITEMS = [SplitItem(path=f"/x/{i}.mp4", dataset="ds_a" if i % 3 else "ds_b", label=f"c{i % 4}",
-                   video_id=f"v{i}", role="query" if i % 7 == 0 else "gallery", seen=i % 4 < 2)
-         for i in range(N)]
+ITEMS = [
+    SplitItem(
+        path=f"/x/{i}.mp4",
+        dataset="ds_a" if i % 3 else "ds_b",
+        label=f"c{i % 4}",
+        video_id=f"v{i}",
+        role="query" if i % 7 == 0 else "gallery",
+        seen=i % 4 < 2,
+    )
+    for i in range(N)
+]
 
 
 class IdDataset(Dataset):
@@ -37,7 +45,9 @@ class IdModel(L.LightningModule):
     def embed(self, batch: dict) -> torch.Tensor:
         ids = batch["sample_id"].double()
         cls = (batch["sample_id"] % 4).double()
-        return torch.stack([torch.sin(ids * f) * 0.3 + torch.cos(cls * f) for f in range(1, 9)], 1).float()
+        return torch.stack(
+            [torch.sin(ids * f) * 0.3 + torch.cos(cls * f) for f in range(1, 9)], 1
+        ).float()
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         return {"embedding": self.embed(batch), "sample_id": batch["sample_id"]}
@@ -54,8 +64,17 @@ class IdData(L.LightningDataModule):
 
 if __name__ == "__main__":
     out, devices = sys.argv[1], int(sys.argv[2])
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[RetrievalCallback(k=[1, 5, 10], delta=0.5, deltas=[0.2, 0.5, 0.8],
-                                                     output_dir=out, pictures=False)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            RetrievalCallback(
+                k=[1, 5, 10], delta=0.5, deltas=[0.2, 0.5, 0.8], output_dir=out, pictures=False
+            )
+        ],
+    )
     trainer.test(IdModel(), datamodule=IdData(), verbose=False)

@@ -16,23 +16,37 @@ def live_generation(index: Path) -> Path:
 def resign(gen: Path) -> None:
     """What an attacker who edits files would also do: rewrite the manifest's checksums."""
     m = json.loads((gen / "manifest.json").read_text())
-    m["files"] = {f.relative_to(gen).as_posix(): {"size": f.stat().st_size, "sha256": sha256_file(f)}
-                  for f in sorted(gen.rglob("*")) if f.is_file() and f.name != "manifest.json"}
+    m["files"] = {
+        f.relative_to(gen).as_posix(): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+        for f in sorted(gen.rglob("*"))
+        if f.is_file() and f.name != "manifest.json"
+    }
     (gen / "manifest.json").write_text(json.dumps(m))
 
 
 #: the cheapest model that indexes: mean of 2 Lite0 frame features at 48 px, 2 s chunks
-TINY_MODEL = ["model.temporal.cell=none", "preprocess.frames=2", "preprocess.image_size=48", "preprocess.chunk_s=2",
-              "num_workers=0", "trainer.accelerator=cpu", "batch_size=8"]
+TINY_MODEL = [
+    "model.temporal.cell=none",
+    "preprocess.frames=2",
+    "preprocess.image_size=48",
+    "preprocess.chunk_s=2",
+    "num_workers=0",
+    "trainer.accelerator=cpu",
+    "batch_size=8",
+]
 
 
-def index_folder(media: Path, index: Path, out: Path, extra: list[str] | tuple[str, ...] = ()) -> dict:
+def index_folder(
+    media: Path, index: Path, out: Path, extra: list[str] | tuple[str, ...] = ()
+) -> dict:
     """``src/index.py`` in-process with :data:`TINY_MODEL`; its summary."""
     from conftest import compose_cfg
     from hydra.core.global_hydra import GlobalHydra
 
     from media_retrieval.cli.index import run_index
 
-    cfg = compose_cfg("index.yaml", [f"media_dir={media}", f"index_dir={index}", *TINY_MODEL, *extra], out)
+    cfg = compose_cfg(
+        "index.yaml", [f"media_dir={media}", f"index_dir={index}", *TINY_MODEL, *extra], out
+    )
     GlobalHydra.instance().clear()
     return run_index(cfg)

@@ -49,9 +49,15 @@ def make_library(root: Path, long_s: float = 7.0) -> dict[str, list[Path]]:
     made: dict[str, list[Path]] = {c: [] for c in CLASSES}
     for ci, c in enumerate(CLASSES):
         for j, secs in enumerate((1.0, 2.0, long_s)):
-            made[c].append(write_video(root / c / "clips" / f"{c}_{j}.mp4", c, secs, seed=100 * ci + j))
+            made[c].append(
+                write_video(root / c / "clips" / f"{c}_{j}.mp4", c, secs, seed=100 * ci + j)
+            )
         for j in range(2):
-            made[c].append(write_image(root / c / f"{c}_photo{j}.{'png' if j else 'jpg'}", c, seed=100 * ci + 50 + j))
+            made[c].append(
+                write_image(
+                    root / c / f"{c}_photo{j}.{'png' if j else 'jpg'}", c, seed=100 * ci + 50 + j
+                )
+            )
     good = (root / CLASSES[0] / "clips" / f"{CLASSES[0]}_1.mp4").read_bytes()
     (root / "broken").mkdir(exist_ok=True)
     (root / "broken" / "truncated.mp4").write_bytes(good[: len(good) // 3])

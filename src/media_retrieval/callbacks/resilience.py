@@ -36,8 +36,12 @@ class RNGStateCheckpoint(L.Callback):
         py_state = random.getstate()
         state = {
             "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                      "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "numpy": {
+                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "pos": int(np_state[2]),
+                "has_gauss": int(np_state[3]),
+                "gauss": float(np_state[4]),
+            },
             "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -47,7 +51,9 @@ class RNGStateCheckpoint(L.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
         n = state["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        np.random.set_state(
+            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+        )
         p = state["python"]
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
         if "cuda" in state and torch.cuda.is_available():
@@ -62,7 +68,9 @@ class SigtermCheckpoint(L.Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.saved: Path | None = None
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,9 +84,16 @@ class FiniteWeightsGuard(L.Callback):
     good weights however training diverges (the loss check in ``training_step`` stops the run
     one step later)."""
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
-               if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        bad = [
+            k
+            for k, v in checkpoint.get("state_dict", {}).items()
+            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+        ]
         if bad:
-            raise TrainingDiverged(f"weights became non-finite ({bad[0]}{' and others' if len(bad) > 1 else ''}) at "
-                                   f"epoch {trainer.current_epoch}: checkpoint not written")
+            raise TrainingDiverged(
+                f"weights became non-finite ({bad[0]}{' and others' if len(bad) > 1 else ''}) at "
+                f"epoch {trainer.current_epoch}: checkpoint not written"
+            )

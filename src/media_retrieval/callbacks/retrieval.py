@@ -73,10 +73,14 @@ class RetrievalCallback(L.Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._reset()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._collect(outputs)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._collect(outputs)
 
     def _gathered(self, pl_module) -> tuple[np.ndarray, torch.Tensor]:
@@ -85,7 +89,9 @@ class RetrievalCallback(L.Callback):
         ids, emb = gather_by_id(self.collector, world, pl_module.all_gather)
         return ids.numpy(), emb
 
-    def _embedding_set(self, trainer, ids: np.ndarray, emb: torch.Tensor, leave_one_out: bool) -> EmbeddingSet:
+    def _embedding_set(
+        self, trainer, ids: np.ndarray, emb: torch.Tensor, leave_one_out: bool
+    ) -> EmbeddingSet:
         split = trainer.datamodule.split
         items = [split.items[i] for i in ids]
         labels = np.array([split.class_index[it.label] for it in items])
@@ -111,23 +117,45 @@ class RetrievalCallback(L.Callback):
             return
         if len(trainer.datamodule.split.classes) < 2:  # data.labels=none: nothing to score against
             if not getattr(self, "_told_unlabelled", False):
-                log.info("validation retrieval skipped: the data has fewer than 2 classes (data.labels=none?); "
-                         "choose checkpoints by val/view_acc")
+                log.info(
+                    "validation retrieval skipped: the data has fewer than 2 classes "
+                    "(data.labels=none?); "
+                    "choose checkpoints by val/view_acc"
+                )
                 self._told_unlabelled = True
             self._reset()
             return
         emb_set = self._embedding_set(trainer, ids, emb, leave_one_out=True)
-        rows = score_rows(emb_set, self.k, self.delta, self.deltas if self.auto else (),
-                          model=self._name(pl_module), exclude_same_group=self.exclude_same_video)
+        rows = score_rows(
+            emb_set,
+            self.k,
+            self.delta,
+            self.deltas if self.auto else (),
+            model=self._name(pl_module),
+            exclude_same_group=self.exclude_same_video,
+        )
         if self.auto:
             chosen = select_delta(rows, self.table_k)
-            if chosen is None and self.deltas:  # no δ met the rule: the most permissive one of the grid
+            if (
+                chosen is None and self.deltas
+            ):  # no δ met the rule: the most permissive one of the grid
                 chosen = min(self.deltas)
             pl_module.par_delta = chosen
             self.choice = resolve_delta(self.requested, chosen)
             pl_module.log("val/par_delta", self.delta, batch_size=len(ids), sync_dist=True)
-        if self.save_embeddings and trainer.state.fn == "validate" and trainer.is_global_zero and self.output_dir:
-            write_embeddings(self.output_dir, emb_set, trainer.datamodule.split, self._name(pl_module), role="val")
+        if (
+            self.save_embeddings
+            and trainer.state.fn == "validate"
+            and trainer.is_global_zero
+            and self.output_dir
+        ):
+            write_embeddings(
+                self.output_dir,
+                emb_set,
+                trainer.datamodule.split,
+                self._name(pl_module),
+                role="val",
+            )
         for name, value in logged_metrics(rows, self.delta, grid=False).items():
             pl_module.log("val/" + name, value, batch_size=len(ids), sync_dist=True)
         self._reset()
@@ -135,8 +163,13 @@ class RetrievalCallback(L.Callback):
     def on_test_start(self, trainer, pl_module) -> None:
         if self.auto:  # the tested checkpoint's δ (chosen at its validation)
             self.choice = resolve_delta(self.requested, getattr(pl_module, "par_delta", None))
-            log.info("PAR δ = %.2f (%s)", self.delta, "chosen on validation clips" if self.choice.how == "validation"
-                     else "no δ chosen on validation: the default")
+            log.info(
+                "PAR δ = %.2f (%s)",
+                self.delta,
+                "chosen on validation clips"
+                if self.choice.how == "validation"
+                else "no δ chosen on validation: the default",
+            )
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         ids, emb = self._gathered(pl_module)
@@ -144,14 +177,32 @@ class RetrievalCallback(L.Callback):
         split = trainer.datamodule.split
         datasets = [split.items[i].dataset for i in ids]
         rankings = rank(emb_set, max(self.k), exclude_same_group=self.exclude_same_video)
-        self.rows = score_rows(emb_set, self.k, self.delta, self.deltas, model=self._name(pl_module),
-                               rankings=rankings, datasets=datasets)
+        self.rows = score_rows(
+            emb_set,
+            self.k,
+            self.delta,
+            self.deltas,
+            model=self._name(pl_module),
+            rankings=rankings,
+            datasets=datasets,
+        )
         for name, value in logged_metrics(self.rows, self.delta).items():
             pl_module.log(name, value, batch_size=len(ids), sync_dist=True)
         if trainer.is_global_zero and self.output_dir is not None:
             if self.save_embeddings:
-                write_embeddings(self.output_dir, emb_set, split, self._name(pl_module), role="test")
-            write_test_outputs(self.output_dir, self.rows, emb_set, rankings, split, table_k=self.table_k,
-                               delta=self.choice, pictures=self.pictures, gallery_queries=self.gallery_queries,
-                               loggers=trainer.loggers)
+                write_embeddings(
+                    self.output_dir, emb_set, split, self._name(pl_module), role="test"
+                )
+            write_test_outputs(
+                self.output_dir,
+                self.rows,
+                emb_set,
+                rankings,
+                split,
+                table_k=self.table_k,
+                delta=self.choice,
+                pictures=self.pictures,
+                gallery_queries=self.gallery_queries,
+                loggers=trainer.loggers,
+            )
         self._reset()

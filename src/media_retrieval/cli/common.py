@@ -32,7 +32,9 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     In a Hydra multirun (sweeps, ablations) the error is written to the job's ``error.txt``
     and the sweep goes on to its next job: one impossible combination must not stop the study."""
     try:
-        import_plugins(cfg.get("plugins") or [])  # before anything is built: their registrations count
+        import_plugins(
+            cfg.get("plugins") or []
+        )  # before anything is built: their registrations count
         return fn(cfg)
     except Exception as exc:
         err = user_error(exc)
@@ -43,7 +45,9 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             out = Path(cfg.paths.output_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "error.txt").write_text(f"{err}\n")
-            (out / "failure.json").write_text(json.dumps({"kind": type(err).__name__, "message": str(err)}))
+            (out / "failure.json").write_text(
+                json.dumps({"kind": type(err).__name__, "message": str(err)})
+            )
             log.error("job failed, sweep continues: %s", err)
             return None
         sys.exit(getattr(err, "exit_code", 2))

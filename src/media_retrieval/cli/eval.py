@@ -19,4 +19,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics, trainer = evaluate_model(cfg)
     report(cfg, delta=tested_delta(trainer, cfg))
     return metrics
-

@@ -1,6 +1,7 @@
 """How every entry point starts: :func:`launch` checks the command-line overrides
 (:func:`~media_retrieval.config_checks.check_overrides`: one line and exit 2 on a typo'd key or
-a bad value, before the heavy imports), then runs the task under Hydra with the package's configs."""
+a bad value, before the heavy imports), then runs the task under Hydra with the package's
+configs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 def launch(config_name: str, task: str) -> Any:
     """Run ``task`` (``"module:function"``, called with the composed config) as a Hydra app on
     ``configs/<config_name>``: overrides checked first, user errors one line (exit 2), and in a
-    multirun one failed job the sweep goes past. Returns what the task returns (sweepers read it)."""
+    multirun one failed job the sweep goes past. Returns what the task returns (sweepers read
+    it)."""
     import hydra  # noqa: PLC0415 - hydra stays unloaded until used
 
     from media_retrieval.config_schema import register  # noqa: PLC0415 - config_schema (and what it loads) stays unloaded until used
@@ -52,4 +54,6 @@ def precheck_overrides(config_name: str, argv: list[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a.startswith("-") for a in args):
-        check_overrides(CONFIG_DIR, config_name, [a for a in args if not a.lstrip("+~").startswith("hydra.")])
+        check_overrides(
+            CONFIG_DIR, config_name, [a for a in args if not a.lstrip("+~").startswith("hydra.")]
+        )

@@ -12,17 +12,36 @@ import sys
 
 #: command -> (root config, task, one-line help)
 COMMANDS = {
-    "train": ("train.yaml", "media_retrieval.cli.train:train_for_sweep",
-              "train a clip embedder, then evaluate retrieval on its test pool"),
-    "eval": ("eval.yaml", "media_retrieval.cli.eval:evaluate", "evaluate a checkpoint's retrieval on a dataset"),
-    "index": ("index.yaml", "media_retrieval.cli.index:run_index",
-              "index a media folder (media_dir=... index_dir=...; re-runs update it)"),
-    "search": ("search.yaml", "media_retrieval.cli.search:search",
-               "search an index with a video, an image or a folder (index_dir=... query=...)"),
-    "report": ("report.yaml", "media_retrieval.reporting.report:run_report",
-               "tables and pictures from finished runs"),
-    "serve": ("serve.yaml", "media_retrieval.serve.run:serve",
-              "HTTP search service and web page over an index (index_dir=...)"),
+    "train": (
+        "train.yaml",
+        "media_retrieval.cli.train:train_for_sweep",
+        "train a clip embedder, then evaluate retrieval on its test pool",
+    ),
+    "eval": (
+        "eval.yaml",
+        "media_retrieval.cli.eval:evaluate",
+        "evaluate a checkpoint's retrieval on a dataset",
+    ),
+    "index": (
+        "index.yaml",
+        "media_retrieval.cli.index:run_index",
+        "index a media folder (media_dir=... index_dir=...; re-runs update it)",
+    ),
+    "search": (
+        "search.yaml",
+        "media_retrieval.cli.search:search",
+        "search an index with a video, an image or a folder (index_dir=... query=...)",
+    ),
+    "report": (
+        "report.yaml",
+        "media_retrieval.reporting.report:run_report",
+        "tables and pictures from finished runs",
+    ),
+    "serve": (
+        "serve.yaml",
+        "media_retrieval.serve.run:serve",
+        "HTTP search service and web page over an index (index_dir=...)",
+    ),
 }
 
 USAGE = """usage: media-retrieval <command> [key=value ...] [hydra flags]
@@ -44,7 +63,10 @@ working directory): data/, logs/, .cache/.
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines.append(f"  {'weights':<{width}}  fetch pretrained weights once (weights fetch i3d-kinetics400; weights list)")
+    lines.append(
+        f"  {'weights':<{width}}  fetch pretrained weights once "
+        "(weights fetch i3d-kinetics400; weights list)"
+    )
     return USAGE.format(commands="\n".join(lines))
 
 
@@ -59,8 +81,11 @@ def main(argv: list[str] | None = None) -> object:
 
         return weights(rest)
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; one of: {', '.join(COMMANDS)}, weights (media-retrieval --help)",
-              file=sys.stderr)
+        print(
+            f"error: unknown command {command!r}; one of: {', '.join(COMMANDS)}, weights "
+            "(media-retrieval --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     from media_retrieval.cli.launch import launch  # noqa: PLC0415 - cli.launch (and what it loads) stays unloaded until used
 

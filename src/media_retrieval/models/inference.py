@@ -21,8 +21,15 @@ from media_retrieval.errors import ConfigError
 
 
 @torch.inference_mode()
-def embed_file(model, path: str | Path, frames: int | None = None, transform=None, mode: str = "clip",
-               frame_index: int | None = None, spec: ClipSpec | None = None) -> torch.Tensor:
+def embed_file(
+    model,
+    path: str | Path,
+    frames: int | None = None,
+    transform=None,
+    mode: str = "clip",
+    frame_index: int | None = None,
+    spec: ClipSpec | None = None,
+) -> torch.Tensor:
     """(D,) embedding of one video or image file (``spec``: default the model's own;
     ``frames``/``transform`` override its frame count and transform)."""
     if mode not in ("clip", "backbone"):
@@ -32,7 +39,7 @@ def embed_file(model, path: str | Path, frames: int | None = None, transform=Non
         spec = replace(spec, frames=int(frames))
     clip = load_clip(path, spec, transform=transform)
     if frame_index is not None:
-        clip = clip[frame_index:frame_index + 1].expand_as(clip)
+        clip = clip[frame_index : frame_index + 1].expand_as(clip)
     x = clip.unsqueeze(0).to(model.device)
     model.eval()
     if mode == "backbone":
@@ -69,8 +76,12 @@ def autocast(device: str | torch.device, precision: str):
     kind = torch.device(device).type
     if kind == "cuda" and precision == "fp32":
         cudnn = torch.backends.cudnn
-        return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                           allow_tf32=False)
+        return cudnn.flags(
+            enabled=cudnn.enabled,
+            benchmark=cudnn.benchmark,
+            deterministic=cudnn.deterministic,
+            allow_tf32=False,
+        )
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

@@ -49,7 +49,8 @@ class ViewContrastiveLoss(nn.Module):
 
 
 def infonce_weight(cfg: dict) -> float:
-    """How much InfoNCE counts in the objective: all of it for ``infonce``, else ``infonce_weight``."""
+    """How much InfoNCE counts in the objective: all of it for ``infonce``, else
+    ``infonce_weight``."""
     return 1.0 if cfg.get("name") == "infonce" else float(cfg.get("infonce_weight") or 0.0)
 
 
@@ -64,12 +65,26 @@ def build_metric_loss(cfg: dict, num_classes: int, embed_dim: int) -> MetricLoss
 
     if name == "triplet":
         margin = float(cfg.get("margin", 0.1))
-        return MetricLoss(losses.TripletMarginLoss(margin=margin),
-                          miners.TripletMarginMiner(margin=margin, type_of_triplets=cfg.get("triplets", "hard")))
+        return MetricLoss(
+            losses.TripletMarginLoss(margin=margin),
+            miners.TripletMarginMiner(margin=margin, type_of_triplets=cfg.get("triplets", "hard")),
+        )
     if name == "supcon":
         return MetricLoss(losses.SupConLoss(temperature=float(cfg.get("temperature", 0.1))))
     if name == "proxy_anchor":
-        return MetricLoss(losses.ProxyAnchorLoss(num_classes, embed_dim, margin=float(cfg.get("margin", 0.1)),
-                                                 alpha=float(cfg.get("alpha", 32))))
-    return MetricLoss(losses.ArcFaceLoss(num_classes, embed_dim, margin=float(cfg.get("arc_margin", 28.6)),
-                                         scale=float(cfg.get("scale", 64))))
+        return MetricLoss(
+            losses.ProxyAnchorLoss(
+                num_classes,
+                embed_dim,
+                margin=float(cfg.get("margin", 0.1)),
+                alpha=float(cfg.get("alpha", 32)),
+            )
+        )
+    return MetricLoss(
+        losses.ArcFaceLoss(
+            num_classes,
+            embed_dim,
+            margin=float(cfg.get("arc_margin", 28.6)),
+            scale=float(cfg.get("scale", 64)),
+        )
+    )

@@ -66,12 +66,22 @@ class ClipEmbedder(L.LightningModule):
         # The subclass's own arguments (its frame) plus these, normalised: plain containers only,
         # so checkpoints load with ``weights_only=True``; code (the partials) stays out of them.
         hparams: dict[str, Any] = {}
-        for frame_args in collect_init_args(inspect.currentframe(), [], classes=(HyperparametersMixin,)):
+        for frame_args in collect_init_args(
+            inspect.currentframe(), [], classes=(HyperparametersMixin,)
+        ):
             hparams.update(frame_args)
-        hparams.update(num_classes=num_classes, lr=lr, weight_decay=weight_decay, dropout=dropout,
-                       input_size=input_size, name=name, loss=plain_dict(loss or {"name": "ce"}), whiten=whiten,
-                       compile=compile,
-                       train_classes=list(train_classes) if train_classes is not None else None)
+        hparams.update(
+            num_classes=num_classes,
+            lr=lr,
+            weight_decay=weight_decay,
+            dropout=dropout,
+            input_size=input_size,
+            name=name,
+            loss=plain_dict(loss or {"name": "ce"}),
+            whiten=whiten,
+            compile=compile,
+            train_classes=list(train_classes) if train_classes is not None else None,
+        )
         for key in ("optimizer", "scheduler"):
             hparams.pop(key, None)
         self.save_hyperparameters(hparams)
@@ -89,8 +99,11 @@ class ClipEmbedder(L.LightningModule):
             return self.clip_spec
         backbone = self.hparams.get("backbone") or {}
         in_chans = self.hparams.get("in_chans") or backbone.get("in_chans") or 3
-        return ClipSpec(image_size=int(self.hparams.get("input_size", 224)), in_chans=int(in_chans),
-                        normalize=self.input_normalize)
+        return ClipSpec(
+            image_size=int(self.hparams.get("input_size", 224)),
+            in_chans=int(in_chans),
+            normalize=self.input_normalize,
+        )
 
     @property
     def embeds_stills(self) -> bool:
@@ -100,8 +113,10 @@ class ClipEmbedder(L.LightningModule):
 
     #: the fix :attr:`media_gap` names: the training-free embedding that keeps images and videos
     #: of the same content together (benchmarks/README.md "Images and videos in one library")
-    MIXED_MEDIA_FIX = ("for a library that mixes images and videos, index without a checkpoint with "
-                       "model.temporal.cell=none model.temporal.stats=[mean] (the mean of ImageNet frame features)")
+    MIXED_MEDIA_FIX = (
+        "for a library that mixes images and videos, index without a checkpoint with "
+        "model.temporal.cell=none model.temporal.stats=[mean] (the mean of ImageNet frame features)"
+    )
 
     @property
     def media_gap(self) -> str | None:
@@ -118,7 +133,9 @@ class ClipEmbedder(L.LightningModule):
         checkpoint["media_retrieval"] = record_of(self).to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record = read_record(checkpoint.get("media_retrieval") or {}, checkpoint.get("hyper_parameters"))
+        record = read_record(
+            checkpoint.get("media_retrieval") or {}, checkpoint.get("hyper_parameters")
+        )
         if record.clip_spec is not None:
             self.clip_spec = record.clip_spec
         self.par_delta = record.delta
@@ -177,7 +194,9 @@ class ClipEmbedder(L.LightningModule):
         or when a metric-learning loss trains the embedding directly."""
         if num_classes <= 0 or self.loss_name != "ce":
             return None
-        return nn.Sequential(nn.Dropout(self.hparams.dropout), nn.Linear(self.objective_dim, num_classes))
+        return nn.Sequential(
+            nn.Dropout(self.hparams.dropout), nn.Linear(self.objective_dim, num_classes)
+        )
 
     def set_classes(self, train_classes: list[str]) -> None:
         """Size the classifier for the training classes (known only once the split exists);
@@ -185,7 +204,9 @@ class ClipEmbedder(L.LightningModule):
         self.hparams["train_classes"] = list(train_classes)
         self.hparams["num_classes"] = len(train_classes)
         if self.loss_name != "ce":
-            self.metric_loss = build_metric_loss(self.hparams.get("loss") or {}, len(train_classes), self.objective_dim)
+            self.metric_loss = build_metric_loss(
+                self.hparams.get("loss") or {}, len(train_classes), self.objective_dim
+            )
         elif self.classifier is None or self.classifier[-1].out_features != len(train_classes):
             self.classifier = self.make_classifier(len(train_classes))
 
@@ -197,11 +218,18 @@ class ClipEmbedder(L.LightningModule):
             self._white_buffer: list[torch.Tensor] = []
         num_classes = self.hparams.num_classes
         self.classifier = self.make_classifier(num_classes)
-        self.metric_loss = (build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.objective_dim)
-                            if self.loss_name != "ce" and num_classes > 0 else None)
+        self.metric_loss = (
+            build_metric_loss(self.hparams.get("loss") or {}, num_classes, self.objective_dim)
+            if self.loss_name != "ce" and num_classes > 0
+            else None
+        )
         loss_cfg = self.hparams.get("loss") or {}
         self.ssl_weight = infonce_weight(loss_cfg)
-        self.view_loss = ViewContrastiveLoss(float(loss_cfg.get("temperature", 0.1))) if self.ssl_weight else None
+        self.view_loss = (
+            ViewContrastiveLoss(float(loss_cfg.get("temperature", 0.1)))
+            if self.ssl_weight
+            else None
+        )
         self._view_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
@@ -209,19 +237,27 @@ class ClipEmbedder(L.LightningModule):
         """Whether labels train the model (not for ``infonce`` alone)."""
         return self.loss_name != "infonce"
 
-    def _classify(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _classify(
+        self, batch: dict[str, torch.Tensor], z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.classifier is not None, "num_classes=0: this model has no classifier to train"
         logits = self.classifier(z)
-        return F.cross_entropy(logits, batch["target"]), (logits.argmax(-1) == batch["target"]).float().mean()
+        return F.cross_entropy(logits, batch["target"]), (
+            logits.argmax(-1) == batch["target"]
+        ).float().mean()
 
-    def training_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> torch.Tensor | None:
+    def training_step(
+        self, batch: dict[str, torch.Tensor] | None, batch_idx: int
+    ) -> torch.Tensor | None:
         if batch is None:  # every clip of the batch failed to load (logged): skip the step
             return None
         bs = batch["target"].shape[0]
         if self.view_loss is not None:  # two views per clip, one pass; view 0 is the batch's clip
             if "views" not in batch:
-                raise ConfigError("model.loss uses InfoNCE, which needs two views of each clip: set "
-                                  "data.dense_frames (e.g. 32) with a frozen backbone (cached frame features)")
+                raise ConfigError(
+                    "model.loss uses InfoNCE, which needs two views of each clip: set "
+                    "data.dense_frames (e.g. 32) with a frozen backbone (cached frame features)"
+                )
             enc, zs = self.encode_parts({"features": batch["views"].flatten(0, 1)})
             encoding, zs = enc.view(bs, 2, -1)[:, 0], zs.view(bs, 2, -1)
             z, ssl = zs[:, 0], self.view_loss(zs[:, 0], zs[:, 1])
@@ -240,12 +276,16 @@ class ClipEmbedder(L.LightningModule):
         if self.view_loss is not None and self.supervised:
             loss = loss + self.ssl_weight * ssl
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}: "
-                                     "lower model.lr or check the data")
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}: "
+                "lower model.lr or check the data"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor] | None, stage: str) -> dict[str, Any] | None:
+    def _eval_step(
+        self, batch: dict[str, torch.Tensor] | None, stage: str
+    ) -> dict[str, Any] | None:
         if batch is None:
             return None
         encoding, objective = self.encode_parts(batch)
@@ -253,7 +293,9 @@ class ClipEmbedder(L.LightningModule):
         if stage == "val" and self.view_loss is not None and "views" in batch:
             views = batch["views"]
             enc = self._whitened(self.encode_parts({"features": views.flatten(0, 1)})[0])
-            self._view_pairs.append((batch["sample_id"].cpu(), enc.view(views.shape[0], 2, -1).detach().float().cpu()))
+            self._view_pairs.append(
+                (batch["sample_id"].cpu(), enc.view(views.shape[0], 2, -1).detach().float().cpu())
+            )
         known = batch["target"] >= 0
         if self.classifier is not None and bool(known.all()):
             loss, acc = self._classify(batch, objective)
@@ -278,10 +320,14 @@ class ClipEmbedder(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """``val/view_acc``, the label-free validation metric: of the held-out videos, the share
         whose second view is the nearest (Euclidean, among all of them) to their first, on the
-        retrieval embedding (whitened). Checkpoints of ``data.labels=none`` runs are chosen by it."""
+        retrieval embedding (whitened). Checkpoints of ``data.labels=none`` runs are chosen by
+        it."""
         if not self._view_pairs:
             return
-        ids, pairs = torch.cat([i for i, _ in self._view_pairs]), torch.cat([p for _, p in self._view_pairs])
+        ids, pairs = (
+            torch.cat([i for i, _ in self._view_pairs]),
+            torch.cat([p for _, p in self._view_pairs]),
+        )
         self._view_pairs = []
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             parts: list = [None] * torch.distributed.get_world_size()
@@ -298,7 +344,9 @@ class ClipEmbedder(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor] | None, batch_idx: int) -> dict[str, Any] | None:
+    def predict_step(
+        self, batch: dict[str, torch.Tensor] | None, batch_idx: int
+    ) -> dict[str, Any] | None:
         if batch is None:
             return None
         return {"embedding": self.embed(batch), "sample_id": batch["sample_id"]}
@@ -313,11 +361,19 @@ class ClipEmbedder(L.LightningModule):
         ``model.scheduler``, lightning-hydra-template style); without them, Adam at ``lr`` and
         ``weight_decay`` (the paper's Table I) and no schedule."""
         groups = self.param_groups()
-        opt = self.optimizer_factory(groups) if self.optimizer_factory is not None else \
-            torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = (
+            self.optimizer_factory(groups)
+            if self.optimizer_factory is not None
+            else torch.optim.Adam(
+                groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            )
+        )
         if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"},
+        }
 
 
 def view_retrieval_accuracy(z_a: torch.Tensor, z_b: torch.Tensor) -> float:

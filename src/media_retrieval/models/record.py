@@ -52,10 +52,16 @@ class ModelRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON- and ``weights_only``-safe: plain containers. ``class`` and ``par_delta`` keep the
         names format 1 used, so older readers still find them."""
-        return {"format": self.format, "class": self.cls, "hparams": self.hparams,
-                "clip_spec": asdict(self.clip_spec) if self.clip_spec else None, "par_delta": self.delta,
-                "whitening": self.whitening, "encoder_sha256": dict(self.encoder_sha256),
-                "ckpt_path": self.ckpt_path}
+        return {
+            "format": self.format,
+            "class": self.cls,
+            "hparams": self.hparams,
+            "clip_spec": asdict(self.clip_spec) if self.clip_spec else None,
+            "par_delta": self.delta,
+            "whitening": self.whitening,
+            "encoder_sha256": dict(self.encoder_sha256),
+            "ckpt_path": self.ckpt_path,
+        }
 
 
 def qualified_name(cls: type) -> str:
@@ -76,15 +82,22 @@ def record_of(model: torch.nn.Module, ckpt_path: str | Path | None = None) -> Mo
     """The record of a model as it is now (its δ and whitening included)."""
     from omegaconf import OmegaConf  # noqa: PLC0415 - omegaconf stays unloaded until a record is written
 
-    hparams = OmegaConf.to_container(OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True)
+    hparams = OmegaConf.to_container(
+        OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True
+    )
     whitening = getattr(model, "whitening", None)
     encoders = model.pretrained_encoders() if hasattr(model, "pretrained_encoders") else {}
     return ModelRecord(
-        cls=qualified_name(type(model)), hparams=hparams, clip_spec=getattr(model, "clip_spec", None),
+        cls=qualified_name(type(model)),
+        hparams=hparams,
+        clip_spec=getattr(model, "clip_spec", None),
         delta=stored_delta(getattr(model, "par_delta", None)),
-        whitening=None if whitening is None else {"dim": int(whitening.dim), "fitted": bool(whitening.fitted)},
+        whitening=None
+        if whitening is None
+        else {"dim": int(whitening.dim), "fitted": bool(whitening.fitted)},
         encoder_sha256={role: weights_sha256(m) for role, m in encoders.items()},
-        ckpt_path=str(Path(ckpt_path).resolve()) if ckpt_path else None)
+        ckpt_path=str(Path(ckpt_path).resolve()) if ckpt_path else None,
+    )
 
 
 def read_record(data: Any, hparams: Any = None, legacy_delta: Any = None) -> ModelRecord:
@@ -96,8 +109,10 @@ def read_record(data: Any, hparams: Any = None, legacy_delta: Any = None) -> Mod
     fmt = data.get("format", 0)
     cls = data.get("class")
     if not isinstance(fmt, int) or isinstance(fmt, bool) or not 0 <= fmt <= RECORD_FORMAT:
-        raise DataError(f"the model record's format {str(fmt)[:20]!r} is not one this version reads "
-                        f"(0..{RECORD_FORMAT}): a newer version of media-retrieval wrote it")
+        raise DataError(
+            f"the model record's format {str(fmt)[:20]!r} is not one this version reads "
+            f"(0..{RECORD_FORMAT}): a newer version of media-retrieval wrote it"
+        )
     if cls is not None and not isinstance(cls, str):
         raise DataError("the model record's class is not a name")
     stored = data.get("hparams", hparams)
@@ -107,13 +122,24 @@ def read_record(data: Any, hparams: Any = None, legacy_delta: Any = None) -> Mod
     if spec is not None and not isinstance(spec, Mapping):
         raise DataError("the model record's clip_spec is not a mapping")
     whitening = data.get("whitening")
-    if whitening is not None and not (isinstance(whitening, Mapping) and isinstance(whitening.get("dim"), int)):
+    if whitening is not None and not (
+        isinstance(whitening, Mapping) and isinstance(whitening.get("dim"), int)
+    ):
         raise DataError("the model record's whitening is not {dim, fitted}")
     hashes = data.get("encoder_sha256") or {}
-    if not isinstance(hashes, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+    if not isinstance(hashes, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()
+    ):
         raise DataError("the model record's encoder_sha256 is not {role: hash}")
     delta = data.get("par_delta") if "par_delta" in data else legacy_delta
     ckpt = data.get("ckpt_path")
-    return ModelRecord(cls=cls or "", hparams=dict(stored or {}), clip_spec=ClipSpec.from_dict(dict(spec)) if spec else None,
-                       delta=stored_delta(delta), whitening=dict(whitening) if whitening else None,
-                       encoder_sha256=dict(hashes), ckpt_path=ckpt if isinstance(ckpt, str) else None, format=fmt)
+    return ModelRecord(
+        cls=cls or "",
+        hparams=dict(stored or {}),
+        clip_spec=ClipSpec.from_dict(dict(spec)) if spec else None,
+        delta=stored_delta(delta),
+        whitening=dict(whitening) if whitening else None,
+        encoder_sha256=dict(hashes),
+        ckpt_path=ckpt if isinstance(ckpt, str) else None,
+        format=fmt,
+    )

@@ -42,12 +42,16 @@ def _package_models() -> None:
 
 
 def model_class(name: str) -> type:
-    """The class for a stored name: a registered model, else refused (the name is never imported)."""
+    """The class for a stored name: a registered model, else refused (the name is never
+    imported)."""
     if isinstance(name, str) and name not in MODELS:
         _package_models()
     if not isinstance(name, str) or name not in MODELS:
-        raise DataError(f"model class {str(name)[:80]!r} is not a registered model ({', '.join(sorted(MODELS))}); "
-                        "a model of your own is registered by its module: plugins=[<that module>]")
+        raise DataError(
+            f"model class {str(name)[:80]!r} is not a registered model "
+            f"({', '.join(sorted(MODELS))}); "
+            "a model of your own is registered by its module: plugins=[<that module>]"
+        )
     return MODELS[name]
 
 
@@ -71,7 +75,11 @@ def accepted_arguments(cls: type) -> set[str]:
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        names |= {
+            p.name
+            for p in params
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+        }
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return names
@@ -87,7 +95,11 @@ def check_hparams(cls: type, hparams: dict) -> None:
     if "backbone" in hparams:
         _check_keys("model.json hparams.backbone", hparams["backbone"], _params(create_backbone))
     if "temporal" in hparams:
-        _check_keys("model.json hparams.temporal", hparams["temporal"], _params(TemporalHead.__init__, ("self", "in_dim")))
+        _check_keys(
+            "model.json hparams.temporal",
+            hparams["temporal"],
+            _params(TemporalHead.__init__, ("self", "in_dim")),
+        )
 
 
 def check_shapes(cls: type, hparams: dict, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -107,12 +119,18 @@ def check_shapes(cls: type, hparams: dict, shapes: dict[str, tuple[int, ...]]) -
     total = sum(math.prod(v) for v in expected.values())
     cap = limits().max_model_values
     if total > cap:
-        raise DataError(f"the stored hyper-parameters make a model of {total:,} values, over the limit of {cap:,} "
-                        "(MEDIA_RETRIEVAL_MAX_MODEL_VALUES raises it)")
+        raise DataError(
+            f"the stored hyper-parameters make a model of {total:,} values, over the limit of "
+            f"{cap:,} "
+            "(MEDIA_RETRIEVAL_MAX_MODEL_VALUES raises it)"
+        )
     if expected != shapes:
         wrong = sorted(k for k in set(expected) | set(shapes) if expected.get(k) != shapes.get(k))
-        raise DataError(f"the stored weights do not fit the stored hyper-parameters ({len(wrong)} tensors differ, "
-                        f"e.g. {wrong[0]!r}: {shapes.get(wrong[0])} stored, {expected.get(wrong[0])} expected)")
+        raise DataError(
+            f"the stored weights do not fit the stored hyper-parameters ({len(wrong)} tensors "
+            "differ, "
+            f"e.g. {wrong[0]!r}: {shapes.get(wrong[0])} stored, {expected.get(wrong[0])} expected)"
+        )
 
 
 def without_pretrained(hparams: dict) -> dict:
@@ -126,7 +144,9 @@ def without_pretrained(hparams: dict) -> dict:
     return hparams
 
 
-def build_from_spec(class_name: str, hparams: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+def build_from_spec(
+    class_name: str, hparams: dict, state_dict: dict[str, torch.Tensor]
+) -> torch.nn.Module:
     """Rebuild a stored model: allow-listed class, checked arguments, pretrained weights not
     fetched (they come from ``state_dict``), every tensor present with its shape (checked before
     the model is allocated: :func:`check_shapes`)."""
@@ -150,7 +170,9 @@ def model_record(model: torch.nn.Module, ckpt_path: str | None = None) -> dict:
     return record_of(model, ckpt_path).to_dict()
 
 
-def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = False) -> torch.nn.Module:  # noqa: A002
+def load_model(
+    ckpt_path: str | Path, cls: type | None = None, compile: bool = False
+) -> torch.nn.Module:  # noqa: A002
     """A trained model from its checkpoint alone: the class the checkpoint records (one of
     ours), its hyper-parameters, weights and clip spec; nothing in it is executed
     (``weights_only``). ``cls`` is needed only for checkpoints written before the class was
@@ -163,10 +185,13 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: file not found")
     try:
-        # mmap: only the small record and the shapes are read here (the weights are read once, below)
+        # mmap: only the small record and the shapes are read here (the weights are read once,
+        # below)
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} cannot be loaded safely: {str(exc).splitlines()[0]}"
+        ) from exc
     try:
         record = read_record(ckpt.get("media_retrieval") or {}, ckpt.get("hyper_parameters"))
         if record.cls:
@@ -174,14 +199,18 @@ def load_model(ckpt_path: str | Path, cls: type | None = None, compile: bool = F
     except DataError as exc:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {exc}") from exc
     if cls is None:
-        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
-                          "(model=<its config> on the command line, or load_model(path, cls=...))")
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} predates recorded model classes: name its class "
+            "(model=<its config> on the command line, or load_model(path, cls=...))"
+        )
     hparams = ckpt.get("hyper_parameters")
     state = ckpt.get("state_dict")
     if isinstance(hparams, dict) and isinstance(state, dict):
         stored = without_pretrained({k: v for k, v in hparams.items() if takes_argument(cls, k)})
         try:  # the same allocation guard as for an index's model: shapes on the meta device first
-            check_shapes(cls, {**stored, "compile": False}, {k: tuple(v.shape) for k, v in state.items()})
+            check_shapes(
+                cls, {**stored, "compile": False}, {k: tuple(v.shape) for k, v in state.items()}
+            )
         except DataError as exc:
             raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {exc}") from exc
     del ckpt
@@ -197,9 +226,15 @@ def model_from_config(model_cfg: Any, ckpt_path: str | Path | None = None) -> to
     from media_retrieval.utils.instantiate import build  # noqa: PLC0415 - utils.instantiate (and what it loads) stays unloaded until used
 
     if ckpt_path:
-        return load_model(ckpt_path, cls=get_class(model_cfg._target_), compile=bool(model_cfg.get("compile", False)))
+        return load_model(
+            ckpt_path,
+            cls=get_class(model_cfg._target_),
+            compile=bool(model_cfg.get("compile", False)),
+        )
     model = build(model_cfg)
     if model.has_trainable_embedding:
-        raise ConfigError("ckpt_path is required: this model's embedding must be trained first "
-                          "(only a frozen backbone with model.temporal.cell=none embeds without a checkpoint)")
+        raise ConfigError(
+            "ckpt_path is required: this model's embedding must be trained first "
+            "(only a frozen backbone with model.temporal.cell=none embeds without a checkpoint)"
+        )
     return model

@@ -52,13 +52,18 @@ class TemporalHead(nn.Module):
         self.stats = tuple(stats or ())
         bad = [st for st in self.stats if st not in TEMPORAL_STATS]
         if bad or len(set(self.stats)) != len(self.stats):
-            raise ConfigError(f"model.temporal.stats={list(self.stats)}; valid: distinct of {', '.join(TEMPORAL_STATS)}")
+            raise ConfigError(
+                f"model.temporal.stats={list(self.stats)}; valid: distinct of "
+                f"{', '.join(TEMPORAL_STATS)}"
+            )
         if cell not in CELLS:
             raise ConfigError(f"model.temporal.cell={cell!r}; valid: {', '.join(CELLS)}")
         if readout not in READOUTS:
             raise ConfigError(f"model.temporal.readout={readout!r}; valid: {', '.join(READOUTS)}")
         if readout == "last_hc" and cell != "lstm":
-            raise ConfigError("model.temporal.readout=last_hc needs cell=lstm (only an LSTM has a cell state)")
+            raise ConfigError(
+                "model.temporal.readout=last_hc needs cell=lstm (only an LSTM has a cell state)"
+            )
         if not 1 <= num_layers <= 8:
             raise ConfigError(f"model.temporal.num_layers must be in 1..8, got {num_layers}")
         # Centering applies to recurrent cells only: the mean of centred frames is always 0.
@@ -68,8 +73,14 @@ class TemporalHead(nn.Module):
             out = in_dim
         else:
             rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
-            self.rnn = rnn_cls(in_dim, hidden, num_layers=num_layers, batch_first=True,
-                               bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+            self.rnn = rnn_cls(
+                in_dim,
+                hidden,
+                num_layers=num_layers,
+                batch_first=True,
+                bidirectional=bidirectional,
+                dropout=dropout if num_layers > 1 else 0.0,
+            )
             out = hidden * (2 if bidirectional else 1) * (2 if readout == "last_hc" else 1)
         self.proj = nn.Linear(out, embed_dim) if embed_dim else None
         self.learned_dim = embed_dim or out
@@ -78,10 +89,15 @@ class TemporalHead(nn.Module):
             self.register_buffer("fusion_weight", torch.tensor(float(fusion_weight)))
         stat_dim = in_dim * len(self.stats)
         self.has_learned = not (self.fused and self.rnn is None and self.proj is None)
-        self.embed_dim = stat_dim + (self.learned_dim if self.has_learned else 0) if self.fused else self.learned_dim
+        self.embed_dim = (
+            stat_dim + (self.learned_dim if self.has_learned else 0)
+            if self.fused
+            else self.learned_dim
+        )
 
     def statistics(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, m·F): each statistic of the raw frame features L2-normalised, the block of unit norm."""
+        """(B, m·F): each statistic of the raw frame features L2-normalised, the block of unit
+        norm."""
         parts = []
         for name in self.stats:
             if name == "mean":
@@ -89,7 +105,11 @@ class TemporalHead(nn.Module):
             elif name == "std":
                 v = x.std(dim=1, unbiased=False)
             else:  # diff
-                v = (x[:, 1:] - x[:, :-1]).abs().mean(dim=1) if x.shape[1] > 1 else torch.zeros_like(x[:, 0])
+                v = (
+                    (x[:, 1:] - x[:, :-1]).abs().mean(dim=1)
+                    if x.shape[1] > 1
+                    else torch.zeros_like(x[:, 0])
+                )
             parts.append(nn.functional.normalize(v, dim=-1))
         return torch.cat(parts, dim=-1) / len(parts) ** 0.5
 
@@ -104,7 +124,9 @@ class TemporalHead(nn.Module):
         block = self.statistics(x)
         if not self.has_learned:
             return block, z
-        return torch.cat([block, self.fusion_weight * nn.functional.normalize(z, dim=-1)], dim=-1), z
+        return torch.cat(
+            [block, self.fusion_weight * nn.functional.normalize(z, dim=-1)], dim=-1
+        ), z
 
     def learned(self, x: torch.Tensor) -> torch.Tensor:
         """(B, learned_dim): the trainable readout (what the objective trains)."""

@@ -23,16 +23,26 @@ def build_video3d(arch: str, embed_dim: int, in_chans: int = 3, dropout: float =
     if arch == "r2plus1d":
         from pytorchvideo.models.r2plus1d import create_r2plus1d  # noqa: PLC0415 - pytorchvideo stays unloaded until used
 
-        net = create_r2plus1d(input_channel=in_chans, model_num_class=embed_dim, dropout_rate=dropout,
-                              head_activation=None)
+        net = create_r2plus1d(
+            input_channel=in_chans,
+            model_num_class=embed_dim,
+            dropout_rate=dropout,
+            head_activation=None,
+        )
         net.blocks[-1].pool = nn.AdaptiveAvgPool3d(1)
         return net
     if arch == "x3d_xs":
         from pytorchvideo.models.x3d import create_x3d  # noqa: PLC0415 - pytorchvideo stays unloaded until used
 
         # X3D-XS: the X3D-S network (width 2.0, depth 2.2) at 4 frames x 160 px.
-        net = create_x3d(input_channel=in_chans, input_clip_length=4, input_crop_size=160,
-                         model_num_class=embed_dim, dropout_rate=dropout, head_activation=None)
+        net = create_x3d(
+            input_channel=in_chans,
+            input_clip_length=4,
+            input_crop_size=160,
+            model_num_class=embed_dim,
+            dropout_rate=dropout,
+            head_activation=None,
+        )
         net.blocks[-1].pool.pool = nn.AdaptiveAvgPool3d(1)
         return net
     raise ConfigError(f"model.arch={arch!r}; valid: {', '.join(ARCHS)}")
@@ -42,8 +52,16 @@ def build_video3d(arch: str, embed_dim: int, in_chans: int = 3, dropout: float =
 class Video3DModule(ClipEmbedder):
     """A pytorchvideo 3D CNN as a clip embedder, trained on pixels like C3D."""
 
-    def __init__(self, arch: str = "r2plus1d", in_chans: int = 3, embed_dim: int = 256, *, input_size: int = 112,
-                 name: str | None = None, **common: Any) -> None:
+    def __init__(
+        self,
+        arch: str = "r2plus1d",
+        in_chans: int = 3,
+        embed_dim: int = 256,
+        *,
+        input_size: int = 112,
+        name: str | None = None,
+        **common: Any,
+    ) -> None:
         super().__init__(input_size=input_size, name=name or arch, **common)
         self.net = build_video3d(arch, embed_dim, in_chans, self.hparams.dropout)
         self._embed_dim = embed_dim

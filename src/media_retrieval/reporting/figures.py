@@ -28,22 +28,41 @@ def _legend(ax) -> None:
         ax.legend(fontsize=8)
 
 
-def table_iv_markdown(rows: Sequence[dict], k: int, delta: float | None,
-                      paper: dict[tuple[str, str, str], dict[str, float]] | None = None) -> str:
+def table_iv_markdown(
+    rows: Sequence[dict],
+    k: int,
+    delta: float | None,
+    paper: dict[tuple[str, str, str], dict[str, float]] | None = None,
+) -> str:
     """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}.
     ``paper``: {(model, ranking, split): {metric: value}} shown in brackets beside ours.
     ``delta=None``: the rows are already each run's headline rows (each at its own δ)."""
     models = sorted({r["model"] for r in rows})
-    head = {(r["model"], r["ranking"], r["split"]): r for r in rows
-            if r["k"] == k and r.get("dataset", "all") == "all"
-            and (r["delta"] is None or delta is None or abs(r["delta"] - delta) < 1e-9)}
-    cols = [(m, rk, sp) for sp in ("seen", "unseen") for m in models for rk in ("euclidean", "par")
-            if (m, rk, sp) in head]
+    head = {
+        (r["model"], r["ranking"], r["split"]): r
+        for r in rows
+        if r["k"] == k
+        and r.get("dataset", "all") == "all"
+        and (r["delta"] is None or delta is None or abs(r["delta"] - delta) < 1e-9)
+    }
+    cols = [
+        (m, rk, sp)
+        for sp in ("seen", "unseen")
+        for m in models
+        for rk in ("euclidean", "par")
+        if (m, rk, sp) in head
+    ]
     suffix = " (paper)" if paper is not None else ""
-    lines = [f"Top-{k} retrieval, PAR δ = {delta}", "",
-             "| metric | " + " | ".join(f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp}{suffix}"
-                                       for m, rk, sp in cols) + " |",
-             "|---|" + "---|" * len(cols)]
+    lines = [
+        f"Top-{k} retrieval, PAR δ = {delta}",
+        "",
+        "| metric | "
+        + " | ".join(
+            f"{m} {'EU' if rk == 'euclidean' else 'PAR'} {sp}{suffix}" for m, rk, sp in cols
+        )
+        + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for metric in METRICS:
         cells = []
         for c in cols:
@@ -60,16 +79,34 @@ def table_iv_markdown(rows: Sequence[dict], k: int, delta: float | None,
 def fig4_bars(rows: Sequence[dict], k: int, delta: float, path: Path) -> Path:
     """Fig. 4: accuracy / precision / recall / F1 for EU and PAR, seen and unseen."""
     plt = _plt()
-    head = {(r["ranking"], r["split"]): r for r in rows if r["k"] == k and r.get("dataset", "all") == "all"
-            and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)}
-    groups = [g for g in (("euclidean", "seen"), ("par", "seen"), ("euclidean", "unseen"), ("par", "unseen"))
-              if g in head]
+    head = {
+        (r["ranking"], r["split"]): r
+        for r in rows
+        if r["k"] == k
+        and r.get("dataset", "all") == "all"
+        and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)
+    }
+    groups = [
+        g
+        for g in (
+            ("euclidean", "seen"),
+            ("par", "seen"),
+            ("euclidean", "unseen"),
+            ("par", "unseen"),
+        )
+        if g in head
+    ]
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(METRICS))
     for i, g in enumerate(groups):
         vals = [np.nan_to_num(head[g][m] if head[g][m] is not None else np.nan) for m in METRICS]
-        ax.bar(x + i * width, vals, width, label=f"{'EU' if g[0] == 'euclidean' else f'PAR δ={delta}'} {g[1]}")
+        ax.bar(
+            x + i * width,
+            vals,
+            width,
+            label=f"{'EU' if g[0] == 'euclidean' else f'PAR δ={delta}'} {g[1]}",
+        )
     ax.set_xticks(x + width * (len(groups) - 1) / 2, METRICS)
     ax.set_ylim(0, 1)
     ax.set_title(f"Top-{k} retrieval ({rows[0]['model'] if rows else ''})")
@@ -85,8 +122,14 @@ def delta_plot(rows: Sequence[dict], k: int, path: Path) -> Path:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for split in ("all", "seen", "unseen"):
-        pts = sorted((r["delta"], r["precision"], r["mean_kept"]) for r in rows
-                     if r["ranking"] == "par" and r["k"] == k and r["split"] == split and r.get("dataset", "all") == "all")
+        pts = sorted(
+            (r["delta"], r["precision"], r["mean_kept"])
+            for r in rows
+            if r["ranking"] == "par"
+            and r["k"] == k
+            and r["split"] == split
+            and r.get("dataset", "all") == "all"
+        )
         if not pts:
             continue
         d, p, kept = zip(*pts, strict=True)
@@ -107,8 +150,13 @@ def pr_curve(curves: dict[str, np.ndarray], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for name, curve in curves.items():
         ax.plot(np.linspace(0, 1, len(curve)), curve, marker=".", label=name)
-    ax.set(xlabel="recall", ylabel="interpolated precision", xlim=(0, 1), ylim=(0, 1.02),
-           title="Precision-recall (Euclidean)")
+    ax.set(
+        xlabel="recall",
+        ylabel="interpolated precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="Precision-recall (Euclidean)",
+    )
     _legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -116,8 +164,12 @@ def pr_curve(curves: dict[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str, bool]]]], path: Path,
-                thumb: int = 96, label_chars: int = 16) -> Path:
+def gallery_png(
+    queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str, bool]]]],
+    path: Path,
+    thumb: int = 96,
+    label_chars: int = 16,
+) -> Path:
     """Each row: the query thumbnail, then its results; the flag colours the border green or red
     (evaluation: same class as the query; search: kept by PAR)."""
     from PIL import Image, ImageDraw, ImageOps  # noqa: PLC0415 - PIL stays unloaded until used
@@ -126,7 +178,9 @@ def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str,
     pad, label_h = 6, 14
     n_lines = 2 if label_chars > 16 else 1
     label_h *= n_lines
-    canvas = Image.new("RGB", (n_cols * (thumb + pad) + pad, len(queries) * (thumb + label_h + pad) + pad), "white")
+    canvas = Image.new(
+        "RGB", (n_cols * (thumb + pad) + pad, len(queries) * (thumb + label_h + pad) + pad), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     for row, (q_img, q_label, results) in enumerate(queries):
         y = pad + row * (thumb + label_h + pad)
@@ -136,6 +190,10 @@ def gallery_png(queries: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str,
             tile = ImageOps.fit(Image.fromarray(img), (thumb - 6, thumb - 6))
             colour = "black" if right is None else ("#1a9850" if right else "#d73027")
             canvas.paste(ImageOps.expand(tile, border=3, fill=colour), (x, y))
-            draw.text((x, y + thumb), ("query: " if right is None else "") + label[:label_chars], fill="black")
+            draw.text(
+                (x, y + thumb),
+                ("query: " if right is None else "") + label[:label_chars],
+                fill="black",
+            )
     canvas.save(path)
     return path

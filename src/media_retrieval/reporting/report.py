@@ -30,22 +30,78 @@ from media_retrieval.retrieval.evaluate import rank, score_rows
 log = logging.getLogger(__name__)
 
 # The paper's numbers (Ravi & Nandakumar 2021), for the side-by-side columns.
-PAPER_TABLE_II = {"color": 0.8162, "gray": 0.8003}  # top-100 retrieval accuracy, CIFAR10 untrained classes
-PAPER_TABLE_III = {"cnn_lstm": {"params_m": 4.5, "embed_s": 0.8, "size_mb": 22.5, "train_h": 2.7},
-                   "c3d": {"params_m": 46.0, "embed_s": 1.2, "size_mb": 305.17, "train_h": 16.0}}
+PAPER_TABLE_II = {
+    "color": 0.8162,
+    "gray": 0.8003,
+}  # top-100 retrieval accuracy, CIFAR10 untrained classes
+PAPER_TABLE_III = {
+    "cnn_lstm": {"params_m": 4.5, "embed_s": 0.8, "size_mb": 22.5, "train_h": 2.7},
+    "c3d": {"params_m": 46.0, "embed_s": 1.2, "size_mb": 305.17, "train_h": 16.0},
+}
 PAPER_TABLE_IV = {  # (model, ranking, split) -> metric -> value; top-5
-    ("c3d", "euclidean", "seen"): {"accuracy": 0.6578, "precision": 0.5933, "recall": 0.4983, "f1": 0.5261},
-    ("c3d", "par", "seen"): {"accuracy": 0.7316, "precision": 0.6675, "recall": 0.6015, "f1": 0.6222},
-    ("cnn_lstm", "euclidean", "seen"): {"accuracy": 0.7644, "precision": 0.7481, "recall": 0.6644, "f1": 0.6866},
-    ("cnn_lstm", "par", "seen"): {"accuracy": 0.8575, "precision": 0.8656, "recall": 0.7984, "f1": 0.8165},
-    ("c3d", "euclidean", "unseen"): {"accuracy": 0.5983, "precision": 0.4984, "recall": 0.3759, "f1": 0.4141},
-    ("c3d", "par", "unseen"): {"accuracy": 0.6414, "precision": 0.5462, "recall": 0.4303, "f1": 0.467},
-    ("cnn_lstm", "euclidean", "unseen"): {"accuracy": 0.7113, "precision": 0.6225, "recall": 0.5225, "f1": 0.5566},
-    ("cnn_lstm", "par", "unseen"): {"accuracy": 0.914, "precision": 0.8793, "recall": 0.842, "f1": 0.8555},
+    ("c3d", "euclidean", "seen"): {
+        "accuracy": 0.6578,
+        "precision": 0.5933,
+        "recall": 0.4983,
+        "f1": 0.5261,
+    },
+    ("c3d", "par", "seen"): {
+        "accuracy": 0.7316,
+        "precision": 0.6675,
+        "recall": 0.6015,
+        "f1": 0.6222,
+    },
+    ("cnn_lstm", "euclidean", "seen"): {
+        "accuracy": 0.7644,
+        "precision": 0.7481,
+        "recall": 0.6644,
+        "f1": 0.6866,
+    },
+    ("cnn_lstm", "par", "seen"): {
+        "accuracy": 0.8575,
+        "precision": 0.8656,
+        "recall": 0.7984,
+        "f1": 0.8165,
+    },
+    ("c3d", "euclidean", "unseen"): {
+        "accuracy": 0.5983,
+        "precision": 0.4984,
+        "recall": 0.3759,
+        "f1": 0.4141,
+    },
+    ("c3d", "par", "unseen"): {
+        "accuracy": 0.6414,
+        "precision": 0.5462,
+        "recall": 0.4303,
+        "f1": 0.467,
+    },
+    ("cnn_lstm", "euclidean", "unseen"): {
+        "accuracy": 0.7113,
+        "precision": 0.6225,
+        "recall": 0.5225,
+        "f1": 0.5566,
+    },
+    ("cnn_lstm", "par", "unseen"): {
+        "accuracy": 0.914,
+        "precision": 0.8793,
+        "recall": 0.842,
+        "f1": 0.8555,
+    },
 }
 METRICS = ("accuracy", "precision", "recall", "f1")
-IGNORED_OVERRIDES = ("hydra.", "paths.", "logger", "trainer.accelerator", "hparams_search", "ablation", "data.root",
-                     "data.corpus.", "data.num_workers", "data.batch_size", "data.eval_batch_size")
+IGNORED_OVERRIDES = (
+    "hydra.",
+    "paths.",
+    "logger",
+    "trainer.accelerator",
+    "hparams_search",
+    "ablation",
+    "data.root",
+    "data.corpus.",
+    "data.num_workers",
+    "data.batch_size",
+    "data.eval_batch_size",
+)
 
 
 @dataclass
@@ -60,7 +116,10 @@ class Run:
 
     @property
     def model(self) -> str:
-        return str((self.config.get("model") or {}).get("name") or (self.rows[0]["model"] if self.rows else "?"))
+        return str(
+            (self.config.get("model") or {}).get("name")
+            or (self.rows[0]["model"] if self.rows else "?")
+        )
 
     @property
     def tags(self) -> list[str]:
@@ -85,7 +144,9 @@ def _load_run(d: Path) -> Run:
         try:  # data: a damaged file means no record (the default δ), never a failed report
             recorded = json.loads((d / "retrieval" / DELTA_FILE).read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            log.warning("%s: %s cannot be read (%s): its PAR columns use the default δ", d, DELTA_FILE, exc)
+            log.warning(
+                "%s: %s cannot be read (%s): its PAR columns use the default δ", d, DELTA_FILE, exc
+            )
             recorded = None
         run.recorded_delta = recorded.get("delta") if isinstance(recorded, dict) else None
     return run
@@ -99,10 +160,15 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
             raise ConfigError(f"runs: {p} does not exist")
         cands = [p] + sorted(q for q in p.rglob("*") if q.is_dir() and not q.name.startswith("."))
         for c in cands:
-            if ((c / "retrieval" / "results.json").is_file() or (c / "error.txt").is_file()) and c not in found:
+            if (
+                (c / "retrieval" / "results.json").is_file() or (c / "error.txt").is_file()
+            ) and c not in found:
                 found.append(c)
     if not found:
-        raise ConfigError(f"no run folders (retrieval/results.json or error.txt) under {', '.join(map(str, paths))}")
+        raise ConfigError(
+            "no run folders (retrieval/results.json or error.txt) under "
+            f"{', '.join(map(str, paths))}"
+        )
     runs = [_load_run(d) for d in found]
     return sorted(runs, key=lambda r: (_num(r.path.name), str(r.path)))
 
@@ -113,14 +179,18 @@ def _num(name: str) -> int:
 
 def _head(rows: list[dict], k: int, delta: float, ranking: str, split: str) -> dict | None:
     """The headline row (Euclidean, or PAR at ``delta``) of one ranking and split at ``k``."""
-    return next((r for r in headline(rows, k, delta) if r["ranking"] == ranking and r["split"] == split), None)
+    return next(
+        (r for r in headline(rows, k, delta) if r["ranking"] == ranking and r["split"] == split),
+        None,
+    )
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
     """The overrides that differ between runs: what names a variant."""
     keys = sorted({k for r in runs for k in r.overrides if not k.startswith(IGNORED_OVERRIDES)})
-    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1] or \
-        [k for k in keys if any(k in r.overrides for r in runs)]
+    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1] or [
+        k for k in keys if any(k in r.overrides for r in runs)
+    ]
 
 
 def ablation_table(runs: list[Run], k: int) -> str:
@@ -128,12 +198,19 @@ def ablation_table(runs: list[Run], k: int) -> str:
     kept: P@k for Euclidean, the paper's accuracy for PAR) and the full-ranking mAP."""
     keys = varying_keys(runs)
     cols = [("euclidean", "seen"), ("par", "seen"), ("euclidean", "unseen"), ("par", "unseen")]
-    head = ["run", *keys, *[f"acc@{k} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for rk, sp in cols], "mAP all"]
+    head = [
+        "run",
+        *keys,
+        *[f"acc@{k} {'EU' if rk == 'euclidean' else 'PAR'} {sp}" for rk, sp in cols],
+        "mAP all",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         vals = [r.path.name, *[r.overrides.get(key, "·") for key in keys]]
         if r.error:
-            lines.append("| " + " | ".join(vals + [f"failed: {r.error[:80]}"] + [""] * (len(cols))) + " |")
+            lines.append(
+                "| " + " | ".join(vals + [f"failed: {r.error[:80]}"] + [""] * (len(cols))) + " |"
+            )
             continue
         for rk, sp in cols:
             h = _head(r.rows, k, r.delta, rk, sp)
@@ -151,11 +228,15 @@ def table_iv(runs: list[Run], k: int) -> str:
     for r in runs:
         if r.rows and not r.error:
             by_model.setdefault(r.model, r)
-    paper = {(m, rk, sp): v for m in by_model for (pm, rk, sp), v in PAPER_TABLE_IV.items()
-             if pm == m.replace("_e2e", "")}
-    return ("The paper's Table IV value in brackets (its k = 5).\n\n"
-            + table_iv_markdown([row for r in by_model.values() for row in headline(r.rows, k, r.delta)], k, None,
-                                paper))
+    paper = {
+        (m, rk, sp): v
+        for m in by_model
+        for (pm, rk, sp), v in PAPER_TABLE_IV.items()
+        if pm == m.replace("_e2e", "")
+    }
+    return "The paper's Table IV value in brackets (its k = 5).\n\n" + table_iv_markdown(
+        [row for r in by_model.values() for row in headline(r.rows, k, r.delta)], k, None, paper
+    )
 
 
 def table_ii(runs: list[Run]) -> str | None:
@@ -165,8 +246,9 @@ def table_ii(runs: list[Run]) -> str | None:
         if r.error or not r.rows or "table_ii" not in r.tags:
             continue
         chans = int(((r.config.get("model") or {}).get("backbone") or {}).get("in_chans", 3))
-        h = _head(r.rows, 100, r.delta, "euclidean", "unseen") or _head(r.rows, max(x["k"] for x in r.rows), r.delta,
-                                                                        "euclidean", "unseen")
+        h = _head(r.rows, 100, r.delta, "euclidean", "unseen") or _head(
+            r.rows, max(x["k"] for x in r.rows), r.delta, "euclidean", "unseen"
+        )
         pair["gray" if chans == 1 else "color"] = h
     if not pair:
         return None
@@ -186,16 +268,23 @@ def table_iii(table3_json: Path | None) -> str | None:
         return None
     ours = json.loads(table3_json.read_text())
     ours = ours.get("models", ours)
-    lines = ["| model | parameters (paper) | size MB (paper) | embed 16 frames, s (paper) |", "|---|---|---|---|"]
+    lines = [
+        "| model | parameters (paper) | size MB (paper) | embed 16 frames, s (paper) |",
+        "|---|---|---|---|",
+    ]
     for name, paper in PAPER_TABLE_III.items():
         m = ours.get(name, {})
-        lines.append(f"| {name} | {m.get('params_m', '–')} M ({paper['params_m']} M) | "
-                     f"{m.get('checkpoint_mb', '–')} ({paper['size_mb']}) | "
-                     f"{m.get('embed_s', m.get('embed_s_16x224', '–'))} ({paper['embed_s']}) |")
+        lines.append(
+            f"| {name} | {m.get('params_m', '–')} M ({paper['params_m']} M) | "
+            f"{m.get('checkpoint_mb', '–')} ({paper['size_mb']}) | "
+            f"{m.get('embed_s', m.get('embed_s_16x224', '–'))} ({paper['embed_s']}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, variance: float = 0.9) -> list[dict]:
+def pca_study(
+    embeddings: Path, k: int = 5, dims: list[int] | None = None, variance: float = 0.9
+) -> list[dict]:
     """P@k (Euclidean, all queries) and ranking time vs PCA dimension on saved embeddings;
     the PCA is fitted on the gallery. ``at_variance`` marks the fewest dimensions keeping
     ``variance`` of it (the paper's best practice)."""
@@ -206,7 +295,9 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
     full = PCAProjection.fit(x[emb.is_gallery], dim=x.shape[1])
     cum = np.cumsum(full.explained)
     d90 = int(np.searchsorted(cum, variance - 1e-9) + 1)
-    dims = sorted({d for d in (dims or [2, 4, 8, 16, 32, 64, 128, x.shape[1]]) if d <= x.shape[1]} | {d90})
+    dims = sorted(
+        {d for d in (dims or [2, 4, 8, 16, 32, 64, 128, x.shape[1]]) if d <= x.shape[1]} | {d90}
+    )
     out = []
     for d in dims:
         proj = PCAProjection(full.mean, full.components[:d], full.explained[:d])
@@ -214,10 +305,19 @@ def pca_study(embeddings: Path, k: int = 5, dims: list[int] | None = None, varia
         t = time.perf_counter()
         rk = rank(e, k)
         secs = time.perf_counter() - t
-        rows = score_rows(e, [k], DEFAULT_DELTA, model=model, rankings=rk)  # only the Euclidean rows are read
+        rows = score_rows(
+            e, [k], DEFAULT_DELTA, model=model, rankings=rk
+        )  # only the Euclidean rows are read
         h = _head(rows, k, DEFAULT_DELTA, "euclidean", "all")
-        out.append({"dim": d, "variance": round(float(cum[d - 1]), 4), f"precision@{k}": h["accuracy"],
-                    "rank_ms": round(1000 * secs, 2), "at_variance": d == d90})
+        out.append(
+            {
+                "dim": d,
+                "variance": round(float(cum[d - 1]), 4),
+                f"precision@{k}": h["accuracy"],
+                "rank_ms": round(1000 * secs, 2),
+                "at_variance": d == d90,
+            }
+        )
     return out
 
 
@@ -232,7 +332,9 @@ def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Pat
     a2.set(ylabel="ranking time, ms")
     mark = next((r["dim"] for r in rows if r["at_variance"]), None)
     if mark:
-        a1.axvline(mark, color="red", ls="--", label=f"{int(variance * 100)} % variance: {mark} dims")
+        a1.axvline(
+            mark, color="red", ls="--", label=f"{int(variance * 100)} % variance: {mark} dims"
+        )
     a1.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -240,21 +342,31 @@ def pca_plot(rows: list[dict], k: int, path: Path, variance: float = 0.9) -> Pat
     return path
 
 
-def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: float | str | None = "auto",
-                 table3_json: Path | None = None) -> Path:
+def write_report(
+    run_paths: list[str | Path],
+    out: Path,
+    k: int = 5,
+    delta: float | str | None = "auto",
+    table3_json: Path | None = None,
+) -> Path:
     """``delta``: the PAR columns' δ; ``auto`` = each run's own (the δ its test used, as its
     ``retrieval/delta.json`` records: chosen on validation, or the default)."""
     runs = find_runs(run_paths)
     for r in runs:
         r.delta = resolve_delta(delta, r.recorded_delta).value
     deltas = sorted({r.delta for r in runs if r.rows and not r.error})
-    said = (f"PAR δ = {deltas[0]:g}" if len(deltas) == 1 else
-            f"PAR δ = each run's own ({', '.join(f'{d:g}' for d in deltas)})")
+    said = (
+        f"PAR δ = {deltas[0]:g}"
+        if len(deltas) == 1
+        else f"PAR δ = each run's own ({', '.join(f'{d:g}' for d in deltas)})"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     pics = out.parent / f"{out.stem}_figures"
     pics.mkdir(exist_ok=True)
     ok = [r for r in runs if r.rows and not r.error]
-    parts = [f"# Retrieval report\n\n{len(runs)} runs ({len(runs) - len(ok)} failed), top-{k}, {said}.\n"]
+    parts = [
+        f"# Retrieval report\n\n{len(runs)} runs ({len(runs) - len(ok)} failed), top-{k}, {said}.\n"
+    ]
     parts.append("## Runs (ablation table)\n\n" + ablation_table(runs, k))
     t2 = table_ii(runs)
     if t2:
@@ -267,20 +379,40 @@ def write_report(run_paths: list[str | Path], out: Path, k: int = 5, delta: floa
         parts.append("## Table IV: seen / unseen, EU / PAR\n\n" + table_iv(video, k))
         best = video[0]
         f4 = figures.fig4_bars([r for r in best.rows], k, best.delta, pics / "fig4.png")
-        parts.append(f"## Fig. 4 ({best.model}, {best.path.name})\n\n![Fig. 4]({f4.relative_to(out.parent)})\n")
-        if any(r["ranking"] == "par" and abs((r["delta"] or 0) - best.delta) > 1e-9 for r in best.rows):
+        parts.append(
+            f"## Fig. 4 ({best.model}, {best.path.name})\n\n![Fig. "
+            f"4]({f4.relative_to(out.parent)})\n"
+        )
+        if any(
+            r["ranking"] == "par" and abs((r["delta"] or 0) - best.delta) > 1e-9 for r in best.rows
+        ):
             dp = figures.delta_plot(best.rows, k, pics / "delta.png")
-            parts.append(f"## PAR: precision and list length vs δ ({best.path.name})\n\n"
-                         f"![δ plot]({dp.relative_to(out.parent)})\n")
-    emb = next((r.path / "retrieval" / "embeddings.npz" for r in ok if (r.path / "retrieval" / "embeddings.npz").is_file()),
-               None)
+            parts.append(
+                f"## PAR: precision and list length vs δ ({best.path.name})\n\n"
+                f"![δ plot]({dp.relative_to(out.parent)})\n"
+            )
+    emb = next(
+        (
+            r.path / "retrieval" / "embeddings.npz"
+            for r in ok
+            if (r.path / "retrieval" / "embeddings.npz").is_file()
+        ),
+        None,
+    )
     if emb is not None:
         rows = pca_study(emb, k)
         p = pca_plot(rows, k, pics / "pca.png")
         lines = [f"| dim | variance kept | P@{k} | ranking ms |", "|---|---|---|---|"]
-        lines += [f"| {r['dim']}{' (90 %)' if r['at_variance'] else ''} | {r['variance']:.3f} | "
-                  f"{r[f'precision@{k}']:.4f} | {r['rank_ms']} |" for r in rows]
-        parts.append(f"## PCA study ({emb.parent.parent.name})\n\n" + "\n".join(lines) + f"\n\n![PCA]({p.relative_to(out.parent)})\n")
+        lines += [
+            f"| {r['dim']}{' (90 %)' if r['at_variance'] else ''} | {r['variance']:.3f} | "
+            f"{r[f'precision@{k}']:.4f} | {r['rank_ms']} |"
+            for r in rows
+        ]
+        parts.append(
+            f"## PCA study ({emb.parent.parent.name})\n\n"
+            + "\n".join(lines)
+            + f"\n\n![PCA]({p.relative_to(out.parent)})\n"
+        )
     out.write_text("\n".join(parts))
     return out
 
@@ -290,8 +422,9 @@ def run_report(cfg) -> Path:  # noqa: ANN001 - a DictConfig; omegaconf stays out
     runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)
     if not runs:
         raise ConfigError("runs=[...] is required: run folders or multirun folders holding them")
-    out = write_report(runs, Path(cfg.out), int(cfg.k), cfg.delta,
-                       Path(cfg.table3) if cfg.get("table3") else None)
+    out = write_report(
+        runs, Path(cfg.out), int(cfg.k), cfg.delta, Path(cfg.table3) if cfg.get("table3") else None
+    )
     print(out.read_text())
     print(f"report: {out}")
     return out

@@ -16,20 +16,38 @@ from media_retrieval.retrieval.rankers import label
 
 def span_text(h: Hit) -> str:
     spans = [s for s in h.spans if s[0] is not None]
-    return ", ".join(f"{s:.1f}-{e:.1f}s" for s, e in spans) if spans else ("image" if h.segment.media_type == "image" else "whole")
+    return (
+        ", ".join(f"{s:.1f}-{e:.1f}s" for s, e in spans)
+        if spans
+        else ("image" if h.segment.media_type == "image" else "whole")
+    )
 
 
 def print_hits(query: str, hits: list[Hit], delta: float, ranking: str = "par") -> None:
     # every user-controlled string is escaped: a file named "[link=...]x.mp4" or "[bold" would
     # otherwise be read as rich markup (a traceback, or a spoofed path on screen)
     method = f"PAR δ = {delta}" if ranking == "par" else label(ranking)
-    table = Table(title=f"{escape(query)}  ({method}: {sum(h.kept for h in hits)} of {len(hits)} kept)")
-    for col, just in [("rank", "right"), ("path", "left"), ("span", "left"), ("distance", "right"),
-                      ("cosine", "right"), (label(ranking), "center")]:
+    table = Table(
+        title=f"{escape(query)}  ({method}: {sum(h.kept for h in hits)} of {len(hits)} kept)"
+    )
+    for col, just in [
+        ("rank", "right"),
+        ("path", "left"),
+        ("span", "left"),
+        ("distance", "right"),
+        ("cosine", "right"),
+        (label(ranking), "center"),
+    ]:
         table.add_column(col, justify=just)
     for h in hits:
-        table.add_row(str(h.rank), escape(h.segment.rel_path), span_text(h), f"{h.distance:.4f}", f"{h.cosine:.4f}",
-                      "kept" if h.kept else "[dim]dropped[/dim]")
+        table.add_row(
+            str(h.rank),
+            escape(h.segment.rel_path),
+            span_text(h),
+            f"{h.distance:.4f}",
+            f"{h.cosine:.4f}",
+            "kept" if h.kept else "[dim]dropped[/dim]",
+        )
     Console(width=120).print(table)
 
 
@@ -45,9 +63,14 @@ def contact_sheet(rows: list[tuple[str, list[Hit]]], path: Path) -> Path:
 
     data = []
     for q, hits in rows:
-        results = [(thumbnail(h.segment.path, h.segment.start_s, h.segment.end_s),
-                    f"{h.rank}. {Path(h.segment.rel_path).name}\n{span_text(h)} d={h.distance:.2f}", h.kept)
-                   for h in hits]
+        results = [
+            (
+                thumbnail(h.segment.path, h.segment.start_s, h.segment.end_s),
+                f"{h.rank}. {Path(h.segment.rel_path).name}\n{span_text(h)} d={h.distance:.2f}",
+                h.kept,
+            )
+            for h in hits
+        ]
         data.append((thumbnail(q), Path(q).name, results))
     path.parent.mkdir(parents=True, exist_ok=True)
     return gallery_png(data, path, thumb=128, label_chars=48)

@@ -18,10 +18,14 @@ def _clean(v):
 def write_json(rows: Sequence[dict], path: str | Path) -> None:
     path = Path(path)
     try:
-        atomic_write_text(path, json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1))
+        atomic_write_text(
+            path, json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=1)
+        )
     except OSError as exc:  # full disk, quota, read-only: the previous results stay as they were
-        raise MediaRetrievalError(f"cannot write {path} ({exc.strerror or exc}); "
-                                  f"{'the previous file is unchanged' if path.exists() else 'nothing was written'}") from exc
+        raise MediaRetrievalError(
+            f"cannot write {path} ({exc.strerror or exc}); "
+            f"{'the previous file is unchanged' if path.exists() else 'nothing was written'}"
+        ) from exc
 
 
 def _fmt(v) -> str:
@@ -32,8 +36,13 @@ def _fmt(v) -> str:
 
 def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
     """The rows of the main table: Euclidean and PAR(delta) at k, per split."""
-    return [r for r in rows if r["k"] == k and r.get("dataset", "all") == "all"
-            and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)]
+    return [
+        r
+        for r in rows
+        if r["k"] == k
+        and r.get("dataset", "all") == "all"
+        and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)
+    ]
 
 
 def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
@@ -42,12 +51,22 @@ def to_markdown(rows: Sequence[dict], k: int, delta: float) -> str:
 
     cols = ["model", "ranking", "split", "k", "delta", *TABLE]
     head = headline(rows, k, delta)
-    lines = [f"## Top-{k} retrieval (PAR δ = {delta})", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [
+        f"## Top-{k} retrieval (PAR δ = {delta})",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in head]
     rest = [m for m in REGISTERED if m not in TABLE]
     all_cols = ["dataset", *[c for c in cols if c != "n_queries"], *rest, "n_queries"]
-    lines += ["", "## All rows", "", "| " + " | ".join(all_cols) + " |", "|" + "---|" * len(all_cols)]
+    lines += [
+        "",
+        "## All rows",
+        "",
+        "| " + " | ".join(all_cols) + " |",
+        "|" + "---|" * len(all_cols),
+    ]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in all_cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -87,37 +106,70 @@ def best_par_rows(rows: Sequence[dict], max_empty: float = 0.05) -> dict[tuple[s
     best = {}
     for split in ("all", "seen", "unseen"):
         for k in sorted({r["k"] for r in rows}):
-            cands = [r for r in rows if r["ranking"] == "par" and r["split"] == split and r["k"] == k
-                     and r.get("dataset", "all") == "all" and r["accuracy"] == r["accuracy"]
-                     and r["empty_share"] <= max_empty + 1e-12]
+            cands = [
+                r
+                for r in rows
+                if r["ranking"] == "par"
+                and r["split"] == split
+                and r["k"] == k
+                and r.get("dataset", "all") == "all"
+                and r["accuracy"] == r["accuracy"]
+                and r["empty_share"] <= max_empty + 1e-12
+            ]
             if cands:
                 best[split, k] = max(cands, key=lambda r: (r["accuracy"], -r["delta"]))
     return best
 
 
-def best_delta_table(val_rows: Sequence[dict] | None, test_rows: Sequence[dict] | None = None,
-                     max_empty: float = 0.05) -> str:
+def best_delta_table(
+    val_rows: Sequence[dict] | None,
+    test_rows: Sequence[dict] | None = None,
+    max_empty: float = 0.05,
+) -> str:
     """Best PAR δ per k chosen on ``val_rows``; with ``test_rows``, the test numbers at that δ
     (the test pool is reported, never used to choose)."""
     if not val_rows:
-        return ("## Best PAR δ per k\n\nNot chosen: no validation embeddings. δ is chosen on validation clips "
-                "only; save them with `python src/eval.py ckpt_path=... save_embeddings=true` (val_embeddings.npz).\n")
+        return (
+            "## Best PAR δ per k\n\nNot chosen: no validation embeddings. δ is chosen on "
+            "validation clips "
+            "only; save them with `python src/eval.py ckpt_path=... save_embeddings=true` "
+            "(val_embeddings.npz).\n"
+        )
     cols = "| split | k | best δ (validation) | val accuracy | val empty_share |"
     if test_rows is not None:
         cols += " test accuracy | test Euclidean accuracy | test p_at_k | test empty_share |"
-    lines = [f"## Best PAR δ per k, chosen on validation (highest accuracy with empty_share <= {max_empty})", "",
-             cols, "|" + "---|" * (cols.count("|") - 1)]
-    key = {(r["split"], r["k"], r["ranking"], r["delta"] if r["delta"] is None else round(r["delta"], 6)): r
-           for r in (test_rows or []) if r.get("dataset", "all") == "all"}
+    lines = [
+        "## Best PAR δ per k, chosen on validation (highest accuracy with empty_share <= "
+        f"{max_empty})",
+        "",
+        cols,
+        "|" + "---|" * (cols.count("|") - 1),
+    ]
+    key = {
+        (
+            r["split"],
+            r["k"],
+            r["ranking"],
+            r["delta"] if r["delta"] is None else round(r["delta"], 6),
+        ): r
+        for r in (test_rows or [])
+        if r.get("dataset", "all") == "all"
+    }
     for (split, k), best in best_par_rows(val_rows, max_empty).items():
-        line = f"| {split} | {k} | {best['delta']:.2f} | {best['accuracy']:.4f} | {best['empty_share']:.4f} |"
+        line = (
+            f"| {split} | {k} | {best['delta']:.2f} | {best['accuracy']:.4f} "
+            f"| {best['empty_share']:.4f} |"
+        )
         if test_rows is not None:
             t = key.get((split, k, "par", round(best["delta"], 6)))
             e = key.get((split, k, "euclidean", None))
             if t is None:
                 continue  # e.g. no seen/unseen split among the test rows
-            line += (f" {_fmt(t['accuracy'])} | {_fmt(e['accuracy'] if e else None)} | {_fmt(t['p_at_k'])} | "
-                     f"{_fmt(t['empty_share'])} |")
+            line += (
+                f" {_fmt(t['accuracy'])} | {_fmt(e['accuracy'] if e else None)} | "
+                f"{_fmt(t['p_at_k'])} | "
+                f"{_fmt(t['empty_share'])} |"
+            )
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -127,7 +179,10 @@ def print_results(results_dir: Path, k: int, delta: float, title: str | None = N
     if not path.is_file():
         return []
     rows = json.loads(path.read_text())
-    rows = [{kk: (float("nan") if v is None and kk != "delta" else v) for kk, v in r.items()} for r in rows]
+    rows = [
+        {kk: (float("nan") if v is None and kk != "delta" else v) for kk, v in r.items()}
+        for r in rows
+    ]
     print_table(rows, k, delta, title)
     print(f"results: {path} and {results_dir / 'results.md'}")
     return rows

@@ -33,7 +33,6 @@ from media_retrieval.retrieval.distances import topk_euclidean
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class BackendOptions:
     """Knobs of every backend; each uses the ones it needs (defaults suit 10^4-10^6 vectors).
@@ -61,15 +60,28 @@ class BackendOptions:
 
     _TEXT = {"milvus_uri", "milvus_collection", "milvus_index"}
     # option -> smallest valid value (FAISS aborts the process on some out-of-range values)
-    _MIN = {"nlist": 1, "nprobe": 1, "hnsw_m": 2, "ef_search": 1, "ef_construction": 1, "pq_m": 1,
-            "pq_bits": 1, "kmeans_clusters": 0, "kmeans_probe": 1, "seed": 0}
+    _MIN = {
+        "nlist": 1,
+        "nprobe": 1,
+        "hnsw_m": 2,
+        "ef_search": 1,
+        "ef_construction": 1,
+        "pq_m": 1,
+        "pq_bits": 1,
+        "kmeans_clusters": 0,
+        "kmeans_probe": 1,
+        "seed": 0,
+    }
 
     @classmethod
     def from_dict(cls, d: dict | None) -> BackendOptions:
         d = {k: v for k, v in (d or {}).items() if v is not None or k == "nlist"}
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"unknown index option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+            raise ConfigError(
+                f"unknown index option(s) {sorted(unknown)}; valid: "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
         for k, v in d.items():
             if v is None:
                 continue
@@ -77,7 +89,9 @@ class BackendOptions:
                 _check_text(k, v)
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v < cls._MIN[k]:
-                raise ConfigError(f"index option {k} must be an integer >= {cls._MIN[k]}, got {v!r}")
+                raise ConfigError(
+                    f"index option {k} must be an integer >= {cls._MIN[k]}, got {v!r}"
+                )
         if d.get("pq_bits") is not None and d["pq_bits"] > 16:
             raise ConfigError(f"index option pq_bits must be <= 16, got {d['pq_bits']}")
         return cls(**d)
@@ -87,16 +101,23 @@ def _check_text(key: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"index option {key} must be a non-empty string, got {value!r}")
     if key == "milvus_collection" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,180}", value):
-        raise ConfigError(f"index option milvus_collection={value!r}: letters, digits and _ only, not starting with a digit")
+        raise ConfigError(
+            f"index option milvus_collection={value!r}: letters, digits and _ only, not starting "
+            "with a digit"
+        )
     if key == "milvus_index" and value not in ("FLAT", "IVF_FLAT", "HNSW", "IVF_PQ", "AUTOINDEX"):
-        raise ConfigError(f"index option milvus_index={value!r}; valid: FLAT, IVF_FLAT, HNSW, IVF_PQ, AUTOINDEX")
+        raise ConfigError(
+            f"index option milvus_index={value!r}; valid: FLAT, IVF_FLAT, HNSW, IVF_PQ, AUTOINDEX"
+        )
 
 
 def _faiss():
     try:
         import faiss  # noqa: PLC0415 - optional dependency (faiss-cpu)
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-        raise ConfigError("FAISS backends need the faiss-cpu package: pip install faiss-cpu") from exc
+        raise ConfigError(
+            "FAISS backends need the faiss-cpu package: pip install faiss-cpu"
+        ) from exc
     return faiss
 
 
@@ -107,21 +128,35 @@ class PCAProjection:
     is the smallest reaching ``variance`` of the total, or ``dim`` when given."""
 
     def __init__(self, mean: np.ndarray, components: np.ndarray, explained: np.ndarray) -> None:
-        self.mean, self.components, self.explained = mean.astype(np.float32), components.astype(np.float32), explained
+        self.mean, self.components, self.explained = (
+            mean.astype(np.float32),
+            components.astype(np.float32),
+            explained,
+        )
 
     @property
     def dim(self) -> int:
         return self.components.shape[0]
 
     @classmethod
-    def fit(cls, x: np.ndarray, variance: float | None = 0.9, dim: int | None = None, max_fit: int = 100_000,
-            seed: int = 0) -> PCAProjection:
+    def fit(
+        cls,
+        x: np.ndarray,
+        variance: float | None = 0.9,
+        dim: int | None = None,
+        max_fit: int = 100_000,
+        seed: int = 0,
+    ) -> PCAProjection:
         if variance is None and dim is None:
             raise ConfigError("PCA needs a target variance (0 < v <= 1) or a dimension")
         if variance is not None and not 0.0 < variance <= 1.0:
             raise ConfigError(f"index.pca.variance must be in (0, 1], got {variance}")
         rng = np.random.default_rng(seed)
-        sample = x if x.shape[0] <= max_fit else x[np.sort(rng.choice(x.shape[0], max_fit, replace=False))]
+        sample = (
+            x
+            if x.shape[0] <= max_fit
+            else x[np.sort(rng.choice(x.shape[0], max_fit, replace=False))]
+        )
         sample = np.asarray(sample, dtype=np.float64)
         mean = sample.mean(0)
         _, s, vt = np.linalg.svd(sample - mean, full_matrices=False)
@@ -134,7 +169,9 @@ class PCAProjection:
     def transform(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.dim), dtype=np.float32)
         for s in range(0, x.shape[0], 65536):  # bounded memory on memory-mapped input
-            out[s:s + 65536] = (np.asarray(x[s:s + 65536], dtype=np.float32) - self.mean) @ self.components.T
+            out[s : s + 65536] = (
+                np.asarray(x[s : s + 65536], dtype=np.float32) - self.mean
+            ) @ self.components.T
         return out
 
     def save(self, path: Path) -> None:
@@ -196,7 +233,8 @@ _BACKEND_TYPES: dict[str, type[SearchBackend]] = {}
 
 def register_backend(name: str):
     """Class decorator: ``index.backend=<name>`` builds this class. The valid names are also
-    listed in ``config_schema.BACKENDS`` (checked before torch loads); a test keeps the two equal."""
+    listed in ``config_schema.BACKENDS`` (checked before torch loads); a test keeps the two
+    equal."""
 
     def add(cls: type[SearchBackend]) -> type[SearchBackend]:
         cls.name = name
@@ -209,7 +247,9 @@ def register_backend(name: str):
 def backend_type(name: object) -> type[SearchBackend]:
     """The class of a backend named by a config or an index file (looked up, never imported)."""
     if not isinstance(name, str) or name not in _BACKEND_TYPES:
-        raise ConfigError(f"index.backend={str(name)[:40]!r}; valid: {', '.join(sorted(_BACKEND_TYPES))}")
+        raise ConfigError(
+            f"index.backend={str(name)[:40]!r}; valid: {', '.join(sorted(_BACKEND_TYPES))}"
+        )
     return _BACKEND_TYPES[name]
 
 
@@ -234,7 +274,9 @@ class ExactBackend(SearchBackend):
             assign = topk_euclidean(xt, centroids, 1)[1][:, 0]
         self._set(xt, centroids, assign)
 
-    def _set(self, x: torch.Tensor, centroids: torch.Tensor | None, assign: torch.Tensor | None) -> None:
+    def _set(
+        self, x: torch.Tensor, centroids: torch.Tensor | None, assign: torch.Tensor | None
+    ) -> None:
         """The searchable state; the squared norms and each cluster's members derive from it."""
         self.x, self.centroids, self.assign = x, centroids, assign
         self.x_sq = (x * x).sum(-1)
@@ -255,14 +297,16 @@ class ExactBackend(SearchBackend):
         idx = np.full((q.shape[0], k), -1, dtype=np.int64)
         for r in range(q.shape[0]):  # candidate sets differ per query
             cand = torch.cat([self.members[c] for c in near[r].tolist()])
-            d, i = topk_euclidean(qt[r:r + 1], self.x[cand], k, g_sq=self.x_sq[cand])
+            d, i = topk_euclidean(qt[r : r + 1], self.x[cand], k, g_sq=self.x_sq[cand])
             n = d.shape[1]
             dist[r, :n], idx[r, :n] = d[0].numpy(), cand[i[0]].numpy()
         return dist, idx
 
     def save(self, folder: Path) -> None:
         if self.centroids is not None:
-            np.savez(folder / "kmeans.npz", centroids=self.centroids.numpy(), assign=self.assign.numpy())
+            np.savez(
+                folder / "kmeans.npz", centroids=self.centroids.numpy(), assign=self.assign.numpy()
+            )
 
     def load(self, folder: Path, x: np.ndarray) -> None:
         centroids = assign = None
@@ -305,7 +349,11 @@ class FaissBackend(SearchBackend):
         if not self.index.is_trained:
             rng = np.random.default_rng(self.options.seed)
             n_train = min(x.shape[0], max(256 * getattr(self.index, "nlist", 1), 50_000))
-            train = x if n_train == x.shape[0] else x[np.sort(rng.choice(x.shape[0], n_train, replace=False))]
+            train = (
+                x
+                if n_train == x.shape[0]
+                else x[np.sort(rng.choice(x.shape[0], n_train, replace=False))]
+            )
             self.index.train(train)
         self.index.add(x)
         self._tune()
@@ -320,7 +368,9 @@ class FaissBackend(SearchBackend):
     def load(self, folder: Path, x: np.ndarray) -> None:
         path = folder / "faiss.index"
         if not path.is_file():
-            raise ConfigError(f"{path} is missing: the index was not built with backend {self.name!r}")
+            raise ConfigError(
+                f"{path} is missing: the index was not built with backend {self.name!r}"
+            )
         self.index = _faiss().read_index(str(path))
         self._tune()
 
@@ -349,7 +399,9 @@ def make_backend(name: str, options: BackendOptions | dict | None = None) -> Sea
     opts = options if isinstance(options, BackendOptions) else BackendOptions.from_dict(options)
     kind = backend_type(name)
     if opts.kmeans_clusters and name != "exact":
-        raise ConfigError("index.kmeans_clusters pre-filters the exact backend only (ivf is the FAISS equivalent)")
+        raise ConfigError(
+            "index.kmeans_clusters pre-filters the exact backend only (ivf is the FAISS equivalent)"
+        )
     return kind(opts)
 
 
@@ -360,21 +412,41 @@ class VectorSearcher:
     space; distances and cosines reported to users and used by PAR are recomputed on the
     original vectors, so PCA or PQ changes *which* items come back, never their reported scores."""
 
-    def __init__(self, vectors: np.ndarray, backend: SearchBackend, pca: PCAProjection | None = None,
-                 pca_args: dict | None = None) -> None:
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        backend: SearchBackend,
+        pca: PCAProjection | None = None,
+        pca_args: dict | None = None,
+    ) -> None:
         self.vectors, self.backend, self.pca = vectors, backend, pca
         self.pca_args = pca_args or {"variance": None, "dim": None}
 
     @classmethod
-    def build(cls, vectors: np.ndarray, backend: str = "exact", options: dict | None = None,
-              pca_variance: float | None = None, pca_dim: int | None = None) -> VectorSearcher:
+    def build(
+        cls,
+        vectors: np.ndarray,
+        backend: str = "exact",
+        options: dict | None = None,
+        pca_variance: float | None = None,
+        pca_dim: int | None = None,
+    ) -> VectorSearcher:
         pca = None
-        if not backend_type(backend).supports_pca and (pca_variance is not None or pca_dim is not None):
-            raise ConfigError(f"index.pca with index.backend={backend} is not supported: it holds the full vectors")
+        if not backend_type(backend).supports_pca and (
+            pca_variance is not None or pca_dim is not None
+        ):
+            raise ConfigError(
+                f"index.pca with index.backend={backend} is not supported: it holds the full "
+                "vectors"
+            )
         if pca_variance is not None or pca_dim is not None:
             pca = PCAProjection.fit(vectors, pca_variance, pca_dim)
-            log.info("PCA keeps %d of %d dimensions (%.1f %% of the variance)", pca.dim, vectors.shape[1],
-                     100 * pca.explained.sum())
+            log.info(
+                "PCA keeps %d of %d dimensions (%.1f %% of the variance)",
+                pca.dim,
+                vectors.shape[1],
+                100 * pca.explained.sum(),
+            )
         b = make_backend(backend, options)
         b.build(pca.transform(vectors) if pca is not None else vectors)
         return cls(vectors, b, pca, {"variance": pca_variance, "dim": pca_dim})
@@ -392,8 +464,15 @@ class VectorSearcher:
         self.backend.save(folder)
         if self.pca is not None:
             self.pca.save(folder / "pca.npz")
-        (folder / "backend.json").write_text(json.dumps({"backend": self.backend.name, "pca": self.pca_args,
-                                                         "options": self.backend.options.__dict__}))
+        (folder / "backend.json").write_text(
+            json.dumps(
+                {
+                    "backend": self.backend.name,
+                    "pca": self.pca_args,
+                    "options": self.backend.options.__dict__,
+                }
+            )
+        )
 
     @staticmethod
     def _options(meta: dict, overrides: dict | None) -> dict:
@@ -402,36 +481,51 @@ class VectorSearcher:
         return {**meta["options"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
 
     @classmethod
-    def load(cls, folder: Path, vectors: np.ndarray, overrides: dict | None = None,
-             meta: dict | None = None) -> VectorSearcher:
+    def load(
+        cls,
+        folder: Path,
+        vectors: np.ndarray,
+        overrides: dict | None = None,
+        meta: dict | None = None,
+    ) -> VectorSearcher:
         """Open a saved backend. FAISS and PCA files are parsed by C++ / NumPy: only for files
         this machine wrote (see :meth:`rebuild` for the others)."""
         meta = meta if meta is not None else json.loads((folder / "backend.json").read_text())
         options = cls._options(meta, overrides)
         pca = PCAProjection.load(folder / "pca.npz") if (folder / "pca.npz").is_file() else None
         b = make_backend(meta.get("backend"), options)
-        b.load(folder, pca.transform(vectors) if pca is not None and meta["backend"] == "exact" else vectors)
+        b.load(
+            folder,
+            pca.transform(vectors) if pca is not None and meta["backend"] == "exact" else vectors,
+        )
         return cls(vectors, b, pca, meta.get("pca"))
 
     @classmethod
-    def rebuild(cls, vectors: np.ndarray, meta: dict, overrides: dict | None = None) -> VectorSearcher:
+    def rebuild(
+        cls, vectors: np.ndarray, meta: dict, overrides: dict | None = None
+    ) -> VectorSearcher:
         """The same backend built anew from ``vectors`` and the recorded (checked) options:
         nothing but the vectors is read."""
         pca = meta.get("pca") if isinstance(meta.get("pca"), dict) else {}
         variance, dim = pca.get("variance"), pca.get("dim")
-        if variance is not None and (not isinstance(variance, (int, float)) or isinstance(variance, bool)):
+        if variance is not None and (
+            not isinstance(variance, (int, float)) or isinstance(variance, bool)
+        ):
             raise ConfigError(f"backend.json: PCA variance {variance!r} is not a number")
         if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
             raise ConfigError(f"backend.json: PCA dim {dim!r} is not a positive integer")
         return cls.build(vectors, meta.get("backend"), cls._options(meta, overrides), variance, dim)
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(distances, cosines, indices), each (Q, k'), nearest first; k' = min(k, N); -1 = no hit."""
+        """(distances, cosines, indices), each (Q, k'), nearest first; k' = min(k, N); -1 = no
+        hit."""
         k = min(k, self.vectors.shape[0])
         q = np.ascontiguousarray(q, dtype=np.float32)
         _, idx = self.backend.search(self.pca.transform(q) if self.pca is not None else q, k)
         safe = np.where(idx < 0, 0, idx)
-        rows = np.unique(safe)  # sorted: each candidate row is read once from the (memory-mapped) vectors
+        rows = np.unique(
+            safe
+        )  # sorted: each candidate row is read once from the (memory-mapped) vectors
         cand = np.asarray(self.vectors[rows], dtype=np.float32)
         pos = np.searchsorted(rows, safe)
         g = torch.from_numpy(cand)[torch.from_numpy(pos)]  # (Q, k, D)
@@ -439,6 +533,11 @@ class VectorSearcher:
         dist = (g - qt[:, None]).norm(dim=-1)
         cos = torch.nn.functional.cosine_similarity(g, qt[:, None].expand_as(g), dim=-1, eps=1e-12)
         dist[torch.from_numpy(idx < 0)] = float("inf")
-        order = torch.argsort(dist, dim=1, stable=True)  # exact distances may reorder approximate hits
-        return (torch.gather(dist, 1, order).numpy(), torch.gather(cos, 1, order).numpy(),
-                np.take_along_axis(idx, order.numpy(), 1))
+        order = torch.argsort(
+            dist, dim=1, stable=True
+        )  # exact distances may reorder approximate hits
+        return (
+            torch.gather(dist, 1, order).numpy(),
+            torch.gather(cos, 1, order).numpy(),
+            np.take_along_axis(idx, order.numpy(), 1),
+        )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 
 
-def squared_euclidean(q: torch.Tensor, g: torch.Tensor, g_sq: torch.Tensor | None = None) -> torch.Tensor:
+def squared_euclidean(
+    q: torch.Tensor, g: torch.Tensor, g_sq: torch.Tensor | None = None
+) -> torch.Tensor:
     """(Q, G) squared distances via ||q||^2 + ||g||^2 - 2 q.g (one matrix multiply)."""
     if g_sq is None:
         g_sq = (g * g).sum(-1)
@@ -25,7 +27,11 @@ def cosine(q: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor
 
 
 def topk_euclidean(
-    q: torch.Tensor, g: torch.Tensor, k: int, max_chunk_bytes: int = 256 << 20, g_sq: torch.Tensor | None = None,
+    q: torch.Tensor,
+    g: torch.Tensor,
+    k: int,
+    max_chunk_bytes: int = 256 << 20,
+    g_sq: torch.Tensor | None = None,
     gallery_block: int = 8192,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean top-k of ``g`` for every row of ``q``: (distances, indices), nearest first.
@@ -48,7 +54,7 @@ def topk_euclidean(
     g_sq = g_sq.unsqueeze(0)
     dists, idxs = [], []
     for start in range(0, q.shape[0], rows):
-        qc = q[start:start + rows]
+        qc = q[start : start + rows]
         # ||q||^2 is the same for a whole row, so it cannot change the order: rank on
         # ||g||^2 - 2 q.g (one fused addmm, one chunk-sized buffer) and add it to the k winners.
         partial = torch.addmm(g_sq, qc, g.T, beta=1.0, alpha=-2.0)
@@ -59,17 +65,25 @@ def topk_euclidean(
     return torch.cat(dists), torch.cat(idxs)
 
 
-def _topk_blocked(q: torch.Tensor, g: torch.Tensor, g_sq: torch.Tensor, k: int, block: int,
-                  query_block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_blocked(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    g_sq: torch.Tensor,
+    k: int,
+    block: int,
+    query_block: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Large galleries: up to ``query_block`` queries against ``block`` gallery rows at a time
     (a cache-friendly matrix multiply; a whole-gallery chunk forces few queries per multiply,
     which runs at half speed), keeping each block's top-k and merging them at the end."""
     dists, idxs = [], []
     for start in range(0, q.shape[0], query_block):
-        qc = q[start:start + query_block]
+        qc = q[start : start + query_block]
         vals, cand = [], []
         for gs in range(0, g.shape[0], block):
-            partial = torch.addmm(g_sq[gs:gs + block].unsqueeze(0), qc, g[gs:gs + block].T, beta=1.0, alpha=-2.0)
+            partial = torch.addmm(
+                g_sq[gs : gs + block].unsqueeze(0), qc, g[gs : gs + block].T, beta=1.0, alpha=-2.0
+            )
             top = torch.topk(partial, min(k, partial.shape[1]), dim=1, largest=False, sorted=False)
             vals.append(top.values)
             cand.append(top.indices + gs)

@@ -27,7 +27,9 @@ class EmbeddingSet:
     seen: np.ndarray  # (N,) bool
     is_query: np.ndarray  # (N,) bool
     is_gallery: np.ndarray  # (N,) bool
-    groups: np.ndarray | None = None  # (N,) video ids: with exclude_same_group, a query's own chunks are not ranked
+    groups: np.ndarray | None = (
+        None  # (N,) video ids: with exclude_same_group, a query's own chunks are not ranked
+    )
 
 
 @dataclass
@@ -53,8 +55,13 @@ class Rankings:
 _BYTES_PER_PAIR = 4 + 8 + 8 + 3
 
 
-def rank(emb: EmbeddingSet, kmax: int, chunk_size: int | None = None, exclude_same_group: bool = False,
-         max_chunk_bytes: int = 512 << 20) -> Rankings:
+def rank(
+    emb: EmbeddingSet,
+    kmax: int,
+    chunk_size: int | None = None,
+    exclude_same_group: bool = False,
+    max_chunk_bytes: int = 512 << 20,
+) -> Rankings:
     """Rank the gallery for every query by Euclidean distance, the query itself excluded
     (and, with ``exclude_same_group``, the other chunks of the query's own video).
 
@@ -73,12 +80,25 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int | None = None, exclude_sa
     g_labels = emb.labels[g_rows]
     k = min(kmax, len(g_rows))
     if chunk_size is None:
-        chunk_size = int(min(1024, max(1, max_chunk_bytes // max(len(g_rows) * _BYTES_PER_PAIR, 1))))
-    names = ("topk", "labels", "cos", "dist", "ap", "chance", "n_relevant", "r_precision", "map_at_r", "pr11",
-             "valid")
+        chunk_size = int(
+            min(1024, max(1, max_chunk_bytes // max(len(g_rows) * _BYTES_PER_PAIR, 1)))
+        )
+    names = (
+        "topk",
+        "labels",
+        "cos",
+        "dist",
+        "ap",
+        "chance",
+        "n_relevant",
+        "r_precision",
+        "map_at_r",
+        "pr11",
+        "valid",
+    )
     out = {n: [] for n in names}
     for start in range(0, len(q_rows), chunk_size):
-        rows = q_rows[start:start + chunk_size]
+        rows = q_rows[start : start + chunk_size]
         q = vec[rows]
         d = squared_euclidean(q, g, g_sq)
         self_mask = torch.as_tensor(emb.ids[rows])[:, None] == g_ids[None, :]
@@ -95,7 +115,9 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int | None = None, exclude_sa
         relevant = labels_sorted == emb.labels[rows][:, None]
         relevant &= ~np.take_along_axis(self_mask.numpy(), order_np, 1)
         out["topk"].append(g_rows[top.numpy()])
-        out["labels"].append(labels_sorted[:, :k].copy())  # a copy: a view would keep the whole chunk alive
+        out["labels"].append(
+            labels_sorted[:, :k].copy()
+        )  # a copy: a view would keep the whole chunk alive
         out["cos"].append(cos.numpy())
         out["dist"].append(top_d.sqrt().numpy())
         full = full_ranking_metrics(relevant)
@@ -107,8 +129,20 @@ def rank(emb: EmbeddingSet, kmax: int, chunk_size: int | None = None, exclude_sa
     if not len(q_rows):
         empty = np.zeros((0, k))
         z = np.zeros(0)
-        return Rankings(q_rows, empty.astype(int), empty.astype(int), empty, empty, z, z, z, z, z,
-                        np.zeros((0, 11)), empty.astype(bool))
+        return Rankings(
+            q_rows,
+            empty.astype(int),
+            empty.astype(int),
+            empty,
+            empty,
+            z,
+            z,
+            z,
+            z,
+            z,
+            np.zeros((0, 11)),
+            empty.astype(bool),
+        )
     return Rankings(q_rows, *(np.concatenate(out[n]) for n in names))
 
 
@@ -131,22 +165,37 @@ def score_rows(
     rankings = rankings or rank(emb, max(ks), exclude_same_group=exclude_same_group)
     q_labels = emb.labels[rankings.query_rows]
     q_seen = emb.seen[rankings.query_rows]
-    q_data = np.array(["all"] * len(q_seen) if datasets is None else np.asarray(datasets)[rankings.query_rows])
+    q_data = np.array(
+        ["all"] * len(q_seen) if datasets is None else np.asarray(datasets)[rankings.query_rows]
+    )
     groups = ["all"] + (sorted(set(q_data)) if len(set(q_data)) > 1 else [])
     rows = []
     for dataset in groups:
         in_data = np.ones_like(q_seen, dtype=bool) if dataset == "all" else q_data == dataset
-        rows += _split_rows(rankings, q_labels, q_seen, in_data, ks, delta, deltas, model, str(dataset))
+        rows += _split_rows(
+            rankings, q_labels, q_seen, in_data, ks, delta, deltas, model, str(dataset)
+        )
     return rows
 
 
-def _split_rows(rankings: Rankings, q_labels: np.ndarray, q_seen: np.ndarray, in_data: np.ndarray,
-                ks: Sequence[int], delta: float, deltas: Sequence[float], model: str, dataset: str) -> list[dict]:
+def _split_rows(
+    rankings: Rankings,
+    q_labels: np.ndarray,
+    q_seen: np.ndarray,
+    in_data: np.ndarray,
+    ks: Sequence[int],
+    delta: float,
+    deltas: Sequence[float],
+    model: str,
+    dataset: str,
+) -> list[dict]:
     """Rows of every registered ranking method (each of its parameter values) per split and k."""
     methods = [r for cls in RANKERS.values() for r in cls.grid(delta, deltas)]
     rows = []
     for split in SPLITS:
-        sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(bool) & in_data
+        sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(
+            bool
+        ) & in_data
         if not sel.any():
             continue
         ql = q_labels[sel]
@@ -155,10 +204,27 @@ def _split_rows(rankings: Rankings, q_labels: np.ndarray, q_seen: np.ndarray, in
             valid = rankings.valid[sel, :k]
             cos, dist = rankings.topk_cosine[sel, :k], rankings.topk_distance[sel, :k]
             for method in methods:
-                scored = Scored(hits=labels == ql[:, None], kept=valid & method.keep(cos, dist), retrieved=labels,
-                                query_labels=ql, n_relevant=rankings.n_relevant[sel], k=int(k), ap=rankings.ap[sel],
-                                chance_q=rankings.chance[sel], r_precision_q=rankings.r_precision[sel],
-                                map_at_r_q=rankings.map_at_r[sel])
-                rows.append(ResultRow.score(scored, model=model, dataset=dataset, ranking=method.name, split=split,
-                                            k=int(k), delta=method.param).as_dict())
+                scored = Scored(
+                    hits=labels == ql[:, None],
+                    kept=valid & method.keep(cos, dist),
+                    retrieved=labels,
+                    query_labels=ql,
+                    n_relevant=rankings.n_relevant[sel],
+                    k=int(k),
+                    ap=rankings.ap[sel],
+                    chance_q=rankings.chance[sel],
+                    r_precision_q=rankings.r_precision[sel],
+                    map_at_r_q=rankings.map_at_r[sel],
+                )
+                rows.append(
+                    ResultRow.score(
+                        scored,
+                        model=model,
+                        dataset=dataset,
+                        ranking=method.name,
+                        split=split,
+                        k=int(k),
+                        delta=method.param,
+                    ).as_dict()
+                )
     return rows

@@ -4,7 +4,8 @@ Layout of ``index_dir``::
 
     CURRENT                  name of the live generation (replaced atomically, last)
     .lock                    held by the one build that may write here (pid inside)
-    .readers/gen-NNNNNN.lock shared locks of open MediaIndex readers: a held generation is not deleted
+    .readers/gen-NNNNNN.lock shared locks of open MediaIndex readers: a held generation is not
+    deleted
     gen-000002/
       manifest.json          fingerprint, model, preprocessing, counts, and the size and SHA-256
                              of every other file of the generation
@@ -68,7 +69,9 @@ OWN_ENTRIES = ("CURRENT", ".lock", ".readers", "work")
 IN_MEMORY = ("embeddings.npy", "model.safetensors")
 #: the schema this project writes (a foreign file's views and triggers are refused, never run)
 SCHEMA = {
-    ("table", "segments"), ("table", "skipped"), ("index", "segments_path"),
+    ("table", "segments"),
+    ("table", "skipped"),
+    ("index", "segments_path"),
 }
 #: SQLite virtual-machine steps one query may take before it is stopped (a planted recursive
 #: view or a huge table cannot hang an open)
@@ -79,10 +82,10 @@ SQLITE_STEPS = 50_000_000
 class Segment:
     """One indexed embedding: a whole file, or a time span (chunk) of a video."""
 
-    key: str            # content identity: content hash + chunk span (stable across renames)
-    path: str           # absolute path at indexing time (= media root / rel_path)
-    rel_path: str       # path relative to the media root (what users see)
-    media_type: str     # video | image
+    key: str  # content identity: content hash + chunk span (stable across renames)
+    path: str  # absolute path at indexing time (= media root / rel_path)
+    rel_path: str  # path relative to the media root (what users see)
+    media_type: str  # video | image
     chunk: int
     start_s: float | None
     end_s: float | None
@@ -102,7 +105,11 @@ def fingerprint(model: torch.nn.Module, model_spec: dict, preprocess: dict) -> s
     """What decides the embeddings: the weights, the model's definition and the preprocessing.
     Two indexes (or an index and a query) are comparable only when these agree."""
     h = hashlib.sha256()
-    h.update(json.dumps({"model": model_spec.get("class"), "preprocess": preprocess}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {"model": model_spec.get("class"), "preprocess": preprocess}, sort_keys=True
+        ).encode()
+    )
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -135,8 +142,10 @@ def _is_trusted(manifest_sha: str) -> bool:
 
 # ---------------------------------------------------------------------- checks
 def corrupt(gen: Path, what: str) -> DataError:
-    return DataError(f"index {gen.parent} ({gen.name}): {what}; the index is corrupt or was modified: "
-                     f"rebuild it ({command('index')} media_dir=... index_dir={gen.parent} index.rebuild=true)")
+    return DataError(
+        f"index {gen.parent} ({gen.name}): {what}; the index is corrupt or was modified: "
+        f"rebuild it ({command('index')} media_dir=... index_dir={gen.parent} index.rebuild=true)"
+    )
 
 
 def _read_json(gen: Path, name: str) -> dict:
@@ -186,7 +195,9 @@ def _size_bound(rel: str, count: int, dim: int) -> int:
         return MAX_JSON_BYTES
     if rel == "metadata.sqlite":
         return min(limits().max_index_file_bytes, (64 << 20) + count * 16384)
-    return min(limits().max_index_file_bytes, 2 * vectors + count * 1024 + (64 << 20))  # search/: FAISS, PCA
+    return min(
+        limits().max_index_file_bytes, 2 * vectors + count * 1024 + (64 << 20)
+    )  # search/: FAISS, PCA
 
 
 def _is_num(v, allow_none: bool = False) -> bool:
@@ -200,16 +211,33 @@ def _check_segment(gen: Path, row: tuple, media_root: PurePosixPath) -> Segment:
         s = Segment(*row)
     except TypeError as exc:
         raise corrupt(gen, f"metadata.sqlite row has {len(row)} columns") from exc
-    ok = (isinstance(s.key, str) and isinstance(s.path, str) and isinstance(s.rel_path, str)
-          and s.media_type in ("video", "image") and isinstance(s.chunk, int) and s.chunk >= 0
-          and _is_num(s.start_s, True) and _is_num(s.end_s, True) and isinstance(s.size, int)
-          and isinstance(s.mtime_ns, int) and isinstance(s.content_hash, str) and _HEX.fullmatch(s.content_hash))
+    ok = (
+        isinstance(s.key, str)
+        and isinstance(s.path, str)
+        and isinstance(s.rel_path, str)
+        and s.media_type in ("video", "image")
+        and isinstance(s.chunk, int)
+        and s.chunk >= 0
+        and _is_num(s.start_s, True)
+        and _is_num(s.end_s, True)
+        and isinstance(s.size, int)
+        and isinstance(s.mtime_ns, int)
+        and isinstance(s.content_hash, str)
+        and _HEX.fullmatch(s.content_hash)
+    )
     if not ok:
         raise corrupt(gen, f"metadata.sqlite has a malformed row ({str(row)[:120]})")
     rel = PurePosixPath(s.rel_path)
-    if not s.rel_path or rel.is_absolute() or ".." in rel.parts or "\x00" in s.rel_path \
-            or s.path != str(media_root / rel):
-        raise corrupt(gen, f"segment path {s.path[:120]!r} is outside the media root {str(media_root)!r}")
+    if (
+        not s.rel_path
+        or rel.is_absolute()
+        or ".." in rel.parts
+        or "\x00" in s.rel_path
+        or s.path != str(media_root / rel)
+    ):
+        raise corrupt(
+            gen, f"segment path {s.path[:120]!r} is outside the media root {str(media_root)!r}"
+        )
     return s
 
 
@@ -229,13 +257,17 @@ def _check_files(gen: Path, manifest: dict, count: int, dim: int) -> dict[str, b
             if stat.S_ISLNK(mode):
                 raise corrupt(gen, f"{p.relative_to(gen)} is a symbolic link")
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise corrupt(gen, f"{p.relative_to(gen)} is not a regular file (a FIFO, device or socket)")
+                raise corrupt(
+                    gen, f"{p.relative_to(gen)} is not a regular file (a FIFO, device or socket)"
+                )
         for name in filenames:
             found.add((Path(dirpath) / name).relative_to(gen).as_posix())
     found.discard("manifest.json")
     if found != set(listed):
         extra, missing = sorted(found - set(listed)), sorted(set(listed) - found)
-        raise corrupt(gen, f"files differ from the manifest (unexpected {extra[:3]}, missing {missing[:3]})")
+        raise corrupt(
+            gen, f"files differ from the manifest (unexpected {extra[:3]}, missing {missing[:3]})"
+        )
     verified: dict[str, bytes] = {}
     for rel, meta in sorted(listed.items()):
         path = gen / rel
@@ -243,7 +275,9 @@ def _check_files(gen: Path, manifest: dict, count: int, dim: int) -> dict[str, b
         if not isinstance(meta, dict) or size != meta.get("size"):
             raise corrupt(gen, f"{rel} has the wrong size")
         if size > _size_bound(rel, count, dim):
-            raise corrupt(gen, f"{rel} is {size} bytes, more than an index of {count} x {dim} can hold")
+            raise corrupt(
+                gen, f"{rel} is {size} bytes, more than an index of {count} x {dim} can hold"
+            )
         if rel in IN_MEMORY:
             try:
                 data = _read_regular(path, size)
@@ -313,11 +347,22 @@ class Generation:
         if self.trusted or not kind.parses_local_files:
             try:
                 return VectorSearcher.load(folder, self.vectors, overrides, meta=meta)
-            except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # FAISS / NumPy parse errors
-                raise corrupt(self.path, f"search/ cannot be loaded ({str(exc).splitlines()[0][:160]})") from exc
-        log.info("index %s was not built on this machine: rebuilding its %s search structure from the "
-                 "checked vectors (index.trusted=true skips this for an index you trust)",
-                 self.path.parent, meta.get("backend"))
+            except (
+                RuntimeError,
+                ValueError,
+                OSError,
+                KeyError,
+                TypeError,
+            ) as exc:  # FAISS / NumPy parse errors
+                raise corrupt(
+                    self.path, f"search/ cannot be loaded ({str(exc).splitlines()[0][:160]})"
+                ) from exc
+        log.info(
+            "index %s was not built on this machine: rebuilding its %s search structure from the "
+            "checked vectors (index.trusted=true skips this for an index you trust)",
+            self.path.parent,
+            meta.get("backend"),
+        )
         return VectorSearcher.rebuild(self.vectors, meta, overrides)
 
 
@@ -326,7 +371,9 @@ def _expected_schema(con: sqlite3.Connection, gen: Path) -> None:
     ``segments`` (which could recurse for ever) or a trigger is refused before any query."""
     found = {(t, n) for t, n in con.execute("SELECT type, name FROM sqlite_master")}
     if found != SCHEMA:
-        raise corrupt(gen, f"metadata.sqlite has an unexpected schema ({sorted(found ^ SCHEMA)[:3]})")
+        raise corrupt(
+            gen, f"metadata.sqlite has an unexpected schema ({sorted(found ^ SCHEMA)[:3]})"
+        )
 
 
 def _query(gen: Path, sql: str) -> list[tuple]:
@@ -416,8 +463,10 @@ class IndexStore:
         for name in OWN_ENTRIES + backend_folder_entries():
             p = self.root / name
             if p.is_symlink():
-                raise DataError(f"index {self.root}: {name} is a symbolic link; an index folder holds none "
-                                f"(remove {p} and run again)")
+                raise DataError(
+                    f"index {self.root}: {name} is a symbolic link; an index folder holds none "
+                    f"(remove {p} and run again)"
+                )
 
     # ------------------------------------------------------------------ reading
     def current_name(self, required: bool = False) -> str | None:
@@ -430,10 +479,14 @@ class IndexStore:
         try:
             name = _read_regular(pointer, 64).decode("utf-8", errors="replace").strip()
         except OSError:
-            raise DataError(f"index {self.root}: CURRENT is not a small regular file; rebuild the index") from None
+            raise DataError(
+                f"index {self.root}: CURRENT is not a small regular file; rebuild the index"
+            ) from None
         if not GEN_NAME.fullmatch(name):
-            raise DataError(f"index {self.root}: CURRENT names {name[:80]!r}, not a generation inside "
-                            "index_dir; rebuild the index")
+            raise DataError(
+                f"index {self.root}: CURRENT names {name[:80]!r}, not a generation inside "
+                "index_dir; rebuild the index"
+            )
         return name
 
     def current(self) -> Path | None:
@@ -444,14 +497,19 @@ class IndexStore:
             return None
         gen = self.root / name
         if gen.is_symlink() or not gen.is_dir() or gen.resolve().parent != self.root.resolve():
-            raise DataError(f"index {self.root}: {name} is missing or not a folder inside index_dir; rebuild the index")
+            raise DataError(
+                f"index {self.root}: {name} is missing or not a folder inside index_dir; rebuild "
+                "the index"
+            )
         return gen
 
     def require(self) -> Path:
         gen = self.current()
         if gen is None:
-            raise ConfigError(f"index_dir={str(self.root)!r} holds no index: build one with "
-                              f"{command('index')} media_dir=... index_dir={self.root}")
+            raise ConfigError(
+                f"index_dir={str(self.root)!r} holds no index: build one with "
+                f"{command('index')} media_dir=... index_dir={self.root}"
+            )
         return gen
 
     def open(self, trusted: bool | str = "auto") -> Generation:
@@ -462,30 +520,48 @@ class IndexStore:
         gen = self.require()
         manifest = _read_json(gen, "manifest.json")
         if manifest.get("format") != FORMAT_VERSION:
-            raise DataError(f"index {self.root}: format {manifest.get('format')!r}, this version reads "
-                            f"{FORMAT_VERSION}: rebuild it ({command('index')} media_dir=... index_dir={self.root} "
-                            "index.rebuild=true)")
+            raise DataError(
+                f"index {self.root}: format {manifest.get('format')!r}, this version reads "
+                f"{FORMAT_VERSION}: rebuild it ({command('index')} media_dir=... "
+                f"index_dir={self.root} "
+                "index.rebuild=true)"
+            )
         count, dim, media = manifest.get("count"), manifest.get("dim"), manifest.get("media_dir")
-        if not (isinstance(count, int) and count > 0 and isinstance(dim, int) and dim > 0 and isinstance(media, str)
-                and Path(media).is_absolute()):
+        if not (
+            isinstance(count, int)
+            and count > 0
+            and isinstance(dim, int)
+            and dim > 0
+            and isinstance(media, str)
+            and Path(media).is_absolute()
+        ):
             raise corrupt(gen, "manifest.json has no valid count, dim or media_dir")
         lim = limits()
         if count > lim.max_index_rows or dim > lim.max_embedding_dim:
-            raise corrupt(gen, f"manifest.json claims {count} x {dim} vectors, over the limits "
-                                f"({lim.max_index_rows} rows, {lim.max_embedding_dim} dims; MEDIA_RETRIEVAL_MAX_INDEX_ROWS "
-                                "and MEDIA_RETRIEVAL_MAX_EMBEDDING_DIM raise them)")
+            raise corrupt(
+                gen,
+                f"manifest.json claims {count} x {dim} vectors, over the limits "
+                f"({lim.max_index_rows} rows, {lim.max_embedding_dim} dims; "
+                "MEDIA_RETRIEVAL_MAX_INDEX_ROWS "
+                "and MEDIA_RETRIEVAL_MAX_EMBEDDING_DIM raise them)",
+            )
         verified = _check_files(gen, manifest, count, dim)
         if set(IN_MEMORY) - set(verified):
-            raise corrupt(gen, f"the manifest does not list {sorted(set(IN_MEMORY) - set(verified))}")
+            raise corrupt(
+                gen, f"the manifest does not list {sorted(set(IN_MEMORY) - set(verified))}"
+            )
         try:
             vectors = np.load(io.BytesIO(verified["embeddings.npy"]), allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise corrupt(gen, f"embeddings.npy cannot be read ({exc})") from exc
         if vectors.dtype != np.float32 or vectors.shape != (count, dim):
-            raise corrupt(gen, f"embeddings.npy is {vectors.dtype} {vectors.shape}, the manifest says float32 "
-                                f"({count}, {dim})")
+            raise corrupt(
+                gen,
+                f"embeddings.npy is {vectors.dtype} {vectors.shape}, the manifest says float32 "
+                f"({count}, {dim})",
+            )
         for s in range(0, count, 65536):
-            if not np.isfinite(vectors[s:s + 65536]).all():
+            if not np.isfinite(vectors[s : s + 65536]).all():
                 raise corrupt(gen, "embeddings.npy holds non-finite values")
         names = [f.name for f in fields(Segment)]
         rows = _query(gen, f"SELECT row, {', '.join(names)} FROM segments ORDER BY row")
@@ -495,7 +571,9 @@ class IndexStore:
         segments = [_check_segment(gen, r[1:], root) for r in rows]
         if trusted == "auto":
             trusted = _is_trusted(sha256_file(gen / "manifest.json"))
-        return Generation(gen, manifest, segments, vectors, bool(trusted), verified["model.safetensors"])
+        return Generation(
+            gen, manifest, segments, vectors, bool(trusted), verified["model.safetensors"]
+        )
 
     def manifest(self) -> dict | None:
         return self.open().manifest if self.current() is not None else None
@@ -544,11 +622,17 @@ class IndexStore:
             return
         try:
             try:
-                fd = os.open(f"{gen.name}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                fd = os.open(
+                    f"{gen.name}.lock",
+                    os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    dir_fd=dfd,
+                )
             except FileNotFoundError:
                 shutil.rmtree(gen, ignore_errors=True)
                 return
-            except OSError:  # a link or something else planted there: the generation stays, the entry goes
+            except (
+                OSError
+            ):  # a link or something else planted there: the generation stays, the entry goes
                 with contextlib.suppress(OSError):
                     os.unlink(f"{gen.name}.lock", dir_fd=dfd)
                 return
@@ -579,8 +663,10 @@ class IndexStore:
         try:
             fd = _open_lock(".lock", path=path)
         except OSError as exc:
-            raise DataError(f"index {self.root}: .lock cannot be opened safely ({exc.strerror or exc}); remove "
-                            f"{path} if it is a link or not a regular file") from exc
+            raise DataError(
+                f"index {self.root}: .lock cannot be opened safely ({exc.strerror or exc}); remove "
+                f"{path} if it is a link or not a regular file"
+            ) from exc
         fh = os.fdopen(fd, "r+")
         try:
             deadline = time.monotonic() + max(wait_s, 0.0)
@@ -594,8 +680,11 @@ class IndexStore:
                     if time.monotonic() >= deadline:
                         fh.seek(0)
                         holder = fh.read().strip() or "unknown"
-                        raise ConfigError(f"index_dir={str(self.root)!r} is being built by another process "
-                                          f"(pid {holder}); wait for it to finish, or give index.lock_wait_s=<seconds>") from None
+                        raise ConfigError(
+                            f"index_dir={str(self.root)!r} is being built by another process "
+                            f"(pid {holder}); wait for it to finish, or give "
+                            "index.lock_wait_s=<seconds>"
+                        ) from None
                     time.sleep(0.2)
             fh.seek(0)
             fh.truncate()
@@ -605,21 +694,37 @@ class IndexStore:
         finally:
             fh.close()  # releases the lock
 
-    def write_generation(self, segments: list[Segment], vectors: np.ndarray, manifest: dict,
-                         model: torch.nn.Module, model_spec: dict, searcher=None) -> Path:
+    def write_generation(
+        self,
+        segments: list[Segment],
+        vectors: np.ndarray,
+        manifest: dict,
+        model: torch.nn.Module,
+        model_spec: dict,
+        searcher=None,
+    ) -> Path:
         """Write a complete generation, then switch ``CURRENT`` to it; older ones are removed.
         Call with :meth:`writer_lock` held."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.refuse_links()
         live = self.current_name()
-        number = int(live[len("gen-"):]) + 1 if live else 1  # from CURRENT: planted gen-* folders count for nothing
+        number = (
+            int(live[len("gen-") :]) + 1 if live else 1
+        )  # from CURRENT: planted gen-* folders count for nothing
         if number > 999_999:
-            raise DataError(f"index {self.root}: generation numbers are used up; rebuild into a new index_dir")
+            raise DataError(
+                f"index {self.root}: generation numbers are used up; rebuild into a new index_dir"
+            )
         gen = self.root / f"gen-{number:06d}"
-        if gen.exists() or gen.is_symlink():  # not live (CURRENT names another): junk from a crash or a plant
+        if (
+            gen.exists() or gen.is_symlink()
+        ):  # not live (CURRENT names another): junk from a crash or a plant
             self._remove_unread(gen)
             if gen.exists() or gen.is_symlink():
-                raise DataError(f"index {self.root}: {gen.name} is held by a reader but not live; close it and run again")
+                raise DataError(
+                    f"index {self.root}: {gen.name} is held by a reader but not live; close it and "
+                    "run again"
+                )
         tmp = self.root / f".{gen.name}.partial"
         for stale in self.root.glob(".gen-*.partial"):  # left by a crash: never live
             shutil.rmtree(stale, ignore_errors=True)
@@ -630,7 +735,9 @@ class IndexStore:
                 searcher.publish(self.root, gen.name, segments, manifest)
             os.replace(tmp, gen)
             atomic_write_bytes(self.root / "CURRENT", gen.name.encode())
-        except BaseException as exc:  # full disk etc.: nothing half-written stays; the live index is untouched
+        except (
+            BaseException
+        ) as exc:  # full disk etc.: nothing half-written stays; the live index is untouched
             shutil.rmtree(tmp, ignore_errors=True)
             try:
                 now_live = self.current_name()
@@ -640,20 +747,36 @@ class IndexStore:
                 shutil.rmtree(gen, ignore_errors=True)
             # safetensors reports a full disk as its own SafetensorError (no OSError to catch)
             if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:160]
-                raise MediaRetrievalError(f"cannot write the index to {self.root} ({reason}); the live index is "
-                                          "unchanged and the embedded batches are kept: free space and run again") from exc
+                reason = (
+                    exc.strerror
+                    if isinstance(exc, OSError) and exc.strerror
+                    else str(exc).splitlines()[0][:160]
+                )
+                raise MediaRetrievalError(
+                    f"cannot write the index to {self.root} ({reason}); the live index is "
+                    "unchanged and the embedded batches are kept: free space and run again"
+                ) from exc
             raise
         _mark_trusted(sha256_file(gen / "manifest.json"))
-        for old in self.root.glob("gen-*"):  # the one replaced, and any junk under a generation's name
+        for old in self.root.glob(
+            "gen-*"
+        ):  # the one replaced, and any junk under a generation's name
             if old != gen:
                 self._remove_unread(old)
         if searcher is not None:
             searcher.activate(self.root, gen.name)
         return gen
 
-    def _write_files(self, tmp: Path, segments: list[Segment], vectors: np.ndarray, manifest: dict,
-                     model: torch.nn.Module, model_spec: dict, searcher) -> None:
+    def _write_files(
+        self,
+        tmp: Path,
+        segments: list[Segment],
+        vectors: np.ndarray,
+        manifest: dict,
+        model: torch.nn.Module,
+        model_spec: dict,
+        searcher,
+    ) -> None:
         from safetensors.torch import save_file  # noqa: PLC0415 - safetensors stays unloaded until used
 
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(vectors, dtype=np.float32))
@@ -661,12 +784,19 @@ class IndexStore:
         try:
             cols = [f.name for f in fields(Segment)]
             con.execute(f"CREATE TABLE segments (row INTEGER PRIMARY KEY, {', '.join(cols)})")
-            con.executemany(f"INSERT INTO segments VALUES (?, {', '.join('?' * len(cols))})",
-                            [(i, *asdict(s).values()) for i, s in enumerate(segments)])
+            con.executemany(
+                f"INSERT INTO segments VALUES (?, {', '.join('?' * len(cols))})",
+                [(i, *asdict(s).values()) for i, s in enumerate(segments)],
+            )
             con.execute("CREATE INDEX segments_path ON segments(path)")
             con.execute("CREATE TABLE skipped (path TEXT, reason TEXT)")
-            con.executemany("INSERT INTO skipped VALUES (?, ?)",
-                            [(printable_path(p), printable_path(r)) for p, r in manifest.get("skipped_files", [])])
+            con.executemany(
+                "INSERT INTO skipped VALUES (?, ?)",
+                [
+                    (printable_path(p), printable_path(r))
+                    for p, r in manifest.get("skipped_files", [])
+                ],
+            )
             con.commit()
         finally:
             con.close()
@@ -680,9 +810,17 @@ class IndexStore:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-                files[f.relative_to(tmp).as_posix()] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
-        manifest = {**manifest, "format": FORMAT_VERSION, "count": len(segments),
-                    "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0, "files": files}
+                files[f.relative_to(tmp).as_posix()] = {
+                    "size": f.stat().st_size,
+                    "sha256": sha256_file(f),
+                }
+        manifest = {
+            **manifest,
+            "format": FORMAT_VERSION,
+            "count": len(segments),
+            "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+            "files": files,
+        }
         manifest.pop("skipped_files", None)
         with open(tmp / "manifest.json", "w") as fh:
             fh.write(json.dumps(manifest, indent=1))

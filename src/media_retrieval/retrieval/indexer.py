@@ -63,10 +63,14 @@ class IndexOptions:
     rebuild: bool = False
     lock_wait_s: float = 0.0
     precision: str = "auto"  # auto | fp32 | bf16 (models/inference.py: resolve_precision)
-    batch_size: int | None = None   # clips per forward pass; None: 1 on CPU, 32 on GPU (clips_per_batch)
+    batch_size: int | None = (
+        None  # clips per forward pass; None: 1 on CPU, 32 on GPU (clips_per_batch)
+    )
     num_workers: int | None = None  # decoding processes; None: cores - 1 (decode_workers)
     seed: int = 42
-    trainer: dict = field(default_factory=dict)  # L.Trainer keyword arguments (devices, strategy, ...)
+    trainer: dict = field(
+        default_factory=dict
+    )  # L.Trainer keyword arguments (devices, strategy, ...)
 
     @classmethod
     def from_config(cls, cfg: Any) -> IndexOptions:
@@ -75,20 +79,36 @@ class IndexOptions:
         trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
         trainer.pop("_target_", None)
         pca = ix.pca.enabled
-        return cls(backend=ix.backend, backend_options=OmegaConf.to_container(ix.options, resolve=True),
-                   pca_variance=ix.pca.variance if pca else None, pca_dim=ix.pca.dim if pca else None,
-                   rebuild=bool(ix.get("rebuild")), lock_wait_s=float(ix.get("lock_wait_s") or 0),
-                   precision=str(ix.get("precision") or "auto"),
-                   batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), seed=int(cfg.seed),
-                   trainer=trainer)
+        return cls(
+            backend=ix.backend,
+            backend_options=OmegaConf.to_container(ix.options, resolve=True),
+            pca_variance=ix.pca.variance if pca else None,
+            pca_dim=ix.pca.dim if pca else None,
+            rebuild=bool(ix.get("rebuild")),
+            lock_wait_s=float(ix.get("lock_wait_s") or 0),
+            precision=str(ix.get("precision") or "auto"),
+            batch_size=int(cfg.batch_size),
+            num_workers=int(cfg.num_workers),
+            seed=int(cfg.seed),
+            trainer=trainer,
+        )
 
     def check(self) -> None:
-        make_backend(self.backend, self.backend_options)  # refuses bad names and options before any work
-        if (self.batch_size is not None and self.batch_size < 1) or (self.num_workers is not None and self.num_workers < 0):
-            raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
+        make_backend(
+            self.backend, self.backend_options
+        )  # refuses bad names and options before any work
+        if (self.batch_size is not None and self.batch_size < 1) or (
+            self.num_workers is not None and self.num_workers < 0
+        ):
+            raise ConfigError(
+                f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, "
+                f"{self.num_workers}"
+            )
 
 
-def file_segments(path: Path, root: Path, spec: ClipSpec, previous: list[Segment] | None) -> list[Segment]:
+def file_segments(
+    path: Path, root: Path, spec: ClipSpec, previous: list[Segment] | None
+) -> list[Segment]:
     """The rows of one file: reused from the live index when size and mtime are unchanged,
     otherwise hashed and (videos) probed and cut into ~chunk_s chunks."""
     st = path.stat()
@@ -101,13 +121,30 @@ def file_segments(path: Path, root: Path, spec: ClipSpec, previous: list[Segment
         info = probe_video(path)  # DataError when the container cannot open or claims too much
         spans = chunk_spans(info.duration_s, spec.chunk_s or None, info.packets)
     else:
-        probe_image(path)  # DataError for unreadable headers and decompression bombs, with the reason
+        probe_image(
+            path
+        )  # DataError for unreadable headers and decompression bombs, with the reason
     rel = str(path.relative_to(root))
-    return [Segment(segment_key(digest, c, s, e), str(path), rel, kind, c, s, e, st.st_size, st.st_mtime_ns, digest)
-            for c, s, e in spans]
+    return [
+        Segment(
+            segment_key(digest, c, s, e),
+            str(path),
+            rel,
+            kind,
+            c,
+            s,
+            e,
+            st.st_size,
+            st.st_mtime_ns,
+            digest,
+        )
+        for c, s, e in spans
+    ]
 
 
-def scan_library(root: Path, spec: ClipSpec, prev_rows: list[Segment]) -> tuple[list[Segment], list[Skipped]]:
+def scan_library(
+    root: Path, spec: ClipSpec, prev_rows: list[Segment]
+) -> tuple[list[Segment], list[Skipped]]:
     """Current segments of the library and what was skipped; ``prev_rows`` (the live index's)
     spare unchanged files a re-read."""
     files, skipped = walk_media(root)
@@ -144,8 +181,14 @@ def _previous(store: IndexStore, rebuild: bool) -> Generation | None:
         return None
 
 
-def build_index(media_dir: str | Path, index_dir: str | Path, model: L.LightningModule, spec: ClipSpec,
-                options: IndexOptions | None = None, ckpt_path: str | None = None) -> dict[str, Any]:
+def build_index(
+    media_dir: str | Path,
+    index_dir: str | Path,
+    model: L.LightningModule,
+    spec: ClipSpec,
+    options: IndexOptions | None = None,
+    ckpt_path: str | None = None,
+) -> dict[str, Any]:
     """Index ``media_dir`` into ``index_dir`` with ``model`` and clips made by ``spec``.
     Returns the build statistics (``{}`` on ranks other than 0)."""
     options = options or IndexOptions()
@@ -154,13 +197,23 @@ def build_index(media_dir: str | Path, index_dir: str | Path, model: L.Lightning
         raise ConfigError(f"media_dir={str(media_dir)!r} does not exist or is not a folder")
     options.check()
     # One build per index_dir: rank 0 of a run holds the lock; the ranks it launches run under it.
-    lock = store.writer_lock(options.lock_wait_s) if _launches_rank_zero() else contextlib.nullcontext()
+    lock = (
+        store.writer_lock(options.lock_wait_s)
+        if _launches_rank_zero()
+        else contextlib.nullcontext()
+    )
     with lock:
         return _build(media_dir, store, model.eval(), spec, options, ckpt_path)
 
 
-def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: ClipSpec, options: IndexOptions,
-           ckpt_path: str | None) -> dict[str, Any]:
+def _build(
+    media_dir: Path,
+    store: IndexStore,
+    model: L.LightningModule,
+    spec: ClipSpec,
+    options: IndexOptions,
+    ckpt_path: str | None,
+) -> dict[str, Any]:
     L.seed_everything(options.seed, workers=True)
     t0 = time.time()
     record = model_record(model, ckpt_path)
@@ -173,14 +226,19 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
         if not options.rebuild:
             raise ConfigError(
                 f"index_dir={str(store.root)!r} was built by another model or preprocessing "
-                f"(fingerprint {old['fingerprint']}, {old.get('model_name')}, ckpt {old.get('ckpt_path')}); this run's "
-                f"is {fp}. Use a new index_dir, or index.rebuild=true to replace it")
+                f"(fingerprint {old['fingerprint']}, {old.get('model_name')}, ckpt "
+                f"{old.get('ckpt_path')}); this run's "
+                f"is {fp}. Use a new index_dir, or index.rebuild=true to replace it"
+            )
         log.info("rebuild: replacing the index built by fingerprint %s", old["fingerprint"])
     prev_rows = prev_gen.segments if prev_gen else []
     segments, skipped = scan_library(media_dir, spec, prev_rows)
     if not model.embeds_stills and any(s.media_type == "image" for s in segments):
-        log.warning("this model's embedding ignores what stays the same over a clip (e.g. model.temporal.center="
-                    "true): images all embed alike; index images with a model that embeds stills")
+        log.warning(
+            "this model's embedding ignores what stays the same over a clip (e.g. "
+            "model.temporal.center="
+            "true): images all embed alike; index images with a model that embeds stills"
+        )
     elif model.media_gap and {s.media_type for s in segments} >= {"image", "video"}:
         log.warning("this library mixes images and videos: %s", model.media_gap)
     if not segments:
@@ -188,32 +246,53 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     reuse: dict[str, np.ndarray] = {}
     if old and old["fingerprint"] == fp and prev_rows:
         wanted = {s.key for s in segments}
-        reuse = {s.key: np.asarray(prev_gen.vectors[i]) for i, s in enumerate(prev_rows) if s.key in wanted}
+        reuse = {
+            s.key: np.asarray(prev_gen.vectors[i])
+            for i, s in enumerate(prev_rows)
+            if s.key in wanted
+        }
     work = store.work_dir(fp)
     done = shard_store(work)
     pending = [s for s in segments if s.key not in reuse and s.key not in done]
-    pending = list({s.key: s for s in pending}.values())  # identical content at two paths: embed once
-    log.info("%d segments in %s: %d from the index, %d from an interrupted build, %d to embed",
-             len(segments), media_dir, sum(s.key in reuse for s in segments),
-             sum(s.key in done and s.key not in reuse for s in segments), len(pending))
+    pending = list(
+        {s.key: s for s in pending}.values()
+    )  # identical content at two paths: embed once
+    log.info(
+        "%d segments in %s: %d from the index, %d from an interrupted build, %d to embed",
+        len(segments),
+        media_dir,
+        sum(s.key in reuse for s in segments),
+        sum(s.key in done and s.key not in reuse for s in segments),
+        len(pending),
+    )
 
     trainer_args = {"logger": False, "enable_checkpointing": False, **options.trainer}
     quiet_lightning()
-    trainer = L.Trainer(**trainer_args,
-                        callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])])
+    trainer = L.Trainer(
+        **trainer_args, callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])]
+    )
     if pending:
         batch_size = options.batch_size or clips_per_batch(device)
         workers = decode_workers() if options.num_workers is None else options.num_workers
-        loader = DataLoader(SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
-                            batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None,
-                            collate_fn=skip_failed_collate, shuffle=False)
-        try:  # the numerics queries are embedded with: bf16 autocast, or IEEE fp32 (no TF32 on a GPU)
+        loader = DataLoader(
+            SegmentDataset([(s.path, s.start_s, s.end_s) for s in pending], spec),
+            batch_size=batch_size,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
+            collate_fn=skip_failed_collate,
+            shuffle=False,
+        )
+        # the numerics queries are embedded with: bf16 autocast, or IEEE fp32 (no TF32 on a GPU)
+        try:
             with autocast(device, precision):
                 trainer.predict(model, dataloaders=loader, return_predictions=False)
         except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
             n = shard_store(work).shard_count()
-            raise Interrupted(f"interrupted: {n} finished batches are kept in {work} and the live index is "
-                              "unchanged; run the same command again to resume", exit_code=130) from exc
+            raise Interrupted(
+                f"interrupted: {n} finished batches are kept in {work} and the live index is "
+                "unchanged; run the same command again to resume",
+                exit_code=130,
+            ) from exc
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return {}
@@ -234,20 +313,37 @@ def _build(media_dir: Path, store: IndexStore, model: L.LightningModule, spec: C
     skipped += list({f.path: f for f in failed}.values())
     x = np.stack(vectors).astype(np.float32)
 
-    searcher = VectorSearcher.build(x, options.backend, options.backend_options,
-                                    pca_variance=options.pca_variance, pca_dim=options.pca_dim)
-    stats = {"segments": len(rows), "files": len({s.path for s in rows}),
-             "embedded": sum(s.key in done for s in pending),
-             "reused": sum(s.key in reuse for s in rows),
-             "removed": len({s.path for s in prev_rows} - {s.path for s in segments}),
-             "skipped": len(skipped), "seconds": round(time.time() - t0, 2)}
-    # the model's δ, clip spec, whitening and encoder hashes: its record, model.json (models/record.py)
-    manifest = {"fingerprint": fp, "model_name": record["hparams"].get("name", record["class"]),
-                "ckpt_path": record["ckpt_path"], "clip_spec": spec.key(), "media_dir": str(media_dir),
-                "backend": options.backend, "pca_dim": searcher.pca.dim if searcher.pca else None,
-                "precision": precision,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stats": stats,
-                "skipped_files": [(s.path, s.reason) for s in skipped]}
+    searcher = VectorSearcher.build(
+        x,
+        options.backend,
+        options.backend_options,
+        pca_variance=options.pca_variance,
+        pca_dim=options.pca_dim,
+    )
+    stats = {
+        "segments": len(rows),
+        "files": len({s.path for s in rows}),
+        "embedded": sum(s.key in done for s in pending),
+        "reused": sum(s.key in reuse for s in rows),
+        "removed": len({s.path for s in prev_rows} - {s.path for s in segments}),
+        "skipped": len(skipped),
+        "seconds": round(time.time() - t0, 2),
+    }
+    # the model's δ, clip spec, whitening and encoder hashes: its record, model.json
+    # (models/record.py)
+    manifest = {
+        "fingerprint": fp,
+        "model_name": record["hparams"].get("name", record["class"]),
+        "ckpt_path": record["ckpt_path"],
+        "clip_spec": spec.key(),
+        "media_dir": str(media_dir),
+        "backend": options.backend,
+        "pca_dim": searcher.pca.dim if searcher.pca else None,
+        "precision": precision,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stats": stats,
+        "skipped_files": [(s.path, s.reason) for s in skipped],
+    }
     gen = store.write_generation(rows, x, manifest, model, record, searcher)
     shutil.rmtree(work, ignore_errors=True)
     if work.parent.is_dir() and not any(work.parent.iterdir()):

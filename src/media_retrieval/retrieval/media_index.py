@@ -4,7 +4,8 @@
 
     index = MediaIndex.build("~/Videos", "~/video-index", model=load_model("best.ckpt"))
     hits = index.search("query.mp4", k=10)            # typed hits, PAR flag on each
-    index.update()                                     # re-scan the media folder, embed what changed
+    index.update()                                     # re-scan the media folder, embed what
+    changed
 
 The command line (``src/index.py``, ``src/search.py``) and the service call these same objects.
 
@@ -70,10 +71,20 @@ class Hit:
 
     def as_dict(self) -> dict[str, Any]:
         s = self.segment
-        return {"rank": self.rank, "key": s.key, "path": s.path, "rel_path": s.rel_path, "media_type": s.media_type,
-                "start_s": s.start_s, "end_s": s.end_s, "spans": self.spans, "distance": self.distance,
-                "cosine": self.cosine, "kept": self.kept,
-                "kept_by_par": self.kept}  # deprecated alias of "kept" (it is any ranking's, not only PAR's)
+        return {
+            "rank": self.rank,
+            "key": s.key,
+            "path": s.path,
+            "rel_path": s.rel_path,
+            "media_type": s.media_type,
+            "start_s": s.start_s,
+            "end_s": s.end_s,
+            "spans": self.spans,
+            "distance": self.distance,
+            "cosine": self.cosine,
+            "kept": self.kept,
+            "kept_by_par": self.kept,
+        }  # deprecated alias of "kept" (it is any ranking's, not only PAR's)
 
 
 @dataclass
@@ -101,15 +112,24 @@ class _Snapshot:
 
 def default_model() -> torch.nn.Module:
     """The model with nothing to train: ImageNet EfficientNet-Lite0, mean of frame features."""
-    return CNNLSTM(backbone={"name": "efficientnet_lite0", "weights": "imagenet"}, temporal={"cell": "none"},
-                   name="lite0_mean").eval()
+    return CNNLSTM(
+        backbone={"name": "efficientnet_lite0", "weights": "imagenet"},
+        temporal={"cell": "none"},
+        name="lite0_mean",
+    ).eval()
 
 
 class MediaIndex:
     """An opened index: its model, clip spec, vectors, metadata and search backend."""
 
-    def __init__(self, index_dir: str | Path, *, trusted: bool | str = "auto", search_options: dict | None = None,
-                 decoder: str = "seek") -> None:
+    def __init__(
+        self,
+        index_dir: str | Path,
+        *,
+        trusted: bool | str = "auto",
+        search_options: dict | None = None,
+        decoder: str = "seek",
+    ) -> None:
         self.store = IndexStore(index_dir)
         self._trusted, self._search_options, self._decoder = trusted, search_options, decoder
         self._lock = threading.Lock()
@@ -124,9 +144,16 @@ class MediaIndex:
         return cls(index_dir, **kwargs)
 
     @classmethod
-    def build(cls, media_dir: str | Path, index_dir: str | Path, model: torch.nn.Module | str | Path | None = None,
-              *, clip_spec: ClipSpec | None = None, options: IndexOptions | None = None, **open_kwargs: Any,
-              ) -> MediaIndex:
+    def build(
+        cls,
+        media_dir: str | Path,
+        index_dir: str | Path,
+        model: torch.nn.Module | str | Path | None = None,
+        *,
+        clip_spec: ClipSpec | None = None,
+        options: IndexOptions | None = None,
+        **open_kwargs: Any,
+    ) -> MediaIndex:
         """Index ``media_dir`` (or update the index already in ``index_dir``) and open it.
 
         ``model``: a model, a checkpoint path, or None for :func:`default_model`. ``clip_spec``:
@@ -135,8 +162,11 @@ class MediaIndex:
         if isinstance(model, (str, Path)):
             ckpt_path, model = str(model), load_model(model)
         model = model if model is not None else default_model()
-        spec = clip_spec or getattr(model, "input_spec", None) or ClipSpec(
-            image_size=int(getattr(model, "hparams", {}).get("input_size", 224)))  # the model's own: size,
+        spec = (
+            clip_spec
+            or getattr(model, "input_spec", None)
+            or ClipSpec(image_size=int(getattr(model, "hparams", {}).get("input_size", 224)))
+        )  # the model's own: size,
         # channels (a grayscale model gets grayscale clips) and normalisation
         build_index(media_dir, index_dir, model, spec, options, ckpt_path=ckpt_path)
         return cls(index_dir, **open_kwargs)
@@ -151,19 +181,30 @@ class MediaIndex:
                 lease = self.store.reader_lease(gen.path.name)
             spec = ClipSpec.from_dict(gen.manifest.get("clip_spec"), decoder=self._decoder)
 
-            model = inference_layout(gen.load_model())  # queries run on the builds' layout (C3D: channels_last_3d)
+            model = inference_layout(
+                gen.load_model()
+            )  # queries run on the builds' layout (C3D: channels_last_3d)
 
             precision = gen.manifest.get("precision") or "fp32"
             if precision not in PRECISIONS:
-                raise DataError(f"{gen.path}: manifest precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-            if fingerprint(model, gen.model_spec, preprocess_key(spec.key(), precision)) != gen.manifest.get("fingerprint"):
-                raise DataError(f"{gen.path}: the stored model does not match the index fingerprint (files "
-                                "modified?): rebuild the index")
+                raise DataError(
+                    f"{gen.path}: manifest precision {precision!r} is not one of "
+                    f"{', '.join(PRECISIONS)}"
+                )
+            if fingerprint(
+                model, gen.model_spec, preprocess_key(spec.key(), precision)
+            ) != gen.manifest.get("fingerprint"):
+                raise DataError(
+                    f"{gen.path}: the stored model does not match the index fingerprint (files "
+                    "modified?): rebuild the index"
+                )
             try:  # an index built before model records kept its δ in the manifest
                 record = read_record(gen.model_spec, legacy_delta=gen.manifest.get("par_delta"))
             except DataError as exc:
                 raise corrupt(gen.path, f"model.json: {exc}") from exc
-            return _Snapshot(gen, model, spec, gen.searcher(self._search_options), lease, record, precision)
+            return _Snapshot(
+                gen, model, spec, gen.searcher(self._search_options), lease, record, precision
+            )
         except BaseException:
             lease.close()
             raise
@@ -185,8 +226,14 @@ class MediaIndex:
         """Re-scan the media folder this index was built from with the index's own model and
         clip spec (new and changed files embedded, deleted ones dropped), then reload."""
         snap = self._snap
-        stats = build_index(snap.generation.media_root, self.store.root, snap.model, snap.clip_spec, options,
-                            ckpt_path=snap.generation.manifest.get("ckpt_path"))
+        stats = build_index(
+            snap.generation.media_root,
+            self.store.root,
+            snap.model,
+            snap.clip_spec,
+            options,
+            ckpt_path=snap.generation.manifest.get("ckpt_path"),
+        )
         self.reload()
         return stats
 
@@ -256,14 +303,20 @@ class MediaIndex:
         """Whether ``model`` (weights, class) and this index's clip spec make this index's
         embeddings: only then are its query embeddings comparable."""
         key = preprocess_key(self.clip_spec.key(), self._snap.precision)
-        return fingerprint(model, {"class": qualified_name(type(model))}, key) == self.manifest.get("fingerprint")
+        return fingerprint(model, {"class": qualified_name(type(model))}, key) == self.manifest.get(
+            "fingerprint"
+        )
 
     def require_model(self, model: torch.nn.Module, ckpt_path: str) -> None:
         """Refuse a checkpoint other than the one the index was built with (:meth:`built_by`)."""
         if not self.built_by(model):
-            raise ConfigError(f"ckpt_path={ckpt_path!r} is not the model this index was built with "
-                              f"({self.manifest.get('ckpt_path') or self.manifest.get('model_name')}): its embeddings "
-                              "are not comparable; search without ckpt_path (the index carries its model) or re-index")
+            raise ConfigError(
+                f"ckpt_path={ckpt_path!r} is not the model this index was built with "
+                f"({self.manifest.get('ckpt_path') or self.manifest.get('model_name')}): its "
+                "embeddings "
+                "are not comparable; search without ckpt_path (the index carries its model) or "
+                "re-index"
+            )
 
     # ------------------------------------------------------------------ searching
     def embed(self, paths: list[str | Path]) -> np.ndarray:
@@ -277,7 +330,12 @@ class MediaIndex:
         on whatever device this process uses)."""
         clips = [load_clip(p, snap.clip_spec) for p in paths]
         with autocast(snap.model.device, snap.precision):
-            return snap.model.embed({"clip": torch.stack(clips).to(snap.model.device)}).float().cpu().numpy()
+            return (
+                snap.model.embed({"clip": torch.stack(clips).to(snap.model.device)})
+                .float()
+                .cpu()
+                .numpy()
+            )
 
     def _warn_media_gap(self, snap: _Snapshot, paths: list[str | Path]) -> None:
         """Once per generation and media type: a query of one media type against items of the
@@ -290,7 +348,10 @@ class MediaIndex:
         name = snap.generation.path.name
         # each (generation, media type) is looked at once: the scan of the segments is O(N), and
         # this runs on every query of the service
-        for kind in {media_type(p) for p in paths} - {None, *(k for g, k in self._gap_checked if g == name)}:
+        for kind in {media_type(p) for p in paths} - {
+            None,
+            *(k for g, k in self._gap_checked if g == name),
+        }:
             self._gap_checked.add((name, kind))
             other = {"image", "video"} - {kind}
             if any(seg.media_type in other for seg in snap.generation.segments):
@@ -311,8 +372,14 @@ class MediaIndex:
         dim = self._snap.model.embed_dim if not vecs else vecs[0].shape[0]
         return good, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), errors
 
-    def search_files(self, query: str | Path, k: int = 10, delta: float | None = None, group_by: str | None = None,
-                     ranking: str = "par") -> tuple[list[tuple[str, list[Hit]]], dict[str, str]]:
+    def search_files(
+        self,
+        query: str | Path,
+        k: int = 10,
+        delta: float | None = None,
+        group_by: str | None = None,
+        ranking: str = "par",
+    ) -> tuple[list[tuple[str, list[Hit]]], dict[str, str]]:
         """Search with each file ``query`` names (a file, or the videos and images in a folder):
         ([(query, its hits)], {what could not be a query or be read: why}). One bad file is
         reported, not fatal to the rest; a DataError only when none could be read."""
@@ -321,16 +388,32 @@ class MediaIndex:
         good, vecs, unreadable = self.embed_each(queries)
         errors.update(unreadable)
         if not good:
-            raise DataError(f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})")
-        return list(zip(good, self.search_vectors(vecs, k, delta, group_by, ranking), strict=True)), errors
+            raise DataError(
+                f"no query could be read ({queries[0]}{', ...' if len(queries) > 1 else ''})"
+            )
+        return list(
+            zip(good, self.search_vectors(vecs, k, delta, group_by, ranking), strict=True)
+        ), errors
 
-    def search(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float | None = None,
-               group_by: str | None = None, ranking: str = "par") -> list[Hit]:
+    def search(
+        self,
+        query: str | Path | np.ndarray | torch.Tensor,
+        k: int = 10,
+        delta: float | None = None,
+        group_by: str | None = None,
+        ranking: str = "par",
+    ) -> list[Hit]:
         """Top-k hits for one query: a file path, or an embedding (D,)."""
         return self.search_one(query, k, delta, group_by, ranking).hits
 
-    def search_one(self, query: str | Path | np.ndarray | torch.Tensor, k: int = 10, delta: float | None = None,
-                   group_by: str | None = None, ranking: str = "par") -> SearchResult:
+    def search_one(
+        self,
+        query: str | Path | np.ndarray | torch.Tensor,
+        k: int = 10,
+        delta: float | None = None,
+        group_by: str | None = None,
+        ranking: str = "par",
+    ) -> SearchResult:
         """:meth:`search` with the generation and δ that answered: the query is embedded and
         searched by one generation's model and vectors, even if a newer one is switched in
         meanwhile (the service's path)."""
@@ -339,13 +422,23 @@ class MediaIndex:
             self._warn_media_gap(snap, [query])
             q = self._embed(snap, [query])
         else:
-            q = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32)
+            q = np.asarray(
+                query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float32
+            )
             q = q.reshape(1, -1)
         delta = self._delta(snap, delta).value
-        return SearchResult(snap.generation.path.name, delta, self._search(snap, q, k, delta, group_by, ranking)[0])
+        return SearchResult(
+            snap.generation.path.name, delta, self._search(snap, q, k, delta, group_by, ranking)[0]
+        )
 
-    def search_vectors(self, q: np.ndarray, k: int, delta: float | None = None, group_by: str | None = None,
-                       ranking: str = "par") -> list[list[Hit]]:
+    def search_vectors(
+        self,
+        q: np.ndarray,
+        k: int,
+        delta: float | None = None,
+        group_by: str | None = None,
+        ranking: str = "par",
+    ) -> list[list[Hit]]:
         """Per query embedding, the top-k hits in Euclidean order, each flagged ``kept`` by the
         ranking method (:mod:`media_retrieval.retrieval.rankers`: ``par`` keeps cosine > δ);
         ``group_by='video'`` merges the chunks of a file into one hit (its nearest chunk, with
@@ -360,15 +453,18 @@ class MediaIndex:
         return snap.record.delta_choice(requested)
 
     @staticmethod
-    def _search(snap: _Snapshot, q: np.ndarray, k: int, delta: float, group_by: str | None,
-                ranking: str) -> list[list[Hit]]:
+    def _search(
+        snap: _Snapshot, q: np.ndarray, k: int, delta: float, group_by: str | None, ranking: str
+    ) -> list[list[Hit]]:
         if group_by not in (None, "video"):
             raise ConfigError(f"group_by={group_by!r}; valid: null, video")
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         segments = snap.generation.segments
         if q.ndim != 2 or q.shape[1] != snap.generation.vectors.shape[1]:
-            raise ConfigError(f"query embeddings must be (N, {snap.generation.vectors.shape[1]}), got {q.shape}")
+            raise ConfigError(
+                f"query embeddings must be (N, {snap.generation.vectors.shape[1]}), got {q.shape}"
+            )
         fetch = k if group_by is None else min(len(segments), k * 8)
         dist, cos, idx = snap.searcher.search(q, fetch)
         kept = make_ranker(ranking, delta).keep(cos, dist)
@@ -383,7 +479,9 @@ class MediaIndex:
                 if group_by == "video" and seg.path in by_path:
                     by_path[seg.path].spans.append((seg.start_s, seg.end_s))
                     continue
-                hit = Hit(len(hits) + 1, seg, float(d), float(c), bool(keep), [(seg.start_s, seg.end_s)])
+                hit = Hit(
+                    len(hits) + 1, seg, float(d), float(c), bool(keep), [(seg.start_s, seg.end_s)]
+                )
                 by_path[seg.path] = hit
                 hits.append(hit)
             for h in hits:

@@ -62,12 +62,16 @@ def macro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, flo
     return float(prec.mean()), float(rec.mean()), float(f1.mean())
 
 
-def pair_prf(query_labels: np.ndarray, retrieved: np.ndarray, kept: np.ndarray) -> tuple[float, float, float]:
+def pair_prf(
+    query_labels: np.ndarray, retrieved: np.ndarray, kept: np.ndarray
+) -> tuple[float, float, float]:
     y_true = np.broadcast_to(query_labels[:, None], retrieved.shape)[kept]
     return macro_prf(y_true, retrieved[kept])
 
 
-def topk_ir(hits: np.ndarray, kept: np.ndarray, n_relevant: np.ndarray, k: int) -> tuple[float, float, float]:
+def topk_ir(
+    hits: np.ndarray, kept: np.ndarray, n_relevant: np.ndarray, k: int
+) -> tuple[float, float, float]:
     """(P@k, R@k, nDCG@k) means over queries, counting hits only among kept items."""
     good = (hits & kept).astype(float)
     n_hit = good.sum(1)
@@ -107,4 +111,10 @@ def full_ranking_metrics(relevant_sorted: np.ndarray, levels: int = 11) -> dict[
         need = np.ceil(r * n_rel - 1e-9).astype(int)  # hits needed to reach recall r
         idx = np.clip(need - 1, 0, width - 1)
         pr[:, j] = np.where(n_rel > 0, env[np.arange(q), idx], 0.0)
-    return {"ap": ap, "r_precision": r_precision, "map_at_r": map_at_r, "pr11": pr, "n_relevant": n_rel}
+    return {
+        "ap": ap,
+        "r_precision": r_precision,
+        "map_at_r": map_at_r,
+        "pr11": pr,
+        "n_relevant": n_rel,
+    }

@@ -75,12 +75,16 @@ def _client(uri: str):
     try:
         from pymilvus import MilvusClient  # noqa: PLC0415 - optional dependency (the milvus extra)
     except ImportError as exc:
-        raise ConfigError("index.backend=milvus needs pymilvus (and milvus-lite for a local file): "
-                          "pip install pymilvus milvus-lite") from exc
+        raise ConfigError(
+            "index.backend=milvus needs pymilvus (and milvus-lite for a local file): "
+            "pip install pymilvus milvus-lite"
+        ) from exc
     try:
         return MilvusClient(uri, token=os.environ.get("MILVUS_TOKEN", ""))
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-        raise ConfigError(f"cannot connect to Milvus at {uri} ({type(exc).__name__}: {str(exc)[:160]})") from exc
+        raise ConfigError(
+            f"cannot connect to Milvus at {uri} ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from exc
 
 
 def _engine_errors(method):
@@ -97,8 +101,10 @@ def _engine_errors(method):
             if not type(exc).__module__.startswith(("pymilvus", "grpc", "milvus_lite")):
                 raise
             detail = getattr(exc, "message", None) or str(exc).splitlines()[0]
-            raise MediaRetrievalError(f"Milvus ({self.options.milvus_uri or LITE_FILE}) refused {method.__name__}: "
-                                      f"{str(detail)[:200]}") from exc
+            raise MediaRetrievalError(
+                f"Milvus ({self.options.milvus_uri or LITE_FILE}) refused {method.__name__}: "
+                f"{str(detail)[:200]}"
+            ) from exc
 
     return wrapper
 
@@ -106,14 +112,16 @@ def _engine_errors(method):
 def collection_name(base: str, fingerprint: str) -> str:
     """The collection of one model's embeddings (the fingerprint is hex: a valid name)."""
     if not re.fullmatch(r"[0-9a-f]{1,64}", str(fingerprint)):
-        raise ConfigError(f"fingerprint {str(fingerprint)[:40]!r} is not hex: the index manifest is damaged")
+        raise ConfigError(
+            f"fingerprint {str(fingerprint)[:40]!r} is not hex: the index manifest is damaged"
+        )
     return f"{base}_fp_{fingerprint}"
 
 
 def generation_number(generation: str) -> int:
     if not GEN_NAME.fullmatch(generation):
         raise ConfigError(f"{generation!r} is not a generation folder name (gen-NNNNNN)")
-    return int(generation[len("gen-"):])
+    return int(generation[len("gen-") :])
 
 
 def _table_sids(gen: Path) -> list[str]:
@@ -137,15 +145,23 @@ def owner_id(root: Path, create: bool) -> str | None:
     """The index folder's identity (a random id in ``<index_dir>/milvus-owner``, data only)."""
     path = Path(root) / OWNER_FILE
     if path.exists() or path.is_symlink():
-        text = "" if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 else \
-            path.read_text(errors="replace").strip()
+        text = (
+            ""
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > 64
+            else path.read_text(errors="replace").strip()
+        )
         if not re.fullmatch(r"[0-9a-f]{32}", text):
-            raise ConfigError(f"{path} is damaged (expected 32 hex digits); restore it or rebuild into a new collection")
+            raise ConfigError(
+                f"{path} is damaged (expected 32 hex digits); restore it or rebuild into a new "
+                "collection"
+            )
         return text
     if not create:
         return None
     text = uuid.uuid4().hex
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)  # never through a link
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644
+    )  # never through a link
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     return text
@@ -183,7 +199,8 @@ class MilvusBackend(SearchBackend):
     @classmethod
     def checked_meta(cls, gen: Path, meta: dict, overrides: dict | None, trusted: bool) -> dict:
         """Where a Milvus-backed index connects: only where the *user* says. An index folder is
-        data, so the ``milvus_uri`` its ``backend.json`` records is at most compared with the one the
+        data, so the ``milvus_uri`` its ``backend.json`` records is at most compared with the one
+        the
         user gave (``index.options.milvus_uri``, or ``$MILVUS_URI``): a foreign index cannot make
         us connect to a host it names (sending ``$MILVUS_TOKEN`` there) or create a file outside
         its folder. Without a recorded URI it is the Milvus Lite file inside the index folder.
@@ -196,15 +213,23 @@ class MilvusBackend(SearchBackend):
         if stored is not None and not isinstance(stored, str):
             raise corrupt(gen, "search/backend.json: milvus_uri is not a string")
         if given is not None and stored is not None and given != stored:
-            raise ConfigError(f"index {root} was built on Milvus at {stored[:120]!r}, not at the given "
-                              f"milvus_uri={given[:120]!r}: give the server it was built on, or rebuild it there")
+            raise ConfigError(
+                f"index {root} was built on Milvus at {stored[:120]!r}, not at the given "
+                f"milvus_uri={given[:120]!r}: give the server it was built on, or rebuild it there"
+            )
         if stored is not None and given is None and not trusted:
-            raise ConfigError(f"index {root} came from elsewhere and names a Milvus server ({stored[:120]!r}); an "
-                              "index folder cannot choose where to connect: if you trust that server, open it with "
-                              f"index.options.milvus_uri='{stored[:120]}' (or MILVUS_URI), or rebuild the index")
+            raise ConfigError(
+                f"index {root} came from elsewhere and names a Milvus server ({stored[:120]!r}); "
+                "an "
+                "index folder cannot choose where to connect: if you trust that server, open it "
+                "with "
+                f"index.options.milvus_uri='{stored[:120]}' (or MILVUS_URI), or rebuild the index"
+            )
         if stored is None and given is not None:
-            raise ConfigError(f"index {root} keeps its vectors in its own Milvus Lite file, not at "
-                              f"milvus_uri={given[:120]!r}: drop that option to open it")
+            raise ConfigError(
+                f"index {root} keeps its vectors in its own Milvus Lite file, not at "
+                f"milvus_uri={given[:120]!r}: drop that option to open it"
+            )
         if stored is None:
             lite = root / LITE_FILE
             if lite.is_symlink():  # Milvus Lite would write wherever it points
@@ -227,12 +252,16 @@ class MilvusBackend(SearchBackend):
         if client.has_collection(name):
             props = client.describe_collection(name).get("properties") or {}
             if props.get("mr.owner") != owner:
-                raise ConfigError(f"Milvus collection {name} at {self.uri(root)} belongs to another index folder "
-                                  f"(owner {props.get('mr.owner')!r}, this one {owner}): give this index its own "
-                                  "index.options.milvus_collection, or drop that collection")
+                raise ConfigError(
+                    f"Milvus collection {name} at {self.uri(root)} belongs to another index folder "
+                    f"(owner {props.get('mr.owner')!r}, this one {owner}): give this index its own "
+                    "index.options.milvus_collection, or drop that collection"
+                )
             if props.get("mr.fingerprint") != manifest["fingerprint"]:
-                raise ConfigError(f"Milvus collection {name} holds another model's embeddings (fingerprint "
-                                  f"{props.get('mr.fingerprint')!r}); drop it, or use another milvus_collection")
+                raise ConfigError(
+                    f"Milvus collection {name} holds another model's embeddings (fingerprint "
+                    f"{props.get('mr.fingerprint')!r}); drop it, or use another milvus_collection"
+                )
             return False, props
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=48)
@@ -247,10 +276,20 @@ class MilvusBackend(SearchBackend):
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(self._x.shape[1]))
         params = client.prepare_index_params()
         params.add_index("vector", index_type=self.options.milvus_index, metric_type="L2")
-        params.add_index("sid", index_type="INVERTED")  # a server finds an update's rows by sid without a scan
-        client.create_collection(name, schema=schema, index_params=params, properties={
-            "mr.fingerprint": manifest["fingerprint"], "mr.owner": owner, "mr.current": "0",
-            "mr.clip_spec": json.dumps(manifest.get("clip_spec"), sort_keys=True)})
+        params.add_index(
+            "sid", index_type="INVERTED"
+        )  # a server finds an update's rows by sid without a scan
+        client.create_collection(
+            name,
+            schema=schema,
+            index_params=params,
+            properties={
+                "mr.fingerprint": manifest["fingerprint"],
+                "mr.owner": owner,
+                "mr.current": "0",
+                "mr.clip_spec": json.dumps(manifest.get("clip_spec"), sort_keys=True),
+            },
+        )
         return True, {}
 
     @_engine_errors
@@ -268,7 +307,9 @@ class MilvusBackend(SearchBackend):
         client.load_collection(name)  # a new process (or server restart) finds it released
         pending = int(props.get("mr.pending") or 0)
         live = IndexStore(root).current()
-        if pending and (live is None or live.name != f"gen-{pending:06d}"):  # crashed before CURRENT named it:
+        if pending and (
+            live is None or live.name != f"gen-{pending:06d}"
+        ):  # crashed before CURRENT named it:
             self._undo(client, name, min(pending, g))  # undo what it wrote (no reader can see it)
         client.alter_collection_properties(name, properties={"mr.pending": str(g)})
         sids = [segment_id(seg.key, seg.rel_path, seg.start_s, seg.end_s) for seg in segments]
@@ -277,19 +318,36 @@ class MilvusBackend(SearchBackend):
         new = [i for i, sid in enumerate(sids) if sid not in before]
         gone = self._live_pks(client, name, sorted(before - wanted))
         for s in range(0, len(new), BATCH):
-            client.insert(name, [self._row(segments[i], sids[i], i, g) for i in new[s:s + BATCH]])
+            client.insert(name, [self._row(segments[i], sids[i], i, g) for i in new[s : s + BATCH]])
         for s in range(0, len(gone), BATCH):  # after the inserts: a crash in between leaves no hole
-            client.upsert(name, [{"pk": pk, "gen_to": g} for pk in gone[s:s + BATCH]], partial_update=True)
-        self.changes = {"inserted": len(new), "retired": len(gone), "unchanged": len(sids) - len(new)}
-        log.info("Milvus %s, %s: %d rows inserted, %d retired, %d unchanged", name, generation, *self.changes.values())
+            client.upsert(
+                name, [{"pk": pk, "gen_to": g} for pk in gone[s : s + BATCH]], partial_update=True
+            )
+        self.changes = {
+            "inserted": len(new),
+            "retired": len(gone),
+            "unchanged": len(sids) - len(new),
+        }
+        log.info(
+            "Milvus %s, %s: %d rows inserted, %d retired, %d unchanged",
+            name,
+            generation,
+            *self.changes.values(),
+        )
         self._attach(client, name, g, sids, int(self._x.shape[1]))
 
     @staticmethod
     def _undo(client, name: str, g: int) -> None:
         client.delete(name, filter=f"gen_from >= {g}")
-        stale = [r["pk"] for r in _iterate(client, name, f"gen_to >= {g} and gen_to < {LIVE}", ["pk"])]
+        stale = [
+            r["pk"] for r in _iterate(client, name, f"gen_to >= {g} and gen_to < {LIVE}", ["pk"])
+        ]
         for s in range(0, len(stale), BATCH):
-            client.upsert(name, [{"pk": pk, "gen_to": LIVE} for pk in stale[s:s + BATCH]], partial_update=True)
+            client.upsert(
+                name,
+                [{"pk": pk, "gen_to": LIVE} for pk in stale[s : s + BATCH]],
+                partial_update=True,
+            )
         log.info("Milvus %s: undid a publish of generation %d that did not finish", name, g)
 
     @staticmethod
@@ -308,16 +366,29 @@ class MilvusBackend(SearchBackend):
         the live test is done here because a second condition doubled Lite's scan."""
         pks = []
         for s in range(0, len(sids), 10_000):
-            chunk = ", ".join(f'"{sid}"' for sid in sids[s:s + 10_000])  # hex: nothing to escape
-            pks += [r["pk"] for r in client.query(name, filter=f"sid in [{chunk}]", output_fields=["pk", "gen_to"])
-                    if r["gen_to"] == LIVE]
+            chunk = ", ".join(f'"{sid}"' for sid in sids[s : s + 10_000])  # hex: nothing to escape
+            pks += [
+                r["pk"]
+                for r in client.query(
+                    name, filter=f"sid in [{chunk}]", output_fields=["pk", "gen_to"]
+                )
+                if r["gen_to"] == LIVE
+            ]
         return pks
 
     def _row(self, seg, sid: str, i: int, g: int) -> dict:
-        return {"pk": f"{sid}@{g}", "sid": sid, "key": seg.key, "rel_path": seg.rel_path,
-                "media_type": seg.media_type, "start_s": -1.0 if seg.start_s is None else float(seg.start_s),
-                "end_s": -1.0 if seg.end_s is None else float(seg.end_s), "gen_from": g, "gen_to": LIVE,
-                "vector": self._x[i]}
+        return {
+            "pk": f"{sid}@{g}",
+            "sid": sid,
+            "key": seg.key,
+            "rel_path": seg.rel_path,
+            "media_type": seg.media_type,
+            "start_s": -1.0 if seg.start_s is None else float(seg.start_s),
+            "end_s": -1.0 if seg.end_s is None else float(seg.end_s),
+            "gen_from": g,
+            "gen_to": LIVE,
+            "vector": self._x[i],
+        }
 
     def _attach(self, client, name: str, g: int, sids: list[str], dim: int) -> None:
         self.client, self.collection, self.rows, self.dim = client, name, len(sids), dim
@@ -329,12 +400,16 @@ class MilvusBackend(SearchBackend):
         """The collection still holds exactly one row per segment of the opened generation
         (rows duplicated or deleted there after open would give duplicate hits or silent
         misses): an error naming the drift, checked at most every :data:`DRIFT_CHECK_S` s."""
-        count = self.client.query(self.collection, filter=self._filter, output_fields=["count(*)"])[0]["count(*)"]
+        count = self.client.query(self.collection, filter=self._filter, output_fields=["count(*)"])[
+            0
+        ]["count(*)"]
         self._checked_at = time.monotonic()
         if count != self.rows:
-            raise MediaRetrievalError(f"Milvus collection {self.collection} now holds {count} rows of this generation, "
-                                      f"the index {self.rows}: it was changed outside this index; rebuild it "
-                                      "(index.rebuild=true)")
+            raise MediaRetrievalError(
+                f"Milvus collection {self.collection} now holds {count} rows of this generation, "
+                f"the index {self.rows}: it was changed outside this index; rebuild it "
+                "(index.rebuild=true)"
+            )
 
     @_engine_errors
     def activate(self, root: Path, generation: str) -> None:
@@ -353,14 +428,19 @@ class MilvusBackend(SearchBackend):
         on_disk = {}  # generation number -> the collection of its model
         for folder in Path(root).glob("gen-*"):
             try:
-                on_disk[generation_number(folder.name)] = collection_name(base, _fingerprint_of(folder))
+                on_disk[generation_number(folder.name)] = collection_name(
+                    base, _fingerprint_of(folder)
+                )
             except MediaRetrievalError:  # not a generation, or one being removed: it uses nothing
                 continue
         oldest = min((n for n, used in on_disk.items() if used == name), default=g)
-        if int(props.get("mr.oldest") or 0) != oldest:  # a filtered delete scans: only when there is news
+        if (
+            int(props.get("mr.oldest") or 0) != oldest
+        ):  # a filtered delete scans: only when there is news
             client.delete(name, filter=f"gen_to <= {oldest}")
-        client.alter_collection_properties(name, properties={"mr.current": str(g), "mr.pending": "0",
-                                                             "mr.oldest": str(oldest)})
+        client.alter_collection_properties(
+            name, properties={"mr.current": str(g), "mr.pending": "0", "mr.oldest": str(oldest)}
+        )
         owner = owner_id(root, create=False)
         for other in collections:
             if other.startswith(f"{base}_fp_") and other not in on_disk.values() and other != name:
@@ -383,20 +463,26 @@ class MilvusBackend(SearchBackend):
         client = _client(uri)
         name = collection_name(self.options.milvus_collection, fingerprint)
         if not client.has_collection(name):
-            raise ConfigError(f"Milvus collection {name} is missing at {uri}: rebuild the index "
-                              "(index.rebuild=true), or point index.options.milvus_uri at the right server")
+            raise ConfigError(
+                f"Milvus collection {name} is missing at {uri}: rebuild the index "
+                "(index.rebuild=true), or point index.options.milvus_uri at the right server"
+            )
         props = client.describe_collection(name).get("properties") or {}
         if props.get("mr.fingerprint") != fingerprint:
-            raise ConfigError(f"Milvus collection {name} at {uri} holds another model's embeddings (fingerprint "
-                              f"{props.get('mr.fingerprint')!r}, this index: {fingerprint!r}): "
-                              "rebuild the index (index.rebuild=true)")
+            raise ConfigError(
+                f"Milvus collection {name} at {uri} holds another model's embeddings (fingerprint "
+                f"{props.get('mr.fingerprint')!r}, this index: {fingerprint!r}): "
+                "rebuild the index (index.rebuild=true)"
+            )
         sids = _table_sids(gen_dir)
         client.load_collection(name)
         self._attach(client, name, g, sids, int(x.shape[1]))
         count = client.query(name, filter=self._filter, output_fields=["count(*)"])[0]["count(*)"]
         if count != len(sids):
-            raise ConfigError(f"Milvus collection {name} holds {count} rows of {gen_dir.name}, the index "
-                              f"{len(sids)}: it was changed outside this index; rebuild (index.rebuild=true)")
+            raise ConfigError(
+                f"Milvus collection {name} holds {count} rows of {gen_dir.name}, the index "
+                f"{len(sids)}: it was changed outside this index; rebuild (index.rebuild=true)"
+            )
 
     def _chunk(self) -> int:
         """Queries per request: 256 to a server; Milvus Lite (a local file) searches by brute
@@ -416,8 +502,14 @@ class MilvusBackend(SearchBackend):
         res = []
         extra = min(k, 16)  # room for duplicated rows, so k distinct segments still come back
         for s in range(0, len(q), step):
-            res += self.client.search(self.collection, data=list(q[s:s + step]), limit=k + extra, filter=self._filter,
-                                      output_fields=["sid"], search_params={"metric_type": "L2"})
+            res += self.client.search(
+                self.collection,
+                data=list(q[s : s + step]),
+                limit=k + extra,
+                filter=self._filter,
+                output_fields=["sid"],
+                search_params={"metric_type": "L2"},
+            )
         dist = np.full((len(q), k), np.inf, dtype=np.float32)
         idx = np.full((len(q), k), -1, dtype=np.int64)
         for i, hits in enumerate(res):

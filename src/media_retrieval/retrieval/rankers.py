@@ -33,9 +33,11 @@ class Ranker:
     """Which of a query's Euclidean top-k candidates it keeps, in Euclidean order."""
 
     name: ClassVar[str] = "base"
-    label: ClassVar[str] = ""          # column label in tables ("EU", "PAR"); the name when empty
-    full_ranking: ClassVar[bool] = False  # its lists are the full Euclidean ranking (mAP etc. are logged once, here)
-    param: float | None = None         # the result rows' ``delta`` column (None: no parameter)
+    label: ClassVar[str] = ""  # column label in tables ("EU", "PAR"); the name when empty
+    full_ranking: ClassVar[bool] = (
+        False  # its lists are the full Euclidean ranking (mAP etc. are logged once, here)
+    )
+    param: float | None = None  # the result rows' ``delta`` column (None: no parameter)
 
     def keep(self, cosine: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """(Q, k) bool: the candidates each query keeps (``cosine``, ``distance``: (Q, k))."""

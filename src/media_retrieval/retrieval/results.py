@@ -30,14 +30,14 @@ class Scored:
     """What a metric sees for one (split, k, ranking): the selected queries' kept top-k and
     their full-ranking values."""
 
-    hits: np.ndarray          # (Q, k) bool: retrieved item has the query's class
-    kept: np.ndarray          # (Q, k) bool: kept by the ranking method (and a real candidate)
-    retrieved: np.ndarray     # (Q, k) class ids
+    hits: np.ndarray  # (Q, k) bool: retrieved item has the query's class
+    kept: np.ndarray  # (Q, k) bool: kept by the ranking method (and a real candidate)
+    retrieved: np.ndarray  # (Q, k) class ids
     query_labels: np.ndarray  # (Q,)
-    n_relevant: np.ndarray    # (Q,) relevant gallery items
+    n_relevant: np.ndarray  # (Q,) relevant gallery items
     k: int
-    ap: np.ndarray            # (Q,) average precision over the full ranking
-    chance_q: np.ndarray      # (Q,) share of the gallery that is relevant
+    ap: np.ndarray  # (Q,) average precision over the full ranking
+    chance_q: np.ndarray  # (Q,) share of the gallery that is relevant
     r_precision_q: np.ndarray
     map_at_r_q: np.ndarray
 
@@ -56,23 +56,36 @@ class Scored:
 
 @dataclass(frozen=True)
 class Metric:
-    name: str                              # results.json key
+    name: str  # results.json key
     compute: Callable[[Scored], float]
-    logged: str | None = None              # logged name (None: not logged)
-    full_ranking: bool = False             # a value of the full ranking: no @k, logged once
+    logged: str | None = None  # logged name (None: not logged)
+    full_ranking: bool = False  # a value of the full ranking: no @k, logged once
 
 
 METRICS: dict[str, Metric] = {}
 #: metric rows of the terminal and markdown tables, in order
-TABLE = ("accuracy", "precision", "recall", "f1", "map", "empty_share", "mean_kept", "chance", "n_queries")
+TABLE = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "map",
+    "empty_share",
+    "mean_kept",
+    "chance",
+    "n_queries",
+)
 
 
-def register_metric(name: str, logged: str | None = None, full_ranking: bool = False
-                    ) -> Callable[[Callable[[Scored], float]], Callable[[Scored], float]]:
+def register_metric(
+    name: str, logged: str | None = None, full_ranking: bool = False
+) -> Callable[[Callable[[Scored], float]], Callable[[Scored], float]]:
     """Add a metric column to every result row (and, with ``logged``, to the logged metrics)."""
+
     def deco(fn: Callable[[Scored], float]) -> Callable[[Scored], float]:
         METRICS[name] = Metric(name, fn, logged, full_ranking)
         return fn
+
     return deco
 
 
@@ -88,7 +101,9 @@ register_metric("chance")(lambda s: float(s.chance_q.mean()))
 register_metric("p_at_k", "p")(lambda s: s.ir[0])
 register_metric("r_at_k", "r")(lambda s: s.ir[1])
 register_metric("ndcg_at_k", "ndcg")(lambda s: s.ir[2])
-register_metric("r_precision", "r_precision", full_ranking=True)(lambda s: float(s.r_precision_q.mean()))
+register_metric("r_precision", "r_precision", full_ranking=True)(
+    lambda s: float(s.r_precision_q.mean())
+)
 register_metric("map_at_r", "map_at_r", full_ranking=True)(lambda s: float(s.map_at_r_q.mean()))
 
 
@@ -110,8 +125,15 @@ class ResultRow:
 
     def as_dict(self) -> dict[str, Any]:
         """The ``results.json`` form (identity columns first, then metrics in registry order)."""
-        return {"model": self.model, "dataset": self.dataset, "ranking": self.ranking, "split": self.split,
-                "k": int(self.k), "delta": self.delta, **self.metrics}
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "ranking": self.ranking,
+            "split": self.split,
+            "k": int(self.k),
+            "delta": self.delta,
+            **self.metrics,
+        }
 
 
 def metric_key(row: dict, metric: str, grid: bool) -> str:
@@ -136,8 +158,12 @@ def logged_metrics(rows: Sequence[dict], delta: float, grid: bool = True) -> dic
         headline = not has_param or abs(row["delta"] - delta) < 1e-9
         for m in METRICS.values():
             v = row.get(m.name)
-            if m.logged is None or v is None or math.isnan(v) or \
-                    (m.full_ranking and not (method is not None and method.full_ranking)):
+            if (
+                m.logged is None
+                or v is None
+                or math.isnan(v)
+                or (m.full_ranking and not (method is not None and method.full_ranking))
+            ):
                 continue
             if headline:
                 out[metric_key(row, m.name, grid=False)] = v

@@ -25,17 +25,26 @@ class EmbeddingShardWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.store, self.keys = shard_store(out_dir), list(keys)
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
-                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
-                           dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if prediction is None:  # every file of the batch failed to load (logged)
             return
         ids = prediction["sample_id"].cpu().numpy()
         keys = np.array([self.keys[i] for i in ids], dtype=str)
         emb = prediction["embedding"].detach().float().cpu().numpy()
         if not np.isfinite(emb).all():
-            raise MediaRetrievalError(f"the model produced non-finite embeddings for {list(keys)[:3]}...: "
-                                      "the checkpoint is broken (NaN weights?)")
+            raise MediaRetrievalError(
+                f"the model produced non-finite embeddings for {list(keys)[:3]}...: "
+                "the checkpoint is broken (NaN weights?)"
+            )
         self.store.write(keys.tolist(), emb)
 
 

@@ -64,26 +64,34 @@ class ServiceSettings:
     token: str | None = None
     trusted: bool | str = "auto"
     decoder: str = "seek"
-    max_uploads: int = 4          # uploads streaming in at once; more: 503
-    max_spool_mb: float = 400.0   # bytes all uploads in flight may hold together; more: 503
+    max_uploads: int = 4  # uploads streaming in at once; more: 503
+    max_spool_mb: float = 400.0  # bytes all uploads in flight may hold together; more: 503
     upload_timeout_s: float = 120.0  # longest an upload may take to arrive
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted without a token, beside loopback's
     milvus_uri: str | None = None  # the user's Milvus server, for a server-backed index
     rankings: tuple[str, ...] = ("euclidean", "par")  # what /search's ranking= may name
 
     def __post_init__(self) -> None:
-        checks = [(self.workers >= 1, "workers >= 1"), (self.queue >= 0, "queue >= 0"), (self.max_k >= 1, "max_k >= 1"),
-                  (self.max_upload_mb > 0, "max_upload_mb > 0"), (self.queue_timeout_s > 0, "queue_timeout_s > 0"),
-                  (self.max_uploads >= 1, "max_uploads >= 1"), (self.max_spool_mb >= self.max_upload_mb,
-                                                                "max_spool_mb >= max_upload_mb"),
-                  (self.upload_timeout_s > 0, "upload_timeout_s > 0")]
+        checks = [
+            (self.workers >= 1, "workers >= 1"),
+            (self.queue >= 0, "queue >= 0"),
+            (self.max_k >= 1, "max_k >= 1"),
+            (self.max_upload_mb > 0, "max_upload_mb > 0"),
+            (self.queue_timeout_s > 0, "queue_timeout_s > 0"),
+            (self.max_uploads >= 1, "max_uploads >= 1"),
+            (self.max_spool_mb >= self.max_upload_mb, "max_spool_mb >= max_upload_mb"),
+            (self.upload_timeout_s > 0, "upload_timeout_s > 0"),
+        ]
         bad = [want for ok, want in checks if not ok]
         if bad:
             raise ConfigError(f"serve: {', '.join(bad)} required")
         unknown = [r for r in self.rankings if r not in RANKERS]
         if unknown or not self.rankings:
-            raise ConfigError(f"serve.rankings={list(self.rankings)}: each one of {', '.join(RANKERS)} (a plug-in's "
-                              "rankings once registered), at least one")
+            raise ConfigError(
+                f"serve.rankings={list(self.rankings)}: each one of {', '.join(RANKERS)} (a "
+                "plug-in's "
+                "rankings once registered), at least one"
+            )
 
 
 class Overloaded(Exception):
@@ -127,7 +135,7 @@ def host_name(header: str) -> str:
     TrustedHostMiddleware splits on the first ``:``, which breaks IPv6 literals: hence ours."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else ""
+        return header[1 : header.find("]")] if "]" in header else ""
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
@@ -144,7 +152,9 @@ class RequestGuard:
         self.spooled = 0
 
     @staticmethod
-    async def _answer(scope, receive, send, status: int, error: str, headers: dict | None = None) -> None:  # noqa: ANN001
+    async def _answer(
+        scope, receive, send, status: int, error: str, headers: dict | None = None
+    ) -> None:  # noqa: ANN001
         await JSONResponse({"error": error}, status, headers=headers)(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI
@@ -155,23 +165,49 @@ class RequestGuard:
         if not settings.token:
             host = host_name(headers.get(b"host", b"").decode("latin-1"))
             if host not in self.hosts:
-                return await self._answer(scope, receive, send, 400, f"Host {host[:80]!r} is not served here (without a "
-                                          "token only loopback names and serve.allowed_hosts are; this stops DNS "
-                                          "rebinding)")
+                return await self._answer(
+                    scope,
+                    receive,
+                    send,
+                    400,
+                    f"Host {host[:80]!r} is not served here (without a "
+                    "token only loopback names and serve.allowed_hosts are; this stops DNS "
+                    "rebinding)",
+                )
         path = scope.get("path", "")
         if settings.token and not (path == "/" or any(path.startswith(p) for p in PUBLIC[1:])):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, f"Bearer {settings.token}".encode()):
-                return await self._answer(scope, receive, send, 401, "missing or wrong bearer token (Authorization: "
-                                          "Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+                return await self._answer(
+                    scope,
+                    receive,
+                    send,
+                    401,
+                    "missing or wrong bearer token (Authorization: Bearer <token>)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
         declared = headers.get(b"content-length")
-        if declared in (None, b"0") and b"transfer-encoding" not in headers:  # no body: nothing to spool
+        if (
+            declared in (None, b"0") and b"transfer-encoding" not in headers
+        ):  # no body: nothing to spool
             return await self.app(scope, receive, send)
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._answer(scope, receive, send, 413, f"upload larger than the limit ({self.limit // 2**20} MiB)")
+            return await self._answer(
+                scope,
+                receive,
+                send,
+                413,
+                f"upload larger than the limit ({self.limit // 2**20} MiB)",
+            )
         if self.uploads >= settings.max_uploads:
-            return await self._answer(scope, receive, send, 503, f"busy: {self.uploads} uploads are streaming in; retry "
-                                      "shortly", {"Retry-After": "2"})
+            return await self._answer(
+                scope,
+                receive,
+                send,
+                503,
+                f"busy: {self.uploads} uploads are streaming in; retry shortly",
+                {"Retry-After": "2"},
+            )
         self.uploads += 1
         seen = 0
         deadline = time.monotonic() + settings.upload_timeout_s
@@ -181,15 +217,22 @@ class RequestGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
             except asyncio.TimeoutError:
-                raise HTTPException(408, f"the upload did not arrive within {settings.upload_timeout_s:g} s") from None
+                raise HTTPException(
+                    408, f"the upload did not arrive within {settings.upload_timeout_s:g} s"
+                ) from None
             n = len(message.get("body", b""))
             seen += n
             self.spooled += n
             if seen > self.limit:
-                raise HTTPException(413, f"upload larger than the limit ({self.limit // 2**20} MiB)")
+                raise HTTPException(
+                    413, f"upload larger than the limit ({self.limit // 2**20} MiB)"
+                )
             if self.spooled > self.spool_limit:
-                raise HTTPException(503, "busy: uploads in flight hold the most the service spools; retry shortly",
-                                    headers={"Retry-After": "2"})
+                raise HTTPException(
+                    503,
+                    "busy: uploads in flight hold the most the service spools; retry shortly",
+                    headers={"Retry-After": "2"},
+                )
             return message
 
         try:
@@ -219,18 +262,26 @@ def sniff_media(path: Path) -> str:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - PyAV raises many types on hostile input
-        raise DataError(f"not a video or image this service can decode ({type(exc).__name__})") from exc
+        raise DataError(
+            f"not a video or image this service can decode ({type(exc).__name__})"
+        ) from exc
     raise DataError("not a video or image this service can decode (no decodable video frame)")
 
 
 def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> FastAPI:
     """The service over ``settings.index_dir`` (or an already opened ``index``)."""
-    index = index or MediaIndex.open(settings.index_dir, trusted=settings.trusted, decoder=settings.decoder,
-                                     search_options={"milvus_uri": settings.milvus_uri} if settings.milvus_uri else None)
+    index = index or MediaIndex.open(
+        settings.index_dir,
+        trusted=settings.trusted,
+        decoder=settings.decoder,
+        search_options={"milvus_uri": settings.milvus_uri} if settings.milvus_uri else None,
+    )
     admission = Admission(settings.workers, settings.queue, settings.queue_timeout_s)
     # thumbnails and previews decode too, but must not take the searches' places: their own pool,
     # with room for a page's worth of pictures waiting
-    pictures = Admission(settings.workers, settings.queue + 4 * settings.max_k, settings.queue_timeout_s)
+    pictures = Admission(
+        settings.workers, settings.queue + 4 * settings.max_k, settings.queue_timeout_s
+    )
     uploads = Path(tempfile.mkdtemp(prefix="media-retrieval-uploads-"))
 
     @asynccontextmanager
@@ -239,12 +290,21 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
         shutil.rmtree(uploads, ignore_errors=True)
         index.close()
 
-    app = FastAPI(title="media-retrieval", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="Content-based video and image search: upload a clip or an image, get the indexed "
-                              "footage whose content is alike (Euclidean ranking, PAR flags).")
+    app = FastAPI(
+        title="media-retrieval",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        description="Content-based video and image search: upload a clip or an image, get the "
+        "indexed footage whose content is alike (Euclidean ranking, PAR flags).",
+    )
     app.state.index, app.state.settings, app.state.admission = index, settings, admission
-    app.add_middleware(RequestGuard, settings=settings,
-                       hosts=LOOPBACK_HOSTS | {h.lower() for h in settings.allowed_hosts})
+    app.add_middleware(
+        RequestGuard,
+        settings=settings,
+        hosts=LOOPBACK_HOSTS | {h.lower() for h in settings.allowed_hosts},
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415 - swagger_ui_bundle stays unloaded until used
 
@@ -263,8 +323,11 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        return JSONResponse({"error": "busy: every embedding worker is taken and the queue is full; retry shortly"},
-                            503, headers={"Retry-After": "2"})
+        return JSONResponse(
+            {"error": "busy: every embedding worker is taken and the queue is full; retry shortly"},
+            503,
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(MediaRetrievalError)
     async def _domain_error(request: Request, exc: MediaRetrievalError) -> JSONResponse:
@@ -273,7 +336,9 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the service log"}, 500)
+        return JSONResponse(
+            {"error": f"internal error ({type(exc).__name__}); see the service log"}, 500
+        )
 
     # ------------------------------------------------------------------ freshness
     def current() -> MediaIndex:
@@ -294,10 +359,13 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="media-retrieval API",
-                                   swagger_js_url="/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/swagger/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="media-retrieval API",
+            swagger_js_url="/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/swagger/swagger-ui.css",
+            swagger_favicon_url="/swagger/favicon-32x32.png",
+        )
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -307,56 +375,100 @@ def create_app(settings: ServiceSettings, index: MediaIndex | None = None) -> Fa
     def stats() -> Stats:
         idx = current()
         m = idx.manifest
-        return Stats(items=len(idx.segments), dim=int(idx.vectors.shape[1]), generation=idx.generation,
-                     model=m.get("model_name") or m.get("model_class"), backend=m.get("backend"),
-                     par_delta=idx.par_delta, clip_spec=idx.clip_spec.key(), in_flight=admission.inside,
-                     capacity=admission.capacity)
+        return Stats(
+            items=len(idx.segments),
+            dim=int(idx.vectors.shape[1]),
+            generation=idx.generation,
+            model=m.get("model_name") or m.get("model_class"),
+            backend=m.get("backend"),
+            par_delta=idx.par_delta,
+            clip_spec=idx.clip_spec.key(),
+            in_flight=admission.inside,
+            capacity=admission.capacity,
+        )
 
     @app.post("/search", response_model=SearchResponse, responses=errors, dependencies=auth)
     def search(
         file: Annotated[UploadFile | None, File(description="a video or an image")] = None,
-        path: Annotated[str | None, Query(description="or: a file under the index's media root")] = None,
+        path: Annotated[
+            str | None, Query(description="or: a file under the index's media root")
+        ] = None,
         k: Annotated[int, Query(ge=1)] = 10,
-        delta: Annotated[float | None, Query(ge=-1.0, le=1.0, description="PAR's delta; default the model's")] = None,
+        delta: Annotated[
+            float | None, Query(ge=-1.0, le=1.0, description="PAR's delta; default the model's")
+        ] = None,
         group_by: Annotated[str | None, Query(pattern="^video$")] = None,
-        ranking: Annotated[str, Query(description="a ranking method of serve.rankings (default par)")] = "par",
+        ranking: Annotated[
+            str, Query(description="a ranking method of serve.rankings (default par)")
+        ] = "par",
     ) -> SearchResponse:
         if ranking not in settings.rankings:
-            raise HTTPException(422, f"ranking={ranking[:40]!r}; this service offers: {', '.join(settings.rankings)}")
+            raise HTTPException(
+                422,
+                f"ranking={ranking[:40]!r}; this service offers: {', '.join(settings.rankings)}",
+            )
         if (file is None) == (path is None):
-            raise HTTPException(400, "give exactly one of: an uploaded file (multipart field 'file') or path=")
+            raise HTTPException(
+                400, "give exactly one of: an uploaded file (multipart field 'file') or path="
+            )
         if k > settings.max_k:
             raise HTTPException(400, f"k={k} is over the service's limit of {settings.max_k}")
         idx = current()
-        with _query_file(file, path, idx.media_root, uploads) as (query_path, name), admission.slot():
-            result = idx.search_one(query_path, k=k, delta=delta, group_by=group_by, ranking=ranking)
-        return SearchResponse(query=name, k=k, delta=result.delta, ranking=ranking, group_by=group_by,
-                              generation=result.generation,
-                              hits=[SearchHit.from_hit(h) for h in result.hits])
+        with (
+            _query_file(file, path, idx.media_root, uploads) as (query_path, name),
+            admission.slot(),
+        ):
+            result = idx.search_one(
+                query_path, k=k, delta=delta, group_by=group_by, ranking=ranking
+            )
+        return SearchResponse(
+            query=name,
+            k=k,
+            delta=result.delta,
+            ranking=ranking,
+            group_by=group_by,
+            generation=result.generation,
+            hits=[SearchHit.from_hit(h) for h in result.hits],
+        )
 
-    @app.get("/items/{key}/thumbnail", responses={**errors, 200: {"content": {"image/jpeg": {}}}}, dependencies=auth)
+    @app.get(
+        "/items/{key}/thumbnail",
+        responses={**errors, 200: {"content": {"image/jpeg": {}}}},
+        dependencies=auth,
+    )
     def thumbnail(key: str) -> Response:
         seg, path = _segment_file(current(), key)
         with pictures.slot():
-            return Response(_jpeg(path, seg.start_s, seg.end_s), media_type="image/jpeg",
-                            headers={"Cache-Control": "max-age=3600"})
+            return Response(
+                _jpeg(path, seg.start_s, seg.end_s),
+                media_type="image/jpeg",
+                headers={"Cache-Control": "max-age=3600"},
+            )
 
-    @app.get("/items/{key}/preview", responses={**errors, 200: {"content": {"image/gif": {}}}}, dependencies=auth)
+    @app.get(
+        "/items/{key}/preview",
+        responses={**errors, 200: {"content": {"image/gif": {}}}},
+        dependencies=auth,
+    )
     def preview(key: str) -> Response:
         """A short animated preview of a video hit (a still frame cannot show motion)."""
         seg, path = _segment_file(current(), key)
         with pictures.slot():
             if seg.media_type == "image":
                 return Response(_jpeg(path, None, None), media_type="image/jpeg")
-            return Response(_gif(path, seg.start_s, seg.end_s), media_type="image/gif",
-                            headers={"Cache-Control": "max-age=3600"})
+            return Response(
+                _gif(path, seg.start_s, seg.end_s),
+                media_type="image/gif",
+                headers={"Cache-Control": "max-age=3600"},
+            )
 
     return app
 
 
 @contextmanager
-def _query_file(file: UploadFile | None, path: str | None, media_root: Path, uploads: Path
-                ) -> Iterator[tuple[Path, str]]:
+def _query_file(
+    file: UploadFile | None, path: str | None, media_root: Path, uploads: Path
+) -> Iterator[tuple[Path, str]]:
     """The query as a local file: a checked path under the media root, or the upload copied
     into a private temp file (deleted afterwards), typed by decoding."""
     if path is not None:
@@ -374,7 +486,9 @@ def _query_file(file: UploadFile | None, path: str | None, media_root: Path, upl
             kind = sniff_media(raw)
         except DataError as exc:
             raise HTTPException(415, f"{file.filename or 'upload'}: {exc}") from exc
-        typed = raw.rename(folder / ("upload.png" if kind == "image" else "upload.mp4"))  # loaders pick by suffix
+        typed = raw.rename(
+            folder / ("upload.png" if kind == "image" else "upload.mp4")
+        )  # loaders pick by suffix
         yield typed, Path(file.filename or "upload").name
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -400,7 +514,9 @@ def inside(media_root: Path, path: str) -> Path:
 def _segment_file(index: MediaIndex, key: str):  # noqa: ANN202 - (Segment, Path)
     seg = index.segment(key)
     if seg is None:
-        raise HTTPException(404, f"no indexed item with key {key!r} in generation {index.generation}")
+        raise HTTPException(
+            404, f"no indexed item with key {key!r} in generation {index.generation}"
+        )
     return seg, inside(index.media_root, seg.rel_path)
 
 
@@ -414,7 +530,9 @@ def _jpeg(path: Path, start_s: float | None, end_s: float | None, size: int = 32
     return buf.getvalue()
 
 
-def _gif(path: Path, start_s: float | None, end_s: float | None, frames: int = 8, size: int = 240) -> bytes:
+def _gif(
+    path: Path, start_s: float | None, end_s: float | None, frames: int = 8, size: int = 240
+) -> bytes:
     clip = load_frames(str(path), frames, min_frames=1, start_s=start_s, end_s=end_s)
     images = []
     for f in clip:

@@ -33,9 +33,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 2\r\n"
-         b"Connection: close\r\nContent-Length: 60\r\n\r\n"
-         b'{"error": "busy: too many open connections; retry shortly"}\n')
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 2\r\n"
+    b"Connection: close\r\nContent-Length: 60\r\n\r\n"
+    b'{"error": "busy: too many open connections; retry shortly"}\n'
+)
 #: descriptors kept free for everything that is not a client connection (index, model, logs)
 RESERVED_FDS = 64
 
@@ -52,12 +54,18 @@ def usable_connections(wanted: int) -> int:
             pass
     allowed = max(8, soft - RESERVED_FDS)
     if wanted > allowed:
-        log.warning("max_connections=%d is over what the open-file limit (%d) allows: using %d", wanted, soft, allowed)
+        log.warning(
+            "max_connections=%d is over what the open-file limit (%d) allows: using %d",
+            wanted,
+            soft,
+            allowed,
+        )
     return min(wanted, allowed)
 
 
 def accept_backlog(connections: int) -> int:
-    """The listen backlog: at most the descriptors the open-file limit leaves beside ``connections``."""
+    """The listen backlog: at most the descriptors the open-file limit leaves beside
+    ``connections``."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(8, min(2048, soft - RESERVED_FDS - connections))
 
@@ -82,7 +90,9 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11P
 
         def _head_deadline(self) -> None:
             self._head_timer = None
-            waiting_for_head = self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+            waiting_for_head = self.conn.their_state is h11.IDLE and (
+                self.cycle is None or self.cycle.response_complete
+            )
             if waiting_for_head and not self.transport.is_closing():
                 self.transport.close()
 

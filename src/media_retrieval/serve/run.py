@@ -29,15 +29,24 @@ def settings_from_config(cfg: DictConfig):  # noqa: ANN201 - ServiceSettings (im
     if isinstance(hosts, str):
         hosts = [hosts]
     host = str(cfg.host)
-    return ServiceSettings(index_dir=str(cfg.index_dir), workers=int(cfg.workers), queue=int(cfg.queue),
-                           queue_timeout_s=float(cfg.queue_timeout_s), max_upload_mb=float(cfg.max_upload_mb),
-                           max_k=int(cfg.max_k), token=cfg.get("token") or None,
-                           trusted=OmegaConf.select(cfg, "index.trusted", default="auto"), decoder=str(cfg.decoder),
-                           max_uploads=int(cfg.get("max_uploads", 4)), max_spool_mb=float(cfg.get("max_spool_mb", 400)),
-                           upload_timeout_s=float(cfg.get("upload_timeout_s", 120)),
-                           allowed_hosts=tuple(str(h) for h in hosts) + ((host,) if host not in ("0.0.0.0", "::") else ()),
-                           milvus_uri=OmegaConf.select(cfg, "index.options.milvus_uri", default=None),
-                           rankings=tuple(str(r) for r in cfg.rankings))
+    return ServiceSettings(
+        index_dir=str(cfg.index_dir),
+        workers=int(cfg.workers),
+        queue=int(cfg.queue),
+        queue_timeout_s=float(cfg.queue_timeout_s),
+        max_upload_mb=float(cfg.max_upload_mb),
+        max_k=int(cfg.max_k),
+        token=cfg.get("token") or None,
+        trusted=OmegaConf.select(cfg, "index.trusted", default="auto"),
+        decoder=str(cfg.decoder),
+        max_uploads=int(cfg.get("max_uploads", 4)),
+        max_spool_mb=float(cfg.get("max_spool_mb", 400)),
+        upload_timeout_s=float(cfg.get("upload_timeout_s", 120)),
+        allowed_hosts=tuple(str(h) for h in hosts)
+        + ((host,) if host not in ("0.0.0.0", "::") else ()),
+        milvus_uri=OmegaConf.select(cfg, "index.options.milvus_uri", default=None),
+        rankings=tuple(str(r) for r in cfg.rankings),
+    )
 
 
 def serve(cfg: DictConfig) -> None:
@@ -54,8 +63,10 @@ def serve(cfg: DictConfig) -> None:
         raise ConfigError("index_dir=... is required (an index written by `media-retrieval index`)")
     host = str(cfg.host)
     if not is_loopback(host) and not cfg.get("token") and not cfg.get("allow_unauthenticated"):
-        raise ConfigError(f"host={host} exposes the service beyond this machine: set token=... (or "
-                          "MEDIA_RETRIEVAL_TOKEN), or allow_unauthenticated=true if the network is trusted")
+        raise ConfigError(
+            f"host={host} exposes the service beyond this machine: set token=... (or "
+            "MEDIA_RETRIEVAL_TOKEN), or allow_unauthenticated=true if the network is trusted"
+        )
     port = cfg.port
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ConfigError(f"port={port!r} must be an integer in 0..65535")
@@ -64,10 +75,25 @@ def serve(cfg: DictConfig) -> None:
     if max_connections < 1 or header_timeout_s <= 0:
         raise ConfigError("serve: max_connections >= 1 and header_timeout_s > 0 are required")
     app = create_app(settings_from_config(cfg))
-    log.info("serving %s (%d items) on http://%s:%d", cfg.index_dir, len(app.state.index.segments), host, port)
+    log.info(
+        "serving %s (%d items) on http://%s:%d",
+        cfg.index_dir,
+        len(app.state.index.segments),
+        host,
+        port,
+    )
     connections = usable_connections(max_connections)
-    # log_config=None: uvicorn's dictConfig would close Hydra's handlers (serve.log), see connections.py
-    uvicorn.run(app, host=host, port=port, log_level=str(cfg.log_level), log_config=None,
-                backlog=accept_backlog(connections),
-                http=guarded_protocol(connections, header_timeout_s), limit_concurrency=connections,
-                timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)
+    # log_config=None: uvicorn's dictConfig would close Hydra's handlers (serve.log), see
+    # connections.py
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=str(cfg.log_level),
+        log_config=None,
+        backlog=accept_backlog(connections),
+        http=guarded_protocol(connections, header_timeout_s),
+        limit_concurrency=connections,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+    )

@@ -14,10 +14,14 @@ class SearchHit(BaseModel):
     media_type: str
     start_s: float | None
     end_s: float | None
-    spans: list[tuple[float | None, float | None]] = Field(description="spans of the file among the hits (group_by)")
+    spans: list[tuple[float | None, float | None]] = Field(
+        description="spans of the file among the hits (group_by)"
+    )
     distance: float = Field(description="Euclidean distance to the query embedding (the ranking)")
     cosine: float
-    kept: bool = Field(description="kept by the ranking method (PAR: cosine > delta; Euclidean: every hit)")
+    kept: bool = Field(
+        description="kept by the ranking method (PAR: cosine > delta; Euclidean: every hit)"
+    )
     kept_by_par: bool = Field(deprecated="use kept", description="deprecated alias of kept")
 
     @classmethod

@@ -18,7 +18,9 @@ from media_retrieval.utils.files import atomic_write_bytes, remove_stale_temps
 log = logging.getLogger(__name__)
 
 
-def load_model(cls: type[L.LightningModule], ckpt_path: str | Path, **overrides: Any) -> L.LightningModule:
+def load_model(
+    cls: type[L.LightningModule], ckpt_path: str | Path, **overrides: Any
+) -> L.LightningModule:
     """``cls.load_from_checkpoint`` with ``weights_only=True``: a checkpoint holding a pickled
     payload is refused instead of run. ``overrides`` replace stored hyper-parameters."""
     path = Path(ckpt_path)
@@ -36,7 +38,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own writer streams into place, so a full disk mid-write leaves ``last.ckpt``
     truncated and the documented resume fails; here the previous file stays whole."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
         folder = Path(path).parent
@@ -69,11 +73,18 @@ def is_intact(path: str | Path) -> bool:
 def newest_intact(folder: str | Path, first: Path | None = None) -> Path | None:
     """``first`` when it loads, else the most recent checkpoint in ``folder`` that does."""
     candidates = ([first] if first is not None else []) + sorted(
-        (p for p in Path(folder).glob("*.ckpt") if p != first), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        (p for p in Path(folder).glob("*.ckpt") if p != first),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
+    )
     for p in candidates:
         if p.is_file() and is_intact(p):
             if first is not None and p != first:
-                log.warning("%s is damaged (truncated or not a checkpoint): resuming from %s, the newest intact one",
-                            first, p)
+                log.warning(
+                    "%s is damaged (truncated or not a checkpoint): resuming from %s, the newest "
+                    "intact one",
+                    first,
+                    p,
+                )
             return p
     return None

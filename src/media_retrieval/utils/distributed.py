@@ -35,17 +35,23 @@ class EmbeddingCollector(Metric):
         return ids[first], vectors[first]
 
 
-def gather_by_id(collector: EmbeddingCollector, world_size: int, all_gather) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_by_id(
+    collector: EmbeddingCollector, world_size: int, all_gather
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``collector.compute()`` that also works when this rank collected nothing: torchmetrics
     gathers tensors of one rank count, so an empty rank first learns the embedding width from
     the others (``all_gather``: a collective every rank calls when ``world_size`` > 1)."""
     empty = not collector.ids
     if world_size > 1:
-        width = torch.tensor([0 if empty else collector.vectors[0].shape[-1]], device=collector.device)
+        width = torch.tensor(
+            [0 if empty else collector.vectors[0].shape[-1]], device=collector.device
+        )
         width = int(all_gather(width).max())
         if empty:
-            collector.update(torch.zeros(0, dtype=torch.long, device=collector.device),
-                             torch.zeros(0, width, device=collector.device))
+            collector.update(
+                torch.zeros(0, dtype=torch.long, device=collector.device),
+                torch.zeros(0, width, device=collector.device),
+            )
     elif empty:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, 1)
     ids, vectors = collector.compute()

@@ -67,7 +67,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.unlink(missing_ok=True)  # a stale one (or a planted link) goes: "x" (O_EXCL) never writes through one
+        tmp.unlink(
+            missing_ok=True
+        )  # a stale one (or a planted link) goes: "x" (O_EXCL) never writes through one
         with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()

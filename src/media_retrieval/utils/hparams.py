@@ -10,7 +10,9 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 
-def flat_hparams(cfg: DictConfig, locked: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+def flat_hparams(
+    cfg: DictConfig, locked: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The resolved config as dotted keys (``model.temporal.cell``), the form W&B sweeps use.
 
     Keys in ``locked`` (set by a W&B sweep for this run) are left out: the sweep already
@@ -28,7 +30,11 @@ def flat_hparams(cfg: DictConfig, locked: set[str] | frozenset[str] = frozenset(
             out[prefix] = node
 
     walk("", hp)
-    return {k: v for k, v in out.items() if k not in locked and not any(k.startswith(f"{lk}.") for lk in locked)}
+    return {
+        k: v
+        for k, v in out.items()
+        if k not in locked and not any(k.startswith(f"{lk}.") for lk in locked)
+    }
 
 
 def _sweep_locked_keys(logger: Any) -> set[str]:

@@ -74,13 +74,17 @@ def limits() -> Limits:
 
 
 def set_limits(**changes: float | int) -> Limits:
-    """Change limits for this process (e.g. a service that indexes 16K stills); returns the new set."""
+    """Change limits for this process (e.g. a service that indexes 16K stills); returns the new
+    set."""
     global _current
     names = {f.name: f for f in fields(Limits)}
     unknown = sorted(set(changes) - set(names))
     if unknown:
         raise ConfigError(f"unknown limit(s) {unknown}; valid: {sorted(names)}")
-    typed = {k: _parse(k, v, float if names[k].type in ("float", float) else int) for k, v in changes.items()}
+    typed = {
+        k: _parse(k, v, float if names[k].type in ("float", float) else int)
+        for k, v in changes.items()
+    }
     _current = replace(limits(), **typed)
     return _current
 

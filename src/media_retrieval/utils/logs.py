@@ -40,5 +40,7 @@ def each_line_once() -> None:
     (Hydra's ``job_logging``)."""
     quiet_lightning()
     for handler in logging.getLogger().handlers:
-        if type(handler) is logging.StreamHandler and not any(isinstance(f, _LightningOnce) for f in handler.filters):
+        if type(handler) is logging.StreamHandler and not any(
+            isinstance(f, _LightningOnce) for f in handler.filters
+        ):
             handler.addFilter(_LightningOnce())

@@ -36,13 +36,25 @@ class MultirunFailures(Callback):
                 try:
                     failed.append((hydra_dir.parent, json.loads(f.read_text())))
                 except (OSError, ValueError):
-                    failed.append((hydra_dir.parent, {"kind": "unknown", "message": "failure.json unreadable"}))
+                    failed.append(
+                        (
+                            hydra_dir.parent,
+                            {"kind": "unknown", "message": "failure.json unreadable"},
+                        )
+                    )
         if not failed:
             return
         print(f"{len(failed)} of {len(jobs)} jobs failed:", file=sys.stderr)
         for d, info in failed:
-            print(f"  {d.relative_to(sweep)}: {info.get('kind')}: {info.get('message')}", file=sys.stderr)
+            print(
+                f"  {d.relative_to(sweep)}: {info.get('kind')}: {info.get('message')}",
+                file=sys.stderr,
+            )
         if len(failed) == len(jobs) or any(info.get("kind") != "ConfigError" for _, info in failed):
-            why = "every job failed" if len(failed) == len(jobs) else "a job failed for a reason other than its config"
+            why = (
+                "every job failed"
+                if len(failed) == len(jobs)
+                else "a job failed for a reason other than its config"
+            )
             print(f"error: multirun {sweep}: {why}", file=sys.stderr)
             sys.exit(1)

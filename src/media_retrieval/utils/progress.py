@@ -29,7 +29,11 @@ class LogProgress:
         self.done += n
         now = time.monotonic()
         step = max(self.total // 20, 1)
-        if self.done >= self.total or now - self._last_t >= self.every_s or self.done - self._last_done >= step:
+        if (
+            self.done >= self.total
+            or now - self._last_t >= self.every_s
+            or self.done - self._last_done >= step
+        ):
             self._last_t, self._last_done = now, self.done
             log.info("%s", self.line(now))
 
@@ -38,7 +42,8 @@ class LogProgress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta = "?" if left != left else f"{int(left // 60)} min {int(left % 60):02d} s"
-        return f"{self.label}: {self.done}/{self.total} ({100 * self.done / self.total:.0f} %, {rate:.2f}/s, {eta} left)"
+        share = 100 * self.done / self.total
+        return f"{self.label}: {self.done}/{self.total} ({share:.0f} %, {rate:.2f}/s, {eta} left)"
 
 
 @contextmanager
@@ -47,7 +52,11 @@ def progress(label: str, total: int, every_s: float = 10.0) -> Iterator:
     if sys.stderr.isatty():
         from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn  # noqa: PLC0415 - rich stays unloaded until used
 
-        columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (
+            *Progress.get_default_columns()[:-1],
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n=1: bar.advance(task, n)

@@ -51,7 +51,11 @@ class ShardStore:
                 if not isinstance(keys, list) or not shape or shape[0] != len(keys):
                     raise ValueError(f"{len(keys)} keys for {shape[0] if shape else 0} arrays")
             except (OSError, ValueError) as exc:
-                log.warning("removing unreadable shard %s (%s): its items are computed again", keys_file, exc)
+                log.warning(
+                    "removing unreadable shard %s (%s): its items are computed again",
+                    keys_file,
+                    exc,
+                )
                 self._remove(name)
                 continue
             yield name, [str(k) for k in keys]
@@ -101,12 +105,19 @@ class ShardStore:
         name = "shard-" + hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.dir / f"{name}.npy", durable=self.durable) as tmp, open(tmp, "wb") as fh:
+            with (
+                atomic_path(self.dir / f"{name}.npy", durable=self.durable) as tmp,
+                open(tmp, "wb") as fh,
+            ):
                 np.save(fh, np.ascontiguousarray(arrays, dtype=np.float32))
-            atomic_write_text(self.dir / f"{name}{KEYS_SUFFIX}", json.dumps(keys), durable=self.durable)
+            atomic_write_text(
+                self.dir / f"{name}{KEYS_SUFFIX}", json.dumps(keys), durable=self.durable
+            )
         except OSError as exc:
-            raise MediaRetrievalError(f"cannot write to {self.dir} ({exc.strerror or exc}); finished shards are kept: "
-                                      "free space and run the same command again") from exc
+            raise MediaRetrievalError(
+                f"cannot write to {self.dir} ({exc.strerror or exc}); finished shards are kept: "
+                "free space and run the same command again"
+            ) from exc
         if self._index is not None:
             for row, key in enumerate(keys):
                 self._index.setdefault(key, (name, row))
@@ -123,5 +134,8 @@ class ShardStore:
 
     def record_skipped(self, skipped: dict[str, str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.dir / "skipped.json", json.dumps(skipped, indent=1, sort_keys=True),
-                          durable=self.durable)
+        atomic_write_text(
+            self.dir / "skipped.json",
+            json.dumps(skipped, indent=1, sort_keys=True),
+            durable=self.durable,
+        )

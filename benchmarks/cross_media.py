@@ -46,7 +46,7 @@ import av
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import real_clips_dir
+from media_retrieval.config.paths import real_clips_dir
 from media_retrieval.models.cnn_lstm import CNNLSTM
 from media_retrieval.models.i3d import I3DModule
 

@@ -70,7 +70,7 @@ def epoch_times() -> dict:
     decoding + running Lite0 on the fly (what the cache saves every epoch)."""
     from hydra import compose, initialize_config_dir
 
-    from media_retrieval.config_schema import register
+    from media_retrieval.config.store import register
 
     register()
     from hydra.utils import instantiate

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from media_retrieval.config_schema import real_clips_dir
+from media_retrieval.config.paths import real_clips_dir
 from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.models.cnn_lstm import CNNLSTM
 from media_retrieval.models.i3d import I3DModule

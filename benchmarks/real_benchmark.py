@@ -63,7 +63,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from media_retrieval.config_schema import real_clips_dir  # noqa: E402
+from media_retrieval.config.paths import real_clips_dir  # noqa: E402
 from media_retrieval.data.discovery import MediaItem  # noqa: E402
 from media_retrieval.data.folds import Fold, leave_one_source_out  # noqa: E402
 

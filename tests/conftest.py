@@ -17,8 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from media_retrieval.config_schema import real_clips_dir
-from media_retrieval.config_schema import register as register_schemas
+from media_retrieval.config.paths import real_clips_dir
+from media_retrieval.config.store import register as register_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))

@@ -237,6 +237,26 @@ def test_a_grayscale_model_without_a_checkpoint_indexes_through_the_api(library,
     assert index.clip_spec.in_chans == 1 and len(index.segments) > 0
 
 
+def test_the_config_schemas_import_no_torch():
+    """Schemas by concern, checked before the heavy imports: registering and checking them
+    loads neither torch nor Lightning."""
+    modules = ", ".join(
+        f"media_retrieval.config.{m}" for m in ("data", "model", "index", "retrieval", "paths")
+    )
+    code = (
+        f"import sys; import media_retrieval.config.store as s; s.register(); import {modules}; "
+        "bad = {'torch', 'lightning'} & set(sys.modules); assert not bad, bad"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_layers_import_only_downward_and_without_cycles():
     """The package graph: library layers (data, models, retrieval, ...) never import the
     application layers (cli, callbacks, reporting), and no two packages import each other."""
@@ -267,7 +287,7 @@ def test_layers_import_only_downward_and_without_cycles():
         "utils",
         "clips",
         "errors",
-        "config_schema",
+        "config",
         "training",
     ):
         assert not edges[lib] & app, f"{lib} imports {edges[lib] & app}"
@@ -288,7 +308,7 @@ def test_delta_auto_is_chosen_on_validation_and_travels_to_the_index(
     from media_retrieval.cli.index import run_index
     from media_retrieval.cli.search import search
     from media_retrieval.cli.train import train
-    from media_retrieval.config_schema import DEFAULT_DELTA
+    from media_retrieval.config.retrieval import DEFAULT_DELTA
     from media_retrieval.reporting.report import write_report
     from media_retrieval.serve.app import ServiceSettings, create_app
 

@@ -384,9 +384,9 @@ def test_pca_study_marks_the_90_percent_dimension(tmp_path):
 
 def test_the_real_clips_folder_is_one_setting_the_environment_can_move(tmp_path, monkeypatch):
     """``paths.real_clips_dir`` (configs), the benchmarks' ``--real-dir`` default and the tests'
-    REAL_CLIPS all come from ``config_schema.real_clips_dir``: ``$MEDIA_RETRIEVAL_REAL_CLIPS`` moves
+    REAL_CLIPS all come from ``config.paths.real_clips_dir``: ``$MEDIA_RETRIEVAL_REAL_CLIPS`` moves
     them all."""
-    from media_retrieval.config_schema import real_clips_dir
+    from media_retrieval.config.paths import real_clips_dir
 
     assert Path(real_clips_dir(str(ROOT))) == REAL_CLIPS
     monkeypatch.delenv("MEDIA_RETRIEVAL_REAL_CLIPS", raising=False)

@@ -240,6 +240,7 @@ def test_3_lock_and_reader_links_are_never_written_through(built, index, tmp_pat
     # neither truncates nor deletes what it points at
     name = (index / "CURRENT").read_text().strip()
     lease = index / ".readers" / f"{name}.lock"
+    lease.parent.mkdir(exist_ok=True)  # made by the first reader: this test may run before any
     lease.unlink(missing_ok=True)
     os.symlink(victim, lease)
     MediaIndex(index).close()

@@ -185,7 +185,7 @@ def test_command_dispatch(capsys):
 def test_home_dir_order(monkeypatch, tmp_path):
     """paths.root_dir: $MEDIA_RETRIEVAL_HOME, else $PROJECT_ROOT (src/*.py), else the working
     directory."""
-    from media_retrieval.config_schema import home_dir
+    from media_retrieval.config.paths import home_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MEDIA_RETRIEVAL_HOME", raising=False)

@@ -443,7 +443,7 @@ def test_bad_config_fails_at_startup_with_one_line(overrides, message, tmp_path)
     ],
 )
 def test_type_and_choice_errors_fail_at_composition_before_torch_loads(config, overrides, message):
-    """The structured-config schemas (media_retrieval/config_schema.py) catch these when the
+    """The structured-config schemas (media_retrieval/config/) catch these when the
     config is composed: one line, exit 2, and torch is never imported."""
     code = (
         "import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in "

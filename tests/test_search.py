@@ -428,12 +428,12 @@ def test_two_node_index_resumes_after_a_node_dies_and_matches_one_process(librar
 
 
 def test_backends_are_one_registry_the_config_check_and_the_index_store_agree_with():
-    """`index.backend` is validated before torch loads (config_schema.BACKENDS) and built from the
+    """`index.backend` is validated before torch loads (config.index.BACKENDS) and built from the
     registry: the two name the same backends. The index store asks a backend's class what it
     needs (local files, folder entries, recorded options) and names none itself."""
     import ast
 
-    from media_retrieval.config_schema import BACKENDS
+    from media_retrieval.config.index import BACKENDS
     from media_retrieval.retrieval import backends, index_store
 
     assert sorted(BACKENDS) == sorted(backends._BACKEND_TYPES)

@@ -1,6 +1,6 @@
 """Checks of a composed config that run at start-up, before any data is read: a value that
 cannot work ends with one line (``error: ...``, exit 2) instead of a traceback minutes in.
-Types, valid values and bounds live in :mod:`media_retrieval.config_schema` (checked when the
+Types, valid values and bounds live in :mod:`media_retrieval.config` (checked when the
 config is composed); what is here needs more than the config: the machine, the model class,
 several fields at once."""
 
@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from media_retrieval.config_schema import check_choices, resolve_delta, stored_delta
+from media_retrieval.config.retrieval import resolve_delta, stored_delta
+from media_retrieval.config.store import check_choices
 from media_retrieval.dataset_sources import configured_roots, missing_roots
 from media_retrieval.errors import (
     ConfigError,
@@ -27,7 +28,7 @@ from media_retrieval.errors import (
     command,
 )
 
-# Top-level keys of the entry points (the blocks have schemas: media_retrieval.config_schema)
+# Top-level keys of the entry points (the blocks have schemas: media_retrieval.config)
 _TYPED = [
     ("seed", int),
     ("batch_size", int),
@@ -322,7 +323,7 @@ def _one_line(exc: Exception, overrides: list[str], config_dir: Path) -> str:
     cause = exc.__cause__
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
         m = re.search(r"Value (.*) of type '\w+' could not be converted to (\w+)", str(cause))
-        if m:  # a schema type (media_retrieval/config_schema.py)
+        if m:  # a schema type (media_retrieval/config/)
             want = _TYPE_WORDS.get(m.group(2), m.group(2))
             return f"{cause.full_key} must be {want}, got {m.group(1)}"
         m = re.search(r"Value (.*) is not a valid bool", str(cause))

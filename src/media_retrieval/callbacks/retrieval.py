@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import resolve_delta
+from media_retrieval.config.retrieval import resolve_delta
 from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
 from media_retrieval.retrieval.par import select_delta

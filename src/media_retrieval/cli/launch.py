@@ -24,7 +24,7 @@ def launch(config_name: str, task: str) -> Any:
     it)."""
     import hydra  # noqa: PLC0415 - hydra stays unloaded until used
 
-    from media_retrieval.config_schema import register  # noqa: PLC0415 - config_schema (and what it loads) stays unloaded until used
+    from media_retrieval.config.store import register  # noqa: PLC0415 - config.store (and what it loads) stays unloaded until used
 
     register()  # the configs name their schemas
     try:

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from media_retrieval.cli.common import run_cli, validate_config
-from media_retrieval.config_schema import DeltaChoice, resolve_delta
+from media_retrieval.config.retrieval import DeltaChoice, resolve_delta
 from media_retrieval.reporting.tables import print_results
 from media_retrieval.training import train_and_test
 

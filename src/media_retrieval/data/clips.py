@@ -47,7 +47,7 @@ class ClipSpec:
     normalize: str = "imagenet"
 
     def __post_init__(self) -> None:
-        from media_retrieval.config_schema import DECODERS, RESIZE_MODES, SAMPLINGS
+        from media_retrieval.config.data import DECODERS, RESIZE_MODES, SAMPLINGS
 
         checks = [(isinstance(self.frames, int) and 1 <= self.frames <= 1024, "frames in 1..1024"),
                   (isinstance(self.image_size, int) and 8 <= self.image_size <= 4096, "image_size in 8..4096"),

@@ -118,7 +118,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.m_per_class = m_per_class
-        from media_retrieval.config_schema import LABELS
+        from media_retrieval.config.data import LABELS
 
         if labels not in LABELS:
             raise DataError(f"data.labels={labels!r}; valid: {', '.join(LABELS)}")

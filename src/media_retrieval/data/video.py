@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import DECODERS, SAMPLINGS  # noqa: F401 - re-exported: valid values live with the schemas
+from media_retrieval.config.data import DECODERS, SAMPLINGS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import is_regular_file
 from media_retrieval.utils.limits import limits

@@ -19,7 +19,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from media_retrieval.config_schema import POOLS
+from media_retrieval.config.model import POOLS
 from media_retrieval.errors import ConfigError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)

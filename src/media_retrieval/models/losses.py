@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from media_retrieval.config_schema import LOSSES  # noqa: F401 - re-exported: valid values live with the schemas
+from media_retrieval.config.model import LOSSES  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import ConfigError
 
 

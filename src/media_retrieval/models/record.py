@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from media_retrieval.config_schema import DeltaChoice, resolve_delta, stored_delta
+from media_retrieval.config.retrieval import DeltaChoice, resolve_delta, stored_delta
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.errors import DataError
 

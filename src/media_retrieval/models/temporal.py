@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from media_retrieval.config_schema import CELLS, READOUTS, TEMPORAL_STATS
+from media_retrieval.config.model import CELLS, READOUTS, TEMPORAL_STATS
 from media_retrieval.errors import ConfigError
 
 

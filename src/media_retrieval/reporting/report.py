@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from media_retrieval.config_schema import DEFAULT_DELTA, resolve_delta
+from media_retrieval.config.retrieval import DEFAULT_DELTA, resolve_delta
 from media_retrieval.errors import ConfigError
 from media_retrieval.reporting import figures
 from media_retrieval.reporting.figures import _plt, table_iv_markdown

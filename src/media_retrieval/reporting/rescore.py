@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from media_retrieval.config_schema import resolve_delta
+from media_retrieval.config.retrieval import resolve_delta
 from media_retrieval.reporting.tables import best_delta_table, write_json, write_markdown
 from media_retrieval.utils.instantiate import build_loggers
 

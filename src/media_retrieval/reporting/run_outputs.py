@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from media_retrieval.config_schema import DeltaChoice
+from media_retrieval.config.retrieval import DeltaChoice
 from media_retrieval.reporting import figures
 from media_retrieval.reporting.tables import write_json, write_markdown
 from media_retrieval.retrieval.embeddings_io import save_embeddings

@@ -233,7 +233,7 @@ _BACKEND_TYPES: dict[str, type[SearchBackend]] = {}
 
 def register_backend(name: str):
     """Class decorator: ``index.backend=<name>`` builds this class. The valid names are also
-    listed in ``config_schema.BACKENDS`` (checked before torch loads); a test keeps the two
+    listed in ``config.index.BACKENDS`` (checked before torch loads); a test keeps the two
     equal."""
 
     def add(cls: type[SearchBackend]) -> type[SearchBackend]:

@@ -24,7 +24,6 @@ from lightning.fabric.utilities.rank_zero import _get_rank
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from media_retrieval.config_schema import accelerator_device, clips_per_batch, decode_workers
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.discovery import (
     Skipped,
@@ -47,6 +46,7 @@ from media_retrieval.retrieval.index_store import (
     preprocess_key,
 )
 from media_retrieval.retrieval.shards import EmbeddingShardWriter, shard_store
+from media_retrieval.utils.devices import accelerator_device, clips_per_batch, decode_workers
 from media_retrieval.utils.logs import quiet_lightning
 
 log = logging.getLogger(__name__)

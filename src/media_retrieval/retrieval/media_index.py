@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import DeltaChoice
+from media_retrieval.config.retrieval import DeltaChoice
 from media_retrieval.data.clips import ClipSpec, load_clip
 from media_retrieval.data.library import query_paths
 from media_retrieval.data.video import media_type

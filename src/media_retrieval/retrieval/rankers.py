@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from media_retrieval.config_schema import DEFAULT_DELTA
+from media_retrieval.config.retrieval import DEFAULT_DELTA
 from media_retrieval.errors import ConfigError
 from media_retrieval.retrieval.par import par_keep
 

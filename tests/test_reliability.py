@@ -484,3 +484,21 @@ def test_train_split_file_and_metrics_are_seed_deterministic(tiny_dirs, tmp_path
         outs.append(out)
     assert (outs[0] / "split.csv").read_bytes() == (outs[1] / "split.csv").read_bytes()
     assert _headline(outs[0]) == _headline(outs[1])
+
+
+def test_a_damaged_run_folder_is_one_failed_row_of_the_report(tmp_path):
+    """A run's files are data: unreadable results.json or .hydra config make that run a failed
+    row saying which file, and the report of the other runs is written."""
+    from media_retrieval.reporting.report import write_report
+
+    bad = tmp_path / "runs" / "bad"
+    (bad / "retrieval").mkdir(parents=True)
+    (bad / ".hydra").mkdir()
+    (bad / "retrieval" / "results.json").write_text("{not json")
+    (bad / ".hydra" / "config.yaml").write_text(": : bad: [")
+    odd = tmp_path / "runs" / "odd"
+    (odd / "retrieval").mkdir(parents=True)
+    (odd / "retrieval" / "results.json").write_text('["a row that is not an object"]')
+    text = write_report([tmp_path / "runs"], tmp_path / "report" / "report.md", k=5).read_text()
+    assert "| bad | failed: retrieval/results.json cannot be read (Expecting property name" in text
+    assert "| odd | failed: retrieval/results.json holds rows that are not objects" in text

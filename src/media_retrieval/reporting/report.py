@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,20 +128,42 @@ class Run:
         return list(self.config.get("tags") or [])
 
 
+def _read(path: Path, parse: Callable[[str], Any], kind: type, run: Run) -> Any:
+    """A run's file as data: damaged or of the wrong shape, the run is reported as failed with
+    one line saying which file and why, never the whole report."""
+    try:
+        value = parse(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        run.error = (
+            f"{path.relative_to(run.path)} cannot be read ({str(exc).splitlines()[0][:120]})"
+        )
+        log.warning("%s: %s", run.path, run.error)
+        return None
+    if value is not None and not isinstance(value, kind):
+        run.error = f"{path.relative_to(run.path)} is not a {kind.__name__}"
+        log.warning("%s: %s", run.path, run.error)
+        return None
+    return value
+
+
 def _load_run(d: Path) -> Run:
     run = Run(d)
     hyd = d / ".hydra"
     if (hyd / "overrides.yaml").is_file():
-        for o in yaml.safe_load((hyd / "overrides.yaml").read_text()) or []:
+        for o in _read(hyd / "overrides.yaml", yaml.safe_load, list, run) or []:
             key, _, value = str(o).lstrip("+~").partition("=")
             run.overrides[key] = value
     if (hyd / "config.yaml").is_file():
-        run.config = yaml.safe_load((hyd / "config.yaml").read_text()) or {}
+        run.config = _read(hyd / "config.yaml", yaml.safe_load, dict, run) or {}
     if (d / "error.txt").is_file():
-        run.error = (d / "error.txt").read_text().strip()
+        run.error = (d / "error.txt").read_text(errors="replace").strip()
     res = d / "retrieval" / "results.json"
     if res.is_file():
-        run.rows = json.loads(res.read_text())
+        rows = _read(res, json.loads, list, run) or []
+        if all(isinstance(r, dict) for r in rows):
+            run.rows = rows
+        else:
+            run.error = "retrieval/results.json holds rows that are not objects"
     if (d / "retrieval" / DELTA_FILE).is_file():
         try:  # data: a damaged file means no record (the default δ), never a failed report
             recorded = json.loads((d / "retrieval" / DELTA_FILE).read_text())

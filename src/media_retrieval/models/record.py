@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from media_retrieval.config.retrieval import DeltaChoice, resolve_delta, stored_delta
 from media_retrieval.data.clips import ClipSpec
@@ -80,8 +81,6 @@ def weights_sha256(module: torch.nn.Module) -> str:
 
 def record_of(model: torch.nn.Module, ckpt_path: str | Path | None = None) -> ModelRecord:
     """The record of a model as it is now (its δ and whitening included)."""
-    from omegaconf import OmegaConf  # noqa: PLC0415 - omegaconf stays unloaded until a record is written
-
     hparams = OmegaConf.to_container(
         OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True
     )

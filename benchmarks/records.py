@@ -79,6 +79,14 @@ def problems(records: Path = RECORDS, root: Path = ROOT) -> list[str]:
     return out
 
 
+def save(recs: list[dict]) -> None:
+    """Rewrite RECORDS.yaml with ``recs``, its comment header kept."""
+    head = "".join(
+        line for line in RECORDS.read_text().splitlines(keepends=True) if line.startswith("#")
+    )
+    RECORDS.write_text(head + yaml.safe_dump(recs, sort_keys=False, width=100, allow_unicode=True))
+
+
 def record(files: list[str], script: str, command: str, machine: str | None = None) -> None:
     """Add or replace the record of ``files`` with the script's hash now and the current commit."""
     commit = subprocess.run(
@@ -97,13 +105,7 @@ def record(files: list[str], script: str, command: str, machine: str | None = No
         "machine": machine or f"{platform.machine()}, {os.cpu_count()} cores",
         "script_sha256": script_sha(ROOT / script),
     }
-    head = "".join(
-        line for line in RECORDS.read_text().splitlines(keepends=True) if line.startswith("#")
-    )
-    kept = [r for r in load() if not set(r["files"]) & set(names)]
-    RECORDS.write_text(
-        head + yaml.safe_dump([*kept, entry], sort_keys=False, width=100, allow_unicode=True)
-    )
+    save([r for r in load() if not set(r["files"]) & set(names)] + [entry])
     print(f"recorded {', '.join(names)} ({script} at {commit})")
 
 
@@ -120,10 +122,7 @@ def review(scripts: list[str], why: str) -> None:
             before = (rec.get("reviewed") or {}).get("why")
             rec["reviewed"] = {"script_sha256": now, "why": f"{before}; {why}" if before else why}
             print(f"reviewed {', '.join(rec['files'])}: {rec['script']}")
-    head = "".join(
-        line for line in RECORDS.read_text().splitlines(keepends=True) if line.startswith("#")
-    )
-    RECORDS.write_text(head + yaml.safe_dump(recs, sort_keys=False, width=100, allow_unicode=True))
+    save(recs)
 
 
 def main(argv: list[str] | None = None) -> None:

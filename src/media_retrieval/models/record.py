@@ -80,21 +80,19 @@ def weights_sha256(module: torch.nn.Module) -> str:
 
 
 def record_of(model: torch.nn.Module, ckpt_path: str | Path | None = None) -> ModelRecord:
-    """The record of a model as it is now (its δ and whitening included)."""
-    hparams = OmegaConf.to_container(
-        OmegaConf.create(dict(getattr(model, "hparams", {}))), resolve=True
-    )
-    whitening = getattr(model, "whitening", None)
-    encoders = model.pretrained_encoders() if hasattr(model, "pretrained_encoders") else {}
+    """The record of a model (a ClipEmbedder: every registered model is one) as it is now, its δ
+    and whitening included."""
+    hparams = OmegaConf.to_container(OmegaConf.create(dict(model.hparams)), resolve=True)
+    whitening = model.whitening
     return ModelRecord(
         cls=qualified_name(type(model)),
         hparams=hparams,
-        clip_spec=getattr(model, "clip_spec", None),
-        delta=stored_delta(getattr(model, "par_delta", None)),
+        clip_spec=model.clip_spec,
+        delta=stored_delta(model.par_delta),  # a plain float: checkpoints load weights_only
         whitening=None
         if whitening is None
         else {"dim": int(whitening.dim), "fitted": bool(whitening.fitted)},
-        encoder_sha256={role: weights_sha256(m) for role, m in encoders.items()},
+        encoder_sha256={role: weights_sha256(m) for role, m in model.pretrained_encoders().items()},
         ckpt_path=str(Path(ckpt_path).resolve()) if ckpt_path else None,
     )
 

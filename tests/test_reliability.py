@@ -261,7 +261,8 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
 
     media, index = tmp_path / "media", tmp_path / "index"
     make_library(media)
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
+    # faulthandler: should the build die of a signal, its stderr says where
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     cmd = [
         sys.executable,
         str(ROOT / "src" / "index.py"),
@@ -276,24 +277,25 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
         "trainer.accelerator=cpu",
         f"hydra.run.dir={tmp_path / 'h'}",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
-    started = _wait_for(
-        lambda: (
-            len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3 or proc.poll() is not None
+    log = tmp_path / "stderr.txt"  # a file, not a pipe nobody reads while the build runs
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=stderr, stderr=stderr, preexec_fn=_default_sigint
         )
-    )
-    assert started and proc.poll() is None, "the build ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out[-1000:], err[-2000:])
+        started = _wait_for(
+            lambda: (
+                len(list((index / "work").glob("*/shard-*.keys.json"))) >= 3
+                or proc.poll() is not None
+            )
+        )
+        assert started and proc.poll() is None, (
+            f"the build ended (exit {proc.poll()}) before it could be interrupted: "
+            f"{log.read_text()[-3000:]}"
+        )
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    err = log.read_text()
+    assert proc.returncode == 130, err[-3000:]
     assert "interrupted" in err.strip().splitlines()[-1] and "run the same command again" in err
     assert IndexStore(index).current() is None
     kept = len(list((index / "work").glob("*/shard-*.keys.json")))
@@ -301,6 +303,35 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{kept} from an interrupted build" in r.stdout + r.stderr
     assert len(IndexStore(index).segments()) == 24
+
+
+def test_ctrl_c_is_recorded_and_raised_at_the_batch_end():
+    """The handler only records a first Ctrl-C (so it cannot be lost inside native code); the
+    batch end raises it, after the shard writer; a second Ctrl-C raises at once."""
+    from media_retrieval.retrieval.shards import CtrlCAfterBatch
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    before = signal.getsignal(signal.SIGINT)
+    stop = CtrlCAfterBatch()
+    stop.on_predict_start(None, None)
+    try:
+        assert signal.getsignal(signal.SIGINT) is not before
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs the handler at the next bytecode: no exception here
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt):
+            stop.on_predict_batch_end(None)
+        assert signal.getsignal(signal.SIGINT) is before  # restored once raised
+    finally:
+        stop.on_exception(None, None, KeyboardInterrupt())
+        assert signal.getsignal(signal.SIGINT) is before
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # started with nohup or &: left alone
+        CtrlCAfterBatch().on_predict_start(None, None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, outer)
 
 
 # ---------------------------------------------------------------------------- full disk

@@ -45,7 +45,7 @@ from media_retrieval.retrieval.index_store import (
     fingerprint,
     preprocess_key,
 )
-from media_retrieval.retrieval.shards import EmbeddingShardWriter, shard_store
+from media_retrieval.retrieval.shards import CtrlCAfterBatch, EmbeddingShardWriter, shard_store
 from media_retrieval.utils.devices import accelerator_device, clips_per_batch, decode_workers
 from media_retrieval.utils.logs import quiet_lightning
 
@@ -268,8 +268,11 @@ def _build(
 
     trainer_args = {"logger": False, "enable_checkpointing": False, **options.trainer}
     quiet_lightning()
+    ctrl_c = CtrlCAfterBatch()
     trainer = L.Trainer(
-        **trainer_args, callbacks=[EmbeddingShardWriter(work, [s.key for s in pending])]
+        **trainer_args,
+        # the writer first: a Ctrl-C stops the build after the batch in hand is saved
+        callbacks=[EmbeddingShardWriter(work, [s.key for s in pending]), ctrl_c],
     )
     if pending:
         batch_size = options.batch_size or clips_per_batch(device)
@@ -286,7 +289,11 @@ def _build(
         try:
             with autocast(device, precision):
                 trainer.predict(model, dataloaders=loader, return_predictions=False)
-        except SystemExit as exc:  # Lightning turns Ctrl-C into exit(1) after a graceful shutdown
+        except (SystemExit, Exception) as exc:
+            # Lightning turns Ctrl-C into exit(1) after a graceful shutdown; loader workers, which
+            # Ctrl-C reaches too, die meanwhile and the loader may raise that first
+            if not (isinstance(exc, SystemExit) or ctrl_c.requested):
+                raise
             n = shard_store(work).shard_count()
             raise Interrupted(
                 f"interrupted: {n} finished batches are kept in {work} and the live index is "

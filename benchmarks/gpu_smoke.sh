@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 T=(data.root=/tmp/g/corpus paths.cache_dir=/tmp/g/cache data.corpus.clips_per_class=5 data.corpus.images_per_class=2
    data.corpus.min_duration_s=2 data.corpus.max_duration_s=3 "data.corpus.classes=[static,zoom_in,pulse,blink,zoom_out,rotate]"
-   "data.held_out_classes=[zoom_out,blink,rotate]" data.frames=4 data.image_size=64 data.batch_size=8
+   "data.held_out_classes=[zoom_out,blink,rotate]" data.clip.frames=4 data.clip.image_size=64 data.batch_size=8
    data.eval_batch_size=4 data.num_workers=2 logger=csv)
 declare -A RC
 run() { local name=$1; shift; timeout 300 "$@" > "$OUT/$name.log" 2>&1; RC[$name]=$?; echo "$name rc=${RC[$name]}"; }
@@ -28,7 +28,7 @@ run ddp python3 src/train.py "${T[@]}" trainer=ddp trainer.devices=1 trainer.max
 run library python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
 from helpers.media_library import make_library; make_library(Path('/tmp/g/media'))"
 run index python3 src/index.py model.temporal.cell=none media_dir=/tmp/g/media index_dir=/tmp/g/index trainer=gpu \
-  num_workers=2 preprocess.frames=4 preprocess.image_size=64 hydra.run.dir=/tmp/g/ih
+  num_workers=2 clip.frames=4 clip.image_size=64 hydra.run.dir=/tmp/g/ih
 run search python3 src/search.py index_dir=/tmp/g/index query=/tmp/g/media/red_disc k=3 output=json hydra.run.dir=/tmp/g/sh
 run api python3 - <<'EOF'
 import torch

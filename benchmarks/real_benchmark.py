@@ -164,15 +164,12 @@ def kinetics_classes() -> dict[str, set[str]]:
 def real_datamodule(roots: dict[str, Path], cache_dir: Path, dense_frames: int | None = None):
     """The data module both encoders read the sets through: 16 frames by index, 224 px stretched,
     whole clips; the same settings give both caches the keys earlier runs filled."""
+    from media_retrieval.data.clips import ClipSpec
     from media_retrieval.data.datamodule import FolderDataModule
 
     return FolderDataModule(
         roots={s: str(r) for s, r in roots.items()},
-        frames=16,
-        image_size=224,
-        resize="stretch",
-        sampling="index",
-        chunk_s=None,
+        clip=ClipSpec(frames=16, image_size=224, resize="stretch", sampling="index", chunk_s=None),
         cache_dir=str(cache_dir),
         num_workers=1,
         dedupe=False,
@@ -370,11 +367,12 @@ class ViewData(torch.utils.data.Dataset):
     def __init__(
         self, items: list[MediaItem], dense: dict[str, np.ndarray], targets: torch.Tensor
     ) -> None:
+        from media_retrieval.data.clips import ClipSpec
         from media_retrieval.data.datamodule import VideoRetrievalDataModule
 
         self.items, self.dense, self.targets = items, dense, targets
         self.dm = VideoRetrievalDataModule(
-            frames=16, dense_frames=next(iter(dense.values())).shape[0]
+            clip=ClipSpec(frames=16), dense_frames=next(iter(dense.values())).shape[0]
         )
 
     def __len__(self) -> int:

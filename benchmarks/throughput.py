@@ -218,13 +218,13 @@ def decode_rates(files: list[Path], workers_list: list[int]) -> list[dict]:
 def profile(files: list[Path], device: str) -> dict:
     """Seconds per clip of each stage, one clip at a time (decode and transform in this
     process, encode by the no-training model's ``embed`` on its fast path)."""
-    from media_retrieval.data.clips import ClipSpec
+    from media_retrieval.data.clips import ClipSpec, clip_transform
     from media_retrieval.data.video import load_frames
     from media_retrieval.models.inference import fast_inference
     from media_retrieval.retrieval.media_index import default_model
 
     spec = ClipSpec(frames=16, image_size=224)
-    transform = spec.transform()
+    transform = clip_transform(spec)
     model = fast_inference(default_model().to(device))
     dec, tr, enc = [], [], []
     for f in files:

@@ -8,11 +8,13 @@ Inputs are the saved embeddings of two ``src/eval.py`` runs over all 1 348 clips
 
     python src/eval.py data=folder model.temporal.cell=none model.temporal.stats=[] \\
         model.name=lite0_mean \\
-        "data.roots={...all eight...}" data.sampling=index data.chunk_s=null data.resize=stretch \\
+        "data.roots={...all eight...}" data.clip.sampling=index data.clip.chunk_s=null \\
+        data.clip.resize=stretch \\
         trainer.accelerator=cpu save_embeddings=true hydra.run.dir=logs/eval/lite0_real_all
     python src/eval.py data=folder model=i3d model.features=both "data.roots={...}" \\
-        data.sampling=index \\
-        data.chunk_s=null data.resize=stretch trainer.accelerator=cpu save_embeddings=true \\
+        data.clip.sampling=index \\
+        data.clip.chunk_s=null data.clip.resize=stretch trainer.accelerator=cpu \\
+        save_embeddings=true \\
         hydra.run.dir=logs/eval/i3d_real_all
     PYTHONPATH=src python benchmarks/video_encoders.py logs/eval/lite0_real_all \\
         logs/eval/i3d_real_all

@@ -136,7 +136,7 @@ def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
     from media_retrieval.training import prepare
 
     with open_dict(cfg_train):
-        cfg_train.data.resize = "stretch"
+        cfg_train.data.clip.resize = "stretch"
         cfg_train.trainer.max_epochs = 1
     train(cfg_train)
     ckpt = Path(cfg_train.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -162,7 +162,7 @@ def test_clip_spec_travels_with_the_checkpoint(cfg_train, tmp_path):
             f"ckpt_path={ckpt}",
             f"media_dir={media}",
             f"index_dir={tmp_path / 'index'}",
-            "preprocess.chunk_s=null",
+            "clip.chunk_s=null",
             "num_workers=0",
             "trainer.accelerator=cpu",
         ],

@@ -14,6 +14,7 @@ from conftest import compose_cfg, require_real_clips
 
 from media_retrieval.cli.eval import evaluate
 from media_retrieval.cli.train import train
+from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.corpus import encode_mp4
 from media_retrieval.data.discovery import MediaItem, chunk_items
 from media_retrieval.data.splits import one_dataset_split
@@ -70,8 +71,8 @@ def test_bad_files_are_skipped_and_listed(messy_folder, tmp_path):
             "data=folder",
             f"data.root={root}",
             "data.unseen_classes=[gamma]",
-            "data.frames=4",
-            "data.image_size=64",
+            "data.clip.frames=4",
+            "data.clip.image_size=64",
             "data.batch_size=4",
             "data.num_workers=0",
             f"paths.cache_dir={tmp_path}/cache",
@@ -163,9 +164,9 @@ def test_real_clips_reference_reproduced(tmp_path):
             f"{real / 'gestures-mini'}}}",
             "model.temporal.cell=none",
             "model.temporal.stats=[]",
-            "data.sampling=index",
-            "data.chunk_s=null",
-            "data.resize=stretch",
+            "data.clip.sampling=index",
+            "data.clip.chunk_s=null",
+            "data.clip.resize=stretch",
             "trainer.accelerator=cpu",
             f"paths.cache_dir={tmp_path}/cache",
             "data.num_workers=1",
@@ -202,9 +203,7 @@ def test_training_augmentation_varies_clips_and_evaluation_does_not(tmp_path):
     _clip(tmp_path / "c" / "a" / "x.mp4", 60, seed=1)
     dm = FolderDataModule(
         root=str(tmp_path / "c"),
-        frames=6,
-        image_size=32,
-        chunk_s=None,
+        clip=ClipSpec(frames=6, image_size=32, chunk_s=None),
         augment={"enabled": True, "temporal_jitter": True, "scale": [0.3, 1.0], "hflip": 0.5},
     )
     item = MediaItem(str(tmp_path / "c" / "a" / "x.mp4"), "c", "a", "c/x")
@@ -247,8 +246,8 @@ def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(
             "data=folder",
             f"data.root={root}",
             "data.unseen_classes=[gamma]",
-            "data.frames=4",
-            "data.image_size=32",
+            "data.clip.frames=4",
+            "data.clip.image_size=32",
             "data.batch_size=4",
             "data.num_workers=0",
             "model=c3d",
@@ -298,9 +297,7 @@ def test_horizontal_flips_keep_direction_classes_right(tmp_path):
         root=str(tmp_path / "clips"),
         unseen_classes=0.0,
         test_fraction=0.25,
-        frames=4,
-        image_size=32,
-        chunk_s=None,
+        clip=ClipSpec(frames=4, image_size=32, chunk_s=None),
         num_workers=0,
         augment=augment,
         val_fraction=0.0,

@@ -48,30 +48,30 @@ def experiment_overrides(name: str, standins: dict[str, Path], tiny_dirs) -> lis
         f"paths.data_dir={standins['data']}",
         f"paths.cache_dir={standins['cache']}",
         *SMALL,
-        "data.image_size=64",
+        "data.clip.image_size=64",
     ]
     if name.startswith("paper_"):
-        extra = ["data.min_clips=2", "data.batch_size=4", "data.frames=4"]
+        extra = ["data.min_clips=2", "data.batch_size=4", "data.clip.frames=4"]
         extra += ["model.width=0.125"] if name == "paper_c3d" else OFFLINE_WEIGHTS
         return common + extra
     if name == "color_vs_gray":
         return common + [
             *OFFLINE_WEIGHTS,
-            "data.image_size=32",
+            "data.clip.image_size=32",
             "data.batch_size=8",
             "data.eval_batch_size=8",
         ]
     if name == "real_clips":
-        return common + [f"paths.real_clips_dir={standins['real']}", "data.frames=4"]
+        return common + [f"paths.real_clips_dir={standins['real']}", "data.clip.frames=4"]
     if (
         name == "real_all"
     ):  # two of its eight sets (set after composing: an override merges): one batch per stage
         real = standins["real"]
-        return common + [f"paths.real_clips_dir={real}", "data.frames=4", "data.batch_size=4"]
+        return common + [f"paths.real_clips_dir={real}", "data.clip.frames=4", "data.batch_size=4"]
     if name == "ssl":  # a folder of unlabelled video: one real set, its class folders ignored
         return common + [
             f"data.root={standins['real']}/gestures-mini",
-            "data.frames=4",
+            "data.clip.frames=4",
             "data.dense_frames=8",
             "data.batch_size=4",
             "data.val_fraction=0.3",
@@ -239,7 +239,7 @@ def test_sweep_commands_run_offline(path, tiny_dirs, tmp_path):
     for i, params in enumerate(sample):
         params = {
             **params,
-            "data.frames": min(int(params.get("data.frames", 4)), 8),
+            "data.clip.frames": min(int(params.get("data.clip.frames", 4)), 8),
         }  # tiny clips are short
         out = tmp_path / f"run{i}"
         cmd = [
@@ -281,7 +281,7 @@ def test_sweep_locked_keys_are_not_relogged(cfg_train):
 def test_temporal_ablation_multirun_and_report(tiny_dirs, tmp_path):
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "disabled"}
     sweep_dir = tmp_path / "multirun"
-    tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("data.frames")]
+    tiny = [o for o in tiny_overrides(*tiny_dirs) if not o.startswith("data.clip.frames")]
     cmd = [
         sys.executable,
         str(ROOT / "src" / "train.py"),
@@ -291,7 +291,7 @@ def test_temporal_ablation_multirun_and_report(tiny_dirs, tmp_path):
         "model.temporal.num_layers=1",
         "model.temporal.bidirectional=false",
         "model.temporal.readout=last_hc",
-        "data.frames=4",
+        "data.clip.frames=4",
         "model.temporal.hidden=16",
         "trainer.max_epochs=2",
         f"hydra.sweep.dir={sweep_dir}",

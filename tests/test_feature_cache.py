@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.corpus import encode_mp4
 from media_retrieval.data.datamodule import FolderDataModule
 from media_retrieval.data.discovery import MediaItem
@@ -36,9 +37,11 @@ def clips(tmp_path):
     return root
 
 
-def _dm(root, cache_dir, **kw):
-    settings = {"frames": 4, "image_size": 32, "num_workers": 0, "chunk_s": None, **kw}
-    return FolderDataModule(root=str(root), cache_dir=str(cache_dir), **settings)
+def _dm(root, cache_dir, clip: dict | None = None, **kw):
+    spec = ClipSpec(**{"frames": 4, "image_size": 32, "chunk_s": None, **(clip or {})})
+    return FolderDataModule(
+        root=str(root), cache_dir=str(cache_dir), clip=spec, num_workers=0, **kw
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,7 +66,7 @@ def test_any_key_setting_recomputes_and_unchanged_reuses(clips, tmp_path, change
     again.prepare_data()
     assert enc.frames_seen == first  # unchanged settings: nothing recomputed
     spec = {"name": "other"} if "encoder" in change else {"name": "counting"}
-    changed = _dm(clips, tmp_path / "cache", **{k: v for k, v in change.items() if k != "encoder"})
+    changed = _dm(clips, tmp_path / "cache", {k: v for k, v in change.items() if k != "encoder"})
     changed.attach_frame_encoder(enc, spec)
     assert changed.cache.key != dm.cache.key
     changed.prepare_data()

@@ -146,6 +146,7 @@ def test_top1_kinetics_label_of_a_shared_clip(net):
 def test_i3d_embeds_and_indexes_with_its_own_normalisation(net, tmp_path, monkeypatch):
     from helpers.media_library import make_library
 
+    from media_retrieval.data.clips import clip_transform
     from media_retrieval.models.i3d import I3DModule
     from media_retrieval.retrieval.indexer import IndexOptions
     from media_retrieval.retrieval.media_index import MediaIndex
@@ -156,7 +157,7 @@ def test_i3d_embeds_and_indexes_with_its_own_normalisation(net, tmp_path, monkey
     spec = model.input_spec
     assert spec.normalize == "inception" and spec.key()["normalize"] == "inception"
     x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
-    assert spec.transform()(x).min() >= -1 and spec.transform()(x).max() <= 1
+    assert clip_transform(spec)(x).min() >= -1 and clip_transform(spec)(x).max() <= 1
     made = make_library(tmp_path / "media", long_s=2.0)
     idx = MediaIndex.build(
         tmp_path / "media",
@@ -196,7 +197,7 @@ def test_converted_file_has_the_pinned_hash():
 def test_fused_part_reads_cached_rows_and_pixels_alike():
     """``model.video``: the cached I3D row (training) and the clip's ImageNet-normalised pixels
     (index, search) give the same embedding: the part rescales pixels to I3D's [-1, 1] itself."""
-    from media_retrieval.data.clips import ClipSpec
+    from media_retrieval.data.clips import ClipSpec, clip_transform
     from media_retrieval.models import CNNLSTM
     from media_retrieval.models.i3d import I3DFeatures
 
@@ -207,9 +208,12 @@ def test_fused_part_reads_cached_rows_and_pixels_alike():
         video={"features": "both", "weight": 2.0, "weights": "none"},
     ).eval()
     pixels = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
-    imagenet = torch.stack([ClipSpec(frames=8, image_size=64).transform()(c) for c in pixels])
+    imagenet = torch.stack([clip_transform(ClipSpec(frames=8, image_size=64))(c) for c in pixels])
     inception = torch.stack(
-        [ClipSpec(frames=8, image_size=64, normalize="inception").transform()(c) for c in pixels]
+        [
+            clip_transform(ClipSpec(frames=8, image_size=64, normalize="inception"))(c)
+            for c in pixels
+        ]
     )
     with torch.no_grad():
         row = model.video.encoder(inception)

@@ -124,8 +124,8 @@ def test_installed_commands_index_and_search_from_another_directory(installed, t
     model = [
         "model.temporal.cell=none",
         "model.temporal.stats=[]",
-        "preprocess.frames=4",
-        "preprocess.image_size=64",
+        "clip.frames=4",
+        "clip.image_size=64",
         "num_workers=0",
         "trainer.accelerator=cpu",
         "batch_size=4",

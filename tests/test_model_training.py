@@ -59,7 +59,7 @@ def test_c3d_trains_on_pixels_and_evaluates(tiny_dirs, tmp_path):
     rows = _run(
         tiny_dirs,
         tmp_path,
-        ["model=c3d", "model.width=0.125", "data.image_size=64", "data.batch_size=4"],
+        ["model=c3d", "model.width=0.125", "data.clip.image_size=64", "data.batch_size=4"],
     )
     assert {r["model"] for r in rows} == {"c3d"}
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -142,6 +142,8 @@ def test_end_to_end_fine_tunes_backbone_except_frozen_blocks(tiny_dirs, tmp_path
 
 @pytest.mark.parametrize("arch", ["r2plus1d", "x3d_xs"])
 def test_pytorchvideo_3d_baselines_train_and_evaluate(tiny_dirs, tmp_path, arch):
-    rows = _run(tiny_dirs, tmp_path, [f"model={arch}", "data.image_size=64", "data.batch_size=8"])
+    rows = _run(
+        tiny_dirs, tmp_path, [f"model={arch}", "data.clip.image_size=64", "data.batch_size=8"]
+    )
     assert {r["model"] for r in rows} == {arch}
     assert all(r["n_queries"] > 0 for r in rows)

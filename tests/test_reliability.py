@@ -269,9 +269,9 @@ def test_ctrl_c_during_indexing_resumes(tmp_path):
         f"media_dir={media}",
         f"index_dir={index}",
         "model.temporal.cell=none",
-        "preprocess.frames=16",
-        "preprocess.image_size=160",
-        "preprocess.chunk_s=2",
+        "clip.frames=16",
+        "clip.image_size=160",
+        "clip.chunk_s=2",
         "batch_size=1",
         "num_workers=0",
         "trainer.accelerator=cpu",
@@ -372,8 +372,8 @@ def test_full_disk_while_writing_index_shards_resumes(tmp_path, monkeypatch):
         f"media_dir={media}",
         f"index_dir={tmp_path / 'index'}",
         "model.temporal.cell=none",
-        "preprocess.frames=2",
-        "preprocess.image_size=32",
+        "clip.frames=2",
+        "clip.image_size=32",
         "batch_size=2",
         "num_workers=0",
         "trainer.accelerator=cpu",
@@ -438,7 +438,7 @@ def test_bad_config_fails_at_startup_with_one_line(overrides, message, tmp_path)
 @pytest.mark.parametrize(
     ("config", "overrides", "message"),
     [
-        ("train.yaml", ["data.frames=abc"], "data.frames must be an integer, got 'abc'"),
+        ("train.yaml", ["data.clip.frames=abc"], "data.clip.frames must be an integer, got 'abc'"),
         (
             "train.yaml",
             ["data=cross", "data.min_clips=lots"],
@@ -468,8 +468,8 @@ def test_bad_config_fails_at_startup_with_one_line(overrides, message, tmp_path)
         ),
         (
             "index.yaml",
-            ["preprocess.sampling=random"],
-            "preprocess.sampling='random'; valid: index, time",
+            ["clip.sampling=random"],
+            "clip.sampling='random'; valid: index, time",
         ),
     ],
 )
@@ -498,7 +498,7 @@ def test_composed_configs_are_typed_for_in_process_callers(tiny_dirs, tmp_path):
 
     for name in ("builtin", "folder", "cifar10", "oxford5k", "cross", "kth"):
         cfg = compose_cfg("train.yaml", [f"data={name}"], tmp_path)
-        assert type(cfg.data.frames) is int and cfg.data.augment.hflip >= 0
+        assert type(cfg.data.clip.frames) is int and cfg.data.augment.hflip >= 0
     with pytest.raises(ConfigCompositionException):
         compose_cfg("train.yaml", [*tiny_overrides(*tiny_dirs), "data.batch_size=many"], tmp_path)
     GlobalHydra.instance().clear()

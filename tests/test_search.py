@@ -29,9 +29,9 @@ from media_retrieval.retrieval.media_index import MediaIndex
 MODEL = [
     "model.temporal.cell=none",
     "model.temporal.stats=[]",
-    "preprocess.frames=4",
-    "preprocess.image_size=64",
-    "preprocess.chunk_s=2",
+    "clip.frames=4",
+    "clip.image_size=64",
+    "clip.chunk_s=2",
     "num_workers=0",
     "trainer.accelerator=cpu",
     "batch_size=4",
@@ -186,7 +186,7 @@ def test_incremental_update_reembeds_only_changes(library, tmp_path):
 def test_index_built_by_another_model_is_refused(library, tmp_path):
     media, index, _ = library
     with pytest.raises(ConfigError, match="another model or preprocessing"):
-        run_index(media, index, tmp_path, ["preprocess.frames=2"])
+        run_index(media, index, tmp_path, ["clip.frames=2"])
     # the search side: a checkpoint other than the index's own
     import lightning as L
 
@@ -231,7 +231,7 @@ def test_failed_generation_write_keeps_the_old_index(library, tmp_path, monkeypa
     with pytest.raises(
         MediaRetrievalError, match="No space left on device.*live index is unchanged"
     ):
-        run_index(media0, index, tmp_path / "run", ["index.rebuild=true", "preprocess.frames=2"])
+        run_index(media0, index, tmp_path / "run", ["index.rebuild=true", "clip.frames=2"])
     assert (index / "CURRENT").read_text() == before
     assert len(IndexStore(index).segments()) == len(IndexStore(index0).segments())
     MediaIndex(index)  # still opens
@@ -250,8 +250,8 @@ def _index_cmd(media: Path, index: Path, extra: list[str]) -> list[str]:
 def test_killed_build_resumes_to_the_same_index(library, tmp_path):
     media, _, _ = library
     slow = [
-        "preprocess.frames=16",
-        "preprocess.image_size=160",
+        "clip.frames=16",
+        "clip.image_size=160",
         "batch_size=1",
     ]  # ~0.2 s per segment
     env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
@@ -392,8 +392,8 @@ def test_two_node_index_resumes_after_a_node_dies_and_matches_one_process(librar
     media, _, _ = library
     index = tmp_path / "two-nodes"
     slow = [
-        "preprocess.frames=16",
-        "preprocess.image_size=160",
+        "clip.frames=16",
+        "clip.image_size=160",
     ]  # ~0.2 s per segment: time to kill mid-way
     nodes = _nodes(media, index, slow)
     deadline = time.time() + 180

@@ -560,7 +560,7 @@ def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(
             media,
             index,
             tmp_path / "run",
-            ["index.backend=hnsw", "index.rebuild=true", "preprocess.frames=1"],
+            ["index.backend=hnsw", "index.rebuild=true", "clip.frames=1"],
         )
     assert not list(index.glob(".gen-*")) and [p.name for p in index.glob("gen-*")] == [
         _gen(index).name
@@ -577,7 +577,7 @@ def test_full_disk_in_faiss_write_cleans_up_and_keeps_the_live_index(
     [
         (["trainer.devices=0"], "trainer.devices must be >= 1"),
         (["model.temporal.hidden=0"], "model.temporal.hidden must be >= 1"),
-        (["data.resize=foo"], "data.resize='foo'; valid: short_side_crop, stretch"),
+        (["data.clip.resize=foo"], "data.clip.resize='foo'; valid: short_side_crop, stretch"),
         (["retrieval.table_k=7"], "retrieval.table_k=7 is not one of retrieval.k"),
         (["trainer.accelerator=gpu"], "needs a CUDA GPU and none is visible"),
         (["logger=wandb"], "logger=wandb needs a W&B login"),
@@ -642,8 +642,8 @@ def test_a_small_folder_trains_out_of_the_box(tmp_path, caplog):
         "data=folder",
         f"data.root={tmp_path / 'data'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
-        "data.frames=2",
-        "data.image_size=48",
+        "data.clip.frames=2",
+        "data.clip.image_size=48",
         "trainer.max_epochs=1",
         "trainer.accelerator=cpu",
         "logger=csv",

@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.datamodule import VideoRetrievalDataModule
 from media_retrieval.data.views import MIN_SPAN, eval_view_pair, even_view, random_view
 from media_retrieval.errors import ConfigError
@@ -20,7 +21,7 @@ from media_retrieval.models.module import view_retrieval_accuracy
 def test_views_come_from_one_video_and_differ():
     """Both training views are frame subsets of the same clip's dense features (rows of it, in
     time order, spanning at least half of it) and are not the same subset."""
-    dm = VideoRetrievalDataModule(frames=4, dense_frames=12)
+    dm = VideoRetrievalDataModule(clip=ClipSpec(frames=4), dense_frames=12)
     feats = torch.arange(12, dtype=torch.float32).unsqueeze(1).repeat(1, 3)  # row t holds t
     torch.manual_seed(0)
     differ = 0
@@ -48,7 +49,7 @@ def test_dense_frames_below_frames_refused():
     from media_retrieval.errors import DataError
 
     with pytest.raises(DataError, match="dense_frames"):
-        VideoRetrievalDataModule(frames=16, dense_frames=8)
+        VideoRetrievalDataModule(clip=ClipSpec(frames=16), dense_frames=8)
 
 
 def test_view_retrieval_accuracy_hand_case():

@@ -290,6 +290,7 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
         _check_syntax(overrides)
     except RecursionError:
         raise ConfigError(nested) from None
+    _check_moved(overrides)
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
             cfg = compose(config_name=config_name, overrides=overrides)
@@ -306,6 +307,23 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
         return
     finally:
         GlobalHydra.instance().clear()
+
+
+#: keys that moved into the clip node (configs/clip/): old spelling -> new
+_MOVED = re.compile(
+    r"^[~+]*(?P<old>(?P<block>data|preprocess)\.(?P<field>frames|image_size|resize|in_chans|"
+    r"sampling|chunk_s|decoder))(?==|$)"
+)
+
+
+def _check_moved(overrides: list[str]) -> None:
+    """A key the clip node took over gets its new name in one line, not Hydra's "not in struct"
+    (``data.frames`` is ``data.clip.frames``; an index build's ``preprocess.*`` is ``clip.*``)."""
+    for override in overrides:
+        m = _MOVED.match(override)
+        if m:
+            new = f"{'data.clip' if m['block'] == 'data' else 'clip'}.{m['field']}"
+            raise ConfigError(f"{m['old']} is {new} now (the clip node, configs/clip/)")
 
 
 _TYPE_WORDS = {

@@ -27,9 +27,9 @@ def resign(gen: Path) -> None:
 #: the cheapest model that indexes: mean of 2 Lite0 frame features at 48 px, 2 s chunks
 TINY_MODEL = [
     "model.temporal.cell=none",
-    "preprocess.frames=2",
-    "preprocess.image_size=48",
-    "preprocess.chunk_s=2",
+    "clip.frames=2",
+    "clip.image_size=48",
+    "clip.chunk_s=2",
     "num_workers=0",
     "trainer.accelerator=cpu",
     "batch_size=8",

@@ -24,7 +24,7 @@ def run_index(cfg: DictConfig) -> dict:
     options = IndexOptions.from_config(cfg)
     options.check()  # before a model is loaded
     model = model_from_config(cfg.model, cfg.get("ckpt_path"))
-    spec = model.input_spec.with_preprocess(cfg.preprocess, warn=model.clip_spec is not None)
+    spec = model.input_spec.with_node(cfg.clip, warn=model.clip_spec is not None)
     stats = build_index(
         cfg.media_dir, cfg.index_dir, model, spec, options, ckpt_path=cfg.get("ckpt_path")
     )

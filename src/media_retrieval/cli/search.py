@@ -33,7 +33,7 @@ def search(cfg: DictConfig) -> list[dict]:
     )
     overrides["milvus_uri"] = OmegaConf.select(cfg, "index.options.milvus_uri", default=None)
     index = MediaIndex.open(
-        cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder", "seek")
+        cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder")
     )
     if cfg.get("ckpt_path"):
         index.require_model(

@@ -4,7 +4,7 @@ torch is imported) instead of minutes into a run.
 
 Registered in Hydra's ConfigStore under ``schema/`` by :func:`register`; each block's YAML names
 its schema in its defaults list (``/schema/data/folder@_here_``), so Hydra merges the YAML onto
-the typed node: a wrong type (``data.frames=abc``) or an unknown key fails at composition.
+the typed node: a wrong type (``data.clip.frames=abc``) or an unknown key fails at composition.
 Datasets and models extend the shared blocks with schemas of their own (subclasses). Choices are
 plain strings in the config (enum
 values would reach checkpoints, which load only plain types): :func:`check_choices` checks them

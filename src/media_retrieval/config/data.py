@@ -10,15 +10,6 @@ from typing import Any
 from omegaconf import MISSING
 
 # ---------------------------------------------------------------------- valid values (one home)
-RESIZE_MODES = ("short_side_crop", "stretch")
-
-
-SAMPLINGS = ("index", "time")
-
-
-DECODERS = ("seek", "decode_all")
-
-
 LABELS = ("class", "none")
 
 
@@ -36,10 +27,7 @@ class AugmentSchema:
 class DataSchema:
     """``data/_base.yaml``: what every data config shares."""
 
-    frames: int = MISSING
-    image_size: int = MISSING
-    resize: str = MISSING
-    in_chans: int = MISSING
+    clip: Any = MISSING  # the clip node: schema ClipSpec (config/clip.py), clip/default.yaml
     batch_size: int = MISSING
     eval_batch_size: int | None = MISSING
     num_workers: int = MISSING
@@ -51,9 +39,6 @@ class DataSchema:
     split_file: str | None = MISSING
     feature_batch_size: int = MISSING
     skip_short: bool = MISSING
-    decoder: str = MISSING
-    sampling: str = MISSING
-    chunk_s: float | None = MISSING
     augment: AugmentSchema = field(default_factory=AugmentSchema)
     m_per_class: int | None = MISSING
     labels: str = MISSING

@@ -1,5 +1,5 @@
-"""The index and search blocks' schemas (``index.yaml``, ``preprocess``) and the valid
-values of their choices.
+"""The index and search blocks' schemas (``index.yaml``) and the valid values of their choices.
+The build's ``clip`` node is typed by ClipSpec itself (:mod:`.clip`).
 
 Only hydra and omegaconf are imported here (never torch): this runs before the heavy imports."""
 
@@ -13,19 +13,6 @@ BACKENDS = ("exact", "flat", "ivf", "hnsw", "ivfpq", "milvus")
 
 
 INDEX_PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass
-class PreprocessSchema:
-    """``index.yaml``'s ``preprocess:``: null = the model's own clip spec."""
-
-    frames: int | None = MISSING
-    image_size: int | None = MISSING
-    resize: str | None = MISSING
-    in_chans: int | None = MISSING
-    sampling: str | None = MISSING
-    chunk_s: float | None = MISSING
-    decoder: str = MISSING
 
 
 @dataclass

@@ -5,13 +5,14 @@ Only hydra and omegaconf are imported here (never torch): this runs before the h
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 from omegaconf import DictConfig, OmegaConf
 
+from media_retrieval.config.clip import DECODERS, ClipSpec, check_clip_node
 from media_retrieval.config.data import (
-    DECODERS,
     LABELS,
-    RESIZE_MODES,
-    SAMPLINGS,
     BuiltinDataSchema,
     Cifar10DataSchema,
     CrossDataSchema,
@@ -19,7 +20,7 @@ from media_retrieval.config.data import (
     FolderDataSchema,
     Oxford5kDataSchema,
 )
-from media_retrieval.config.index import BACKENDS, INDEX_PRECISIONS, IndexSchema, PreprocessSchema
+from media_retrieval.config.index import BACKENDS, INDEX_PRECISIONS, IndexSchema
 from media_retrieval.config.model import (
     CELLS,
     LOSSES,
@@ -39,13 +40,7 @@ from media_retrieval.utils.devices import clips_per_batch, decode_workers
 
 #: (config key, valid values): what :func:`check_choices` asks of a composed config
 CHOICES: list[tuple[str, tuple[str, ...]]] = [
-    ("data.resize", RESIZE_MODES),
-    ("preprocess.resize", RESIZE_MODES),
-    ("data.sampling", SAMPLINGS),
-    ("preprocess.sampling", SAMPLINGS),
-    ("data.decoder", DECODERS),
-    ("preprocess.decoder", DECODERS),
-    ("decoder", DECODERS),
+    ("decoder", DECODERS),  # search and serve: how queries are decoded
     ("model.temporal.cell", CELLS),
     ("model.temporal.readout", READOUTS),
     ("model.loss.name", LOSSES),
@@ -61,16 +56,12 @@ CHOICES: list[tuple[str, tuple[str, ...]]] = [
 MINIMUMS: list[tuple[str, float]] = [
     ("data.batch_size", 1),
     ("data.eval_batch_size", 1),
-    ("data.frames", 1),
-    ("data.image_size", 8),
     ("data.num_workers", 0),
     ("trainer.max_epochs", -1),
     ("model.lr", 0.0),
     ("model.dropout", 0.0),
     ("batch_size", 1),
     ("k", 1),
-    ("preprocess.frames", 1),
-    ("preprocess.image_size", 8),
     ("model.temporal.hidden", 1),
     ("model.temporal.num_layers", 1),
     ("model.temporal.embed_dim", 1),
@@ -78,8 +69,6 @@ MINIMUMS: list[tuple[str, float]] = [
     ("model.whiten", 1),
     ("num_workers", 0),
     ("retrieval.table_k", 1),
-    ("data.chunk_s", 0.001),
-    ("preprocess.chunk_s", 0.001),
     ("index.lock_wait_s", 0.0),
     ("model.loss.infonce_weight", 0.0),
     ("model.loss.temperature", 1e-4),
@@ -89,7 +78,7 @@ MINIMUMS: list[tuple[str, float]] = [
 
 #: ConfigStore group -> {name: schema}; a YAML names one as ``/schema/data/folder@_here_``
 SCHEMAS: dict[str, dict[str, type]] = {
-    "schema": {"retrieval": RetrievalSchema, "preprocess": PreprocessSchema, "index": IndexSchema},
+    "schema": {"retrieval": RetrievalSchema, "index": IndexSchema},
     "schema/data": {
         "base": DataSchema,
         "builtin": BuiltinDataSchema,
@@ -126,11 +115,32 @@ def register() -> None:
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=name, node=schema)
+    for name, node in clip_schemas().items():
+        cs.store(group="schema", name=name, node=node)
+
+
+def clip_schemas() -> dict[str, DictConfig]:
+    """The ``clip`` node's schemas, made from :class:`ClipSpec` itself (so a field added there is
+    a config key at once): ``clip`` (every field set: ``configs/clip/default.yaml``) and
+    ``clip_override`` (each field may be null, "the model's own": ``configs/clip/model.yaml``).
+    ClipSpec is frozen, which OmegaConf turns into a read-only node; the node is made writable
+    so command-line overrides and ``open_dict`` edits apply as to any other block."""
+    full = OmegaConf.structured(ClipSpec)
+    OmegaConf.set_readonly(full, None)
+    hints = typing.get_type_hints(ClipSpec)
+    optional = dataclasses.make_dataclass(
+        "ClipOverride",
+        [(f.name, typing.Optional[hints[f.name]], None) for f in dataclasses.fields(ClipSpec)],  # noqa: UP045 - a runtime type
+    )
+    return {"clip": full, "clip_override": OmegaConf.structured(optional)}
 
 
 def check_choices(cfg: DictConfig) -> None:
     """Each choice key that is set holds one of its valid values, and each bounded number is
-    within its bound; raises ``ConfigError`` with one line."""
+    within its bound; raises ``ConfigError`` with one line. The clip node goes first: its keys
+    resolve without touching the device (``batch_size`` asks torch for one)."""
+    for where in ("data.clip", "clip"):
+        check_clip_node(OmegaConf.select(cfg, where, default=None), where)
     for key, valid in CHOICES:
         v = OmegaConf.select(cfg, key, default=None)
         for one in list(v) if OmegaConf.is_list(v) else [v]:  # a list: each of its values
@@ -140,3 +150,4 @@ def check_choices(cfg: DictConfig) -> None:
         v = OmegaConf.select(cfg, key, default=None)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
             raise ConfigError(f"{key} must be >= {low}, got {v}")
+

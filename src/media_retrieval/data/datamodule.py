@@ -10,8 +10,10 @@ encoder is attached, ``features`` (T, F) read from the on-disk :class:`FrameFeat
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
-from media_retrieval.data.clips import ClipSpec, load_clip
+from media_retrieval.data.clips import NORMALIZATIONS, ClipSpec, clip_transform, load_clip
 from media_retrieval.data.discovery import (
     HashCache,
     MediaItem,
@@ -93,10 +95,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        frames: int = 16,
-        image_size: int = 224,
-        resize: str = "short_side_crop",
-        in_chans: int = 3,
+        clip: ClipSpec | Mapping[str, Any] | None = None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -108,28 +107,30 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         split_file: str | None = None,
         feature_batch_size: int = 1,
         skip_short: bool = True,
-        sampling: str = "index",
-        chunk_s: float | None = None,
-        decoder: str = "seek",
         augment: dict | None = None,
         m_per_class: int | None = None,
         labels: str = "class",
         dense_frames: int | None = None,
     ) -> None:
         super().__init__()
+        # how this data's files become clips (the ``data.clip`` node; validated by ClipSpec
+        # itself): saved with the model, reused by index and search. Without one, whole clips.
+        if clip is None:
+            clip = ClipSpec(chunk_s=None)
+        self.clip_spec = clip if isinstance(clip, ClipSpec) else ClipSpec.from_node(clip)
+        frames = self.clip_spec.frames
         self.m_per_class = m_per_class
         from media_retrieval.config.data import LABELS
 
         if labels not in LABELS:
             raise DataError(f"data.labels={labels!r}; valid: {', '.join(LABELS)}")
         if dense_frames is not None and dense_frames < frames:
-            raise DataError(f"data.dense_frames={dense_frames} must be at least data.frames={frames} "
+            raise DataError(f"data.dense_frames={dense_frames} must be at least data.clip.frames={frames} "
                             "(views are frame subsets of the dense features)")
         # labels=none: no classes (self-supervised training); dense_frames: frames cached per
         # clip, from which training batches cut two views (``views``) for InfoNCE
         self.labels, self.dense_frames = labels, dense_frames
         from media_retrieval.data.transforms import TrainClipTransform
-        from media_retrieval.data.video import DECODERS, SAMPLINGS
 
         augment = dict(augment or {})
         self.temporal_jitter = bool(augment.get("temporal_jitter", False))
@@ -140,28 +141,16 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             a, b = (str(c) for c in pair)
             self.flip_to.update({a: b, b: a})
         self.no_flip = {str(c) for c in augment.get("no_flip") or []}
+        spec = self.clip_spec
         self.train_transform = (
-            TrainClipTransform(image_size, tuple(augment.get("scale", (0.6, 1.0))), float(augment.get("hflip", 0.5)),
-                               resize=resize, in_chans=in_chans)
+            TrainClipTransform(spec.image_size, tuple(augment.get("scale", (0.6, 1.0))),
+                               float(augment.get("hflip", 0.5)), resize=spec.resize, in_chans=spec.in_chans)
             if augment.get("enabled", False) else None
         )
-
-        if sampling not in SAMPLINGS:
-            raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
-        if decoder not in DECODERS:
-            raise DataError(f"data.decoder={decoder!r}; valid: {', '.join(DECODERS)}")
-        self.decoder = decoder
-        self.sampling, self.chunk_s = sampling, chunk_s
         self.skip_short = skip_short
         self.skipped: list[Skipped] = []
         self.seen_classes: list[str] | None = None  # set by eval: the checkpoint's training classes
         self.eval_mode = False
-        if frames < 1:
-            raise DataError(f"data.frames must be >= 1, got {frames}")
-        self.frames = frames
-        # how this data's files become clips: saved with the model, reused by index and search
-        self.clip_spec = ClipSpec(frames=frames, image_size=image_size, resize=resize, in_chans=in_chans,
-                                  sampling=sampling, chunk_s=chunk_s, decoder=decoder)
         self.dense_frames = dense_frames
         self.use_normalization(self.clip_spec.normalize)
         self.batch_size = batch_size
@@ -215,7 +204,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self._encoder = encoder
         # The decoder is not part of the key: both give pixel-identical frames (tested).
         spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.cache_clip_spec.frames,
-                "sampling": self.sampling, "skip_short": self.skip_short}
+                "sampling": self.clip_spec.sampling, "skip_short": self.skip_short}
         self.cache = FrameFeatureCache(self.cache_dir, spec)
         if self.train_transform is not None:
             log.info("data.augment applies to pixels only: frame features are cached (frozen backbone) and "
@@ -228,21 +217,21 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             raise DataError("data.cache_dir is not set: a frozen clip encoder needs a feature cache")
         self._clip_encoder = encoder
         self._clip_encoder_spec = replace(self.clip_spec, normalize=normalize)
-        spec = {"encoder": encoder_spec, "transform": self._clip_encoder_spec.transform().spec(),
-                "frames": self.frames, "sampling": self.sampling, "skip_short": self.skip_short}
+        spec = {"encoder": encoder_spec, "transform": clip_transform(self._clip_encoder_spec).spec(),
+                "frames": self.clip_spec.frames, "sampling": self.clip_spec.sampling, "skip_short": self.skip_short}
         self.clip_cache = FrameFeatureCache(self.cache_dir, spec)
 
     def load_clip_pixels(self, item: MediaItem) -> torch.Tensor:
         """The clip the clip-level encoder reads (its own normalisation)."""
         return load_clip(item.path, self._clip_encoder_spec, item.start_s, item.end_s,
-                         min_frames=self.frames if self.skip_short else 1)
+                         min_frames=self.clip_spec.frames if self.skip_short else 1)
 
     def load_pixels(self, item: MediaItem, train: bool = False, flip: bool = False) -> torch.Tensor:
         """Frames of an item, preprocessed; ``train`` adds the configured augmentation (with
         ``flip`` decided by the caller: see :meth:`_load`)."""
         if self.cache is not None:  # the frames the feature cache holds (dense_frames when set)
             return load_clip(item.path, self.cache_clip_spec, item.start_s, item.end_s,
-                             min_frames=self.frames if self.skip_short else 1)
+                             min_frames=self.clip_spec.frames if self.skip_short else 1)
         import functools
 
         import numpy as np
@@ -250,7 +239,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         augment = train and self.train_transform is not None
         rng = np.random.default_rng(int(torch.randint(0, 2**31, ()))) if augment and self.temporal_jitter else None
         transform = functools.partial(self.train_transform, flip=flip) if augment else self.transform
-        return load_clip(item.path, self.clip_spec, item.start_s, item.end_s, min_frames=self.frames if self.skip_short
+        return load_clip(item.path, self.clip_spec, item.start_s, item.end_s, min_frames=self.clip_spec.frames if self.skip_short
                          else 1, rng=rng, transform=transform)
 
     def _flip(self, item: MediaItem, train: bool) -> bool:
@@ -271,8 +260,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                     load_image(it.path)
                 else:
                     info = probe_video(it.path)
-                    if self.skip_short and 0 < info.n_frames < self.frames and it.start_s is None:
-                        raise DataError(f"{it.path}: only {info.n_frames} frames, fewer than the {self.frames} sampled")
+                    if self.skip_short and 0 < info.n_frames < self.clip_spec.frames and it.start_s is None:
+                        raise DataError(f"{it.path}: only {info.n_frames} frames, fewer than the {self.clip_spec.frames} sampled")
                     if info.n_frames == 0 and info.duration_s == 0:
                         raise DataError(f"{it.path}: video has no frames")
                 good.append(it)
@@ -307,10 +296,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         n = feats.shape[0]
         if train:
             rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
-            a, b = random_view(n, self.frames, rng), random_view(n, self.frames, rng)
+            a, b = random_view(n, self.clip_spec.frames, rng), random_view(n, self.clip_spec.frames, rng)
             return {"features": feats[a], "views": torch.stack([feats[a], feats[b]])}
-        a, b = eval_view_pair(n, self.frames)
-        return {"features": feats[even_view(n, self.frames)], "views": torch.stack([feats[a], feats[b]])}
+        a, b = eval_view_pair(n, self.clip_spec.frames)
+        return {"features": feats[even_view(n, self.clip_spec.frames)], "views": torch.stack([feats[a], feats[b]])}
 
     # -------------------------------------------------------------- Lightning hooks
     def items(self) -> list[MediaItem]:
@@ -319,7 +308,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         what it skipped is kept for skipped.csv."""
         if self._discovered is None:
             self.skipped = []
-            items, skipped = chunk_items(self.discover_items(), self.chunk_s)
+            items, skipped = chunk_items(self.discover_items(), self.clip_spec.chunk_s)
             if self.labels == "none":  # no classes: folder names are not labels
                 items = [replace(it, label=UNLABELLED) for it in items]
             self._discovered = (items, self.skipped + skipped)
@@ -329,10 +318,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def use_normalization(self, name: str) -> None:
         """Scale pixels as the model's encoder expects (``ClipSpec.normalize``): the clip spec, the
         evaluation and training transforms and the feature cache's spec follow."""
-        from media_retrieval.data.clips import NORMALIZATIONS
-
         self.clip_spec = replace(self.clip_spec, normalize=name)
-        self.transform = self.clip_spec.transform()
+        self.transform = clip_transform(self.clip_spec)
         if self.train_transform is not None:
             self.train_transform.mean, self.train_transform.std = (list(v) for v in NORMALIZATIONS[name])
         # what the feature cache holds per clip: the clip spec's frames, or dense_frames

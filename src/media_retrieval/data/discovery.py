@@ -224,7 +224,7 @@ def chunk_spans(duration_s: float, chunk_s: float | None,
     cap = limits().max_segments_per_file
     if n > cap:
         raise DataError(f"{n} segments of {chunk_s} s is over the limit of {cap} per file: raise "
-                        "preprocess.chunk_s (or MEDIA_RETRIEVAL_MAX_SEGMENTS_PER_FILE)")
+                        "clip.chunk_s (or MEDIA_RETRIEVAL_MAX_SEGMENTS_PER_FILE)")
     if n == 1:
         return [(0, None, None)]
     step = duration_s / n
@@ -241,8 +241,6 @@ def chunk_items(items: list[MediaItem], chunk_s: float | None) -> tuple[list[Med
 
     if chunk_s is None:
         return items, []
-    if chunk_s <= 0:
-        raise DataError(f"data.chunk_s must be > 0 seconds or null, got {chunk_s}")
     out, skipped = [], []
     for it in items:
         if it.media_type != "video":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from media_retrieval.data.clips import ClipSpec, load_clip
+from media_retrieval.data.clips import ClipSpec, clip_transform, load_clip
 from media_retrieval.data.discovery import Skipped
 from media_retrieval.errors import DataError
 
@@ -33,7 +33,7 @@ class SegmentDataset(Dataset):
     (dropped by :func:`skip_failed_collate`)."""
 
     def __init__(self, spans: list[tuple[str, float | None, float | None]], spec: ClipSpec) -> None:
-        self.spans, self.spec, self.transform = spans, spec, spec.transform()
+        self.spans, self.spec, self.transform = spans, spec, clip_transform(spec)
 
     def __len__(self) -> int:
         return len(self.spans)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from media_retrieval.config.data import RESIZE_MODES  # noqa: F401 - re-exported: valid values live with the schemas
+from media_retrieval.config.clip import RESIZE_MODES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from media_retrieval.config.data import DECODERS, SAMPLINGS  # noqa: F401 - re-exported: valid values live with the schemas
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import is_regular_file
 from media_retrieval.utils.limits import limits
@@ -188,8 +187,6 @@ def decode_all_frames(
 
     import av
 
-    if sampling not in SAMPLINGS:
-        raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
     held: list | None = []
     guessed: dict[int, object] = {}
     times: list[float] = []
@@ -285,8 +282,6 @@ def seek_sample_frames(path: str | Path, num: int = 16, min_frames: int = 1, sam
     """
     import av
 
-    if sampling not in SAMPLINGS:
-        raise DataError(f"data.sampling={sampling!r}; valid: {', '.join(SAMPLINGS)}")
     with _decode_errors(path):
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -390,8 +385,6 @@ def load_frames(
     frames are refused (DataError)."""
     kind = media_type(path)
     if kind == "video":
-        if decoder not in DECODERS:
-            raise DataError(f"data.decoder={decoder!r}; valid: {', '.join(DECODERS)}")
         fn = seek_sample_frames if decoder == "seek" else decode_all_frames
         return fn(path, num=num, min_frames=min_frames, sampling=sampling, start_s=start_s, end_s=end_s, rng=rng)
     if kind == "image":

@@ -128,7 +128,7 @@ class MediaIndex:
         *,
         trusted: bool | str = "auto",
         search_options: dict | None = None,
-        decoder: str = "seek",
+        decoder: str | None = None,
     ) -> None:
         self.store = IndexStore(index_dir)
         self._trusted, self._search_options, self._decoder = trusted, search_options, decoder

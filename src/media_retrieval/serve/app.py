@@ -63,7 +63,7 @@ class ServiceSettings:
     max_k: int = 100
     token: str | None = None
     trusted: bool | str = "auto"
-    decoder: str = "seek"
+    decoder: str | None = None  # None: the decoder the index's clip spec names
     max_uploads: int = 4  # uploads streaming in at once; more: 503
     max_spool_mb: float = 400.0  # bytes all uploads in flight may hold together; more: 503
     upload_timeout_s: float = 120.0  # longest an upload may take to arrive

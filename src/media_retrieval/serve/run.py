@@ -38,7 +38,7 @@ def settings_from_config(cfg: DictConfig):  # noqa: ANN201 - ServiceSettings (im
         max_k=int(cfg.max_k),
         token=cfg.get("token") or None,
         trusted=OmegaConf.select(cfg, "index.trusted", default="auto"),
-        decoder=str(cfg.decoder),
+        decoder=cfg.get("decoder"),
         max_uploads=int(cfg.get("max_uploads", 4)),
         max_spool_mb=float(cfg.get("max_spool_mb", 400)),
         upload_timeout_s=float(cfg.get("upload_timeout_s", 120)),

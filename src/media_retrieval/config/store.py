@@ -150,4 +150,3 @@ def check_choices(cfg: DictConfig) -> None:
         v = OmegaConf.select(cfg, key, default=None)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
             raise ConfigError(f"{key} must be >= {low}, got {v}")
-

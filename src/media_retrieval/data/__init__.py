@@ -9,4 +9,13 @@ from media_retrieval.data.datamodule import (
 from media_retrieval.data.discovery import MediaItem, discover
 from media_retrieval.data.splits import Split, SplitItem
 
-__all__ = ["BuiltinDataModule", "CrossDataModule", "FolderDataModule", "MediaItem", "Split", "SplitItem", "VideoRetrievalDataModule", "discover"]
+__all__ = [
+    "BuiltinDataModule",
+    "CrossDataModule",
+    "FolderDataModule",
+    "MediaItem",
+    "Split",
+    "SplitItem",
+    "VideoRetrievalDataModule",
+    "discover",
+]

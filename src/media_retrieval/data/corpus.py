@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from rich.progress import Progress
 
 from media_retrieval.utils.files import atomic_path, atomic_write_text, sha256_file
 
@@ -144,7 +146,19 @@ def plan_corpus(spec: CorpusSpec, root: Path) -> list[ClipPlan]:
                 motion = _draw_motion(_rng(spec.seed, style, label, i, "motion"))
                 rel = f"{style}/{label}/{style}_{label}_{i:03d}.mp4"
                 plans.append(
-                    ClipPlan(str(root / rel), style, label, i, spec.seed, w, h, fps, n_frames, appearance, motion)
+                    ClipPlan(
+                        str(root / rel),
+                        style,
+                        label,
+                        i,
+                        spec.seed,
+                        w,
+                        h,
+                        fps,
+                        n_frames,
+                        appearance,
+                        motion,
+                    )
                 )
     return plans
 
@@ -237,7 +251,13 @@ def render_frames(plan: ClipPlan) -> Iterable[np.ndarray]:
         if st["visible"]:
             half = 0.5 * app["size"] * short * st["scale"]
             mask = _shape_mask(
-                app["shape"], xx - st["x"] * w, yy - st["y"] * h, half, st["angle"], st["sx"], st["sy"]
+                app["shape"],
+                xx - st["x"] * w,
+                yy - st["y"] * h,
+                half,
+                st["angle"],
+                st["sx"],
+                st["sy"],
             )
             if plan.style == "style_b":  # striped fill
                 stripes = 0.75 + 0.25 * np.sign(np.sin((xx + yy) * 0.35))
@@ -251,7 +271,7 @@ def render_frames(plan: ClipPlan) -> Iterable[np.ndarray]:
 
 def encode_mp4(frames: Iterable[np.ndarray], path: Path, fps: int, gop: int | None = None) -> None:
     """Write frames as H.264 MP4 atomically (temp file + rename), so a crash leaves no half file."""
-    import av
+    import av  # noqa: PLC0415 - PyAV loads on the first decode, not on import
 
     with atomic_path(path, durable=False) as tmp, av.open(str(tmp), mode="w") as container:
         stream = None
@@ -281,7 +301,6 @@ def _render_clip(plan: ClipPlan) -> tuple[str, str]:
 
 def _render_image(args: tuple[str, str, int, int]) -> tuple[str, str]:
     """Still image whose class is its appearance (shape + colour); pose and background vary."""
-    from PIL import Image
 
     path, label, seed, index = args
     rng = _rng(seed, "images", label, index)
@@ -337,14 +356,16 @@ def _manifest_ok(root: Path, spec: CorpusSpec, verify: bool) -> bool:
 
 
 def ensure_corpus(
-    root: str | Path, spec: CorpusSpec | None = None, workers: int | None = None, verify: bool = False
+    root: str | Path,
+    spec: CorpusSpec | None = None,
+    workers: int | None = None,
+    verify: bool = False,
 ) -> Path:
     """Generate the corpus under ``root`` unless an identical one is already there.
 
     ``verify=True`` re-hashes every file against the manifest (slower; catches bit rot);
     by default only presence and the settings key are checked, which keeps reuse instant.
     """
-    from rich.progress import Progress
 
     root = Path(root)
     spec = spec or CorpusSpec()
@@ -367,7 +388,9 @@ def ensure_corpus(
     ]
     workers = workers or min(len(plans), os.cpu_count() or 1)
     files: dict[str, str] = {}
-    log.info("Generating built-in corpus (%d clips, %d images) in %s", len(plans), len(image_jobs), root)
+    log.info(
+        "Generating built-in corpus (%d clips, %d images) in %s", len(plans), len(image_jobs), root
+    )
     with Progress(transient=True) as progress, ProcessPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task("generating corpus", total=len(plans) + len(image_jobs))
         for path, digest in pool.map(_render_clip, plans, chunksize=4):
@@ -382,5 +405,7 @@ def ensure_corpus(
         "clips": [asdict(p) | {"path": str(Path(p.path).relative_to(root))} for p in plans],
         "files": dict(sorted(files.items())),
     }
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))  # last: a partial corpus never looks complete
+    atomic_write_text(
+        root / MANIFEST, json.dumps(manifest, indent=1)
+    )  # last: a partial corpus never looks complete
     return root

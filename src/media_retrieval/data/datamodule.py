@@ -9,6 +9,8 @@ encoder is attached, ``features`` (T, F) read from the on-disk :class:`FrameFeat
 
 from __future__ import annotations
 
+import csv
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -16,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
+from media_retrieval.config.data import LABELS
 from media_retrieval.data.clips import NORMALIZATIONS, ClipSpec, clip_transform, load_clip
+from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
 from media_retrieval.data.discovery import (
     HashCache,
     MediaItem,
@@ -31,9 +35,9 @@ from media_retrieval.data.discovery import (
     segment_key,
     walk_media,
 )
-from media_retrieval.dataset_sources import missing_root, missing_roots
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.library import skip_failed_collate
+from media_retrieval.data.presets import official_roles
 from media_retrieval.data.splits import (
     ROLES,
     TEST_ROLES,
@@ -45,6 +49,10 @@ from media_retrieval.data.splits import (
     seen_unseen_split,
     unlabelled_split,
 )
+from media_retrieval.data.transforms import TrainClipTransform
+from media_retrieval.data.video import load_image, media_type, probe_video
+from media_retrieval.data.views import eval_view_pair, even_view, random_view
+from media_retrieval.dataset_sources import missing_root, missing_roots
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -55,7 +63,6 @@ UNLABELLED = "unlabelled"
 
 def write_skipped_csv(skipped: list[Skipped], path: Path) -> None:
     """Every file left out, with the reason (written even when empty: "nothing skipped")."""
-    import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
@@ -120,17 +127,17 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.clip_spec = clip if isinstance(clip, ClipSpec) else ClipSpec.from_node(clip)
         frames = self.clip_spec.frames
         self.m_per_class = m_per_class
-        from media_retrieval.config.data import LABELS
 
         if labels not in LABELS:
             raise DataError(f"data.labels={labels!r}; valid: {', '.join(LABELS)}")
         if dense_frames is not None and dense_frames < frames:
-            raise DataError(f"data.dense_frames={dense_frames} must be at least data.clip.frames={frames} "
-                            "(views are frame subsets of the dense features)")
+            raise DataError(
+                f"data.dense_frames={dense_frames} must be at least data.clip.frames={frames} "
+                "(views are frame subsets of the dense features)"
+            )
         # labels=none: no classes (self-supervised training); dense_frames: frames cached per
         # clip, from which training batches cut two views (``views``) for InfoNCE
         self.labels, self.dense_frames = labels, dense_frames
-        from media_retrieval.data.transforms import TrainClipTransform
 
         augment = dict(augment or {})
         self.temporal_jitter = bool(augment.get("temporal_jitter", False))
@@ -143,9 +150,15 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.no_flip = {str(c) for c in augment.get("no_flip") or []}
         spec = self.clip_spec
         self.train_transform = (
-            TrainClipTransform(spec.image_size, tuple(augment.get("scale", (0.6, 1.0))),
-                               float(augment.get("hflip", 0.5)), resize=spec.resize, in_chans=spec.in_chans)
-            if augment.get("enabled", False) else None
+            TrainClipTransform(
+                spec.image_size,
+                tuple(augment.get("scale", (0.6, 1.0))),
+                float(augment.get("hflip", 0.5)),
+                resize=spec.resize,
+                in_chans=spec.in_chans,
+            )
+            if augment.get("enabled", False)
+            else None
         )
         self.skip_short = skip_short
         self.skipped: list[Skipped] = []
@@ -175,7 +188,9 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def hashes(self) -> HashCache:
         """Full-file content hashes (duplicate detection), remembered in the cache folder."""
         if self._hashes is None:
-            self._hashes = HashCache(Path(self.cache_dir) / "content-hashes.sqlite" if self.cache_dir else None)
+            self._hashes = HashCache(
+                Path(self.cache_dir) / "content-hashes.sqlite" if self.cache_dir else None
+            )
         return self._hashes
 
     def content_key(self, item: MediaItem) -> str:
@@ -200,58 +215,98 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def attach_frame_encoder(self, encoder: torch.nn.Module, encoder_spec: dict) -> None:
         """Serve cached frame features instead of pixels (for models with a frozen backbone)."""
         if self.cache_dir is None:
-            raise DataError("data.cache_dir is not set: a frozen frame encoder needs a feature cache")
+            raise DataError(
+                "data.cache_dir is not set: a frozen frame encoder needs a feature cache"
+            )
         self._encoder = encoder
         # The decoder is not part of the key: both give pixel-identical frames (tested).
-        spec = {"encoder": encoder_spec, "transform": self.transform.spec(), "frames": self.cache_clip_spec.frames,
-                "sampling": self.clip_spec.sampling, "skip_short": self.skip_short}
+        spec = {
+            "encoder": encoder_spec,
+            "transform": self.transform.spec(),
+            "frames": self.cache_clip_spec.frames,
+            "sampling": self.clip_spec.sampling,
+            "skip_short": self.skip_short,
+        }
         self.cache = FrameFeatureCache(self.cache_dir, spec)
         if self.train_transform is not None:
-            log.info("data.augment applies to pixels only: frame features are cached (frozen backbone) and "
-                 "computed once with the evaluation transform")
+            log.info(
+                "data.augment applies to pixels only: frame features are cached (frozen backbone) "
+                "and "
+                "computed once with the evaluation transform"
+            )
 
-    def attach_clip_encoder(self, encoder: torch.nn.Module, encoder_spec: dict, normalize: str = "inception") -> None:
+    def attach_clip_encoder(
+        self, encoder: torch.nn.Module, encoder_spec: dict, normalize: str = "inception"
+    ) -> None:
         """Serve a clip-level encoder's cached row (``clip_features``) beside the frame features:
         the same clips, scaled as that encoder expects (``normalize``), one row per clip."""
         if self.cache_dir is None:
-            raise DataError("data.cache_dir is not set: a frozen clip encoder needs a feature cache")
+            raise DataError(
+                "data.cache_dir is not set: a frozen clip encoder needs a feature cache"
+            )
         self._clip_encoder = encoder
         self._clip_encoder_spec = replace(self.clip_spec, normalize=normalize)
-        spec = {"encoder": encoder_spec, "transform": clip_transform(self._clip_encoder_spec).spec(),
-                "frames": self.clip_spec.frames, "sampling": self.clip_spec.sampling, "skip_short": self.skip_short}
+        spec = {
+            "encoder": encoder_spec,
+            "transform": clip_transform(self._clip_encoder_spec).spec(),
+            "frames": self.clip_spec.frames,
+            "sampling": self.clip_spec.sampling,
+            "skip_short": self.skip_short,
+        }
         self.clip_cache = FrameFeatureCache(self.cache_dir, spec)
 
     def load_clip_pixels(self, item: MediaItem) -> torch.Tensor:
         """The clip the clip-level encoder reads (its own normalisation)."""
-        return load_clip(item.path, self._clip_encoder_spec, item.start_s, item.end_s,
-                         min_frames=self.clip_spec.frames if self.skip_short else 1)
+        return load_clip(
+            item.path,
+            self._clip_encoder_spec,
+            item.start_s,
+            item.end_s,
+            min_frames=self.clip_spec.frames if self.skip_short else 1,
+        )
 
     def load_pixels(self, item: MediaItem, train: bool = False, flip: bool = False) -> torch.Tensor:
         """Frames of an item, preprocessed; ``train`` adds the configured augmentation (with
         ``flip`` decided by the caller: see :meth:`_load`)."""
         if self.cache is not None:  # the frames the feature cache holds (dense_frames when set)
-            return load_clip(item.path, self.cache_clip_spec, item.start_s, item.end_s,
-                             min_frames=self.clip_spec.frames if self.skip_short else 1)
-        import functools
-
-        import numpy as np
+            return load_clip(
+                item.path,
+                self.cache_clip_spec,
+                item.start_s,
+                item.end_s,
+                min_frames=self.clip_spec.frames if self.skip_short else 1,
+            )
 
         augment = train and self.train_transform is not None
-        rng = np.random.default_rng(int(torch.randint(0, 2**31, ()))) if augment and self.temporal_jitter else None
-        transform = functools.partial(self.train_transform, flip=flip) if augment else self.transform
-        return load_clip(item.path, self.clip_spec, item.start_s, item.end_s, min_frames=self.clip_spec.frames if self.skip_short
-                         else 1, rng=rng, transform=transform)
+        rng = (
+            np.random.default_rng(int(torch.randint(0, 2**31, ())))
+            if augment and self.temporal_jitter
+            else None
+        )
+        transform = (
+            functools.partial(self.train_transform, flip=flip) if augment else self.transform
+        )
+        return load_clip(
+            item.path,
+            self.clip_spec,
+            item.start_s,
+            item.end_s,
+            min_frames=self.clip_spec.frames if self.skip_short else 1,
+            rng=rng,
+            transform=transform,
+        )
 
     def _flip(self, item: MediaItem, train: bool) -> bool:
         t = self.train_transform
-        return bool(train and t is not None and item.label not in self.no_flip and torch.rand(()) < t.hflip)
+        return bool(
+            train and t is not None and item.label not in self.no_flip and torch.rand(()) < t.hflip
+        )
 
     def _check_decodable(self, items: list[MediaItem]) -> list[MediaItem]:
         """Pixel mode has no cache build to catch bad files, so probe each container up front
         (metadata only, no decoding: cheap on UCF101-sized data) and skip what cannot open or
         is too short; a file that still fails to decode mid-epoch is skipped by the DataLoader
         (see :func:`skip_failed_collate`)."""
-        from media_retrieval.data.video import load_image, probe_video
 
         good = []
         for it in items:
@@ -260,8 +315,15 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                     load_image(it.path)
                 else:
                     info = probe_video(it.path)
-                    if self.skip_short and 0 < info.n_frames < self.clip_spec.frames and it.start_s is None:
-                        raise DataError(f"{it.path}: only {info.n_frames} frames, fewer than the {self.clip_spec.frames} sampled")
+                    if (
+                        self.skip_short
+                        and 0 < info.n_frames < self.clip_spec.frames
+                        and it.start_s is None
+                    ):
+                        raise DataError(
+                            f"{it.path}: only {info.n_frames} frames, fewer than the "
+                            f"{self.clip_spec.frames} sampled"
+                        )
                     if info.n_frames == 0 and info.duration_s == 0:
                         raise DataError(f"{it.path}: video has no frames")
                 good.append(it)
@@ -277,7 +339,9 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             feats = torch.from_numpy(self.cache.get(self.content_key(item)).copy())
             out = self._views(feats, train) if self.dense_frames else {"features": feats}
             if self.clip_cache is not None:
-                out["clip_features"] = torch.from_numpy(self.clip_cache.get(self.content_key(item)).copy())
+                out["clip_features"] = torch.from_numpy(
+                    self.clip_cache.get(self.content_key(item)).copy()
+                )
             return out
         flip = self._flip(item, train)
         out = {"clip": self.load_pixels(item, train, flip)}
@@ -289,17 +353,20 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         """Dense features to model input: ``features`` (a random view in training, the whole
         clip evenly otherwise) and ``views`` (2, frames, F): two random views in training, the
         fixed pair of the label-free validation metric otherwise (:mod:`..views`)."""
-        import numpy as np
-
-        from media_retrieval.data.views import eval_view_pair, even_view, random_view
 
         n = feats.shape[0]
         if train:
             rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
-            a, b = random_view(n, self.clip_spec.frames, rng), random_view(n, self.clip_spec.frames, rng)
+            a, b = (
+                random_view(n, self.clip_spec.frames, rng),
+                random_view(n, self.clip_spec.frames, rng),
+            )
             return {"features": feats[a], "views": torch.stack([feats[a], feats[b]])}
         a, b = eval_view_pair(n, self.clip_spec.frames)
-        return {"features": feats[even_view(n, self.clip_spec.frames)], "views": torch.stack([feats[a], feats[b]])}
+        return {
+            "features": feats[even_view(n, self.clip_spec.frames)],
+            "views": torch.stack([feats[a], feats[b]]),
+        }
 
     # -------------------------------------------------------------- Lightning hooks
     def items(self) -> list[MediaItem]:
@@ -321,20 +388,34 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self.clip_spec = replace(self.clip_spec, normalize=name)
         self.transform = clip_transform(self.clip_spec)
         if self.train_transform is not None:
-            self.train_transform.mean, self.train_transform.std = (list(v) for v in NORMALIZATIONS[name])
+            self.train_transform.mean, self.train_transform.std = (
+                list(v) for v in NORMALIZATIONS[name]
+            )
         # what the feature cache holds per clip: the clip spec's frames, or dense_frames
-        self.cache_clip_spec = (replace(self.clip_spec, frames=self.dense_frames) if self.dense_frames
-                                else self.clip_spec)
+        self.cache_clip_spec = (
+            replace(self.clip_spec, frames=self.dense_frames)
+            if self.dense_frames
+            else self.clip_spec
+        )
 
     def prepare_data(self) -> None:
         self.prepare_source()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        for cache, encoder, load in ((self.cache, self._encoder, self.load_pixels),
-                                     (self.clip_cache, self._clip_encoder, self.load_clip_pixels)):
+        for cache, encoder, load in (
+            (self.cache, self._encoder, self.load_pixels),
+            (self.clip_cache, self._clip_encoder, self.load_clip_pixels),
+        ):
             if cache is not None and encoder is not None:
                 items = self.items()
-                cache.build(items, [self.content_key(it) for it in items], load, encoder,
-                            batch_size=self.feature_batch_size, num_workers=self.num_workers, device=device)
+                cache.build(
+                    items,
+                    [self.content_key(it) for it in items],
+                    load,
+                    encoder,
+                    batch_size=self.feature_batch_size,
+                    num_workers=self.num_workers,
+                    device=device,
+                )
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
@@ -346,30 +427,46 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             if self.cache is not None:
                 caches = [c for c in (self.cache, self.clip_cache) if c is not None]
                 bad = {k: v for c in caches for k, v in c.skipped().items()}
-                self.skipped += [Skipped(it.path, bad[self.content_key(it)]) for it in items
-                                 if self.content_key(it) in bad]
+                self.skipped += [
+                    Skipped(it.path, bad[self.content_key(it)])
+                    for it in items
+                    if self.content_key(it) in bad
+                ]
                 items = [it for it in items if self.content_key(it) not in bad]
                 missing = [it.path for it in items for c in caches if self.content_key(it) not in c]
                 if missing:
-                    raise DataError(f"{len(missing)} items have no cached features (first: {missing[0]}); "
-                                    "run prepare_data() first")
+                    raise DataError(
+                        f"{len(missing)} items have no cached features (first: {missing[0]}); "
+                        "run prepare_data() first"
+                    )
             else:
                 items = self._check_decodable(items)
             if not items:
                 raise DataError("no usable media left after skipping bad files (see skipped.csv)")
-            self.split = unlabelled_split(items, self.val_fraction, self.seed) if self.labels == "none" \
+            self.split = (
+                unlabelled_split(items, self.val_fraction, self.seed)
+                if self.labels == "none"
                 else self.make_split(items)
+            )
         if self.output_dir and rank_zero_only.rank == 0:
             self.split.write_csv(Path(self.output_dir) / "split.csv")
             write_skipped_csv(self.skipped, Path(self.output_dir) / "skipped.csv")
         counts = {r: len(self.split.ids(r)) for r in ROLES}
         log.info("split: %s; train classes: %d", counts, len(self.split.train_classes))
-        unseen = sorted({it.label for it in self.split.items if not it.seen} - set(self.split.train_classes))
+        unseen = sorted(
+            {it.label for it in self.split.items if not it.seen} - set(self.split.train_classes)
+        )
         if unseen and self.labels != "none":
-            log.info("%d class(es) held out of training as unseen, to measure retrieval of classes never trained "
-                     "on: %s; to train on every class: %s", len(unseen), ", ".join(unseen[:10])
-                     + (" ..." if len(unseen) > 10 else ""),
-                     "data.unseen_classes=0" if hasattr(self, "unseen_classes") else "a class map or data.* of your own")
+            log.info(
+                "%d class(es) held out of training as unseen, to measure retrieval of classes "
+                "never trained "
+                "on: %s; to train on every class: %s",
+                len(unseen),
+                ", ".join(unseen[:10]) + (" ..." if len(unseen) > 10 else ""),
+                "data.unseen_classes=0"
+                if hasattr(self, "unseen_classes")
+                else "a class map or data.* of your own",
+            )
 
     @property
     def num_classes(self) -> int:
@@ -395,15 +492,20 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def _class_balanced_sampler(self, ids: list[int]):
         """Batches of ``m_per_class`` clips from each of batch_size / m classes (what metric
         losses need to find positives), from pytorch-metric-learning."""
-        from pytorch_metric_learning.samplers import MPerClassSampler
+        from pytorch_metric_learning.samplers import MPerClassSampler  # noqa: PLC0415 - heavy; only class-balanced batches need it
 
         m, bs = int(self.m_per_class), self.batch_size
         n_classes = len(self.split.train_classes)
         if bs % m or bs // m > n_classes:
-            raise DataError(f"data.m_per_class={m} needs data.batch_size ({bs}) to be a multiple of it and at most "
-                            f"m x {n_classes} training classes")
+            raise DataError(
+                f"data.m_per_class={m} needs data.batch_size ({bs}) to be a multiple of it and at "
+                "most "
+                f"m x {n_classes} training classes"
+            )
         labels = [self.split.train_index[self.split.items[i].label] for i in ids]
-        return MPerClassSampler(labels, m, batch_size=bs, length_before_new_iter=max(len(ids) // bs, 1) * bs)
+        return MPerClassSampler(
+            labels, m, batch_size=bs, length_before_new_iter=max(len(ids) // bs, 1) * bs
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(("train",), train=True)
@@ -446,7 +548,9 @@ class BuiltinDataModule(VideoRetrievalDataModule):
         self.held_out_classes = list(held_out_classes)
         for style in (source, *self.test):
             if style not in self.spec.styles:
-                raise DataError(f"style {style!r} is not generated; valid: {', '.join(self.spec.styles)}")
+                raise DataError(
+                    f"style {style!r} is not generated; valid: {', '.join(self.spec.styles)}"
+                )
 
     def prepare_source(self) -> None:
         ensure_corpus(self.root, self.spec)
@@ -464,8 +568,9 @@ class BuiltinDataModule(VideoRetrievalDataModule):
             return leave_one_out_split(items, self.seen_classes or ())
         source = [it for it in items if it.dataset == self.source]
         pool = [it for it in items if it.dataset != self.source]
-        return seen_unseen_split(source, pool, self.held_out_classes, self.val_fraction,
-                                 self.query_fraction, self.seed)
+        return seen_unseen_split(
+            source, pool, self.held_out_classes, self.val_fraction, self.query_fraction, self.seed
+        )
 
 
 class FolderDataModule(VideoRetrievalDataModule):
@@ -495,8 +600,11 @@ class FolderDataModule(VideoRetrievalDataModule):
         super().__init__(**kwargs)
         self.preset, self.official_split_no = preset, split
         if protocol == "official" and preset not in ("ucf101", "hmdb51", "kth"):
-            raise DataError(f"data.protocol=official needs a preset with official splits (ucf101, hmdb51, kth), "
-                            f"got preset={preset!r}")
+            raise DataError(
+                "data.protocol=official needs a preset with official splits (ucf101, hmdb51, "
+                "kth), "
+                f"got preset={preset!r}"
+            )
         if protocol not in self.PROTOCOLS:
             raise DataError(f"data.protocol={protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
         roots = {str(k): str(v) for k, v in (roots or {}).items()}
@@ -508,12 +616,19 @@ class FolderDataModule(VideoRetrievalDataModule):
         if not roots and preset:
             raise DataError(missing_root("data.root", None, preset))
         if not roots:
-            raise DataError("data=folder needs data.root=/path/to/<class>/<clip> folders or data.roots={name: path}")
-        problem = missing_roots([(keys[name], path, preset or name) for name, path in roots.items()])
+            raise DataError(
+                "data=folder needs data.root=/path/to/<class>/<clip> folders or "
+                "data.roots={name: path}"
+            )
+        problem = missing_roots(
+            [(keys[name], path, preset or name) for name, path in roots.items()]
+        )
         if problem:
             raise DataError(problem)
         self.roots = roots
-        self.unseen_classes = unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
+        self.unseen_classes = (
+            unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
+        )
         self.test_fraction, self.protocol = test_fraction, protocol
         self.kinds, self.dedupe = tuple(kinds), dedupe
 
@@ -522,16 +637,19 @@ class FolderDataModule(VideoRetrievalDataModule):
             return self._discover_unlabelled()
         items = []
         for name, path in self.roots.items():
-            found, skipped = scan_folder(path, name, kinds=self.kinds, dedupe=self.dedupe, hashes=self.hashes)
+            found, skipped = scan_folder(
+                path, name, kinds=self.kinds, dedupe=self.dedupe, hashes=self.hashes
+            )
             items += found
             self.skipped += skipped
         if not items:
-            raise DataError(f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}")
+            raise DataError(
+                f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}"
+            )
         return items
 
     def _discover_unlabelled(self) -> list[MediaItem]:
         """``data.labels=none``: every media file at any depth (no class folders needed)."""
-        from media_retrieval.data.video import media_type
 
         items = []
         for name, path in self.roots.items():
@@ -541,7 +659,9 @@ class FolderDataModule(VideoRetrievalDataModule):
                 rel = f.relative_to(path).with_suffix("").as_posix()
                 items.append(MediaItem(str(f), name, UNLABELLED, f"{name}/{rel}", media_type(f)))
         if not items:
-            raise DataError(f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}")
+            raise DataError(
+                f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}"
+            )
         return items
 
     def make_split(self, items: list[MediaItem]) -> Split:
@@ -549,13 +669,19 @@ class FolderDataModule(VideoRetrievalDataModule):
         if loo:
             return leave_one_out_split(items, self.seen_classes or ())
         if self.protocol == "official":
-            from media_retrieval.data.presets import official_roles
-
             (root,) = self.roots.values()
             roles = official_roles(self.preset, root, items, self.official_split_no)
-            return official_split(items, roles, self.unseen_classes, self.val_fraction, self.query_fraction, self.seed)
-        return one_dataset_split(items, self.unseen_classes, self.val_fraction, self.test_fraction,
-                                 self.query_fraction, self.seed)
+            return official_split(
+                items, roles, self.unseen_classes, self.val_fraction, self.query_fraction, self.seed
+            )
+        return one_dataset_split(
+            items,
+            self.unseen_classes,
+            self.val_fraction,
+            self.test_fraction,
+            self.query_fraction,
+            self.seed,
+        )
 
 
 class CrossDataModule(VideoRetrievalDataModule):
@@ -575,17 +701,25 @@ class CrossDataModule(VideoRetrievalDataModule):
         super().__init__(**kwargs)
         source = dict(source)
         targets = {k: v for k, v in (targets or {}).items() if v}
-        problem = missing_roots([("data.source.root", source.get("root"), source.get("name")),
-                                 *((f"data.targets.{name}", path, name) for name, path in targets.items())])
+        problem = missing_roots(
+            [
+                ("data.source.root", source.get("root"), source.get("name")),
+                *((f"data.targets.{name}", path, name) for name, path in targets.items()),
+            ]
+        )
         if problem:
             raise DataError(problem)
         if not targets:
-            raise DataError("data=cross needs at least one test dataset: set data.targets.<name>=/path")
+            raise DataError(
+                "data=cross needs at least one test dataset: set data.targets.<name>=/path"
+            )
         self.source_name = str(source.get("name") or Path(str(source["root"])).name)
         self.source_root = str(source["root"])
         self.targets = {str(k): str(v) for k, v in targets.items()}
-        self.class_map = {str(d): {str(c): (str(v) if v else None) for c, v in (m or {}).items()}
-                          for d, m in (class_map or {}).items()}
+        self.class_map = {
+            str(d): {str(c): (str(v) if v else None) for c, v in (m or {}).items()}
+            for d, m in (class_map or {}).items()
+        }
         self.min_clips, self.dedupe_by_content = min_clips, dedupe_by_content
 
     def discover_items(self) -> list[MediaItem]:
@@ -600,8 +734,16 @@ class CrossDataModule(VideoRetrievalDataModule):
         source = [it for it in items if it.dataset == self.source_name]
         targets = [it for it in items if it.dataset != self.source_name]
         hashes = {it.path: self.hashes(it.path) for it in items} if self.dedupe_by_content else None
-        split, excluded = cross_dataset_split(source, targets, self.class_map, self.min_clips, self.val_fraction,
-                                              self.query_fraction, self.seed, hashes)
+        split, excluded = cross_dataset_split(
+            source,
+            targets,
+            self.class_map,
+            self.min_clips,
+            self.val_fraction,
+            self.query_fraction,
+            self.seed,
+            hashes,
+        )
         for path, reason in excluded:
             log.warning("test pool: leaving out %s (%s)", path, reason)
             self.skipped.append(Skipped(path, reason))

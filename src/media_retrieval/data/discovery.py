@@ -8,13 +8,16 @@ caller logs them and writes ``skipped.csv``. Symlinked folders are not followed 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from media_retrieval.data.video import media_type
+from media_retrieval.data.video import media_type, probe_video
 from media_retrieval.errors import DataError
-from media_retrieval.utils.files import is_regular_file, is_utf8_path, printable_path
+from media_retrieval.utils.files import is_regular_file, is_utf8_path, printable_path, sha256_file
+from media_retrieval.utils.limits import limits
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,9 @@ class Skipped:
         object.__setattr__(self, "path", printable_path(self.path))
 
 
-NOT_UTF8 = "its name is not valid UTF-8 (rename the file; the index and split files store names as UTF-8)"
+NOT_UTF8 = (
+    "its name is not valid UTF-8 (rename the file; the index and split files store names as UTF-8)"
+)
 
 
 class HashCache:
@@ -62,20 +67,19 @@ class HashCache:
         self._mem: dict[tuple, str] = {}
         self._con = None
         if path is not None:
-            import sqlite3
-
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._con = sqlite3.connect(str(path), timeout=60)
-                self._con.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
-                                  "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)")
+                self._con.execute(
+                    "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
+                    "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+                )
                 self._con.commit()
             except sqlite3.Error as exc:  # a cache only: hash without it
                 log.warning("content-hash cache %s unusable (%s): hashing without it", path, exc)
                 self._con = None
 
     def __call__(self, path: str | Path) -> str:
-        from media_retrieval.utils.files import sha256_file
 
         st = os.stat(path)
         ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
@@ -83,17 +87,18 @@ class HashCache:
             return self._mem[ident]
         digest = None
         if self._con is not None:
-            row = self._con.execute("SELECT size, mtime_ns, inode, sha256 FROM hashes WHERE path = ?",
-                                    (ident[0],)).fetchone()
+            row = self._con.execute(
+                "SELECT size, mtime_ns, inode, sha256 FROM hashes WHERE path = ?", (ident[0],)
+            ).fetchone()
             if row is not None and tuple(row[:3]) == ident[1:]:
                 digest = row[3]
         if digest is None:
             digest = sha256_file(path)
             if self._con is not None:
-                import sqlite3
-
                 try:
-                    self._con.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", (*ident, digest))
+                    self._con.execute(
+                        "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", (*ident, digest)
+                    )
                     self._con.commit()
                 except sqlite3.Error as exc:
                     log.debug("content-hash cache not updated: %s", exc)
@@ -115,13 +120,15 @@ def segment_key(content_hash: str, chunk: int, start_s: float | None, end_s: flo
 
 def content_hash(path: str | Path) -> str:
     """Full-file SHA-256 (no cache): what identifies a file's content."""
-    from media_retrieval.utils.files import sha256_file
 
     return sha256_file(path)
 
 
 def scan_folder(
-    root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video", "image"), dedupe: bool = True,
+    root: str | Path,
+    dataset: str,
+    kinds: tuple[str, ...] = ("video", "image"),
+    dedupe: bool = True,
     hashes: HashCache | None = None,
 ) -> tuple[list[MediaItem], list[Skipped]]:
     """Media files of the given kinds under ``root/<class>/`` (sorted), and what was skipped.
@@ -162,7 +169,9 @@ def scan_folder(
                     continue
                 if digest is not None:
                     seen_hashes[digest] = str(f)
-                items.append(MediaItem(str(f), dataset, class_dir.name, f"{dataset}/{f.stem}", kind))
+                items.append(
+                    MediaItem(str(f), dataset, class_dir.name, f"{dataset}/{f.stem}", kind)
+                )
                 found += 1
         if not found:
             skipped.append(Skipped(str(class_dir), "empty class folder (no usable media)"))
@@ -171,7 +180,9 @@ def scan_folder(
     return items, skipped
 
 
-def walk_media(root: str | Path, kinds: tuple[str, ...] = ("video", "image")) -> tuple[list[Path], list[Skipped]]:
+def walk_media(
+    root: str | Path, kinds: tuple[str, ...] = ("video", "image")
+) -> tuple[list[Path], list[Skipped]]:
     """Every media file under ``root`` at any depth (sorted; hidden files and symlinked folders
     skipped): a user's library has no class folders. Non-media files are reported, not fatal."""
     root = Path(root)
@@ -191,53 +202,59 @@ def walk_media(root: str | Path, kinds: tuple[str, ...] = ("video", "image")) ->
             elif kind in kinds and not is_utf8_path(f):
                 skipped.append(Skipped(str(f), NOT_UTF8))
             elif kind in kinds and not is_regular_file(f):
-                skipped.append(Skipped(str(f), "not a regular file (a FIFO, device, folder or broken link)"))
+                skipped.append(
+                    Skipped(str(f), "not a regular file (a FIFO, device, folder or broken link)")
+                )
             elif kind in kinds:
                 found.append(f)
     return found, skipped
 
 
-def discover(root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)) -> list[MediaItem]:
+def discover(
+    root: str | Path, dataset: str, kinds: tuple[str, ...] = ("video",)
+) -> list[MediaItem]:
     """Usable media of a dataset; an error when there is none at all."""
     items, _ = scan_folder(root, dataset, kinds)
     if not items:
-        raise DataError(f"dataset {dataset!r} at {root} has no {'/'.join(kinds)} files in <class>/ folders")
+        raise DataError(
+            f"dataset {dataset!r} at {root} has no {'/'.join(kinds)} files in <class>/ folders"
+        )
     return items
 
 
-def chunk_spans(duration_s: float, chunk_s: float | None,
-                max_chunks: int | None = None) -> list[tuple[int, float | None, float | None]]:
+def chunk_spans(
+    duration_s: float, chunk_s: float | None, max_chunks: int | None = None
+) -> list[tuple[int, float | None, float | None]]:
     """``(chunk, start_s, end_s)`` of a video cut into ``round(duration / chunk_s)`` equal chunks;
     one whole-file span ``(0, None, None)`` when that is 1, the duration is unknown or
     ``chunk_s`` is None. Shared by dataset chunking and index builds, so both cut alike.
     ``max_chunks``: the video's frame (packet) count: 16 frames spread over a claimed 20 000 s
     make at most 16 chunks, not 2 000 of which most would hold no frame of their own."""
-    import math
 
     if chunk_s is None or not math.isfinite(duration_s) or duration_s <= 0:
         return [(0, None, None)]
-    from media_retrieval.utils.limits import limits
 
     n = max(1, round(duration_s / chunk_s))
     if max_chunks is not None:
         n = max(1, min(n, max_chunks))
     cap = limits().max_segments_per_file
     if n > cap:
-        raise DataError(f"{n} segments of {chunk_s} s is over the limit of {cap} per file: raise "
-                        "clip.chunk_s (or MEDIA_RETRIEVAL_MAX_SEGMENTS_PER_FILE)")
+        raise DataError(
+            f"{n} segments of {chunk_s} s is over the limit of {cap} per file: raise "
+            "clip.chunk_s (or MEDIA_RETRIEVAL_MAX_SEGMENTS_PER_FILE)"
+        )
     if n == 1:
         return [(0, None, None)]
     step = duration_s / n
     return [(i, round(i * step, 3), round((i + 1) * step, 3)) for i in range(n)]
 
 
-def chunk_items(items: list[MediaItem], chunk_s: float | None) -> tuple[list[MediaItem], list[Skipped]]:
+def chunk_items(
+    items: list[MediaItem], chunk_s: float | None
+) -> tuple[list[MediaItem], list[Skipped]]:
     """Split videos longer than ``chunk_s`` into equal chunks of about ``chunk_s`` seconds
     (``round(duration / chunk_s)`` of them), each an item carrying its video id, chunk index and
     time span. ``None`` keeps whole clips. Videos whose container cannot be probed are skipped."""
-    from dataclasses import replace
-
-    from media_retrieval.data.video import probe_video
 
     if chunk_s is None:
         return items, []

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from media_retrieval.data.discovery import MediaItem
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import atomic_write_text
+from media_retrieval.utils.progress import progress
 from media_retrieval.utils.shard_store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,6 @@ class FrameFeatureCache:
     ) -> None:
         """Compute features for every item (``keys[i]``: the content key of ``items[i]``) not
         yet cached or known bad."""
-        from media_retrieval.utils.progress import progress
 
         skipped = self.skipped()
         todo, todo_keys, seen = [], [], set()
@@ -105,17 +105,27 @@ class FrameFeatureCache:
         if not todo:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.dir / "spec.json", json.dumps(self.spec, indent=1, sort_keys=True, default=str),
-                          durable=False)
+        atomic_write_text(
+            self.dir / "spec.json",
+            json.dumps(self.spec, indent=1, sort_keys=True, default=str),
+            durable=False,
+        )
         clip_level = getattr(encoder, "level", "frame") == "clip"
-        log.info("Computing %s features for %d items into %s", "clip" if clip_level else "frame", len(todo), self.dir)
+        log.info(
+            "Computing %s features for %d items into %s",
+            "clip" if clip_level else "frame",
+            len(todo),
+            self.dir,
+        )
         # channels_last roughly doubles CPU throughput of depthwise-conv nets such as Lite0
         # (measured: 71 vs 39 frames/s on 2 cores, 16-frame batches); its 3D form speeds I3D up
         # by ~1.7x (0.41 vs 0.69 s per 16x224 clip, issue 27).
         fmt = torch.channels_last_3d if clip_level else torch.channels_last
         encoder = encoder.to(device).eval().to(memory_format=fmt)
         loader = DataLoader(
-            _FrameLoadingDataset(todo, load), batch_size=batch_size, num_workers=num_workers,
+            _FrameLoadingDataset(todo, load),
+            batch_size=batch_size,
+            num_workers=num_workers,
             collate_fn=_collate,
         )
         keys_out: list[str] = []

@@ -23,7 +23,9 @@ class Fold:
         return [it for name in names for it in sources[name]]
 
 
-def leave_one_source_out(sources: Mapping[str, Sequence[MediaItem]], allow_shared: bool = False) -> list[Fold]:
+def leave_one_source_out(
+    sources: Mapping[str, Sequence[MediaItem]], allow_shared: bool = False
+) -> list[Fold]:
     """One fold per source (sorted by name). A class name found in two sources would make a
     test class *seen*: refused, so every fold's test classes are unseen in its training, unless
     ``allow_shared``: then such a fold records the classes in ``seen_elsewhere`` and the caller
@@ -36,8 +38,10 @@ def leave_one_source_out(sources: Mapping[str, Sequence[MediaItem]], allow_share
             for b in sources:
                 shared = classes[a] & classes[b] if a < b else set()
                 if shared:
-                    raise DataError(f"sources {a!r} and {b!r} share classes {sorted(shared)[:3]}: a test class "
-                                    "would be seen in training")
+                    raise DataError(
+                        f"sources {a!r} and {b!r} share classes {sorted(shared)[:3]}: a test class "
+                        "would be seen in training"
+                    )
     folds = []
     for name in sorted(sources):
         train = tuple(n for n in sorted(sources) if n != name)

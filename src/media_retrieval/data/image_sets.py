@@ -20,6 +20,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from media_retrieval.data.datamodule import FolderDataModule
 from media_retrieval.errors import DataError
@@ -35,8 +36,13 @@ class _ArraysOnly(pickle.Unpickler):
     """Rebuilds plain containers and numpy arrays; any other class is refused.
     (``_codecs.encode`` only turns text into bytes: protocol-2 pickles use it for bytes.)"""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -62,30 +68,38 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
         return batches
     if download:
         try:
-            from torchvision.datasets.utils import download_and_extract_archive
+            from torchvision.datasets.utils import download_and_extract_archive  # noqa: PLC0415 - only the CIFAR-10 download needs it
 
             download_and_extract_archive(CIFAR10_URL, str(root), md5=CIFAR10_MD5)
         except Exception as exc:
-            raise DataError(f"CIFAR10 is not at {batches} and cannot be downloaded ({type(exc).__name__}): fetch "
-                            f"{CIFAR10_URL} and extract it into {root}") from exc
+            raise DataError(
+                f"CIFAR10 is not at {batches} and cannot be downloaded ({type(exc).__name__}): "
+                "fetch "
+                f"{CIFAR10_URL} and extract it into {root}"
+            ) from exc
     if not (batches / "batches.meta").is_file():
-        raise DataError(f"CIFAR10 is not at {batches}: fetch {CIFAR10_URL} and extract it into {root}")
+        raise DataError(
+            f"CIFAR10 is not at {batches}: fetch {CIFAR10_URL} and extract it into {root}"
+        )
     return batches
 
 
-def export_cifar10(root: str | Path, out: str | Path, train_classes: list[str] | None = None,
-                   download: bool = True) -> Path:
+def export_cifar10(
+    root: str | Path, out: str | Path, train_classes: list[str] | None = None, download: bool = True
+) -> Path:
     """PNG folders ``out/<class>/``: training-batch images of ``train_classes`` and test-batch
     images of the other classes (the paper: train on half the classes, retrieve on the test
     images of the other half). ``None``: every class from both. Written once (marker file)."""
-    from PIL import Image
 
     out = Path(out)
     marker = out / ".complete"
     if marker.is_file():
         return out
     batches = ensure_cifar10(root, download)
-    names = [n.decode() if isinstance(n, bytes) else n for n in load_cifar_batch(batches / "batches.meta")["label_names"]]
+    names = [
+        n.decode() if isinstance(n, bytes) else n
+        for n in load_cifar_batch(batches / "batches.meta")["label_names"]
+    ]
     files = sorted(batches.glob("data_batch_*")) + [batches / "test_batch"]
     n = 0
     for f in files:
@@ -109,22 +123,49 @@ class Cifar10DataModule(FolderDataModule):
     """CIFAR10 for image retrieval: train on ``train_classes``; the test pool is the test
     images of the other classes (all unseen). Images are one-frame clips (``frames: 1``)."""
 
-    CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    CLASSES = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
 
-    def __init__(self, cifar_root: str, train_classes: list[str], download: bool = True, **kwargs) -> None:
+    def __init__(
+        self, cifar_root: str, train_classes: list[str], download: bool = True, **kwargs
+    ) -> None:
         unknown = set(train_classes) - set(self.CLASSES)
         if unknown:
-            raise DataError(f"data.train_classes: {sorted(unknown)} are not CIFAR10 classes ({', '.join(self.CLASSES)})")
-        self.cifar_root, self.train_classes_, self.download = cifar_root, list(train_classes), download
+            raise DataError(
+                f"data.train_classes: {sorted(unknown)} are not CIFAR10 classes "
+                f"({', '.join(self.CLASSES)})"
+            )
+        self.cifar_root, self.train_classes_, self.download = (
+            cifar_root,
+            list(train_classes),
+            download,
+        )
         export = Path(cifar_root) / "png"
         export.mkdir(parents=True, exist_ok=True)
         unseen = [c for c in self.CLASSES if c not in train_classes]
-        for fixed in ("root", "roots", "unseen_classes", "kinds"):  # decided here, not by the base config
+        for fixed in (
+            "root",
+            "roots",
+            "unseen_classes",
+            "kinds",
+        ):  # decided here, not by the base config
             kwargs.pop(fixed, None)
         super().__init__(root=str(export), unseen_classes=unseen, kinds=("image",), **kwargs)
 
     def prepare_source(self) -> None:
-        export_cifar10(self.cifar_root, Path(self.cifar_root) / "png", self.train_classes_, self.download)
+        export_cifar10(
+            self.cifar_root, Path(self.cifar_root) / "png", self.train_classes_, self.download
+        )
 
 
 def arrange_oxford5k(images_dir: str | Path, gt_dir: str | Path, out_dir: str | Path) -> Path:
@@ -133,8 +174,11 @@ def arrange_oxford5k(images_dir: str | Path, gt_dir: str | Path, out_dir: str | 
     if (out_dir / ".complete").is_file():
         return out_dir
     if not images_dir.is_dir() or not gt_dir.is_dir():
-        raise DataError(f"Oxford 5K needs {images_dir} (oxbuild_images) and {gt_dir} (gt_files_170407): get them "
-                        "from https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/")
+        raise DataError(
+            f"Oxford 5K needs {images_dir} (oxbuild_images) and {gt_dir} (gt_files_170407): get "
+            "them "
+            "from https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/"
+        )
     n = 0
     for gt in sorted(gt_dir.glob("*_[0-9]*_good.txt")) + sorted(gt_dir.glob("*_[0-9]*_ok.txt")):
         landmark = gt.name.rsplit("_", 2)[0]

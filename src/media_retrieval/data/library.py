@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from media_retrieval.data.clips import ClipSpec, clip_transform, load_clip
-from media_retrieval.data.discovery import Skipped
-from media_retrieval.errors import DataError
+from media_retrieval.data.discovery import Skipped, walk_media
+from media_retrieval.errors import ConfigError, DataError
+from media_retrieval.utils.files import is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 def skip_failed_collate(batch: list[dict | None]) -> dict | None:
     """Default collation without the samples that failed to load (None); None if all failed,
     which the models' steps treat as "skip this batch"."""
-    from torch.utils.data import default_collate
 
     batch = [b for b in batch if b is not None]
     return default_collate(batch) if batch else None
@@ -51,9 +51,6 @@ class SegmentDataset(Dataset):
 def query_paths(query: str | Path) -> tuple[list[str], list[Skipped]]:
     """The files a query names: the file itself, or every video and image in a folder (and,
     listed apart, what in that folder cannot be a query)."""
-    from media_retrieval.data.discovery import walk_media
-    from media_retrieval.errors import ConfigError
-    from media_retrieval.utils.files import is_regular_file
 
     qpath = Path(query)
     if qpath.is_dir():
@@ -66,5 +63,7 @@ def query_paths(query: str | Path) -> tuple[list[str], list[Skipped]]:
     if is_regular_file(qpath):
         return [str(qpath)], []
     if qpath.exists():
-        raise ConfigError(f"query={str(query)!r} is not a regular file or folder (a FIFO or device?)")
+        raise ConfigError(
+            f"query={str(query)!r} is not a regular file or folder (a FIFO or device?)"
+        )
     raise ConfigError(f"query={str(query)!r}: no such file or folder")

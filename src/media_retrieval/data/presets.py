@@ -38,7 +38,9 @@ def _find(root: Path, names: list[str], what: str) -> Path:
     raise DataError(f"{what}: expected {names[0]} in {root}, {root.parent} or a sub-folder of them")
 
 
-def official_roles(preset: str, root: str | Path, items: list[MediaItem], split: int = 1) -> dict[str, str]:
+def official_roles(
+    preset: str, root: str | Path, items: list[MediaItem], split: int = 1
+) -> dict[str, str]:
     """``{path: "train" | "test"}`` from a dataset's official split (items not listed: absent)."""
     root = Path(root)
     roles: dict[str, str] = {}
@@ -49,20 +51,29 @@ def official_roles(preset: str, root: str | Path, items: list[MediaItem], split:
             for line in path.read_text().split("\n"):
                 if line.strip():
                     names[Path(line.split()[0]).stem.lower()] = kind
-        roles = {it.path: names[Path(it.path).stem.lower()] for it in items if Path(it.path).stem.lower() in names}
+        roles = {
+            it.path: names[Path(it.path).stem.lower()]
+            for it in items
+            if Path(it.path).stem.lower() in names
+        }
     elif preset == "hmdb51":
         by_class: dict[str, dict[str, str]] = {}
         for label in sorted({it.label for it in items}):
             fname = f"{label}_test_split{split}.txt"
-            path = _find(root, [fname, f"testTrainMulti_7030_splits/{fname}"], f"HMDB51 split {split}")
+            path = _find(
+                root, [fname, f"testTrainMulti_7030_splits/{fname}"], f"HMDB51 split {split}"
+            )
             entries = {}
             for line in path.read_text().split("\n"):
                 parts = line.split()
                 if len(parts) == 2 and parts[1] in ("1", "2"):
                     entries[Path(parts[0]).stem] = "train" if parts[1] == "1" else "test"
             by_class[label] = entries
-        roles = {it.path: by_class[it.label][Path(it.path).stem] for it in items
-                 if Path(it.path).stem in by_class.get(it.label, {})}
+        roles = {
+            it.path: by_class[it.label][Path(it.path).stem]
+            for it in items
+            if Path(it.path).stem in by_class.get(it.label, {})
+        }
     elif preset == "kth":
         for it in items:
             m = KTH_CLIP.search(Path(it.path).stem)

@@ -8,7 +8,6 @@ can de-duplicate and realign by id.
 from __future__ import annotations
 
 import csv
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from media_retrieval.data.discovery import MediaItem
+from media_retrieval.data.presets import clip_identity
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import atomic_path
 
@@ -95,7 +95,9 @@ def _stratified_pick(
     return picked
 
 
-def _at_least_two(picked: set[int], items: Sequence[MediaItem], rng: np.random.Generator) -> set[int]:
+def _at_least_two(
+    picked: set[int], items: Sequence[MediaItem], rng: np.random.Generator
+) -> set[int]:
     """``picked`` (validation), grown to 2 videos where the items allow: validation ranks each
     of its clips against the others, so 1 clip cannot choose a checkpoint. A video is taken from
     the class with the most videos left in training, never its last one."""
@@ -155,8 +157,11 @@ def seen_unseen_split(
         for i, it in enumerate(trained)
     ]
     items += [
-        SplitItem(**asdict(it), role="query" if i in queries else "gallery",
-                  seen=it.label in set(train_classes))
+        SplitItem(
+            **asdict(it),
+            role="query" if i in queries else "gallery",
+            seen=it.label in set(train_classes),
+        )
         for i, it in enumerate(pool)
     ]
     return Split(items, train_classes)
@@ -181,27 +186,41 @@ def one_dataset_split(
     classes = sorted({it.label for it in items})
     if isinstance(unseen_classes, (int, float)):
         if not 0 <= unseen_classes < 1:
-            raise DataError(f"data.unseen_classes as a fraction must be in [0, 1), got {unseen_classes}")
+            raise DataError(
+                f"data.unseen_classes as a fraction must be in [0, 1), got {unseen_classes}"
+            )
         n = held_out_count(unseen_classes, len(classes))
         unseen = {classes[i] for i in rng.permutation(len(classes))[:n]}
     else:
         unseen = set(unseen_classes)
         unknown = unseen - set(classes)
         if unknown:
-            raise DataError(f"data.unseen_classes not found among the classes {classes}: {sorted(unknown)}")
+            raise DataError(
+                f"data.unseen_classes not found among the classes {classes}: {sorted(unknown)}"
+            )
     seen_items = [it for it in items if it.label not in unseen]
     if not seen_items:
-        raise DataError("every class is unseen: nothing left to train on (lower data.unseen_classes)")
+        raise DataError(
+            "every class is unseen: nothing left to train on (lower data.unseen_classes)"
+        )
     test_pick = _stratified_pick(seen_items, test_fraction, rng)
     trainval = [it for i, it in enumerate(seen_items) if i not in test_pick]
     val = _at_least_two(_stratified_pick(trainval, val_fraction, rng), trainval, rng)
     pool = [it for it in items if it.label in unseen] + [seen_items[i] for i in sorted(test_pick)]
     queries = _stratified_pick(pool, query_fraction, rng)
     train_classes = sorted({it.label for it in trainval})
-    out = [SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
-           for i, it in enumerate(trainval)]
-    out += [SplitItem(**asdict(it), role="query" if i in queries else "gallery",
-                      seen=it.label in set(train_classes)) for i, it in enumerate(pool)]
+    out = [
+        SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
+        for i, it in enumerate(trainval)
+    ]
+    out += [
+        SplitItem(
+            **asdict(it),
+            role="query" if i in queries else "gallery",
+            seen=it.label in set(train_classes),
+        )
+        for i, it in enumerate(pool)
+    ]
     return Split(out, train_classes)
 
 
@@ -215,7 +234,10 @@ def unlabelled_split(items: Sequence[MediaItem], val_fraction: float = 0.1, seed
     n_val = max(n_val, 2) if len(videos) >= 4 else n_val
     n_val = min(n_val, len(videos) - 1)
     val = {videos[j] for j in rng.permutation(len(videos))[:n_val]}
-    out = [SplitItem(**asdict(it), role="val" if it.video_id in val else "train", seen=False) for it in items]
+    out = [
+        SplitItem(**asdict(it), role="val" if it.video_id in val else "train", seen=False)
+        for it in items
+    ]
     return Split(out, [])
 
 
@@ -223,8 +245,9 @@ def leave_one_out_split(items: Sequence[MediaItem], seen_classes: Sequence[str] 
     """Every item is a query against all the others (evaluation of a trained model on any folder);
     a class is seen when the model was trained on it."""
     seen = set(seen_classes)
-    return Split([SplitItem(**asdict(it), role="both", seen=it.label in seen) for it in items],
-                 sorted(seen))
+    return Split(
+        [SplitItem(**asdict(it), role="both", seen=it.label in seen) for it in items], sorted(seen)
+    )
 
 
 def official_split(
@@ -251,9 +274,18 @@ def official_split(
     val = _at_least_two(_stratified_pick(trainval, val_fraction, rng), trainval, rng)
     queries = _stratified_pick(pool, query_fraction, rng)
     train_classes = sorted({it.label for it in trainval})
-    out = [SplitItem(**asdict(it), role="val" if i in val else "train") for i, it in enumerate(trainval)]
-    out += [SplitItem(**asdict(it), role="query" if i in queries else "gallery", seen=it.label in set(train_classes))
-            for i, it in enumerate(pool)]
+    out = [
+        SplitItem(**asdict(it), role="val" if i in val else "train")
+        for i, it in enumerate(trainval)
+    ]
+    out += [
+        SplitItem(
+            **asdict(it),
+            role="query" if i in queries else "gallery",
+            seen=it.label in set(train_classes),
+        )
+        for i, it in enumerate(pool)
+    ]
     return Split(out, train_classes)
 
 
@@ -277,7 +309,6 @@ def cross_dataset_split(
     across datasets. Unmapped classes keep ``<dataset>/<class>``. Returns the split and the
     (path, reason) of excluded clips.
     """
-    from media_retrieval.data.presets import clip_identity
 
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = defaultdict(int)
@@ -301,8 +332,17 @@ def cross_dataset_split(
         pool.append(replace(it, label=mapped or f"{it.dataset}/{it.label}"))
         originals.append(it.label)
     queries = _stratified_pick(pool, query_fraction, rng)
-    out = [SplitItem(**asdict(it), role="val" if i in val else "train") for i, it in enumerate(trainval)]
-    out += [SplitItem(**asdict(it), role="query" if i in queries else "gallery",
-                      seen=it.label in set(train_classes), original_label=original)
-            for i, (it, original) in enumerate(zip(pool, originals, strict=True))]
+    out = [
+        SplitItem(**asdict(it), role="val" if i in val else "train")
+        for i, it in enumerate(trainval)
+    ]
+    out += [
+        SplitItem(
+            **asdict(it),
+            role="query" if i in queries else "gallery",
+            seen=it.label in set(train_classes),
+            original_label=original,
+        )
+        for i, (it, original) in enumerate(zip(pool, originals, strict=True))
+    ]
     return Split(out, train_classes), excluded

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import v2
 
 from media_retrieval.config.clip import RESIZE_MODES
 
@@ -54,8 +55,13 @@ class ClipTransform:
 
     def spec(self) -> dict:
         """What changes the output; part of the feature-cache key."""
-        return {"size": self.size, "resize": self.resize, "mean": self.mean, "std": self.std,
-                "in_chans": self.in_chans}
+        return {
+            "size": self.size,
+            "resize": self.resize,
+            "mean": self.mean,
+            "std": self.std,
+            "in_chans": self.in_chans,
+        }
 
 
 class TrainClipTransform(ClipTransform):
@@ -63,17 +69,19 @@ class TrainClipTransform(ClipTransform):
     stays coherent): random resized crop (``scale`` of the area, aspect 3/4..4/3) and a
     horizontal flip with probability ``hflip``. Temporal jitter happens at sampling time."""
 
-    def __init__(self, size: int = 224, scale: tuple[float, float] = (0.6, 1.0), hflip: float = 0.5,
-                 **kwargs) -> None:
+    def __init__(
+        self, size: int = 224, scale: tuple[float, float] = (0.6, 1.0), hflip: float = 0.5, **kwargs
+    ) -> None:
         super().__init__(size, **kwargs)
         self.scale, self.hflip = tuple(scale), float(hflip)
 
     def __call__(self, frames: torch.Tensor, flip: bool | None = None) -> torch.Tensor:
         """``flip``: decided by the caller (who may have to change the label with it); None =
         with probability ``hflip``."""
-        from torchvision.transforms import v2
 
-        i, j, h, w = v2.RandomResizedCrop.get_params(frames, scale=list(self.scale), ratio=[3 / 4, 4 / 3])
+        i, j, h, w = v2.RandomResizedCrop.get_params(
+            frames, scale=list(self.scale), ratio=[3 / 4, 4 / 3]
+        )
         x = TF.resized_crop(frames, i, j, h, w, [self.size, self.size], antialias=True)
         if (torch.rand(()) < self.hflip) if flip is None else flip:
             x = TF.horizontal_flip(x)

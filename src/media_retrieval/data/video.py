@@ -7,12 +7,15 @@ frames it keeps, since colour conversion dominates the cost of small-frame decod
 from __future__ import annotations
 
 import contextlib
+import copy
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import is_regular_file
@@ -39,7 +42,9 @@ class VideoInfo:
     duration_s: float
     width: int
     height: int
-    packets: int = 0  # counted by demuxing: the frames the file really holds (a header may claim any)
+    packets: int = (
+        0  # counted by demuxing: the frames the file really holds (a header may claim any)
+    )
 
 
 def guard_stream(path: str | Path, stream) -> None:  # noqa: ANN001 - a PyAV video stream
@@ -50,8 +55,10 @@ def guard_stream(path: str | Path, stream) -> None:  # noqa: ANN001 - a PyAV vid
     cap = limits().max_frame_pixels
     ctx = stream.codec_context
     if (ctx.width or 0) * (ctx.height or 0) > cap:
-        raise DataError(f"{path}: frames of {ctx.width}x{ctx.height} are over the limit of {cap} pixels "
-                        "(MEDIA_RETRIEVAL_MAX_FRAME_PIXELS raises it)")
+        raise DataError(
+            f"{path}: frames of {ctx.width}x{ctx.height} are over the limit of {cap} pixels "
+            "(MEDIA_RETRIEVAL_MAX_FRAME_PIXELS raises it)"
+        )
     ctx.options = {**dict(ctx.options or {}), "max_pixels": str(cap)}
 
 
@@ -67,7 +74,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Container metadata, with the duration *measured* from the packets' timestamps (one demux
     pass, no decoding): a header may claim any length (2^31 s, or 20 000 s for a 2 s file), and
     the duration decides how many segments a file becomes."""
-    import av
+    import av  # noqa: PLC0415 - PyAV loads on the first decode, not on import
 
     with _decode_errors(path), av.open(str(path)) as container:
         if not container.streams.video:
@@ -78,8 +85,10 @@ def probe_video(path: str | Path) -> VideoInfo:
         claimed = _claimed_duration(container, stream)
         cap = limits().max_video_s
         if not claimed <= cap:  # NaN too
-            raise DataError(f"{path}: its header claims {claimed:.0f} s, over the limit of {cap:.0f} s "
-                            "(MEDIA_RETRIEVAL_MAX_VIDEO_S raises it)")
+            raise DataError(
+                f"{path}: its header claims {claimed:.0f} s, over the limit of {cap:.0f} s "
+                "(MEDIA_RETRIEVAL_MAX_VIDEO_S raises it)"
+            )
         first = last = None
         frame_s = 1.0 / fps
         n = 0
@@ -93,13 +102,18 @@ def probe_video(path: str | Path) -> VideoInfo:
                 first = t if first is None else min(first, t)
                 last = t if last is None else max(last, t)
                 if last - first > cap:
-                    raise DataError(f"{path}: longer than the limit of {cap:.0f} s (MEDIA_RETRIEVAL_MAX_VIDEO_S)")
+                    raise DataError(
+                        f"{path}: longer than the limit of {cap:.0f} s "
+                        "(MEDIA_RETRIEVAL_MAX_VIDEO_S)"
+                    )
         measured = (last - first + frame_s) if first is not None else n * frame_s
         # the header's duration where the packets bear it out (so chunking is what it always
         # was for honest files), the measured one where they do not
         duration = claimed if 0 < claimed <= 1.5 * measured + 1.0 else measured
         frames = stream.frames or int(round(duration * fps))
-        return VideoInfo(frames, fps, duration, stream.codec_context.width, stream.codec_context.height, n)
+        return VideoInfo(
+            frames, fps, duration, stream.codec_context.width, stream.codec_context.height, n
+        )
 
 
 def uniform_indices(n_frames: int, num: int) -> np.ndarray:
@@ -127,7 +141,7 @@ def _rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
 def _decode_errors(path: str | Path) -> Iterator[None]:
     """Every way a hostile or broken file can fail to decode becomes one :class:`DataError`
     (a logged skip for the caller), never a crash of the whole run."""
-    import av
+    import av  # noqa: PLC0415 - PyAV loads on the first decode, not on import
 
     if not is_regular_file(path):
         raise DataError(f"{path}: not a regular file (a FIFO, device, folder or missing file)")
@@ -135,8 +149,18 @@ def _decode_errors(path: str | Path) -> Iterator[None]:
         yield
     except DataError:
         raise
-    except (av.FFmpegError, OSError, IndexError, ValueError, RuntimeError, MemoryError, EOFError) as exc:
-        raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {str(exc)[:160]})") from exc
+    except (
+        av.FFmpegError,
+        OSError,
+        IndexError,
+        ValueError,
+        RuntimeError,
+        MemoryError,
+        EOFError,
+    ) as exc:
+        raise DataError(
+            f"{path}: cannot decode video ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from exc
 
 
 def _frame_time(frame) -> float:
@@ -170,7 +194,8 @@ def decode_all_frames(
     end_s: float | None = None,
     rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
-    """Decode every frame, keep ``num`` spread over the clip (or ``indices``), as (T, 3, H, W) uint8.
+    """Decode every frame, keep ``num`` spread over the clip (or ``indices``), as (T, 3, H, W)
+    uint8.
 
     ``index``: frames at ``linspace(0, n - 1, num).round()`` of the n decoded frames (the
     frame count is what decodes, so wrong container counts do not matter). ``time``: the frames
@@ -183,9 +208,8 @@ def decode_all_frames(
     container's frame count predicts are kept; when the decoded count proves it wrong (or the
     choice depends on timestamps), a second pass decodes the chosen frames.
     """
-    import copy
 
-    import av
+    import av  # noqa: PLC0415 - PyAV loads on the first decode, not on import
 
     held: list | None = []
     guessed: dict[int, object] = {}
@@ -200,9 +224,17 @@ def decode_all_frames(
             n_guess = container.streams.video[0].frames  # the header's word: bounded before use
             if n_guess > limits().max_video_s * 240:
                 n_guess = 0
-            if indices is None and sampling == "index" and start_s is None and end_s is None and n_guess > 0:
+            if (
+                indices is None
+                and sampling == "index"
+                and start_s is None
+                and end_s is None
+                and n_guess > 0
+            ):
                 # the same draw as the real pick below, from a copy of the generator
-                guess = set(_pick_indices(np.zeros(n_guess), num, sampling, copy.deepcopy(rng)).tolist())
+                guess = set(
+                    _pick_indices(np.zeros(n_guess), num, sampling, copy.deepcopy(rng)).tolist()
+                )
             for i, frame in enumerate(container.decode(video=0)):
                 times.append(_frame_time(frame))
                 if i in guess:
@@ -220,7 +252,10 @@ def decode_all_frames(
         if not len(positions):
             raise DataError(f"{path}: video has no decodable frames")
         if len(positions) < min_frames:
-            raise DataError(f"{path}: only {len(positions)} decodable frames, fewer than the {min_frames} sampled")
+            raise DataError(
+                f"{path}: only {len(positions)} decodable frames, fewer than the {min_frames} "
+                "sampled"
+            )
         if indices is None:
             indices = _pick_indices(t, num, sampling, rng)
         wanted = [int(positions[int(i)]) for i in indices]
@@ -238,7 +273,10 @@ def decode_all_frames(
                         if len(frames) == len(need):
                             break
             if len(frames) < len(need):
-                raise DataError(f"{path}: the video decoded differently on a second pass (truncated while read?)")
+                raise DataError(
+                    f"{path}: the video decoded differently on a second pass (truncated while "
+                    "read?)"
+                )
         first = frames[wanted[0]]
         size = (first.width, first.height)
         rgb = {i: _rgb(f, size) for i, f in frames.items()}
@@ -255,7 +293,9 @@ def jitter_indices(indices: np.ndarray, n_frames: int, rng: np.random.Generator)
     return np.sort(np.clip(np.round(moved), 0, n_frames - 1).astype(np.int64))
 
 
-def _pick_indices(times: np.ndarray, num: int, sampling: str, rng: np.random.Generator | None = None) -> np.ndarray:
+def _pick_indices(
+    times: np.ndarray, num: int, sampling: str, rng: np.random.Generator | None = None
+) -> np.ndarray:
     if rng is not None:
         return jitter_indices(_pick_indices(times, num, sampling), len(times), rng)
     if sampling == "time" and not np.isnan(times).any() and len(times) > 1:
@@ -266,9 +306,15 @@ def _pick_indices(times: np.ndarray, num: int, sampling: str, rng: np.random.Gen
     return uniform_indices(len(times), num)
 
 
-def seek_sample_frames(path: str | Path, num: int = 16, min_frames: int = 1, sampling: str = "index",
-                       start_s: float | None = None, end_s: float | None = None,
-                       rng: np.random.Generator | None = None) -> torch.Tensor:
+def seek_sample_frames(
+    path: str | Path,
+    num: int = 16,
+    min_frames: int = 1,
+    sampling: str = "index",
+    start_s: float | None = None,
+    end_s: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
     """The same frames as :func:`decode_all_frames` (a drop-in replacement: the same arguments),
     without decoding the whole video.
 
@@ -280,60 +326,73 @@ def seek_sample_frames(path: str | Path, num: int = 16, min_frames: int = 1, sam
     then decode out of presentation order), so only containers that store presentation
     timestamps (MP4/MOV, Matroska/WebM) are sampled by seeking.
     """
-    import av
+    import av  # noqa: PLC0415 - PyAV loads on the first decode, not on import
 
-    with _decode_errors(path):
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            guard_stream(path, stream)
-            # Frame threading decodes the frames between a keyframe and a target in parallel
-            # (measured: 17 vs 13 clips/s with the default slice threading, benchmarks/decode.py).
-            stream.thread_type = "FRAME"
-            trusted = bool(SEEKABLE_FORMATS & set(container.format.name.split(",")))
-            packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0] if trusted else []
-            if not packets or any(pts is None for pts, _ in packets) or stream.time_base is None:
-                return decode_all_frames(path, num=num, min_frames=min_frames, sampling=sampling,
-                                         start_s=start_s, end_s=end_s, rng=rng)
-            pts_all = np.array(sorted(pts for pts, _ in packets))
-            keys = np.array(sorted(pts for pts, key in packets if key))
-            tb = float(stream.time_base)
-            times = pts_all * tb
-            if start_s is not None or end_s is not None:
-                inside = _in_span(times, start_s, end_s)
-                pts_all, times = pts_all[inside], times[inside]
-            if len(pts_all) < min_frames:
-                raise DataError(f"{path}: only {len(pts_all)} decodable frames, fewer than the {min_frames} sampled")
-            wanted = pts_all[_pick_indices(times, num, sampling, rng)]
-            got: dict[int, np.ndarray] = {}
-            frames_iter, position, size = None, None, None
-            for target in sorted(set(wanted.tolist())):
-                before = keys[keys <= target]
-                keyframe = int(before[-1]) if len(before) else int(pts_all[0])
-                if frames_iter is None or position is None or keyframe > position:
-                    container.seek(keyframe, stream=stream, backward=True, any_frame=False)
-                    frames_iter = container.decode(stream)
-                for frame in frames_iter:
-                    if frame.pts is None:
-                        continue
-                    position = frame.pts
-                    if frame.pts >= target:
-                        size = size or (frame.width, frame.height)
-                        got[target] = _rgb(frame, size)
-                        break
-                if target not in got:
-                    raise DataError(f"{path}: frame at pts {target} could not be decoded (truncated?)")
-    return torch.from_numpy(np.stack([got[t] for t in wanted.tolist()])).permute(0, 3, 1, 2).contiguous()
+    with _decode_errors(path), av.open(str(path)) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        guard_stream(path, stream)
+        # Frame threading decodes the frames between a keyframe and a target in parallel
+        # (measured: 17 vs 13 clips/s with the default slice threading, benchmarks/decode.py).
+        stream.thread_type = "FRAME"
+        trusted = bool(SEEKABLE_FORMATS & set(container.format.name.split(",")))
+        packets = (
+            [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+            if trusted
+            else []
+        )
+        if not packets or any(pts is None for pts, _ in packets) or stream.time_base is None:
+            return decode_all_frames(
+                path,
+                num=num,
+                min_frames=min_frames,
+                sampling=sampling,
+                start_s=start_s,
+                end_s=end_s,
+                rng=rng,
+            )
+        pts_all = np.array(sorted(pts for pts, _ in packets))
+        keys = np.array(sorted(pts for pts, key in packets if key))
+        tb = float(stream.time_base)
+        times = pts_all * tb
+        if start_s is not None or end_s is not None:
+            inside = _in_span(times, start_s, end_s)
+            pts_all, times = pts_all[inside], times[inside]
+        if len(pts_all) < min_frames:
+            raise DataError(
+                f"{path}: only {len(pts_all)} decodable frames, fewer than the {min_frames} sampled"
+            )
+        wanted = pts_all[_pick_indices(times, num, sampling, rng)]
+        got: dict[int, np.ndarray] = {}
+        frames_iter, position, size = None, None, None
+        for target in sorted(set(wanted.tolist())):
+            before = keys[keys <= target]
+            keyframe = int(before[-1]) if len(before) else int(pts_all[0])
+            if frames_iter is None or position is None or keyframe > position:
+                container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+                frames_iter = container.decode(stream)
+            for frame in frames_iter:
+                if frame.pts is None:
+                    continue
+                position = frame.pts
+                if frame.pts >= target:
+                    size = size or (frame.width, frame.height)
+                    got[target] = _rgb(frame, size)
+                    break
+            if target not in got:
+                raise DataError(f"{path}: frame at pts {target} could not be decoded (truncated?)")
+    return (
+        torch.from_numpy(np.stack([got[t] for t in wanted.tolist()]))
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
 
 
 @contextlib.contextmanager
 def _image(path: str | Path) -> Iterator:
     """An opened PIL image; every failure (unreadable, not an image, over the decompression-bomb
     limit: PIL warns above ~89 Mpx and raises above twice that, both refused) is a DataError."""
-    import warnings
-
-    from PIL import Image
 
     if not is_regular_file(path):
         raise DataError(f"{path}: not a regular file (a FIFO, device, folder or missing file)")
@@ -343,14 +402,19 @@ def _image(path: str | Path) -> Iterator:
             with Image.open(path) as img:
                 cap = limits().max_frame_pixels
                 if img.width * img.height > cap:
-                    raise DataError(f"{path}: an image of {img.width}x{img.height} is over the limit of {cap} "
-                                    "pixels (MEDIA_RETRIEVAL_MAX_FRAME_PIXELS raises it)")
+                    raise DataError(
+                        f"{path}: an image of {img.width}x{img.height} is over the limit of {cap} "
+                        "pixels (MEDIA_RETRIEVAL_MAX_FRAME_PIXELS raises it)"
+                    )
                 yield img
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on hostile input
-        reason = "larger than the decompression-bomb limit" if "decompression bomb" in str(exc).lower() else \
-            f"{type(exc).__name__}: {str(exc)[:160]}"
+        reason = (
+            "larger than the decompression-bomb limit"
+            if "decompression bomb" in str(exc).lower()
+            else f"{type(exc).__name__}: {str(exc)[:160]}"
+        )
         raise DataError(f"{path}: cannot read image ({reason})") from exc
 
 
@@ -366,8 +430,6 @@ def load_image(path: str | Path) -> torch.Tensor:
     with _image(path) as img:
         arr = np.asarray(img.convert("RGB"))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
-
-
 
 
 def load_frames(
@@ -386,7 +448,15 @@ def load_frames(
     kind = media_type(path)
     if kind == "video":
         fn = seek_sample_frames if decoder == "seek" else decode_all_frames
-        return fn(path, num=num, min_frames=min_frames, sampling=sampling, start_s=start_s, end_s=end_s, rng=rng)
+        return fn(
+            path,
+            num=num,
+            min_frames=min_frames,
+            sampling=sampling,
+            start_s=start_s,
+            end_s=end_s,
+            rng=rng,
+        )
     if kind == "image":
         return load_image(path)
     raise DataError(f"{path}: not a supported video or image file")

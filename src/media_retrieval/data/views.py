@@ -23,7 +23,7 @@ def _positions(start: float, span: float, n_dense: int, n_view: int) -> np.ndarr
 
 
 def random_view(n_dense: int, n_view: int, rng: np.random.Generator) -> np.ndarray:
-    """A training view: a random span of at least :data:`MIN_SPAN` of the clip at a random offset."""
+    """A training view: a random span (at least :data:`MIN_SPAN` of the clip), randomly placed."""
     span = rng.uniform(MIN_SPAN, 1.0)
     return _positions(rng.uniform(0.0, 1.0 - span), span, n_dense, n_view)
 

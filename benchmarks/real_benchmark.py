@@ -165,7 +165,7 @@ def real_datamodule(roots: dict[str, Path], cache_dir: Path, dense_frames: int |
     """The data module both encoders read the sets through: 16 frames by index, 224 px stretched,
     whole clips; the same settings give both caches the keys earlier runs filled."""
     from media_retrieval.data.clips import ClipSpec
-    from media_retrieval.data.datamodule import FolderDataModule
+    from media_retrieval.data.datasets import FolderDataModule
 
     return FolderDataModule(
         roots={s: str(r) for s, r in roots.items()},

@@ -197,7 +197,7 @@ def test_seek_sampler_gives_decode_all_pixels(tmp_path, gop):
 
 
 def test_training_augmentation_varies_clips_and_evaluation_does_not(tmp_path):
-    from media_retrieval.data.datamodule import FolderDataModule
+    from media_retrieval.data.datasets import FolderDataModule
     from media_retrieval.data.video import jitter_indices
 
     _clip(tmp_path / "c" / "a" / "x.mp4", 60, seed=1)
@@ -228,7 +228,7 @@ def test_pixel_mode_skips_bad_files_and_a_file_deleted_mid_run(
 ):
     """Pixel mode (C3D) probes containers instead of decoding everything up front; a clip that
     disappears after the split was made is skipped by the DataLoader and the run completes."""
-    from media_retrieval.data.datamodule import FolderDataModule
+    from media_retrieval.data.datasets import FolderDataModule
 
     root, expected = messy_folder
     victim = root / "beta" / "beta_3.mp4"
@@ -275,7 +275,7 @@ def test_horizontal_flips_keep_direction_classes_right(tmp_path):
     import torch
 
     from media_retrieval.data.corpus import encode_mp4
-    from media_retrieval.data.datamodule import FolderDataModule
+    from media_retrieval.data.datasets import FolderDataModule
 
     rng = np.random.default_rng(0)
     for label in ("move_left", "move_right", "pass_through", "static"):

@@ -9,7 +9,7 @@ from torch import nn
 
 from media_retrieval.data.clips import ClipSpec
 from media_retrieval.data.corpus import encode_mp4
-from media_retrieval.data.datamodule import FolderDataModule
+from media_retrieval.data.datasets import FolderDataModule
 from media_retrieval.data.discovery import MediaItem
 from media_retrieval.data.feature_cache import FrameFeatureCache
 

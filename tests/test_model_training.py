@@ -91,7 +91,7 @@ def test_class_balanced_batches(tiny_dirs, tmp_path):
     from conftest import compose_cfg as _compose
     from hydra.utils import instantiate
 
-    from media_retrieval.data.datamodule import BuiltinDataModule  # noqa: F401
+    from media_retrieval.data.datasets import BuiltinDataModule  # noqa: F401
 
     cfg = _compose(
         "train.yaml",

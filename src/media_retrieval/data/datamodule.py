@@ -1,4 +1,5 @@
-"""LightningDataModules: from a split table to batches that carry their sample ids.
+"""The DataModule's shared machinery: from a split table to batches that carry their sample ids
+(where items come from and how they split: :mod:`.datasets`).
 
 Every batch is a dict with ``sample_id`` (row of the split table), ``label`` (index into the
 global class list, for retrieval) and ``target`` (index into the training classes, -1 for
@@ -9,7 +10,6 @@ encoder is attached, ``features`` (T, F) read from the on-disk :class:`FrameFeat
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
 from collections.abc import Mapping
@@ -21,79 +21,35 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from media_retrieval.config.data import LABELS
 from media_retrieval.data.clips import NORMALIZATIONS, ClipSpec, clip_transform, load_clip
-from media_retrieval.data.corpus import CorpusSpec, ensure_corpus
 from media_retrieval.data.discovery import (
     HashCache,
     MediaItem,
     Skipped,
     chunk_items,
-    scan_folder,
     segment_key,
-    walk_media,
 )
 from media_retrieval.data.feature_cache import FrameFeatureCache
 from media_retrieval.data.library import skip_failed_collate
-from media_retrieval.data.presets import official_roles
+from media_retrieval.data.split_dataset import SplitDataset, write_skipped_csv
 from media_retrieval.data.splits import (
     ROLES,
     TEST_ROLES,
     Split,
-    cross_dataset_split,
-    leave_one_out_split,
-    official_split,
-    one_dataset_split,
-    seen_unseen_split,
     unlabelled_split,
 )
 from media_retrieval.data.transforms import TrainClipTransform
-from media_retrieval.data.video import load_image, media_type, probe_video
+from media_retrieval.data.video import load_image, probe_video
 from media_retrieval.data.views import eval_view_pair, even_view, random_view
-from media_retrieval.dataset_sources import missing_root, missing_roots
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)
 
 #: the one class of every item under ``data.labels=none``
 UNLABELLED = "unlabelled"
-
-
-def write_skipped_csv(skipped: list[Skipped], path: Path) -> None:
-    """Every file left out, with the reason (written even when empty: "nothing skipped")."""
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "reason"])
-        for s in sorted(set(skipped), key=lambda s: s.path):
-            w.writerow([s.path, s.reason])
-
-
-class SplitDataset(Dataset):
-    def __init__(self, split: Split, ids: list[int], load, train: bool = False) -> None:
-        self.split, self.ids, self.load, self.train = split, ids, load, train
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict | None:
-        sid = self.ids[i]
-        item = self.split.items[sid]
-        try:
-            data = self.load(item, self.train)
-        except (DataError, OSError, RuntimeError, ValueError) as exc:
-            log.warning("skipping %s in this batch: %s", item.path, exc)
-            return None  # dropped by skip_failed_collate
-        label = data.pop("label_as", item.label)
-        return {
-            "sample_id": sid,
-            "label": self.split.class_index[label],
-            "target": self.split.train_index.get(label, -1),
-            **data,
-        }
 
 
 class VideoRetrievalDataModule(L.LightningDataModule):
@@ -518,233 +474,3 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
-
-
-class BuiltinDataModule(VideoRetrievalDataModule):
-    """The generated corpus: train on ``source`` minus ``held_out_classes``; test on those
-    held-out source classes plus every class of the ``test`` styles."""
-
-    def __init__(
-        self,
-        root: str,
-        corpus: dict | None = None,
-        source: str = "style_a",
-        test: tuple[str, ...] | list[str] = ("style_b",),
-        held_out_classes: tuple[str, ...] | list[str] = (),
-        protocol: str = "split",
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        if protocol not in ("split", "leave_one_out"):
-            raise DataError(f"data.protocol={protocol!r}; valid: split, leave_one_out")
-        self.protocol = protocol
-        self.root = Path(root)
-        corpus = dict(corpus or {})
-        for key in ("classes", "styles", "resolutions", "frame_rates"):
-            if key in corpus:
-                corpus[key] = tuple(tuple(v) if isinstance(v, list) else v for v in corpus[key])
-        self.spec = CorpusSpec(**corpus)
-        self.source, self.test = source, list(test)
-        self.held_out_classes = list(held_out_classes)
-        for style in (source, *self.test):
-            if style not in self.spec.styles:
-                raise DataError(
-                    f"style {style!r} is not generated; valid: {', '.join(self.spec.styles)}"
-                )
-
-    def prepare_source(self) -> None:
-        ensure_corpus(self.root, self.spec)
-
-    def discover_items(self) -> list[MediaItem]:
-        items = []
-        for style in (self.source, *self.test):
-            found, skipped = scan_folder(self.root / style, style, kinds=("video",), dedupe=False)
-            items += found
-            self.skipped += skipped
-        return items
-
-    def make_split(self, items: list[MediaItem]) -> Split:
-        if self.eval_mode and self.protocol == "leave_one_out":
-            return leave_one_out_split(items, self.seen_classes or ())
-        source = [it for it in items if it.dataset == self.source]
-        pool = [it for it in items if it.dataset != self.source]
-        return seen_unseen_split(
-            source, pool, self.held_out_classes, self.val_fraction, self.query_fraction, self.seed
-        )
-
-
-class FolderDataModule(VideoRetrievalDataModule):
-    """Any folder-per-class dataset(s): ``roots: {name: path}`` or ``root: path``.
-
-    Training (``protocol: auto`` or ``seen_unseen``): ``unseen_classes`` are held out of
-    training and tested as unseen; the other classes split into train/val/test. Evaluation
-    with a trained model (``protocol: auto`` in ``src/eval.py``, or ``leave_one_out``): every
-    item is a query against all the others; seen = a class the checkpoint was trained on.
-    """
-
-    PROTOCOLS = ("auto", "seen_unseen", "leave_one_out", "official")
-
-    def __init__(
-        self,
-        roots: dict[str, str] | None = None,
-        root: str | None = None,
-        unseen_classes: list[str] | float = 0.5,
-        test_fraction: float = 0.2,
-        protocol: str = "auto",
-        kinds: tuple[str, ...] | list[str] = ("video",),
-        dedupe: bool = True,
-        preset: str | None = None,
-        split: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.preset, self.official_split_no = preset, split
-        if protocol == "official" and preset not in ("ucf101", "hmdb51", "kth"):
-            raise DataError(
-                "data.protocol=official needs a preset with official splits (ucf101, hmdb51, "
-                "kth), "
-                f"got preset={preset!r}"
-            )
-        if protocol not in self.PROTOCOLS:
-            raise DataError(f"data.protocol={protocol!r}; valid: {', '.join(self.PROTOCOLS)}")
-        roots = {str(k): str(v) for k, v in (roots or {}).items()}
-        keys = {name: f"data.roots.{name}" for name in roots}
-        if root:
-            name = Path(str(root)).name or "data"
-            roots.setdefault(name, str(root))
-            keys.setdefault(name, "data.root")
-        if not roots and preset:
-            raise DataError(missing_root("data.root", None, preset))
-        if not roots:
-            raise DataError(
-                "data=folder needs data.root=/path/to/<class>/<clip> folders or "
-                "data.roots={name: path}"
-            )
-        problem = missing_roots(
-            [(keys[name], path, preset or name) for name, path in roots.items()]
-        )
-        if problem:
-            raise DataError(problem)
-        self.roots = roots
-        self.unseen_classes = (
-            unseen_classes if isinstance(unseen_classes, (int, float)) else list(unseen_classes)
-        )
-        self.test_fraction, self.protocol = test_fraction, protocol
-        self.kinds, self.dedupe = tuple(kinds), dedupe
-
-    def discover_items(self) -> list[MediaItem]:
-        if self.labels == "none":
-            return self._discover_unlabelled()
-        items = []
-        for name, path in self.roots.items():
-            found, skipped = scan_folder(
-                path, name, kinds=self.kinds, dedupe=self.dedupe, hashes=self.hashes
-            )
-            items += found
-            self.skipped += skipped
-        if not items:
-            raise DataError(
-                f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}"
-            )
-        return items
-
-    def _discover_unlabelled(self) -> list[MediaItem]:
-        """``data.labels=none``: every media file at any depth (no class folders needed)."""
-
-        items = []
-        for name, path in self.roots.items():
-            files, skipped = walk_media(path, kinds=tuple(self.kinds))
-            self.skipped += skipped
-            for f in files:
-                rel = f.relative_to(path).with_suffix("").as_posix()
-                items.append(MediaItem(str(f), name, UNLABELLED, f"{name}/{rel}", media_type(f)))
-        if not items:
-            raise DataError(
-                f"no usable {'/'.join(self.kinds)} files under {', '.join(self.roots.values())}"
-            )
-        return items
-
-    def make_split(self, items: list[MediaItem]) -> Split:
-        loo = self.protocol == "leave_one_out" or (self.protocol == "auto" and self.eval_mode)
-        if loo:
-            return leave_one_out_split(items, self.seen_classes or ())
-        if self.protocol == "official":
-            (root,) = self.roots.values()
-            roles = official_roles(self.preset, root, items, self.official_split_no)
-            return official_split(
-                items, roles, self.unseen_classes, self.val_fraction, self.query_fraction, self.seed
-            )
-        return one_dataset_split(
-            items,
-            self.unseen_classes,
-            self.val_fraction,
-            self.test_fraction,
-            self.query_fraction,
-            self.seed,
-        )
-
-
-class CrossDataModule(VideoRetrievalDataModule):
-    """The paper's cross-dataset protocol: train on ``source`` (its classes with at least
-    ``min_clips`` clips), test on every dataset in ``targets``; seen/unseen from ``class_map``
-    (``{target_dataset: {target_class: source_class | null}}``)."""
-
-    def __init__(
-        self,
-        source: dict,
-        targets: dict[str, str],
-        class_map: dict | None = None,
-        min_clips: int = 1,
-        dedupe_by_content: bool = True,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        source = dict(source)
-        targets = {k: v for k, v in (targets or {}).items() if v}
-        problem = missing_roots(
-            [
-                ("data.source.root", source.get("root"), source.get("name")),
-                *((f"data.targets.{name}", path, name) for name, path in targets.items()),
-            ]
-        )
-        if problem:
-            raise DataError(problem)
-        if not targets:
-            raise DataError(
-                "data=cross needs at least one test dataset: set data.targets.<name>=/path"
-            )
-        self.source_name = str(source.get("name") or Path(str(source["root"])).name)
-        self.source_root = str(source["root"])
-        self.targets = {str(k): str(v) for k, v in targets.items()}
-        self.class_map = {
-            str(d): {str(c): (str(v) if v else None) for c, v in (m or {}).items()}
-            for d, m in (class_map or {}).items()
-        }
-        self.min_clips, self.dedupe_by_content = min_clips, dedupe_by_content
-
-    def discover_items(self) -> list[MediaItem]:
-        items = []
-        for name, path in ((self.source_name, self.source_root), *self.targets.items()):
-            found, skipped = scan_folder(path, name, kinds=("video",), hashes=self.hashes)
-            items += found
-            self.skipped += skipped
-        return items
-
-    def make_split(self, items: list[MediaItem]) -> Split:
-        source = [it for it in items if it.dataset == self.source_name]
-        targets = [it for it in items if it.dataset != self.source_name]
-        hashes = {it.path: self.hashes(it.path) for it in items} if self.dedupe_by_content else None
-        split, excluded = cross_dataset_split(
-            source,
-            targets,
-            self.class_map,
-            self.min_clips,
-            self.val_fraction,
-            self.query_fraction,
-            self.seed,
-            hashes,
-        )
-        for path, reason in excluded:
-            log.warning("test pool: leaving out %s (%s)", path, reason)
-            self.skipped.append(Skipped(path, reason))
-        return split

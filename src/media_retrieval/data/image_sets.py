@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from media_retrieval.data.datamodule import FolderDataModule
+from media_retrieval.data.datasets import FolderDataModule
 from media_retrieval.errors import DataError
 
 log = logging.getLogger(__name__)

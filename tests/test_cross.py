@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg, require_real_clips
+from conftest import ROOT, compose_cfg, require_real_clips
 
 from media_retrieval.cli.train import train
 from media_retrieval.data.corpus import encode_mp4
@@ -130,6 +130,126 @@ def test_cross_protocol_trains_end_to_end(lookalikes, tmp_path):
     skipped = (tmp_path / "run" / "skipped.csv").read_text()
     assert "renamed_copy.mp4" in skipped and "same clip as training" in skipped
     assert (tmp_path / "run" / "retrieval" / "results.json").is_file()
+
+
+SAME_ACTION = {"fight": ["fightcam/fight", "rink/fight"]}
+
+
+@pytest.fixture(scope="module")
+def real_style(tmp_path_factory) -> dict[str, Path]:
+    """Two training sets and two test sets, as experiment=paper_real's sides: one action (fight)
+    in a training and a test set, one name (no_fight) in both that is not an action."""
+    base = tmp_path_factory.mktemp("real_style")
+    layout = {
+        "fightcam": {"fight": 5, "no_fight": 5},
+        "gym": {"lift": 5, "run": 5},
+        "rink": {"fight": 3, "no_fight": 3},
+        "street": {"push": 3},
+    }
+    seed = 1000
+    for name, classes in layout.items():
+        for cls, n in classes.items():
+            for c in range(n):
+                seed += 1
+                _clip(base / name / cls / f"{cls}_{c}.mp4", seed)
+    return {name: base / name for name in layout}
+
+
+def _protocol_checks(split) -> None:
+    """What both kinds of cross split must hold."""
+    trainval = {it.path for it in split.items if it.role in ("train", "val")}
+    pool = [it for it in split.items if it.role in ("query", "gallery")]
+    assert trainval and pool and not trainval & {it.path for it in pool}  # no test clip trained
+    trained = set(split.train_classes)
+    for it in pool:  # seen exactly when the class was trained on, whatever its set calls it
+        assert it.seen == (it.label in trained), (it.dataset, it.original_label, it.label)
+
+
+def test_real_and_ucf_style_cross_splits_go_through_one_path(lookalikes, real_style):
+    from media_retrieval.data.clips import ClipSpec
+    from media_retrieval.data.datasets import CrossDataModule
+
+    clip = ClipSpec(frames=4, image_size=32, chunk_s=None)
+    real = CrossDataModule(
+        source=None,
+        sources={k: str(real_style[k]) for k in ("fightcam", "gym")},
+        targets={k: str(real_style[k]) for k in ("rink", "street")},
+        class_map={"same_action": SAME_ACTION, "kinetics400": {"gym": {"lift": "x"}}},
+        min_clips=2,
+        held_out_fraction=0.2,
+        dedupe_by_content=False,
+        clip=clip,
+        num_workers=0,
+    )
+    real.setup()
+    split = real.split
+    _protocol_checks(split)
+    assert split.train_classes == ["fight", "fightcam/no_fight", "gym/lift", "gym/run"]
+    pool = [it for it in split.items if it.role in ("query", "gallery")]
+    held = [it for it in pool if it.held_out]
+    assert {it.dataset for it in held} == {"fightcam", "gym"}  # from the training sets ...
+    assert {it.label for it in held} == set(split.train_classes)  # ... one per trained class
+    assert all(it.seen for it in held)
+    cross = {(it.dataset, it.original_label): (it.label, it.seen) for it in pool if not it.held_out}
+    assert cross[("rink", "fight")] == ("fight", True)  # the same action, trained in fightcam
+    assert cross[("rink", "no_fight")] == ("rink/no_fight", False)  # same name, not an action
+    assert cross[("street", "push")] == ("street/push", False)
+
+    ucf = CrossDataModule(
+        source={"name": "ucf50", "root": str(lookalikes["ucf50"])},
+        targets={k: str(lookalikes[k]) for k in ("ucf101", "hmdb51")},
+        class_map=CLASS_MAP,
+        min_clips=3,
+        clip=clip,
+        num_workers=0,
+    )
+    ucf.setup()
+    _protocol_checks(ucf.split)
+    assert ucf.split.train_classes == ["Biking", "Diving"]
+    assert not any(it.held_out for it in ucf.split.items)  # the paper's split: none held out
+
+
+def test_same_action_lists_are_checked():
+    from media_retrieval.data.splits import same_action_index
+    from media_retrieval.errors import DataError
+
+    assert same_action_index(SAME_ACTION) == {
+        ("fightcam", "fight"): "fight",
+        ("rink", "fight"): "fight",
+    }
+    for bad in (
+        {"fight": ["fightcam/fight"]},
+        {"a": ["x/y", "z/w"], "b": ["x/y", "q/r"]},
+        {"a": ["xy", "z/w"]},
+    ):
+        with pytest.raises(DataError, match="same_action"):
+            same_action_index(bad)
+
+
+def test_paper_real_sides_mirror_each_other_and_share_one_equivalence(tmp_path):
+    import yaml
+
+    from media_retrieval.config.paths import real_clips_dir
+
+    side = {}
+    for name in ("paper_real", "paper_real_mirror"):
+        cfg = compose_cfg("train.yaml", [f"experiment={name}"], tmp_path)
+        side[name] = (set(cfg.data.sources), set(cfg.data.targets))
+        assert cfg.data.held_out_fraction > 0 and cfg.data.source is None
+    (a_train, a_test), (b_train, b_test) = side["paper_real"], side["paper_real_mirror"]
+    assert a_train == b_test and a_test == b_train and not a_train & a_test
+    assert len(a_train | a_test) == 8  # every real set, on one side each
+    class_map = yaml.safe_load(
+        (ROOT / "configs" / "data" / "class_map" / "real_clips.yaml").read_text()
+    )
+    for members in class_map["same_action"].values():  # each equivalence spans the two sides
+        sets = {m.split("/")[0] for m in members}
+        assert sets & a_train and sets & a_test
+    real = Path(real_clips_dir(str(ROOT)))
+    if real.is_dir():  # every listed class exists in its set
+        for members in class_map["same_action"].values():
+            for m in members:
+                assert (real / m).is_dir(), m
 
 
 @pytest.mark.real_clips

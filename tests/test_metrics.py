@@ -106,6 +106,32 @@ def test_rankings_and_par_by_hand():
     assert [k.tolist() for k in kept] == [[3, 4], [5], []]  # q2's PAR list is empty
 
 
+def test_held_out_queries_are_their_own_split_beside_cross_set_seen(tmp_path):
+    """With held-out clips (experiment=paper_real), ``seen`` is the cross-set seen queries only
+    and ``seen_held_out`` the others; without any, the rows are those of before."""
+    from dataclasses import replace
+
+    plain = score_rows(example(), ks=[2], delta=0.8)
+    assert {r["split"] for r in plain} == {"all", "seen", "unseen"}
+    held = np.zeros(7, dtype=bool)
+    held[0] = True  # q0 is a held-out clip of a trained class; q1 stays cross-set seen
+    rows = score_rows(replace(example(), held_out=held), ks=[2], delta=0.8)
+    assert row(rows, "euclidean", "seen_held_out", 2)["n_queries"] == 1
+    assert row(rows, "euclidean", "seen_held_out", 2)["accuracy"] == pytest.approx(1.0)  # 2/2
+    assert row(rows, "euclidean", "seen", 2)["n_queries"] == 1
+    assert row(rows, "euclidean", "seen", 2)["accuracy"] == pytest.approx(0.5)  # q1: 1/2
+    assert row(rows, "euclidean", "unseen", 2) == row(plain, "euclidean", "unseen", 2)
+    assert row(rows, "euclidean", "all", 2) == row(plain, "euclidean", "all", 2)
+    from media_retrieval.retrieval.embeddings_io import load_embeddings, save_embeddings
+
+    path = save_embeddings(
+        tmp_path / "e.npz", replace(example(), held_out=held), ["A", "B"], ["d"] * 7
+    )
+    assert load_embeddings(path)[0].held_out.tolist() == held.tolist()  # rescoring keeps them
+    save_embeddings(tmp_path / "old.npz", example(), ["A", "B"], ["d"] * 7)
+    assert load_embeddings(tmp_path / "old.npz")[0].held_out is None
+
+
 def test_euclidean_top2_by_hand():
     rows = score_rows(example(), ks=[1, 2], delta=0.8)
     r = row(rows, "euclidean", "all", 2)

@@ -102,7 +102,8 @@ class RetrievalCallback(L.Callback):
             q = np.array([it.role in ("query", "both") for it in items])
             g = np.array([it.role in ("gallery", "both") for it in items])
         groups = np.array([it.video_id for it in items])
-        return EmbeddingSet(ids, emb, labels, seen, q, g, groups)
+        held_out = np.array([it.held_out for it in items], dtype=bool)
+        return EmbeddingSet(ids, emb, labels, seen, q, g, groups, held_out)
 
     def _name(self, pl_module) -> str:
         return self.model_name or getattr(pl_module.hparams, "name", type(pl_module).__name__)

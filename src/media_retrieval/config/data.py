@@ -94,3 +94,5 @@ class CrossDataSchema(DataSchema):
     targets: Any = MISSING  # {dataset: root or null}
     class_map: Any = None
     dedupe_by_content: bool = MISSING
+    sources: Any = None  # {set: root}: several training sets (real footage) instead of source
+    held_out_fraction: float = 0.0  # of each training class's videos, tested as seen-held-out

@@ -200,23 +200,44 @@ class FolderDataModule(VideoRetrievalDataModule):
 class CrossDataModule(VideoRetrievalDataModule):
     """The paper's cross-dataset protocol: train on ``source`` (its classes with at least
     ``min_clips`` clips), test on every dataset in ``targets``; seen/unseen from ``class_map``
-    (``{target_dataset: {target_class: source_class | null}}``)."""
+    (``{target_dataset: {target_class: source_class | null}}``).
+
+    Real footage (``experiment=paper_real``) trains on several ``sources`` (``{set: root}``)
+    instead, and its class map's ``same_action`` section (which classes of different sets are
+    one action) decides what is seen; ``held_out_fraction`` of each training class's videos is
+    tested as *seen, held out*. Both go through :func:`cross_dataset_split`."""
+
+    #: class-map sections that are not a target set's {class: source class} map
+    SECTIONS = ("same_action", "kinetics400")
 
     def __init__(
         self,
-        source: dict,
+        source: dict | None,
         targets: dict[str, str],
         class_map: dict | None = None,
         min_clips: int = 1,
         dedupe_by_content: bool = True,
+        sources: dict[str, str] | None = None,
+        held_out_fraction: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        source = dict(source)
+        if bool(source) == bool(sources):
+            raise DataError(
+                "data=cross trains on data.source ({name, root}) or on data.sources "
+                "({set: root}), exactly one of them"
+            )
+        if sources:
+            self.sources = {str(k): str(v) for k, v in sources.items()}
+            keys = {name: f"data.sources.{name}" for name in self.sources}
+        else:
+            source = dict(source)
+            name = str(source.get("name") or Path(str(source.get("root"))).name)
+            self.sources, keys = {name: str(source.get("root"))}, {name: "data.source.root"}
         targets = {k: v for k, v in (targets or {}).items() if v}
         problem = missing_roots(
             [
-                ("data.source.root", source.get("root"), source.get("name")),
+                *((keys[name], path, name) for name, path in self.sources.items()),
                 *((f"data.targets.{name}", path, name) for name, path in targets.items()),
             ]
         )
@@ -226,26 +247,30 @@ class CrossDataModule(VideoRetrievalDataModule):
             raise DataError(
                 "data=cross needs at least one test dataset: set data.targets.<name>=/path"
             )
-        self.source_name = str(source.get("name") or Path(str(source["root"])).name)
-        self.source_root = str(source["root"])
+        if not 0 <= held_out_fraction < 1:
+            raise DataError(f"data.held_out_fraction={held_out_fraction} must be in [0, 1)")
         self.targets = {str(k): str(v) for k, v in targets.items()}
+        class_map = dict(class_map or {})
+        self.same_action = class_map.get("same_action") or None
         self.class_map = {
             str(d): {str(c): (str(v) if v else None) for c, v in (m or {}).items()}
-            for d, m in (class_map or {}).items()
+            for d, m in class_map.items()
+            if d not in self.SECTIONS
         }
         self.min_clips, self.dedupe_by_content = min_clips, dedupe_by_content
+        self.held_out_fraction = held_out_fraction
 
     def discover_items(self) -> list[MediaItem]:
         items = []
-        for name, path in ((self.source_name, self.source_root), *self.targets.items()):
+        for name, path in (*self.sources.items(), *self.targets.items()):
             found, skipped = scan_folder(path, name, kinds=("video",), hashes=self.hashes)
             items += found
             self.skipped += skipped
         return items
 
     def make_split(self, items: list[MediaItem]) -> Split:
-        source = [it for it in items if it.dataset == self.source_name]
-        targets = [it for it in items if it.dataset != self.source_name]
+        source = [it for it in items if it.dataset in self.sources]
+        targets = [it for it in items if it.dataset not in self.sources]
         hashes = {it.path: self.hashes(it.path) for it in items} if self.dedupe_by_content else None
         split, excluded = cross_dataset_split(
             source,
@@ -256,6 +281,8 @@ class CrossDataModule(VideoRetrievalDataModule):
             self.query_fraction,
             self.seed,
             hashes,
+            same_action=self.same_action,
+            held_out_fraction=self.held_out_fraction,
         )
         for path, reason in excluded:
             log.warning("test pool: leaving out %s (%s)", path, reason)

@@ -29,6 +29,12 @@ def clip_identity(path: str) -> str:
     return stem.lower()
 
 
+def ucf_clip_identity(path: str) -> str | None:
+    """:func:`clip_identity` for UCF-named clips only: a file stem alone (``fi001``) names a clip
+    only within its own set, so two sets may both hold a ``fight_0.mp4`` of different footage."""
+    return clip_identity(path) if UCF_CLIP.search(Path(path).stem) else None
+
+
 def _find(root: Path, names: list[str], what: str) -> Path:
     for base in (root, root.parent):
         for name in names:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from media_retrieval.data.discovery import MediaItem
-from media_retrieval.data.presets import clip_identity
+from media_retrieval.data.presets import ucf_clip_identity
 from media_retrieval.errors import DataError
 from media_retrieval.utils.files import atomic_path
 
@@ -30,6 +30,9 @@ class SplitItem(MediaItem):
     role: str = "gallery"
     seen: bool = True
     original_label: str = ""  # the dataset's own class name when a class map renamed it
+    #: a clip of a training class from a training set, kept out of training and validation to be
+    #: tested ("seen, held out"; the cross-set seen classes are the others with ``seen``)
+    held_out: bool = False
 
 
 @dataclass
@@ -289,6 +292,24 @@ def official_split(
     return Split(out, train_classes)
 
 
+def same_action_index(same_action: dict | None) -> dict[tuple[str, str], str]:
+    """``{(set, class): name}`` from a class map's symmetric ``same_action`` list
+    (``{name: [set/class, ...]}``, ``configs/data/class_map/real_clips.yaml``): the classes of
+    different sets that denote one action. Each member appears once; anything else is refused."""
+    index: dict[tuple[str, str], str] = {}
+    for name, members in (same_action or {}).items():
+        if not isinstance(members, (list, tuple)) or len(members) < 2:
+            raise DataError(f"same_action.{name}: needs a list of two or more set/class names")
+        for member in members:
+            set_name, _, cls = str(member).partition("/")
+            if not set_name or not cls or (set_name, cls) in index:
+                raise DataError(
+                    f"same_action.{name}: {member!r} is not set/class or is listed twice"
+                )
+            index[(set_name, cls)] = str(name)
+    return index
+
+
 def cross_dataset_split(
     source: Sequence[MediaItem],
     targets: Sequence[MediaItem],
@@ -298,6 +319,9 @@ def cross_dataset_split(
     query_fraction: float = 0.1,
     seed: int = 0,
     content_hash: dict[str, str] | None = None,
+    *,
+    same_action: dict | None = None,
+    held_out_fraction: float = 0.0,
 ) -> tuple[Split, list[tuple[str, str]]]:
     """The paper's protocol: train on the source's classes with >= ``min_clips`` clips (90/10
     train/val), test on the other datasets.
@@ -308,40 +332,71 @@ def cross_dataset_split(
     maps it to a trained source class; it then takes that class's name, so seen classes match
     across datasets. Unmapped classes keep ``<dataset>/<class>``. Returns the split and the
     (path, reason) of excluded clips.
+
+    Several source sets (real footage) go through the same path: their classes are named
+    ``<set>/<class>``, except those of one ``same_action`` entry, which share its name; a
+    target class of such an entry is seen when the entry is a trained class (the map is derived
+    from the symmetric list, :func:`same_action_index`). With ``held_out_fraction``, that share
+    of each training class's videos is kept out of training and validation and tested as
+    *seen, held out* (``SplitItem.held_out``), beside the cross-set seen classes.
     """
 
     rng = np.random.default_rng(seed)
+    same = same_action_index(same_action)
+    several = len({it.dataset for it in source}) > 1
+
+    def trained_name(it: MediaItem) -> str:
+        return same.get((it.dataset, it.label)) or (
+            f"{it.dataset}/{it.label}" if several else it.label
+        )
+
+    relabelled = [(replace(it, label=trained_name(it)), it.label) for it in source]
+    source = [it for it, _ in relabelled]
+    original_source = {id(it): label for it, label in relabelled}  # the set's own class name
     counts: dict[str, int] = defaultdict(int)
     for it in source:
         counts[it.label] += 1
     train_classes = sorted(c for c, n in counts.items() if n >= min_clips)
     if not train_classes:
         raise DataError(f"no source class has at least data.min_clips={min_clips} clips")
-    trainval = [it for it in source if it.label in set(train_classes)]
+    trained = set(train_classes)
+    trainval = [it for it in source if it.label in trained]
+    held_idx = _stratified_pick(trainval, held_out_fraction, rng) if held_out_fraction else set()
+    held = [it for i, it in enumerate(trainval) if i in held_idx]
+    trainval = [it for i, it in enumerate(trainval) if i not in held_idx]
     val = _stratified_pick(trainval, val_fraction, rng)
     hashes = content_hash or {}
-    used_ids = {clip_identity(it.path): it.path for it in trainval}
+    used_ids = {i: it.path for it in trainval if (i := ucf_clip_identity(it.path))}
     used_hashes = {hashes[it.path]: it.path for it in trainval if it.path in hashes}
-    pool, originals, excluded = [], [], []
+    pool = list(held)
+    originals = [original_source[id(it)] for it in held]
+    excluded = []
     for it in targets:
-        twin = used_ids.get(clip_identity(it.path)) or used_hashes.get(hashes.get(it.path, ""))
+        twin = used_ids.get(ucf_clip_identity(it.path) or "") or used_hashes.get(
+            hashes.get(it.path, "")
+        )
         if twin:
             excluded.append((it.path, f"same clip as training/validation clip {twin}"))
             continue
-        mapped = (class_map.get(it.dataset) or {}).get(it.label)
+        mapped = (class_map.get(it.dataset) or {}).get(it.label) or same.get((it.dataset, it.label))
         pool.append(replace(it, label=mapped or f"{it.dataset}/{it.label}"))
         originals.append(it.label)
     queries = _stratified_pick(pool, query_fraction, rng)
     out = [
-        SplitItem(**asdict(it), role="val" if i in val else "train")
+        SplitItem(
+            **asdict(it),
+            role="val" if i in val else "train",
+            original_label=original_source[id(it)] if several or same else "",
+        )
         for i, it in enumerate(trainval)
     ]
     out += [
         SplitItem(
             **asdict(it),
             role="query" if i in queries else "gallery",
-            seen=it.label in set(train_classes),
+            seen=it.label in trained,
             original_label=original,
+            held_out=i < len(held),
         )
         for i, (it, original) in enumerate(zip(pool, originals, strict=True))
     ]

@@ -47,7 +47,7 @@ def table_iv_markdown(
     }
     cols = [
         (m, rk, sp)
-        for sp in ("seen", "unseen")
+        for sp in ("seen", "seen_held_out", "unseen")
         for m in models
         for rk in ("euclidean", "par")
         if (m, rk, sp) in head
@@ -91,6 +91,8 @@ def fig4_bars(rows: Sequence[dict], k: int, delta: float, path: Path) -> Path:
         for g in (
             ("euclidean", "seen"),
             ("par", "seen"),
+            ("euclidean", "seen_held_out"),
+            ("par", "seen_held_out"),
             ("euclidean", "unseen"),
             ("par", "unseen"),
         )

@@ -14,7 +14,10 @@ from media_retrieval.retrieval.metrics import full_ranking_metrics
 from media_retrieval.retrieval.rankers import RANKERS
 from media_retrieval.retrieval.results import ResultRow, Scored
 
-SPLITS = ("all", "seen", "unseen")
+#: query groups of every result row. ``seen``: classes trained on (with held-out clips, the
+#: cross-set ones only); ``seen_held_out``: clips of trained classes from the training sets, kept
+#: out of training (experiment=paper_real); rows exist only for groups that have queries
+SPLITS = ("all", "seen", "seen_held_out", "unseen")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class EmbeddingSet:
     groups: np.ndarray | None = (
         None  # (N,) video ids: with exclude_same_group, a query's own chunks are not ranked
     )
+    held_out: np.ndarray | None = None  # (N,) bool: seen-class clips held out of training sets
 
 
 @dataclass
@@ -165,6 +169,8 @@ def score_rows(
     rankings = rankings or rank(emb, max(ks), exclude_same_group=exclude_same_group)
     q_labels = emb.labels[rankings.query_rows]
     q_seen = emb.seen[rankings.query_rows]
+    held = np.zeros(len(emb.seen), dtype=bool) if emb.held_out is None else emb.held_out
+    q_held = held.astype(bool)[rankings.query_rows]
     q_data = np.array(
         ["all"] * len(q_seen) if datasets is None else np.asarray(datasets)[rankings.query_rows]
     )
@@ -173,7 +179,7 @@ def score_rows(
     for dataset in groups:
         in_data = np.ones_like(q_seen, dtype=bool) if dataset == "all" else q_data == dataset
         rows += _split_rows(
-            rankings, q_labels, q_seen, in_data, ks, delta, deltas, model, str(dataset)
+            rankings, q_labels, q_seen, q_held, in_data, ks, delta, deltas, model, str(dataset)
         )
     return rows
 
@@ -182,6 +188,7 @@ def _split_rows(
     rankings: Rankings,
     q_labels: np.ndarray,
     q_seen: np.ndarray,
+    q_held: np.ndarray,
     in_data: np.ndarray,
     ks: Sequence[int],
     delta: float,
@@ -193,9 +200,12 @@ def _split_rows(
     methods = [r for cls in RANKERS.values() for r in cls.grid(delta, deltas)]
     rows = []
     for split in SPLITS:
-        sel = {"all": np.ones_like(q_seen), "seen": q_seen, "unseen": ~q_seen}[split].astype(
-            bool
-        ) & in_data
+        sel = {
+            "all": np.ones_like(q_seen, dtype=bool),
+            "seen": q_seen & ~q_held,
+            "seen_held_out": q_held,
+            "unseen": ~q_seen,
+        }[split].astype(bool) & in_data
         if not sel.any():
             continue
         ql = q_labels[sel]

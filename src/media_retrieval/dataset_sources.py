@@ -51,8 +51,11 @@ def configured_roots(data) -> list[tuple[str, object, str | None]]:  # noqa: ANN
     target = str(data.get("_target_") or "")
     out: list[tuple[str, object, str | None]] = []
     if target.endswith("CrossDataModule"):
-        source = data.get("source") or {}
-        out.append(("data.source.root", source.get("root"), source.get("name")))
+        if data.get("sources"):  # several training sets (experiment=paper_real)
+            out += [(f"data.sources.{n}", path, n) for n, path in data.get("sources").items()]
+        else:
+            source = data.get("source") or {}
+            out.append(("data.source.root", source.get("root"), source.get("name")))
         out += [
             (f"data.targets.{name}", path, name)
             for name, path in (data.get("targets") or {}).items()

@@ -297,8 +297,10 @@ def same_action_index(same_action: dict | None) -> dict[tuple[str, str], str]:
     (``{name: [set/class, ...]}``, ``configs/data/class_map/real_clips.yaml``): the classes of
     different sets that denote one action. Each member appears once; anything else is refused."""
     index: dict[tuple[str, str], str] = {}
-    for name, members in (same_action or {}).items():
-        if not isinstance(members, (list, tuple)) or len(members) < 2:
+    for name, listed in (same_action or {}).items():
+        # a list from YAML, or an OmegaConf ListConfig from a composed config
+        members = [] if isinstance(listed, (str, bytes)) else list(listed or [])
+        if len(members) < 2:
             raise DataError(f"same_action.{name}: needs a list of two or more set/class names")
         for member in members:
             set_name, _, cls = str(member).partition("/")

@@ -332,14 +332,15 @@ def test_same_size_files_differing_in_the_middle_are_not_duplicates(tmp_path):
 
 def test_hash_cache_does_not_reread_unchanged_files(tmp_path, monkeypatch):
     from media_retrieval.data import discovery
-    from media_retrieval.utils import files
 
     f = tmp_path / "x.bin"
     f.write_bytes(os.urandom(1000))
     cache = discovery.HashCache(tmp_path / "h.sqlite")
     first = cache(f)
     calls = []
-    monkeypatch.setattr(files, "sha256_file", lambda p, chunk=1 << 20: calls.append(p) or "0" * 64)
+    monkeypatch.setattr(
+        discovery, "sha256_file", lambda p, chunk=1 << 20: calls.append(p) or "0" * 64
+    )
     assert (
         discovery.HashCache(tmp_path / "h.sqlite")(f) == first and not calls
     )  # persisted, not re-read

@@ -221,7 +221,9 @@ def ablation_table(runs: list[Run], k: int) -> str:
     """One row per run: its variant (the varying overrides), then accuracy@k (hits per item
     kept: P@k for Euclidean, the paper's accuracy for PAR) and the full-ranking mAP."""
     keys = varying_keys(runs)
-    cols = [("euclidean", "seen"), ("par", "seen"), ("euclidean", "unseen"), ("par", "unseen")]
+    held = any(row["split"] == "seen_held_out" for r in runs for row in r.rows or [])
+    splits = ("seen", "seen_held_out", "unseen") if held else ("seen", "unseen")
+    cols = [(rk, sp) for sp in splits for rk in ("euclidean", "par")]
     head = [
         "run",
         *keys,

@@ -18,7 +18,7 @@ export WANDB_SILENT ?= true
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
 	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~70 min first run, ~35 min cached)"
-	@echo "make paper-real   the paper's cross-dataset protocol on the real sets: both sides x 3 seeds, one report (~3 min with make real-benchmark's features cached)"
+	@echo "make paper-real   the paper's cross-dataset protocol on the real sets: both sides x 2 models x 3 seeds, one report (~5 min with make real-benchmark's features cached)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
 	@echo "make docs      rerun the examples the README shows (docs/examples/: make demo, search, the service) and rewrite their output (~3 min once the demo's corpus and features exist)"
@@ -69,12 +69,13 @@ real-benchmark: env weights
 	PYTHONPATH=src $(PY) benchmarks/real_benchmark.py
 
 # The paper's protocol on real footage (docs/experiments.md, "paper_real"): each side of the eight
-# sets trains once per seed and tests on the other side; one report over the six runs.
+# sets trains once per model and seed and tests on the other side; one report over the runs.
 PAPER_REAL_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 PAPER_REAL_DIR ?= logs/paper_real/$(PAPER_REAL_STAMP)
 paper-real: env
-	@echo "paper-real: 6 runs (2 sides x 3 seeds), ~25 s each with the Lite0 features cached; $(PAPER_REAL_DIR)"
-	$(PY) src/train.py -m experiment=paper_real,paper_real_mirror seed=1,2,3 hydra.sweep.dir=$(PAPER_REAL_DIR)
+	@echo "paper-real: 12 runs (2 sides x 2 models x 3 seeds), ~25 s each with the Lite0 features cached; $(PAPER_REAL_DIR)"
+	$(PY) src/train.py -m experiment=paper_real,paper_real_mirror model=cnn_lstm,cnn_lstm_paper \
+		seed=1,2,3 hydra.sweep.dir=$(PAPER_REAL_DIR)
 	$(PY) src/report.py "runs=[$(PAPER_REAL_DIR)]" out=$(PAPER_REAL_DIR)/report.md
 	@echo "report: $(PAPER_REAL_DIR)/report.md"
 

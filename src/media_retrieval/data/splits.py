@@ -98,6 +98,29 @@ def _stratified_pick(
     return picked
 
 
+def _assemble(
+    trainval: Sequence[MediaItem],
+    val: set[int],
+    pool: Sequence[MediaItem],
+    queries: set[int],
+    train_classes: list[str],
+) -> Split:
+    """A split from its chosen parts: ``trainval`` (``val`` picks validation) and the test
+    ``pool`` (``queries`` picks the queries; seen = a class trained on)."""
+    trained = set(train_classes)
+    items = [
+        SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
+        for i, it in enumerate(trainval)
+    ]
+    items += [
+        SplitItem(
+            **asdict(it), role="query" if i in queries else "gallery", seen=it.label in trained
+        )
+        for i, it in enumerate(pool)
+    ]
+    return Split(items, train_classes)
+
+
 def _at_least_two(
     picked: set[int], items: Sequence[MediaItem], rng: np.random.Generator
 ) -> set[int]:
@@ -154,20 +177,7 @@ def seen_unseen_split(
     train_classes = sorted({it.label for it in trained})
     val = _at_least_two(_stratified_pick(trained, val_fraction, rng), trained, rng)
     pool = [it for it in source if it.label in held] + list(test_pool)
-    queries = _stratified_pick(pool, query_fraction, rng)
-    items = [
-        SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
-        for i, it in enumerate(trained)
-    ]
-    items += [
-        SplitItem(
-            **asdict(it),
-            role="query" if i in queries else "gallery",
-            seen=it.label in set(train_classes),
-        )
-        for i, it in enumerate(pool)
-    ]
-    return Split(items, train_classes)
+    return _assemble(trained, val, pool, _stratified_pick(pool, query_fraction, rng), train_classes)
 
 
 def one_dataset_split(
@@ -211,20 +221,7 @@ def one_dataset_split(
     val = _at_least_two(_stratified_pick(trainval, val_fraction, rng), trainval, rng)
     pool = [it for it in items if it.label in unseen] + [seen_items[i] for i in sorted(test_pick)]
     queries = _stratified_pick(pool, query_fraction, rng)
-    train_classes = sorted({it.label for it in trainval})
-    out = [
-        SplitItem(**asdict(it), role="val" if i in val else "train", seen=True)
-        for i, it in enumerate(trainval)
-    ]
-    out += [
-        SplitItem(
-            **asdict(it),
-            role="query" if i in queries else "gallery",
-            seen=it.label in set(train_classes),
-        )
-        for i, it in enumerate(pool)
-    ]
-    return Split(out, train_classes)
+    return _assemble(trainval, val, pool, queries, sorted({it.label for it in trainval}))
 
 
 def unlabelled_split(items: Sequence[MediaItem], val_fraction: float = 0.1, seed: int = 0) -> Split:

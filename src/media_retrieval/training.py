@@ -50,6 +50,18 @@ def train_and_test(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
     return test_best(trainer, model, datamodule, cfg), trainer
 
 
+def optimized_value(metrics: dict[str, float] | None, name: str) -> float:
+    """The metric a sweeper (Optuna) optimises; NaN for a failed or metric-less run, which
+    Optuna records as a failed trial and moves on from."""
+    if metrics and name not in metrics:
+        log.warning(
+            "optimized_metric %r was not logged by this run (logged: %s)",
+            name,
+            ", ".join(sorted(k for k in metrics if "_d" not in k)[:12]),
+        )
+    return float((metrics or {}).get(name, float("nan")))
+
+
 def evaluate_model(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
     """``src/eval.py``'s run: a checkpoint's (or a train-free) model tested on the data config's
     pool; with ``save_embeddings``, validation embeddings too (where δ is chosen) and

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from media_retrieval.config.retrieval import resolve_delta
+from media_retrieval.config.retrieval import DeltaChoice, resolve_delta
 from media_retrieval.reporting.run_outputs import write_embeddings, write_test_outputs
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
 from media_retrieval.retrieval.par import select_delta
@@ -207,3 +207,10 @@ class RetrievalCallback(L.Callback):
                 loggers=trainer.loggers,
             )
         self._reset()
+
+
+def tested_delta(trainer: L.Trainer, setting: object) -> DeltaChoice:
+    """The δ a run's test used and where it came from: its retrieval callback's choice, else
+    what ``retrieval.par.delta`` (``setting``) resolves to."""
+    cb = next((c for c in trainer.callbacks if isinstance(c, RetrievalCallback)), None)
+    return cb.choice if cb is not None else resolve_delta(setting)

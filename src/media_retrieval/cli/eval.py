@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from media_retrieval.callbacks.retrieval import tested_delta
 from media_retrieval.cli.common import validate_config
-from media_retrieval.cli.train import report, tested_delta
+from media_retrieval.cli.train import report
 from media_retrieval.reporting.rescore import rescore_run
 from media_retrieval.training import evaluate_model
 
@@ -17,5 +18,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         report(cfg)
         return metrics
     metrics, trainer = evaluate_model(cfg)
-    report(cfg, delta=tested_delta(trainer, cfg))
+    report(cfg, delta=tested_delta(trainer, cfg.retrieval.par.delta))
     return metrics

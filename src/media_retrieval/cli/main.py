@@ -11,38 +11,22 @@ from __future__ import annotations
 import sys
 
 #: command -> (root config, task, one-line help)
+# fmt: off
 COMMANDS = {
-    "train": (
-        "train.yaml",
-        "media_retrieval.cli.train:train_for_sweep",
-        "train a clip embedder, then evaluate retrieval on its test pool",
-    ),
-    "eval": (
-        "eval.yaml",
-        "media_retrieval.cli.eval:evaluate",
-        "evaluate a checkpoint's retrieval on a dataset",
-    ),
-    "index": (
-        "index.yaml",
-        "media_retrieval.cli.index:run_index",
-        "index a media folder (media_dir=... index_dir=...; re-runs update it)",
-    ),
-    "search": (
-        "search.yaml",
-        "media_retrieval.cli.search:search",
-        "search an index with a video, an image or a folder (index_dir=... query=...)",
-    ),
-    "report": (
-        "report.yaml",
-        "media_retrieval.reporting.report:run_report",
-        "tables and pictures from finished runs",
-    ),
-    "serve": (
-        "serve.yaml",
-        "media_retrieval.serve.run:serve",
-        "HTTP search service and web page over an index (index_dir=...)",
-    ),
+    "train": ("train.yaml", "media_retrieval.cli.train:train_for_sweep",
+              "train a clip embedder, then evaluate retrieval on its test pool"),
+    "eval": ("eval.yaml", "media_retrieval.cli.eval:evaluate",
+             "evaluate a checkpoint's retrieval on a dataset"),
+    "index": ("index.yaml", "media_retrieval.cli.index:run_index",
+              "index a media folder (media_dir=... index_dir=...; re-runs update it)"),
+    "search": ("search.yaml", "media_retrieval.cli.search:search",
+               "search an index with a video, an image or a folder (index_dir=... query=...)"),
+    "report": ("report.yaml", "media_retrieval.reporting.report:run_report",
+               "tables and pictures from finished runs"),
+    "serve": ("serve.yaml", "media_retrieval.serve.run:serve",
+              "HTTP search service and web page over an index (index_dir=...)"),
 }
+# fmt: on
 
 USAGE = """usage: media-retrieval <command> [key=value ...] [hydra flags]
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from media_retrieval.cli.common import validate_config
 from media_retrieval.errors import ConfigError
@@ -25,16 +25,7 @@ def search(cfg: DictConfig) -> list[dict]:
         )
     if cfg.output not in ("table", "json"):
         raise ConfigError(f"output={cfg.output!r}; valid: table, json")
-    trusted = OmegaConf.select(cfg, "index.trusted", default="auto")
-    overrides = (
-        OmegaConf.to_container(cfg.search_options, resolve=True)
-        if cfg.get("search_options")
-        else {}
-    )
-    overrides["milvus_uri"] = OmegaConf.select(cfg, "index.options.milvus_uri", default=None)
-    index = MediaIndex.open(
-        cfg.index_dir, trusted=trusted, search_options=overrides, decoder=cfg.get("decoder")
-    )
+    index = MediaIndex.open_configured(cfg)
     if cfg.get("ckpt_path"):
         index.require_model(
             load_model(cfg.ckpt_path, cls=get_class(cfg.model._target_)), cfg.ckpt_path

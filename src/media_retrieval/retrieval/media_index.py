@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.config.retrieval import DeltaChoice
 from media_retrieval.data.clips import ClipSpec, load_clip
@@ -142,6 +143,22 @@ class MediaIndex:
     def open(cls, index_dir: str | Path, **kwargs: Any) -> MediaIndex:
         """Open an index for searching (every file is checked first: docs/search.md)."""
         return cls(index_dir, **kwargs)
+
+    @classmethod
+    def open_configured(cls, cfg: DictConfig) -> MediaIndex:
+        """``cfg.index_dir`` opened as a search config says: trust (``index.trusted``), the
+        query-time backend knobs (``search_options``), the Milvus server the user trusts
+        (``index.options.milvus_uri``; an index cannot name one) and the query decoder."""
+        options = (
+            OmegaConf.to_container(cfg.search_options, resolve=True)
+            if cfg.get("search_options")
+            else {}
+        )
+        options["milvus_uri"] = OmegaConf.select(cfg, "index.options.milvus_uri", default=None)
+        trusted = OmegaConf.select(cfg, "index.trusted", default="auto")
+        return cls(
+            cfg.index_dir, trusted=trusted, search_options=options, decoder=cfg.get("decoder")
+        )
 
     @classmethod
     def build(

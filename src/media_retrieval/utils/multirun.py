@@ -13,8 +13,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+
+def in_multirun() -> bool:
+    """Whether this job is one of a Hydra multirun (a sweep goes past its failures)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(out_dir: str | Path, err: Exception) -> None:
+    """A job's user error as the files :class:`MultirunFailures` reads at the sweep's end."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.txt").write_text(f"{err}\n")
+    (out / "failure.json").write_text(json.dumps({"kind": type(err).__name__, "message": str(err)}))
 
 
 class MultirunFailures(Callback):

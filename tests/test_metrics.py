@@ -364,3 +364,28 @@ def test_ir_metrics_agree_with_torchmetrics_retrieval():
         assert row[key] == pytest.approx(float(metric(preds, target, indexes=indexes)), abs=1e-6), (
             key
         )
+
+
+def test_report_table_iv_is_the_mean_over_seeds_with_its_spread():
+    """Runs of one variant that differ only in the seed make one Table IV column: the mean of
+    their headline rows, ± the population standard deviation (by hand: 0.5, 0.7 -> 0.6 ± 0.1)."""
+    from pathlib import Path
+
+    from media_retrieval.reporting.report import Run, table_iv
+
+    def run(seed: int, acc: float, side: str) -> Run:
+        rows = [
+            {"model": "cnn_lstm", "ranking": "euclidean", "split": "seen", "k": 5, "delta": None,
+             "dataset": "all", "accuracy": acc, "precision": 0.5, "recall": 0.5, "f1": 0.5},
+        ]  # fmt: skip
+        overrides = {"seed": str(seed), "experiment": side}
+        return Run(Path(f"{side}-{seed}"), rows, overrides, {"model": {"name": "cnn_lstm"}})
+
+    text = table_iv([run(1, 0.5, "a"), run(2, 0.7, "a"), run(1, 0.9, "b")], k=5)
+    assert "Means over up to 2 seeds" in text
+    header, _, accuracy = text.splitlines()[4:7]
+    assert (
+        "cnn_lstm · experiment=a EU seen" in header and "cnn_lstm · experiment=b EU seen" in header
+    )
+    cells = accuracy.split(" | ")
+    assert cells[1].startswith("0.6000 ± 0.1000") and cells[2].startswith("0.9000 (")

@@ -33,6 +33,7 @@ def table_iv_markdown(
     k: int,
     delta: float | None,
     paper: dict[tuple[str, str, str], dict[str, float]] | None = None,
+    spread: dict[tuple[str, str, str], dict[str, float]] | None = None,
 ) -> str:
     """The paper's Table IV layout: rows = metrics, columns = model x {EU, PAR} x {seen, unseen}.
     ``paper``: {(model, ranking, split): {metric: value}} shown in brackets beside ours.
@@ -68,6 +69,9 @@ def table_iv_markdown(
         for c in cols:
             v = head[c][metric]
             cell = "–" if v is None or v != v else f"{v:.4f}"
+            s = (spread or {}).get(c, {}).get(metric)
+            if s is not None and s == s:
+                cell += f" ± {s:.4f}"
             if paper is not None:
                 p = paper.get(c, {}).get(metric)
                 cell += f" ({'–' if p is None else f'{p:.4f}'})"

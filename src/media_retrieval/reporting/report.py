@@ -23,6 +23,7 @@ import yaml
 from media_retrieval.config.retrieval import DEFAULT_DELTA, resolve_delta
 from media_retrieval.errors import ConfigError
 from media_retrieval.reporting import figures
+from media_retrieval.reporting.figures import METRICS as TABLE_IV_METRICS
 from media_retrieval.reporting.figures import _plt, table_iv_markdown
 from media_retrieval.reporting.run_outputs import DELTA_FILE
 from media_retrieval.reporting.tables import _fmt, headline
@@ -248,21 +249,46 @@ def ablation_table(runs: list[Run], k: int) -> str:
 
 
 def table_iv(runs: list[Run], k: int) -> str:
-    """Top-k metrics per model x ranking x split (the first run of each model), each beside the
-    paper's Table IV value."""
-    by_model: dict[str, Run] = {}
-    for r in runs:
-        if r.rows and not r.error:
-            by_model.setdefault(r.model, r)
-    paper = {
-        (m, rk, sp): v
-        for m in by_model
-        for (pm, rk, sp), v in PAPER_TABLE_IV.items()
-        if pm == m.replace("_e2e", "")
-    }
-    return "The paper's Table IV value in brackets (its k = 5).\n\n" + table_iv_markdown(
-        [row for r in by_model.values() for row in headline(r.rows, k, r.delta)], k, None, paper
+    """Top-k metrics per variant x ranking x split, each beside the paper's Table IV value. A
+    variant is a model with the overrides that tell runs apart except the seed; its cells are
+    the mean over its seeds, ± their spread (population standard deviation) when there are
+    several."""
+    done = [r for r in runs if r.rows and not r.error]
+    keys = [key for key in varying_keys(done) if key not in ("seed", "model")]  # model: named
+    groups: dict[str, list[Run]] = {}
+    for r in done:
+        parts = [r.model, *(f"{key}={r.overrides[key]}" for key in keys if key in r.overrides)]
+        groups.setdefault(" · ".join(parts), []).append(r)
+    rows, spread, paper = [], {}, {}
+    for name, members in groups.items():
+        cells: dict[tuple[str, str], list[dict]] = {}
+        for r in members:
+            for row in headline(r.rows, k, r.delta):
+                cells.setdefault((row["ranking"], row["split"]), []).append(row)
+        for (rk, sp), found in cells.items():
+            mean = {m: _mean([row.get(m) for row in found]) for m in TABLE_IV_METRICS}
+            rows.append({**found[0], **mean, "model": name})
+            if len(found) > 1:
+                spread[name, rk, sp] = {m: _spread([row.get(m) for row in found]) for m in mean}
+            model = members[0].model.replace("_e2e", "").replace("_paper", "")
+            if (model, rk, sp) in PAPER_TABLE_IV:
+                paper[name, rk, sp] = PAPER_TABLE_IV[model, rk, sp]
+    seeds = max(len(m) for m in groups.values()) if groups else 0
+    note = f" Means over up to {seeds} seeds, ± their spread." if seeds > 1 else ""
+    return f"The paper's Table IV value in brackets (its k = 5).{note}\n\n" + table_iv_markdown(
+        rows, k, None, paper, spread
     )
+
+
+def _mean(values: list) -> float:
+    ok = [float(v) for v in values if v is not None and v == v]
+    return sum(ok) / len(ok) if ok else float("nan")
+
+
+def _spread(values: list) -> float:
+    ok = [float(v) for v in values if v is not None and v == v]
+    mean = sum(ok) / len(ok) if ok else 0.0
+    return (sum((v - mean) ** 2 for v in ok) / len(ok)) ** 0.5 if ok else float("nan")
 
 
 def table_ii(runs: list[Run]) -> str | None:

@@ -83,7 +83,7 @@ docs: env
 	$(PY) docs/examples/render.py
 
 # Two workers (pytest-xdist): most tests wait on a subprocess's start-up or I/O, so two share two
-# cores well (11.5 min against 17 serially, slow tests first). PYTEST_WORKERS=0: one process.
+# cores well (13-15 min on a fresh clone, slow tests first). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: env weights
 	WANDB_MODE=disabled $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal

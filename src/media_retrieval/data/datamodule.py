@@ -187,8 +187,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if self.train_transform is not None:
             log.info(
                 "data.augment applies to pixels only: frame features are cached (frozen backbone) "
-                "and "
-                "computed once with the evaluation transform"
+                "and computed once with the evaluation transform"
             )
 
     def attach_clip_encoder(
@@ -455,8 +454,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         if bs % m or bs // m > n_classes:
             raise DataError(
                 f"data.m_per_class={m} needs data.batch_size ({bs}) to be a multiple of it and at "
-                "most "
-                f"m x {n_classes} training classes"
+                f"most m x {n_classes} training classes"
             )
         labels = [self.split.train_index[self.split.items[i].label] for i in ids]
         return MPerClassSampler(

@@ -115,8 +115,7 @@ class FolderDataModule(VideoRetrievalDataModule):
         if protocol == "official" and preset not in ("ucf101", "hmdb51", "kth"):
             raise DataError(
                 "data.protocol=official needs a preset with official splits (ucf101, hmdb51, "
-                "kth), "
-                f"got preset={preset!r}"
+                f"kth), got preset={preset!r}"
             )
         if protocol not in self.PROTOCOLS:
             raise DataError(f"data.protocol={protocol!r}; valid: {', '.join(self.PROTOCOLS)}")

@@ -74,8 +74,7 @@ def ensure_cifar10(root: str | Path, download: bool = True) -> Path:
         except Exception as exc:
             raise DataError(
                 f"CIFAR10 is not at {batches} and cannot be downloaded ({type(exc).__name__}): "
-                "fetch "
-                f"{CIFAR10_URL} and extract it into {root}"
+                f"fetch {CIFAR10_URL} and extract it into {root}"
             ) from exc
     if not (batches / "batches.meta").is_file():
         raise DataError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -266,10 +267,22 @@ def table_iv(runs: list[Run], k: int) -> str:
             for row in headline(r.rows, k, r.delta):
                 cells.setdefault((row["ranking"], row["split"]), []).append(row)
         for (rk, sp), found in cells.items():
-            mean = {m: _mean([row.get(m) for row in found]) for m in TABLE_IV_METRICS}
-            rows.append({**found[0], **mean, "model": name})
+            # seeds x metrics; a metric a run lacks is NaN and left out of its mean and spread
+            values = np.array(
+                [[row.get(m) for m in TABLE_IV_METRICS] for row in found], dtype=float
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a metric no seed has: NaN
+                mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            rows.append(
+                {
+                    **found[0],
+                    **dict(zip(TABLE_IV_METRICS, mean.tolist(), strict=True)),
+                    "model": name,
+                }
+            )
             if len(found) > 1:
-                spread[name, rk, sp] = {m: _spread([row.get(m) for row in found]) for m in mean}
+                spread[name, rk, sp] = dict(zip(TABLE_IV_METRICS, std.tolist(), strict=True))
             model = members[0].model.replace("_e2e", "").replace("_paper", "")
             if (model, rk, sp) in PAPER_TABLE_IV:
                 paper[name, rk, sp] = PAPER_TABLE_IV[model, rk, sp]
@@ -278,17 +291,6 @@ def table_iv(runs: list[Run], k: int) -> str:
     return f"The paper's Table IV value in brackets (its k = 5).{note}\n\n" + table_iv_markdown(
         rows, k, None, paper, spread
     )
-
-
-def _mean(values: list) -> float:
-    ok = [float(v) for v in values if v is not None and v == v]
-    return sum(ok) / len(ok) if ok else float("nan")
-
-
-def _spread(values: list) -> float:
-    ok = [float(v) for v in values if v is not None and v == v]
-    mean = sum(ok) / len(ok) if ok else 0.0
-    return (sum((v - mean) ** 2 for v in ok) / len(ok)) ** 0.5 if ok else float("nan")
 
 
 def table_ii(runs: list[Run]) -> str | None:

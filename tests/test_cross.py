@@ -15,7 +15,7 @@ from media_retrieval.cli.train import train
 from media_retrieval.data.corpus import encode_mp4
 from media_retrieval.data.discovery import content_hash, scan_folder
 from media_retrieval.data.presets import clip_identity
-from media_retrieval.data.splits import cross_dataset_split
+from media_retrieval.data.splits import Split, cross_dataset_split
 
 CLASS_MAP = {
     "ucf101": {"Biking": "Biking", "Diving": "Diving", "Rare": "Rare", "ApplyEyeMakeup": None},
@@ -165,7 +165,7 @@ def _protocol_checks(split) -> None:
         assert it.seen == (it.label in trained), (it.dataset, it.original_label, it.label)
 
 
-def test_real_and_ucf_style_cross_splits_go_through_one_path(lookalikes, real_style):
+def test_real_and_ucf_style_cross_splits_go_through_one_path(lookalikes, real_style, tmp_path):
     from media_retrieval.data.clips import ClipSpec
     from media_retrieval.data.datasets import CrossDataModule
 
@@ -194,6 +194,14 @@ def test_real_and_ucf_style_cross_splits_go_through_one_path(lookalikes, real_st
     assert cross[("rink", "fight")] == ("fight", True)  # the same action, trained in fightcam
     assert cross[("rink", "no_fight")] == ("rink/no_fight", False)  # same name, not an action
     assert cross[("street", "push")] == ("street/push", False)
+    split.write_csv(tmp_path / "split.csv")  # data.split_file reads it back: flags stay flags
+    again = Split.read_csv(tmp_path / "split.csv")
+    flags = [(it.path, it.role, it.seen, it.held_out) for it in split.items]
+    assert [(it.path, it.role, it.seen, it.held_out) for it in again.items] == flags
+    older = tmp_path / "older.csv"  # a split file written before held-out clips existed
+    lines = (tmp_path / "split.csv").read_text().splitlines()
+    older.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    assert not any(it.held_out for it in Split.read_csv(older).items)
 
     ucf = CrossDataModule(
         source={"name": "ucf50", "root": str(lookalikes["ucf50"])},

@@ -69,7 +69,9 @@ class Split:
                 for key in ("start_s", "end_s"):
                     row[key] = float(row[key]) if row[key] not in ("", "None") else None
                 row["chunk"] = int(row["chunk"])
-                row["seen"] = row["seen"] in ("True", "true", "1")
+                # flags are written as True/False; files older than held_out lack that column
+                for flag in ("seen", "held_out"):
+                    row[flag] = row.get(flag, "False") in ("True", "true", "1")
                 row.setdefault("original_label", "")
                 it = SplitItem(**row)
                 items.append(it)

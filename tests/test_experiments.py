@@ -50,6 +50,8 @@ def experiment_overrides(name: str, standins: dict[str, Path], tiny_dirs) -> lis
         *SMALL,
         "data.clip.image_size=64",
     ]
+    if name.startswith("paper_real"):  # two small real sets (set after composing, as real_all)
+        return common + [f"paths.real_clips_dir={standins['real']}", "data.clip.frames=4"]
     if name.startswith("paper_"):
         extra = ["data.min_clips=2", "data.batch_size=4", "data.clip.frames=4"]
         extra += ["model.width=0.125"] if name == "paper_c3d" else OFFLINE_WEIGHTS
@@ -94,6 +96,8 @@ def test_experiment_composes_and_runs_fast_dev_run(name, standins, tiny_dirs, tm
         "color_vs_gray": ("Cifar10DataModule", "cnn_lstm_e2e"),
         "real_clips": ("FolderDataModule", "cnn_lstm"),
         "real_all": ("FolderDataModule", "cnn_lstm_i3d"),
+        "paper_real": ("CrossDataModule", "cnn_lstm"),
+        "paper_real_mirror": ("CrossDataModule", "cnn_lstm"),
         "ssl": ("FolderDataModule", "cnn_lstm"),
     }
     if name in expected:
@@ -104,6 +108,11 @@ def test_experiment_composes_and_runs_fast_dev_run(name, standins, tiny_dirs, tm
             cfg.data.roots = {
                 s: f"{standins['real']}/{s}" for s in ("gestures-mini", "ucf101-mini")
             }
+        if name.startswith("paper_real"):  # one small set per side, in the side's direction
+            a, b = "gestures-mini", "ucf101-mini"
+            a, b = (a, b) if name == "paper_real" else (b, a)
+            cfg.data.sources = {a: f"{standins['real']}/{a}"}
+            cfg.data.targets = {b: f"{standins['real']}/{b}"}
     metrics = train(cfg)
     assert isinstance(metrics, dict)
     if name == "ssl":  # no labels: nothing to test; the label-free validation metric instead

@@ -174,7 +174,10 @@ def test_real_and_ucf_style_cross_splits_go_through_one_path(lookalikes, real_st
         source=None,
         sources={k: str(real_style[k]) for k in ("fightcam", "gym")},
         targets={k: str(real_style[k]) for k in ("rink", "street")},
-        class_map={"same_action": SAME_ACTION, "kinetics400": {"gym": {"lift": "x"}}},
+        class_map={
+            "same_action": SAME_ACTION,
+            "kinetics400": {"gym": {"lift": "x"}, "street": {"push": "pushing person"}},
+        },
         min_clips=2,
         held_out_fraction=0.2,
         dedupe_by_content=False,
@@ -194,14 +197,18 @@ def test_real_and_ucf_style_cross_splits_go_through_one_path(lookalikes, real_st
     assert cross[("rink", "fight")] == ("fight", True)  # the same action, trained in fightcam
     assert cross[("rink", "no_fight")] == ("rink/no_fight", False)  # same name, not an action
     assert cross[("street", "push")] == ("street/push", False)
+    # the class map's Kinetics section flags test clips (unseen rows are split by it)
+    assert {(it.dataset, it.original_label) for it in pool if it.kinetics and not it.seen} == {
+        ("street", "push")
+    }
     split.write_csv(tmp_path / "split.csv")  # data.split_file reads it back: flags stay flags
     again = Split.read_csv(tmp_path / "split.csv")
-    flags = [(it.path, it.role, it.seen, it.held_out) for it in split.items]
-    assert [(it.path, it.role, it.seen, it.held_out) for it in again.items] == flags
+    flags = [(it.path, it.role, it.seen, it.held_out, it.kinetics) for it in split.items]
+    assert [(it.path, it.role, it.seen, it.held_out, it.kinetics) for it in again.items] == flags
     older = tmp_path / "older.csv"  # a split file written before held-out clips existed
     lines = (tmp_path / "split.csv").read_text().splitlines()
-    older.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
-    assert not any(it.held_out for it in Split.read_csv(older).items)
+    older.write_text("\n".join(line.rsplit(",", 2)[0] for line in lines) + "\n")
+    assert not any(it.held_out or it.kinetics for it in Split.read_csv(older).items)
 
     ucf = CrossDataModule(
         source={"name": "ucf50", "root": str(lookalikes["ucf50"])},

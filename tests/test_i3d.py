@@ -306,3 +306,20 @@ def test_lite0_i3d_is_the_training_free_join_and_indexes_without_a_checkpoint(tm
         mean = torch.nn.functional.normalize(model.frame_features(clip).mean(1), dim=1)
         i3d = i3d_embedding(model.video.row({"clip": clip}), "pooled")
     torch.testing.assert_close(got, torch.cat([mean, i3d], dim=1), atol=1e-5, rtol=1e-5)
+
+
+def test_i3d_reads_cached_rows_as_it_reads_pixels():
+    """``model=i3d`` in evaluation reads the clip-feature cache's row (what make real-benchmark
+    builds; ``clip_features``), index and search the pixels: the same embedding either way, and
+    the cache's encoder shares the model's network (no second copy of the weights)."""
+    from media_retrieval.models.i3d import I3DModule
+
+    torch.manual_seed(0)
+    model = I3DModule(features="both", weights="none", input_size=64).eval()
+    encoder = model.cached_clip_encoder
+    assert encoder.net is model.net and encoder.spec()["name"] == "i3d"
+    clip = torch.rand(2, 8, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        cached = model.encode({"clip_features": encoder(clip)})
+        from_pixels = model.encode({"clip": clip})
+    torch.testing.assert_close(cached, from_pixels, atol=1e-5, rtol=1e-5)

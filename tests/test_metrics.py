@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
+from media_retrieval.reporting.report import Run
 from media_retrieval.retrieval.evaluate import EmbeddingSet, rank, score_rows
 from media_retrieval.retrieval.metrics import full_ranking_metrics, macro_prf
 from media_retrieval.retrieval.par import par_rerank
@@ -130,6 +132,23 @@ def test_held_out_queries_are_their_own_split_beside_cross_set_seen(tmp_path):
     assert load_embeddings(path)[0].held_out.tolist() == held.tolist()  # rescoring keeps them
     save_embeddings(tmp_path / "old.npz", example(), ["A", "B"], ["d"] * 7)
     assert load_embeddings(tmp_path / "old.npz")[0].held_out is None
+
+
+def test_unseen_queries_split_by_kinetics_class_when_the_class_map_says():
+    """The unseen queries of Kinetics-400 classes and the others are scored apart (I3D has seen
+    the former in pretraining); the two halves are exactly the unseen rows of their queries,
+    and without the flag there are no such rows."""
+    from dataclasses import replace
+
+    seen = np.zeros(7, dtype=bool)  # every query unseen: q0, q1 (class A, Kinetics), q2 (B)
+    kinetics = np.array([True, True, False, False, False, False, False])
+    rows = score_rows(replace(example(), seen=seen, kinetics=kinetics), ks=[2], delta=0.8)
+    assert row(rows, "euclidean", "unseen_kinetics", 2)["n_queries"] == 2
+    assert row(rows, "euclidean", "unseen_kinetics", 2)["accuracy"] == pytest.approx(0.75)
+    assert row(rows, "euclidean", "unseen_not_kinetics", 2)["n_queries"] == 1
+    assert row(rows, "euclidean", "unseen_not_kinetics", 2)["accuracy"] == pytest.approx(0.5)
+    plain = score_rows(replace(example(), seen=seen), ks=[2], delta=0.8)
+    assert not {r["split"] for r in plain} & {"unseen_kinetics", "unseen_not_kinetics"}
 
 
 def test_euclidean_top2_by_hand():
@@ -366,26 +385,69 @@ def test_ir_metrics_agree_with_torchmetrics_retrieval():
         )
 
 
-def test_report_table_iv_is_the_mean_over_seeds_with_its_spread():
-    """Runs of one variant that differ only in the seed make one Table IV column: the mean of
-    their headline rows, ± the population standard deviation (by hand: 0.5, 0.7 -> 0.6 ± 0.1)."""
-    from pathlib import Path
+def _report_run(tmp: Path, seed: int, acc: float, side: str, **extra) -> Run:
+    rows = [
+        {"model": "cnn_lstm", "ranking": rk, "split": sp, "k": 5, "delta": None if rk == "euclidean"
+         else 0.5, "dataset": ds, "accuracy": acc, "precision": 0.5, "recall": 0.5, "f1": 0.5,
+         "map": acc / 2, "n_queries": 10}
+        for rk in ("euclidean", "par") for sp in ("all", "seen") for ds in ("all", "setx")
+    ]  # fmt: skip
+    path = tmp / f"{side}-{seed}"
+    path.mkdir(parents=True, exist_ok=True)
+    overrides = {"seed": str(seed), "experiment": side}
+    run = Run(path, rows, overrides, {"model": {"name": "cnn_lstm"}, **extra})
+    run.delta = 0.5
+    return run
 
-    from media_retrieval.reporting.report import Run, table_iv
 
-    def run(seed: int, acc: float, side: str) -> Run:
-        rows = [
-            {"model": "cnn_lstm", "ranking": "euclidean", "split": "seen", "k": 5, "delta": None,
-             "dataset": "all", "accuracy": acc, "precision": 0.5, "recall": 0.5, "f1": 0.5},
-        ]  # fmt: skip
-        overrides = {"seed": str(seed), "experiment": side}
-        return Run(Path(f"{side}-{seed}"), rows, overrides, {"model": {"name": "cnn_lstm"}})
+def test_report_table_iv_is_the_mean_over_seeds_with_its_spread(tmp_path):
+    """Runs of one variant that differ only in the seed make one Table IV row: the mean of
+    their headline rows, ± the population standard deviation (by hand: 0.5, 0.7 -> 0.6 ± 0.1);
+    the paper's value beside it; the test sets apart in their own table."""
+    from media_retrieval.reporting.report import per_source_table, table_iv
 
-    text = table_iv([run(1, 0.5, "a"), run(2, 0.7, "a"), run(1, 0.9, "b")], k=5)
+    runs = [_report_run(tmp_path, 1, 0.5, "a"), _report_run(tmp_path, 2, 0.7, "a")]
+    runs.append(_report_run(tmp_path, 1, 0.9, "b"))
+    text = table_iv(runs, k=5)
     assert "Means over up to 2 seeds" in text
-    header, _, accuracy = text.splitlines()[4:7]
-    assert (
-        "cnn_lstm · experiment=a EU seen" in header and "cnn_lstm · experiment=b EU seen" in header
-    )
-    cells = accuracy.split(" | ")
-    assert cells[1].startswith("0.6000 ± 0.1000") and cells[2].startswith("0.9000 (")
+    lines = {ln.split(" | ")[0]: ln.split(" | ") for ln in text.splitlines() if ln.startswith("|")}
+    a, b = lines["| cnn_lstm · experiment=a EU"], lines["| cnn_lstm · experiment=b EU"]
+    assert a[1] == "2" and a[2] == "0.6000 ± 0.1000 (0.7644)"  # the paper's CNN + LSTM, seen
+    assert b[1] == "1" and b[2] == "0.9000 (0.7644)"
+    assert lines["| cnn_lstm · experiment=a PAR"][2] == "0.6000 ± 0.1000 (0.8575)"
+    by_set = per_source_table(runs, k=5)
+    (row_a,) = [ln for ln in by_set.splitlines() if ln.startswith("| cnn_lstm · experiment=a |")]
+    # one split in the set: its "all" row would repeat it; mAP = accuracy / 2 by construction
+    assert row_a.split(" | ")[1:] == ["setx", "seen", "10", "0.6000 ± 0.1000", "0.6000",
+                                      "0.3000 ± 0.0500 |"]  # fmt: skip
+
+
+def test_report_table_iii_comes_from_the_runs_and_budget_runs_say_if_they_plateaued(tmp_path):
+    """Table III averages each variant's ``retrieval/cost.json`` (the run's own measurement);
+    a budget-limited run is evidence only if its validation mAP had plateaued (by hand: the
+    best epoch is not the last, or the last gained < 0.01)."""
+    import json
+
+    from media_retrieval.reporting.report import budget_note, fig4_figures, table_iii_from_runs
+
+    runs = [_report_run(tmp_path, s, 0.5, "a") for s in (1, 2)]
+    for run, secs in zip(runs, (0.2, 0.4), strict=True):
+        (run.path / "retrieval").mkdir()
+        cost = {"params_m": 5.0, "weights_mb": 20.0, "embed_s": secs, "clip": "16x224",
+                "train_s": 120.0, "epochs": 3, "train_clips": 100, "torch_threads": 2}  # fmt: skip
+        (run.path / "retrieval" / "cost.json").write_text(json.dumps(cost))
+    (row,) = [ln for ln in table_iii_from_runs(runs).splitlines() if ln.startswith("| cnn_lstm")]
+    assert row.split(" | ")[1:4] == ["5 M (4.5 M)", "20 (22.5)", "0.3 s, 16x224 (0.8 s, 16 frames)"]
+    assert "2.0 min, 3 epochs, 100 clips (2.7 h, GPU)" in row
+    curve = "epoch,step,val/retrieval/euclidean/all/map\n0,1,{}\n1,2,{}\n2,3,{}\n"
+    cases = {(0.20, 0.30, 0.29): "plateaued", (0.20, 0.300, 0.305): "plateaued",
+             (0.20, 0.30, 0.40): "still rising"}  # fmt: skip
+    for values, verdict in cases.items():
+        run = _report_run(tmp_path / str(values), 1, 0.5, "a", budget_limited="8 frames")
+        (run.path / "csv" / "version_0").mkdir(parents=True)
+        (run.path / "csv" / "version_0" / "metrics.csv").write_text(curve.format(*values))
+        assert verdict in budget_note([run]) and "8 frames" in budget_note([run])
+    assert budget_note(runs) == ""  # a full-budget run needs no note
+    pictures = fig4_figures([*runs, _report_run(tmp_path, 1, 0.9, "b")], 5, tmp_path)
+    assert [p.name for _, p in pictures] == ["fig4_a.png", "fig4_b.png"]
+    assert all(p.stat().st_size > 10_000 for _, p in pictures)

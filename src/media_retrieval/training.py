@@ -6,6 +6,7 @@ validation chose."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from media_retrieval.errors import ConfigError, Interrupted, MediaRetrievalError, TrainingDiverged
+from media_retrieval.models.cost import model_cost, write_cost
 from media_retrieval.models.registry import model_from_config
 from media_retrieval.utils.checkpoint import AtomicCheckpointIO, newest_intact
 from media_retrieval.utils.files import point_latest
@@ -43,11 +45,33 @@ def train_and_test(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
         plugins=[AtomicCheckpointIO()],
     )
     log_hyperparameters(trainer, cfg)
+    started = time.perf_counter()
     if cfg.get("train") and model.has_trainable_embedding:
         fit(trainer, model, datamodule, resume, cfg)
     elif cfg.get("train"):
         log.info("Nothing to train: frozen backbone without recurrence; evaluating directly.")
-    return test_best(trainer, model, datamodule, cfg), trainer
+    train_s = time.perf_counter() - started
+    metrics = test_best(trainer, model, datamodule, cfg)
+    if cfg.get("measure_cost"):
+        record_cost(model, trainer, cfg, train_s)
+    return metrics, trainer
+
+
+def record_cost(
+    model: L.LightningModule, trainer: L.Trainer, cfg: DictConfig, train_s: float | None
+) -> None:
+    """Table III from this run (``measure_cost: true``): the model's size and embedding time,
+    and the training time and epochs, in ``retrieval/cost.json`` (rank 0 only)."""
+    if not trainer.is_global_zero:
+        return
+    cost = model_cost(model)
+    cost.update(
+        train_s=None if train_s is None else round(train_s, 1),
+        epochs=trainer.current_epoch if train_s is not None else 0,
+        train_clips=len(trainer.datamodule.split.ids("train")),
+    )
+    path = write_cost(Path(cfg.paths.output_dir) / "retrieval", cost)
+    log.info("model cost (Table III) written to %s", path)
 
 
 def optimized_value(metrics: dict[str, float] | None, name: str) -> float:
@@ -76,6 +100,8 @@ def evaluate_model(cfg: DictConfig) -> tuple[dict[str, float], L.Trainer]:
     if cfg.get("save_embeddings") and datamodule.split.ids("val"):
         trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
+    if cfg.get("measure_cost"):
+        record_cost(model, trainer, cfg, None)
     if cfg.get("save_embeddings"):
         point_latest(Path(cfg.paths.log_dir) / "eval" / "latest", cfg.paths.output_dir)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}, trainer
@@ -97,10 +123,11 @@ def prepare(cfg: DictConfig, model: L.LightningModule | None = None, eval_mode: 
         model.clip_spec = (
             datamodule.clip_spec
         )  # saved in its checkpoints: index and search reuse it
-    if getattr(model, "uses_frame_features", False):
+    if model.uses_frame_features:
         datamodule.attach_frame_encoder(model.backbone, model.encoder_spec())
-        if getattr(model, "video", None) is not None:  # its clip-level part: cached too
-            datamodule.attach_clip_encoder(model.video.encoder, model.video.encoder.spec())
+    clip_encoder = model.cached_clip_encoder  # a frozen clip-level encoder: cached too
+    if clip_encoder is not None and datamodule.cache_dir is not None:
+        datamodule.attach_clip_encoder(clip_encoder, clip_encoder.spec())
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule, model

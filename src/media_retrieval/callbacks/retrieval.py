@@ -103,7 +103,12 @@ class RetrievalCallback(L.Callback):
             g = np.array([it.role in ("gallery", "both") for it in items])
         groups = np.array([it.video_id for it in items])
         held_out = np.array([it.held_out for it in items], dtype=bool)
-        return EmbeddingSet(ids, emb, labels, seen, q, g, groups, held_out)
+        kinetics = np.array([it.kinetics for it in items], dtype=bool)
+        # rows split by Kinetics class only where the class map says which those are
+        kinetics_known = any(it.kinetics for it in split.items)
+        return EmbeddingSet(
+            ids, emb, labels, seen, q, g, groups, held_out, kinetics if kinetics_known else None
+        )
 
     def _name(self, pl_module) -> str:
         return self.model_name or getattr(pl_module.hparams, "name", type(pl_module).__name__)

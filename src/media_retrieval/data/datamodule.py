@@ -290,9 +290,11 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def _load(self, item: MediaItem, train: bool = False) -> dict:
         """Model input of an item; a flipped training clip of a direction pair carries the
         other class of its pair (``label_as``)."""
-        if self.cache is not None:
-            feats = torch.from_numpy(self.cache.get(self.content_key(item)).copy())
-            out = self._views(feats, train) if self.dense_frames else {"features": feats}
+        if self.cache is not None or self.clip_cache is not None:
+            out = {}
+            if self.cache is not None:
+                feats = torch.from_numpy(self.cache.get(self.content_key(item)).copy())
+                out = self._views(feats, train) if self.dense_frames else {"features": feats}
             if self.clip_cache is not None:
                 out["clip_features"] = torch.from_numpy(
                     self.clip_cache.get(self.content_key(item)).copy()
@@ -379,8 +381,8 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             self.split = Split.read_csv(self.split_file)
         else:
             items = self.items()
-            if self.cache is not None:
-                caches = [c for c in (self.cache, self.clip_cache) if c is not None]
+            caches = [c for c in (self.cache, self.clip_cache) if c is not None]
+            if caches:
                 bad = {k: v for c in caches for k, v in c.skipped().items()}
                 self.skipped += [
                     Skipped(it.path, bad[self.content_key(it)])
@@ -432,6 +434,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         assert self.split is not None, "call setup() first"
         ids = self.split.ids(*roles)
         sampler = self._class_balanced_sampler(ids) if train and self.m_per_class else None
+        cached = self.cache is not None or self.clip_cache is not None  # rows in memory maps
         return DataLoader(
             SplitDataset(self.split, ids, self._load, train=train),
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -439,9 +442,9 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             sampler=sampler,
             collate_fn=skip_failed_collate,
             drop_last=False,
-            num_workers=0 if self.cache is not None else self.num_workers,
+            num_workers=0 if cached else self.num_workers,
             # decoding workers stay up between epochs (pixel models): no re-spawn per epoch
-            persistent_workers=self.cache is None and self.num_workers > 0 and train,
+            persistent_workers=not cached and self.num_workers > 0 and train,
         )
 
     def _class_balanced_sampler(self, ids: list[int]):

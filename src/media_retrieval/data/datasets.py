@@ -251,6 +251,7 @@ class CrossDataModule(VideoRetrievalDataModule):
         self.targets = {str(k): str(v) for k, v in targets.items()}
         class_map = dict(class_map or {})
         self.same_action = class_map.get("same_action") or None
+        self.kinetics = class_map.get("kinetics400") or None
         self.class_map = {
             str(d): {str(c): (str(v) if v else None) for c, v in (m or {}).items()}
             for d, m in class_map.items()
@@ -282,6 +283,7 @@ class CrossDataModule(VideoRetrievalDataModule):
             hashes,
             same_action=self.same_action,
             held_out_fraction=self.held_out_fraction,
+            kinetics=self.kinetics,
         )
         for path, reason in excluded:
             log.warning("test pool: leaving out %s (%s)", path, reason)

@@ -33,6 +33,9 @@ class SplitItem(MediaItem):
     #: a clip of a training class from a training set, kept out of training and validation to be
     #: tested ("seen, held out"; the cross-set seen classes are the others with ``seen``)
     held_out: bool = False
+    #: a test clip whose class the class map's ``kinetics400`` section names: a video encoder
+    #: pretrained on Kinetics-400 (model=i3d) has seen it, so its unseen rows are split by this
+    kinetics: bool = False
 
 
 @dataclass
@@ -69,8 +72,8 @@ class Split:
                 for key in ("start_s", "end_s"):
                     row[key] = float(row[key]) if row[key] not in ("", "None") else None
                 row["chunk"] = int(row["chunk"])
-                # flags are written as True/False; files older than held_out lack that column
-                for flag in ("seen", "held_out"):
+                # flags are written as True/False; older files lack held_out and kinetics
+                for flag in ("seen", "held_out", "kinetics"):
                     row[flag] = row.get(flag, "False") in ("True", "true", "1")
                 row.setdefault("original_label", "")
                 it = SplitItem(**row)
@@ -323,6 +326,7 @@ def cross_dataset_split(
     *,
     same_action: dict | None = None,
     held_out_fraction: float = 0.0,
+    kinetics: dict | None = None,
 ) -> tuple[Split, list[tuple[str, str]]]:
     """The paper's protocol: train on the source's classes with >= ``min_clips`` clips (90/10
     train/val), test on the other datasets.
@@ -340,6 +344,8 @@ def cross_dataset_split(
     from the symmetric list, :func:`same_action_index`). With ``held_out_fraction``, that share
     of each training class's videos is kept out of training and validation and tested as
     *seen, held out* (``SplitItem.held_out``), beside the cross-set seen classes.
+    ``kinetics`` (``{set: {class: Kinetics-400 class}}``, the class map's section) flags the
+    test clips of Kinetics classes (``SplitItem.kinetics``).
     """
 
     rng = np.random.default_rng(seed)
@@ -383,6 +389,7 @@ def cross_dataset_split(
         pool.append(replace(it, label=mapped or f"{it.dataset}/{it.label}"))
         originals.append(it.label)
     queries = _stratified_pick(pool, query_fraction, rng)
+    in_kinetics = {(d, c) for d, m in (kinetics or {}).items() for c in (m or {})}
     out = [
         SplitItem(
             **asdict(it),
@@ -398,6 +405,7 @@ def cross_dataset_split(
             seen=it.label in trained,
             original_label=original,
             held_out=i < len(held),
+            kinetics=(it.dataset, original) in in_kinetics,
         )
         for i, (it, original) in enumerate(zip(pool, originals, strict=True))
     ]

@@ -67,6 +67,12 @@ class CNNLSTM(ClipEmbedder):
         return self.freeze_backbone
 
     @property
+    def cached_clip_encoder(self) -> torch.nn.Module | None:
+        """The fused I3D part's encoder, cached beside the frame features (a model trained on
+        pixels computes it from the clip)."""
+        return self.video.encoder if self.video is not None and self.freeze_backbone else None
+
+    @property
     def has_trainable_embedding(self) -> bool:
         """False when training cannot change the embedding (frozen CNN + no recurrence)."""
         return (

@@ -188,11 +188,14 @@ class I3DFeatures(nn.Module):
 
     level = "clip"
 
-    def __init__(self, weights: str = "kinetics400", in_chans: int = 3) -> None:
+    def __init__(
+        self, weights: str = "kinetics400", in_chans: int = 3, net: InceptionI3d | None = None
+    ) -> None:
+        """``net``: an already loaded network to share (``model=i3d``'s own)."""
         super().__init__()
         self.weights, self.in_chans = weights, in_chans
-        self.net = InceptionI3d(in_chans)
-        if weights == "kinetics400":
+        self.net = net if net is not None else InceptionI3d(in_chans)
+        if net is None and weights == "kinetics400":
             self.net.load_state_dict(pretrained.load_i3d_kinetics400())
         self.net.requires_grad_(False)
 
@@ -268,7 +271,15 @@ class I3DModule(ClipEmbedder):
     def pretrained_encoders(self) -> dict[str, nn.Module]:
         return {"i3d": self.net}
 
+    @property
+    def cached_clip_encoder(self) -> I3DFeatures:
+        """Evaluation reads the cached I3D row (the rows make real-benchmark builds); index and
+        search compute it from the clip."""
+        return I3DFeatures(self.hparams.weights, self.hparams.in_chans, net=self.net)
+
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "clip_features" in batch:
+            return i3d_embedding(batch["clip_features"].float(), self.hparams.features)
         pooled, logits = self.net(batch["clip"].permute(0, 2, 1, 3, 4))
         return i3d_embedding(torch.cat([logits, pooled], dim=1), self.hparams.features)
 

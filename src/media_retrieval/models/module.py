@@ -37,6 +37,9 @@ class ClipEmbedder(L.LightningModule):
 
     uses_frame_features = False
     has_trainable_embedding = True
+    #: a frozen clip-level encoder whose rows the feature cache keeps (``clip_features`` in the
+    #: batch, :meth:`...DataModule.attach_clip_encoder`); None: the model reads pixels or frames
+    cached_clip_encoder: torch.nn.Module | None = None
     #: how files become this model's input; set from the training data, saved in checkpoints
     clip_spec: ClipSpec | None = None
     #: PAR's δ chosen on validation clips (``retrieval.par.delta=auto``); saved in checkpoints

@@ -123,6 +123,54 @@ def fig4_bars(rows: Sequence[dict], k: int, delta: float, path: Path) -> Path:
     return path
 
 
+def fig4_beside_paper(
+    panels: dict[tuple[str, str], list[tuple[str, Sequence[float], bool]]],
+    k: int,
+    title: str,
+    path: Path,
+) -> Path:
+    """Fig. 4 for several models beside the paper's: a panel per (ranking, query group), in each
+    a group of four bars (accuracy, precision, recall, F1) per model; the paper's models
+    hatched. ``panels``: {(ranking, split): [(label, 4 values, is_paper)]}."""
+    plt = _plt()
+    rankings = [rk for rk in ("euclidean", "par") if any(p[0] == rk for p in panels)]
+    splits = list(dict.fromkeys(sp for _, sp in panels))
+    fig, axes = plt.subplots(
+        len(rankings),
+        len(splits),
+        figsize=(4.2 * len(splits), 3.2 * len(rankings)),
+        squeeze=False,
+        sharey=True,
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, rk in enumerate(rankings):
+        for j, sp in enumerate(splits):
+            ax = axes[i][j]
+            bars = panels.get((rk, sp), [])
+            x = np.arange(len(bars))
+            for m, metric in enumerate(METRICS):
+                ax.bar(
+                    x + (m - 1.5) * 0.2,
+                    [np.nan_to_num(v[m]) for _, v, _ in bars],
+                    0.2,
+                    color=colours[m % len(colours)],
+                    label=metric if i == j == 0 else None,
+                )
+                for b, (_, v, paper) in enumerate(bars):
+                    if paper:  # the paper's bars: hatched over the same colour
+                        ax.bar(b + (m - 1.5) * 0.2, v[m], 0.2, fill=False, hatch="///", lw=0)
+            ax.set_xticks(x, [label for label, _, _ in bars], rotation=35, ha="right", fontsize=7)
+            ax.set_xlim(-0.5, max(len(bars), 3) - 0.5)  # a panel of one model: bars as narrow
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{'EU' if rk == 'euclidean' else 'PAR'} · {sp}", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{title}: top-{k} retrieval (hatched: the paper's)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def delta_plot(rows: Sequence[dict], k: int, path: Path) -> Path:
     """Precision and mean number kept vs δ (PAR), per split: the δ trade-off."""
     plt = _plt()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -23,9 +24,10 @@ import yaml
 
 from media_retrieval.config.retrieval import DEFAULT_DELTA, resolve_delta
 from media_retrieval.errors import ConfigError
+from media_retrieval.models.cost import COST_FILE
 from media_retrieval.reporting import figures
 from media_retrieval.reporting.figures import METRICS as TABLE_IV_METRICS
-from media_retrieval.reporting.figures import _plt, table_iv_markdown
+from media_retrieval.reporting.figures import _plt
 from media_retrieval.reporting.run_outputs import DELTA_FILE
 from media_retrieval.reporting.tables import _fmt, headline
 from media_retrieval.retrieval.backends import PCAProjection
@@ -105,6 +107,8 @@ IGNORED_OVERRIDES = (
     "data.num_workers",
     "data.batch_size",
     "data.eval_batch_size",
+    "save_embeddings",
+    "measure_cost",
 )
 
 
@@ -233,8 +237,9 @@ def ablation_table(runs: list[Run], k: int) -> str:
         "mAP all",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = _run_names(runs)
     for r in runs:
-        vals = [r.path.name, *[r.overrides.get(key, "·") for key in keys]]
+        vals = [names[r.path], *[r.overrides.get(key, "·") for key in keys]]
         if r.error:
             lines.append(
                 "| " + " | ".join(vals + [f"failed: {r.error[:80]}"] + [""] * (len(cols))) + " |"
@@ -249,48 +254,212 @@ def ablation_table(runs: list[Run], k: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_iv(runs: list[Run], k: int) -> str:
-    """Top-k metrics per variant x ranking x split, each beside the paper's Table IV value. A
-    variant is a model with the overrides that tell runs apart except the seed; its cells are
-    the mean over its seeds, ± their spread (population standard deviation) when there are
-    several."""
+#: Table IV's query groups, in the order the paper's columns run, with our additions
+TABLE_IV_SPLITS = {
+    "seen": "seen (a test set's class trained on in another set)",
+    "seen_held_out": "seen, held out (clips of trained classes kept out of training)",
+    "unseen": "unseen",
+    "unseen_kinetics": "unseen, a Kinetics-400 class (I3D's pretraining saw it)",
+    "unseen_not_kinetics": "unseen, not a Kinetics-400 class",
+}
+#: the paper's model each of ours stands beside (Table III / IV)
+PAPER_COUNTERPART = {"cnn_lstm_paper": "cnn_lstm", "cnn_lstm_e2e": "cnn_lstm", "c3d": "c3d"}
+
+
+def variants(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by variant: the model and the overrides that tell runs apart, seeds aside
+    (``experiment=paper_real`` and its mirror are two variants of each model)."""
     done = [r for r in runs if r.rows and not r.error]
     keys = [key for key in varying_keys(done) if key not in ("seed", "model")]  # model: named
     groups: dict[str, list[Run]] = {}
     for r in done:
         parts = [r.model, *(f"{key}={r.overrides[key]}" for key in keys if key in r.overrides)]
         groups.setdefault(" · ".join(parts), []).append(r)
-    rows, spread, paper = [], {}, {}
-    for name, members in groups.items():
-        cells: dict[tuple[str, str], list[dict]] = {}
-        for r in members:
-            for row in headline(r.rows, k, r.delta):
-                cells.setdefault((row["ranking"], row["split"]), []).append(row)
-        for (rk, sp), found in cells.items():
-            # seeds x metrics; a metric a run lacks is NaN and left out of its mean and spread
-            values = np.array(
-                [[row.get(m) for m in TABLE_IV_METRICS] for row in found], dtype=float
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a metric no seed has: NaN
-                mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-            rows.append(
-                {
-                    **found[0],
-                    **dict(zip(TABLE_IV_METRICS, mean.tolist(), strict=True)),
-                    "model": name,
-                }
-            )
-            if len(found) > 1:
-                spread[name, rk, sp] = dict(zip(TABLE_IV_METRICS, std.tolist(), strict=True))
-            model = members[0].model.replace("_e2e", "").replace("_paper", "")
-            if (model, rk, sp) in PAPER_TABLE_IV:
-                paper[name, rk, sp] = PAPER_TABLE_IV[model, rk, sp]
-    seeds = max(len(m) for m in groups.values()) if groups else 0
+    return groups
+
+
+def _seed_mean(
+    members: list[Run], k: int, split: str, dataset: str = "all", metrics=TABLE_IV_METRICS
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """{ranking: (mean, spread, seeds)} of ``metrics`` over the variant's runs (the headline rows
+    of ``split`` and ``dataset``; a metric a run lacks is NaN and left out)."""
+    found: dict[str, list[list]] = {}
+    for r in members:
+        for row in r.rows:
+            if (
+                row["k"] == k
+                and row["split"] == split
+                and row.get("dataset", "all") == dataset
+                and (row["delta"] is None or abs(row["delta"] - r.delta) < 1e-9)
+            ):
+                found.setdefault(row["ranking"], []).append([row.get(m) for m in metrics])
+    out = {}
+    for ranking, values in found.items():
+        arr = np.array(values, dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a metric no seed has: NaN
+            out[ranking] = (np.nanmean(arr, axis=0), np.nanstd(arr, axis=0), len(values))
+    return out
+
+
+def _cell(mean: float, spread: float, seeds: int, paper: float | None = None) -> str:
+    text = "–" if mean != mean else f"{mean:.4f}"
+    if seeds > 1 and spread == spread:
+        text += f" ± {spread:.4f}"
+    if paper is not None:
+        text += f" ({paper:.4f})"
+    return text
+
+
+def budget_note(members: list[Run]) -> str:
+    """For a budget-limited variant (``budget=cpu_*``): what was cut, and whether validation mAP
+    had plateaued by the last epoch (the epoch validation chose is not the last, or the last
+    gained < 0.01): only then do its rows count as evidence on 2D vs 3D."""
+    limited = members[0].config.get("budget_limited")
+    if not limited:
+        return ""
+    curves = [_val_map_curve(r.path) for r in members]
+    said = []
+    for curve in curves:
+        if len(curve) < 2:
+            said.append("validation mAP by epoch not recorded")
+            continue
+        best = int(np.argmax(curve))
+        flat = best < len(curve) - 1 or curve[-1] - max(curve[:-1]) < 0.01
+        said.append(
+            f"val mAP by epoch {', '.join(f'{v:.3f}' for v in curve)}: "
+            + ("plateaued" if flat else "still rising, not evidence on 2D vs 3D")
+        )
+    return f"budget-limited ({limited}); " + "; ".join(said)
+
+
+def _val_map_curve(run_dir: Path) -> list[float]:
+    """Validation mAP per epoch from the run's CSV log (the metric checkpoints are chosen by)."""
+    for path in sorted(run_dir.glob("csv/*/metrics.csv")):
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        head = lines[0].split(",") if lines else []
+        col = "val/retrieval/euclidean/all/map"
+        if col not in head:
+            continue
+        i = head.index(col)
+        return [
+            float(cells[i])
+            for cells in (ln.split(",") for ln in lines[1:])
+            if len(cells) > i and cells[i]
+        ]
+    return []
+
+
+def _run_names(runs: list[Run]) -> dict[Path, str]:
+    """Each run's folder below the runs' common folder (``features/3``, ``pixels/0``), or its
+    own name when they share one parent (a multirun's job numbers)."""
+    paths = [r.path.resolve() for r in runs]
+    if len({p.parent for p in paths}) <= 1:
+        return {r.path: r.path.name for r in runs}
+    common = Path(os.path.commonpath(paths))
+    return {r.path: p.relative_to(common).as_posix() for r, p in zip(runs, paths, strict=True)}
+
+
+def table_iv(runs: list[Run], k: int) -> str:
+    """The paper's Table IV layout, one table per query group (seen, seen held out, unseen and
+    its Kinetics halves): a row per variant x ranking, the four top-k metrics as the mean over
+    the variant's seeds ± their spread (population standard deviation), the paper's value in
+    brackets where the paper has the model and the group."""
+    groups = variants(runs)
+    seeds = max((len(m) for m in groups.values()), default=0)
     note = f" Means over up to {seeds} seeds, ± their spread." if seeds > 1 else ""
-    return f"The paper's Table IV value in brackets (its k = 5).{note}\n\n" + table_iv_markdown(
-        rows, k, None, paper, spread
+    parts = [f"The paper's Table IV value in brackets (its k = 5).{note}\n"]
+    for split, title in TABLE_IV_SPLITS.items():
+        lines = []
+        for name, members in groups.items():
+            means = _seed_mean(members, k, split)
+            paper_model = PAPER_COUNTERPART.get(members[0].model, members[0].model)
+            for ranking in ("euclidean", "par"):
+                if ranking not in means:
+                    continue
+                mean, spread, n = means[ranking]
+                paper = PAPER_TABLE_IV.get((paper_model, ranking, split), {})
+                cells = [
+                    _cell(mean[i], spread[i], n, paper.get(m))
+                    for i, m in enumerate(TABLE_IV_METRICS)
+                ]
+                label = f"{name} {'EU' if ranking == 'euclidean' else 'PAR'}"
+                lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+        if lines:
+            head = "| variant | seeds | " + " | ".join(TABLE_IV_METRICS) + " |"
+            parts.append(
+                f"### {title}, top-{k}\n\n{head}\n|---|---|" + "---|" * len(TABLE_IV_METRICS)
+            )
+            parts.append("\n".join(lines) + "\n")
+    notes = [f"- {name}: {budget_note(m)}" for name, m in groups.items() if budget_note(m)]
+    if notes:
+        parts.append("\n".join(notes) + "\n")
+    return "\n".join(parts)
+
+
+def per_source_table(runs: list[Run], k: int) -> str | None:
+    """Our addition beside Table IV: each test set's queries apart (seed means), so one set
+    cannot hide behind the pooled numbers."""
+    lines = []
+    for name, members in variants(runs).items():
+        sets = sorted({row.get("dataset", "all") for r in members for row in r.rows} - {"all"})
+        for dataset in sets:
+            present = {
+                row["split"] for r in members for row in r.rows if row.get("dataset") == dataset
+            }
+            # "all" only where the set's queries fall in more than one group
+            for split in [s for s in ("all", *TABLE_IV_SPLITS) if s in present][
+                int(len(present) == 2) :
+            ]:
+                means = _seed_mean(
+                    members, k, split, dataset, (*TABLE_IV_METRICS, "map", "n_queries")
+                )
+                if "euclidean" not in means:
+                    continue
+                eu, eu_spread, n = means["euclidean"]
+                par = means.get("par", (np.full(6, np.nan), None, 0))[0]
+                lines.append(
+                    f"| {name} | {dataset} | {split} | {int(eu[5])} | "
+                    f"{_cell(eu[0], eu_spread[0], n)} | {_cell(par[0], np.nan, 1)} | "
+                    f"{_cell(eu[4], eu_spread[4], n)} |"
+                )
+    if not lines:
+        return None
+    head = (
+        f"| variant | test set | split | queries | acc@{k} EU | acc@{k} PAR | mAP (EU, full "
+        "ranking) |\n|---|---|---|---|---|---|---|"
     )
+    return head + "\n" + "\n".join(lines) + "\n"
+
+
+def fig4_figures(runs: list[Run], k: int, folder: Path) -> list[tuple[str, Path]]:
+    """Fig. 4 beside the paper's, one picture per experiment (``paper_real`` and its mirror
+    apart; ``fig4.png`` when the runs share one): each variant's seed means, and the paper's
+    CNN + LSTM and C3D where the paper has the query group."""
+    by_side: dict[str, dict[str, list[Run]]] = {}
+    for name, members in variants(runs).items():
+        side = str(members[0].overrides.get("experiment") or "")
+        by_side.setdefault(side, {})[name] = members
+    out = []
+    for side, groups in by_side.items():
+        panels: dict[tuple[str, str], list] = {}
+        for split in TABLE_IV_SPLITS:
+            for name, members in groups.items():
+                label = name.replace(f" · experiment={side}", "") if side else name
+                for ranking, (mean, _, _) in _seed_mean(members, k, split).items():
+                    panels.setdefault((ranking, split), []).append((label, mean.tolist(), False))
+            for (model, ranking, sp), values in PAPER_TABLE_IV.items():
+                if sp == split and (ranking, split) in panels:
+                    label = f"paper {'CNN+LSTM' if model == 'cnn_lstm' else 'C3D'}"
+                    vals = [values[m] for m in TABLE_IV_METRICS]
+                    panels[ranking, split].append((label, vals, True))
+        name = f"fig4_{side}.png" if side and len(by_side) > 1 else "fig4.png"
+        title = side or "all runs"
+        out.append((title, figures.fig4_beside_paper(panels, k, title, folder / name)))
+    return out
 
 
 def table_ii(runs: list[Run]) -> str | None:
@@ -316,8 +485,53 @@ def table_ii(runs: list[Run]) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def table_iii_from_runs(runs: list[Run]) -> str | None:
+    """Table III measured in the runs themselves (``measure_cost: true`` writes
+    ``retrieval/cost.json``): per variant, parameters, checkpoint size, CPU seconds to embed
+    one clip of the model's own spec from pixels, and training time, beside the paper's."""
+    lines = []
+    for name, members in variants(runs).items():
+        costs = []
+        for r in members:
+            path = r.path / "retrieval" / COST_FILE
+            cost = _read(path, json.loads, dict, replace(r)) if path.is_file() else None
+            if cost:
+                costs.append(cost)
+        if not costs:
+            continue
+
+        def mean(key: str, digits: int = 3, costs=costs) -> str:
+            vals = [float(c[key]) for c in costs if isinstance(c.get(key), (int, float))]
+            return "–" if not vals else f"{round(float(np.mean(vals)), digits):g}"
+
+        paper = PAPER_TABLE_III.get(PAPER_COUNTERPART.get(members[0].model, members[0].model))
+        train_min = mean("train_s", 1)
+        train_min = "–" if train_min == "–" else f"{float(train_min) / 60:.1f}"
+        lines.append(
+            f"| {name} | {mean('params_m', 2)} M"
+            + (f" ({paper['params_m']} M)" if paper else "")
+            + f" | {mean('weights_mb', 1)}"
+            + (f" ({paper['size_mb']})" if paper else "")
+            + f" | {mean('embed_s')} s, {costs[0].get('clip', '?')}"
+            + (f" ({paper['embed_s']} s, 16 frames)" if paper else "")
+            + f" | {train_min} min, {mean('epochs', 1)} epochs, {mean('train_clips', 0)} clips"
+            + (f" ({paper['train_h']} h, GPU)" if paper else "")
+            + f" | {len(costs)} |"
+        )
+    if not lines:
+        return None
+    head = (
+        "The paper's value in brackets. Embedding: CPU seconds per clip at batch 1, decoding "
+        f"excluded ({costs[0].get('torch_threads', '?')} torch threads).\n\n"
+        "| variant | parameters | weights MB | embed one clip | training | runs |\n"
+        "|---|---|---|---|---|---|"
+    )
+    return head + "\n" + "\n".join(lines) + "\n"
+
+
 def table_iii(table3_json: Path | None) -> str | None:
-    """Size and speed (benchmarks/table3.py's JSON) beside the paper's Table III."""
+    """Size and speed from ``benchmarks/table3.py``'s JSON beside the paper's Table III: for
+    runs that did not measure their own (``measure_cost: false``)."""
     if table3_json is None or not table3_json.is_file():
         return None
     ours = json.loads(table3_json.read_text())
@@ -349,9 +563,8 @@ def pca_study(
     full = PCAProjection.fit(x[emb.is_gallery], dim=x.shape[1])
     cum = np.cumsum(full.explained)
     d90 = int(np.searchsorted(cum, variance - 1e-9) + 1)
-    dims = sorted(
-        {d for d in (dims or [2, 4, 8, 16, 32, 64, 128, x.shape[1]]) if d <= x.shape[1]} | {d90}
-    )
+    most = len(full.explained)  # fewer gallery items than dimensions: at most that many axes
+    dims = sorted({d for d in (dims or [2, 4, 8, 16, 32, 64, 128, most]) if d <= most} | {d90})
     out = []
     for d in dims:
         proj = PCAProjection(full.mean, full.components[:d], full.explained[:d])
@@ -425,18 +638,18 @@ def write_report(
     t2 = table_ii(runs)
     if t2:
         parts.append("## Table II: colour vs grayscale\n\n" + t2)
-    t3 = table_iii(table3_json)
+    video = [r for r in ok if "table_ii" not in r.tags]
+    t3 = table_iii_from_runs(video) or table_iii(table3_json)
     if t3:
         parts.append("## Table III: size and speed\n\n" + t3)
-    video = [r for r in ok if "table_ii" not in r.tags]
     if video:
         parts.append("## Table IV: seen / unseen, EU / PAR\n\n" + table_iv(video, k))
+        sources = per_source_table(video, k)
+        if sources:
+            parts.append("## Table IV by test set (our addition)\n\n" + sources)
+        for title, path in fig4_figures(video, k, pics):
+            parts.append(f"## Fig. 4: {title}\n\n![Fig. 4]({path.relative_to(out.parent)})\n")
         best = video[0]
-        f4 = figures.fig4_bars([r for r in best.rows], k, best.delta, pics / "fig4.png")
-        parts.append(
-            f"## Fig. 4 ({best.model}, {best.path.name})\n\n![Fig. "
-            f"4]({f4.relative_to(out.parent)})\n"
-        )
         if any(
             r["ranking"] == "par" and abs((r["delta"] or 0) - best.delta) > 1e-9 for r in best.rows
         ):

@@ -43,6 +43,7 @@ def save_embeddings(
             role=np.array(role, dtype=str),
             groups=np.array(emb.groups if emb.groups is not None else [], dtype=str),
             held_out=np.asarray(emb.held_out if emb.held_out is not None else [], dtype=bool),
+            kinetics=np.asarray(emb.kinetics if emb.kinetics is not None else [], dtype=bool),
         )
     return path
 
@@ -65,7 +66,7 @@ def load_embeddings(path: str | Path) -> tuple[EmbeddingSet, list[str], list[str
             data = {k: z[k] for k in z.files}
     except (ValueError, OSError) as exc:
         raise ConfigError(f"embeddings={str(path)!r}: cannot be read safely ({exc})") from exc
-    groups, held_out = data.get("groups"), data.get("held_out")
+    groups, held_out, kinetics = data.get("groups"), data.get("held_out"), data.get("kinetics")
     emb = EmbeddingSet(
         data["ids"],
         torch.from_numpy(data["vectors"]),
@@ -77,6 +78,9 @@ def load_embeddings(path: str | Path) -> tuple[EmbeddingSet, list[str], list[str
         held_out.astype(bool)
         if held_out is not None and len(held_out) == len(data["ids"])
         else None,  # files from before held-out clips existed have none
+        kinetics.astype(bool)
+        if kinetics is not None and len(kinetics) == len(data["ids"])
+        else None,
     )
     model = str(data["model"]) if "model" in data else "model"
     return emb, [str(c) for c in data["class_names"]], [str(d) for d in data["datasets"]], model

@@ -16,8 +16,10 @@ from media_retrieval.retrieval.results import ResultRow, Scored
 
 #: query groups of every result row. ``seen``: classes trained on (with held-out clips, the
 #: cross-set ones only); ``seen_held_out``: clips of trained classes from the training sets, kept
-#: out of training (experiment=paper_real); rows exist only for groups that have queries
-SPLITS = ("all", "seen", "seen_held_out", "unseen")
+#: out of training (experiment=paper_real); ``unseen_kinetics`` / ``unseen_not_kinetics``: the
+#: unseen queries whose class is / is not a Kinetics-400 class (a Kinetics-pretrained encoder has
+#: seen the former; class map's ``kinetics400``). Rows exist only for groups that have queries
+SPLITS = ("all", "seen", "seen_held_out", "unseen", "unseen_kinetics", "unseen_not_kinetics")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class EmbeddingSet:
         None  # (N,) video ids: with exclude_same_group, a query's own chunks are not ranked
     )
     held_out: np.ndarray | None = None  # (N,) bool: seen-class clips held out of training sets
+    kinetics: np.ndarray | None = None  # (N,) bool: class is a Kinetics-400 class (None: unknown)
 
 
 @dataclass
@@ -171,6 +174,7 @@ def score_rows(
     q_seen = emb.seen[rankings.query_rows]
     held = np.zeros(len(emb.seen), dtype=bool) if emb.held_out is None else emb.held_out
     q_held = held.astype(bool)[rankings.query_rows]
+    q_kin = None if emb.kinetics is None else emb.kinetics.astype(bool)[rankings.query_rows]
     q_data = np.array(
         ["all"] * len(q_seen) if datasets is None else np.asarray(datasets)[rankings.query_rows]
     )
@@ -179,7 +183,17 @@ def score_rows(
     for dataset in groups:
         in_data = np.ones_like(q_seen, dtype=bool) if dataset == "all" else q_data == dataset
         rows += _split_rows(
-            rankings, q_labels, q_seen, q_held, in_data, ks, delta, deltas, model, str(dataset)
+            rankings,
+            q_labels,
+            q_seen,
+            q_held,
+            q_kin,
+            in_data,
+            ks,
+            delta,
+            deltas,
+            model,
+            str(dataset),
         )
     return rows
 
@@ -189,6 +203,7 @@ def _split_rows(
     q_labels: np.ndarray,
     q_seen: np.ndarray,
     q_held: np.ndarray,
+    q_kin: np.ndarray | None,
     in_data: np.ndarray,
     ks: Sequence[int],
     delta: float,
@@ -199,13 +214,18 @@ def _split_rows(
     """Rows of every registered ranking method (each of its parameter values) per split and k."""
     methods = [r for cls in RANKERS.values() for r in cls.grid(delta, deltas)]
     rows = []
+    groups = {
+        "all": np.ones_like(q_seen, dtype=bool),
+        "seen": q_seen & ~q_held,
+        "seen_held_out": q_held,
+        "unseen": ~q_seen,
+    }
+    if q_kin is not None:
+        groups |= {"unseen_kinetics": ~q_seen & q_kin, "unseen_not_kinetics": ~q_seen & ~q_kin}
     for split in SPLITS:
-        sel = {
-            "all": np.ones_like(q_seen, dtype=bool),
-            "seen": q_seen & ~q_held,
-            "seen_held_out": q_held,
-            "unseen": ~q_seen,
-        }[split].astype(bool) & in_data
+        if split not in groups:
+            continue
+        sel = groups[split].astype(bool) & in_data
         if not sel.any():
             continue
         ql = q_labels[sel]

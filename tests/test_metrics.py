@@ -404,7 +404,7 @@ def test_report_table_iv_is_the_mean_over_seeds_with_its_spread(tmp_path):
     """Runs of one variant that differ only in the seed make one Table IV row: the mean of
     their headline rows, ± the population standard deviation (by hand: 0.5, 0.7 -> 0.6 ± 0.1);
     the paper's value beside it; the test sets apart in their own table."""
-    from media_retrieval.reporting.report import per_source_table, table_iv
+    from media_retrieval.reporting.paper_tables import per_source_table, table_iv
 
     runs = [_report_run(tmp_path, 1, 0.5, "a"), _report_run(tmp_path, 2, 0.7, "a")]
     runs.append(_report_run(tmp_path, 1, 0.9, "b"))
@@ -428,7 +428,11 @@ def test_report_table_iii_comes_from_the_runs_and_budget_runs_say_if_they_platea
     best epoch is not the last, or the last gained < 0.01)."""
     import json
 
-    from media_retrieval.reporting.report import budget_note, fig4_figures, table_iii_from_runs
+    from media_retrieval.reporting.paper_tables import (
+        budget_note,
+        fig4_figures,
+        table_iii_from_runs,
+    )
 
     runs = [_report_run(tmp_path, s, 0.5, "a") for s in (1, 2)]
     for run, secs in zip(runs, (0.2, 0.4), strict=True):

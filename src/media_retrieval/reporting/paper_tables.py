@@ -285,7 +285,12 @@ def table_iii_from_runs(runs: list[Run]) -> str | None:
 
         paper = PAPER_TABLE_III.get(PAPER_COUNTERPART.get(members[0].model, members[0].model))
         train_min = mean("train_s", 1)
-        train_min = "–" if train_min == "–" else f"{float(train_min) / 60:.1f}"
+        training = (
+            "nothing to train"
+            if all(not c.get("epochs") for c in costs)
+            else f"{float(train_min) / 60:.1f} min, {mean('epochs', 1)} epochs, "
+            f"{mean('train_clips', 0)} clips"
+        )
         lines.append(
             f"| {name} | {mean('params_m', 2)} M"
             + (f" ({paper['params_m']} M)" if paper else "")
@@ -293,7 +298,7 @@ def table_iii_from_runs(runs: list[Run]) -> str | None:
             + (f" ({paper['size_mb']})" if paper else "")
             + f" | {mean('embed_s')} s, {costs[0].get('clip', '?')}"
             + (f" ({paper['embed_s']} s, 16 frames)" if paper else "")
-            + f" | {train_min} min, {mean('epochs', 1)} epochs, {mean('train_clips', 0)} clips"
+            + f" | {training}"
             + (f" ({paper['train_h']} h, GPU)" if paper else "")
             + f" | {len(costs)} |"
         )

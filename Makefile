@@ -75,12 +75,12 @@ PAPER_REAL_DIR ?= logs/paper_real/$(PAPER_REAL_STAMP)
 paper-real: env weights
 	@echo "paper-real: the paper's protocol on the real sets, both sides, into $(PAPER_REAL_DIR)"
 	@echo "  1/4 features: cnn_lstm, cnn_lstm_paper x 3 seeds x 2 sides (~4 min with Lite0 features cached; ~8 min more without)"
-	@echo "  2/4 i3d, nothing to train, both sides (~1 min with I3D features cached; ~26 min more without)"
+	@echo "  2/4 i3d, nothing to train, the same 3 splits x 2 sides (~2 min with I3D features cached; ~26 min more without)"
 	@echo "  3/4 pixels, budget-limited: c3d, cnn_lstm_e2e x 1 seed x 2 sides (~40 min)"
 	@echo "  4/4 the report (Table III, Table IV, Fig. 4)"
 	$(PY) src/train.py -m experiment=paper_real,paper_real_mirror model=cnn_lstm,cnn_lstm_paper \
 		seed=1,2,3 hydra.sweep.dir=$(PAPER_REAL_DIR)/features
-	$(PY) src/eval.py -m experiment=paper_real,paper_real_mirror model=i3d save_embeddings=true \
+	$(PY) src/eval.py -m experiment=paper_real,paper_real_mirror model=i3d seed=1,2,3 save_embeddings=true \
 		hydra.sweep.dir=$(PAPER_REAL_DIR)/i3d
 	$(PY) src/train.py -m experiment=paper_real,paper_real_mirror budget=cpu_c3d,cpu_e2e seed=1 \
 		hydra.sweep.dir=$(PAPER_REAL_DIR)/pixels

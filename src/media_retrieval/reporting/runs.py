@@ -155,10 +155,10 @@ def varying_keys(runs: list[Run]) -> list[str]:
 def variants(runs: list[Run]) -> dict[str, list[Run]]:
     """Runs grouped by variant: the model and the overrides that tell runs apart, seeds aside
     (``experiment=paper_real`` and its mirror are two variants of each model); a side's
-    variants together, in the order their first runs were found."""
+    variants together (sides in the order found), by model name within a side."""
     done = [r for r in runs if r.rows and not r.error]
     sides = list(dict.fromkeys(r.overrides.get("experiment", "") for r in done))
-    done.sort(key=lambda r: sides.index(r.overrides.get("experiment", "")))  # stable
+    done.sort(key=lambda r: (sides.index(r.overrides.get("experiment", "")), r.model))
     keys = [key for key in varying_keys(done) if key not in ("seed", "model")]  # model: named
     groups: dict[str, list[Run]] = {}
     for r in done:

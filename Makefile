@@ -18,7 +18,7 @@ export WANDB_SILENT ?= true
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
 	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~70 min first run, ~35 min cached)"
-	@echo "make paper-real   the paper's cross-dataset protocol on the real sets: both sides, 5 models, one report (Table III, IV, Fig. 4; ~50 min with make real-benchmark's features cached)"
+	@echo "make paper-real   the paper's cross-dataset protocol on the real sets: both sides, 5 models, one report (Table III, IV, Fig. 4; ~38 min with make real-benchmark's features cached)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
 	@echo "make docs      rerun the examples the README shows (docs/examples/: make demo, search, the service) and rewrite their output (~3 min once the demo's corpus and features exist)"
@@ -74,9 +74,10 @@ PAPER_REAL_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 PAPER_REAL_DIR ?= logs/paper_real/$(PAPER_REAL_STAMP)
 paper-real: env weights
 	@echo "paper-real: the paper's protocol on the real sets, both sides, into $(PAPER_REAL_DIR)"
-	@echo "  1/4 features: cnn_lstm, cnn_lstm_paper x 3 seeds x 2 sides (~4 min with Lite0 features cached; ~8 min more without)"
-	@echo "  2/4 i3d, nothing to train, the same 3 splits x 2 sides (~2 min with I3D features cached; ~26 min more without)"
-	@echo "  3/4 pixels, budget-limited: c3d, cnn_lstm_e2e x 1 seed x 2 sides (~40 min)"
+	@echo "  ~38 min on 2 cores with make real-benchmark's features cached, ~72 min without"
+	@echo "  1/4 features: cnn_lstm, cnn_lstm_paper x 3 seeds x 2 sides (~4.5 min; Lite0 features ~8 min more if not cached)"
+	@echo "  2/4 i3d, nothing to train, the same 3 splits x 2 sides (~1.5 min; I3D features ~26 min more if not cached)"
+	@echo "  3/4 pixels, budget-limited: c3d, cnn_lstm_e2e x 1 seed x 2 sides (~32 min)"
 	@echo "  4/4 the report (Table III, Table IV, Fig. 4)"
 	$(PY) src/train.py -m experiment=paper_real,paper_real_mirror model=cnn_lstm,cnn_lstm_paper \
 		seed=1,2,3 hydra.sweep.dir=$(PAPER_REAL_DIR)/features

@@ -163,9 +163,9 @@ def fig4_beside_paper(
             ax.set_xlim(-0.5, max(len(bars), 3) - 0.5)  # a panel of one model: bars as narrow
             ax.set_ylim(0, 1)
             ax.set_title(f"{'EU' if rk == 'euclidean' else 'PAR'} · {sp}", fontsize=9)
-    axes[0][0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{title}: top-{k} retrieval (hatched: the paper's)", fontsize=10)
-    fig.tight_layout()
+    fig.legend(fontsize=8, loc="upper right", ncol=len(METRICS), frameon=False)
+    fig.suptitle(f"{title}: top-{k} retrieval (hatched: the paper's)", fontsize=10, x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -113,7 +113,7 @@ def budget_note(members: list[Run]) -> str:
         flat = best < len(curve) - 1 or curve[-1] - max(curve[:-1]) < 0.01
         said.append(
             f"val mAP by epoch {', '.join(f'{v:.3f}' for v in curve)}: "
-            + ("plateaued" if flat else "still rising, not evidence on 2D vs 3D")
+            + ("plateaued" if flat else "still rising, so not evidence")
         )
     return f"budget-limited ({limited}); " + "; ".join(said)
 

@@ -1,5 +1,5 @@
 """What a model costs, measured on the model a run trained: the paper's Table III columns
-(parameters, checkpoint size, seconds to embed one clip). ``src/report.py`` reads them from
+(parameters, the size of its weights, seconds to embed one clip). ``src/report.py`` reads them from
 each run's ``retrieval/cost.json``, so Table III comes from the same runs as Table IV."""
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ PAR; seed means ± spread) and its per-test-set rows, and Fig. 4 per side."""
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -119,22 +120,17 @@ def budget_note(members: list[Run]) -> str:
 
 
 def _val_map_curve(run_dir: Path) -> list[float]:
-    """Validation mAP per epoch from the run's CSV log (the metric checkpoints are chosen by)."""
+    """Validation mAP per epoch from the run's CSV log (the metric checkpoints are chosen by);
+    a log that cannot be read or lacks the column counts as not recorded."""
+    col = "val/retrieval/euclidean/all/map"
     for path in sorted(run_dir.glob("csv/*/metrics.csv")):
         try:
-            lines = path.read_text().splitlines()
-        except OSError:
+            with open(path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if rows and col in rows[0]:
+                return [float(row[col]) for row in rows if row.get(col)]
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error):
             continue
-        head = lines[0].split(",") if lines else []
-        col = "val/retrieval/euclidean/all/map"
-        if col not in head:
-            continue
-        i = head.index(col)
-        return [
-            float(cells[i])
-            for cells in (ln.split(",") for ln in lines[1:])
-            if len(cells) > i and cells[i]
-        ]
     return []
 
 
@@ -168,7 +164,7 @@ def table_iv(runs: list[Run], k: int) -> str:
             head = "| variant | seeds | " + " | ".join(TABLE_IV_METRICS) + " | mAP | chance |"
             parts.append(f"### {title}, top-{k}\n\n{head}\n|---|---|" + "---|" * len(metrics))
             parts.append("\n".join(lines) + "\n")
-    notes = [f"- {name}: {budget_note(m)}" for name, m in groups.items() if budget_note(m)]
+    notes = [f"- {name}: {note}" for name, m in groups.items() if (note := budget_note(m))]
     if notes:
         parts.append("\n".join(notes) + "\n")
     return "\n".join(parts)
@@ -191,17 +187,15 @@ def per_source_table(runs: list[Run], k: int) -> str | None:
             ]
             # "all" only where the set's queries fall in more than one group
             for split in (["all"] if len(present) > 1 else []) + present:
-                means = seed_mean(
-                    members, k, split, dataset, (*TABLE_IV_METRICS, "map", "n_queries")
-                )
+                means = seed_mean(members, k, split, dataset, ("accuracy", "map", "n_queries"))
                 if "euclidean" not in means:
                     continue
-                eu, eu_spread, n = means["euclidean"]
-                par = means.get("par", (np.full(6, np.nan), None, 0))[0]
+                (acc, ap, queries), (acc_spread, ap_spread, _), n = means["euclidean"]
+                par_acc = means["par"][0][0] if "par" in means else np.nan
                 lines.append(
-                    f"| {name} | {dataset} | {split} | {int(eu[5])} | "
-                    f"{_cell(eu[0], eu_spread[0], n)} | {_cell(par[0], np.nan, 1)} | "
-                    f"{_cell(eu[4], eu_spread[4], n)} |"
+                    f"| {name} | {dataset} | {split} | {int(queries)} | "
+                    f"{_cell(acc, acc_spread, n)} | {_cell(par_acc, np.nan, 1)} | "
+                    f"{_cell(ap, ap_spread, n)} |"
                 )
     if not lines:
         return None

@@ -174,13 +174,8 @@ def seed_mean(
     of ``split`` and ``dataset``; a metric a run lacks is NaN and left out)."""
     found: dict[str, list[list]] = {}
     for r in members:
-        for row in r.rows:
-            if (
-                row["k"] == k
-                and row["split"] == split
-                and row.get("dataset", "all") == dataset
-                and (row["delta"] is None or abs(row["delta"] - r.delta) < 1e-9)
-            ):
+        for row in headline(r.rows, k, r.delta, dataset):
+            if row["split"] == split:
                 found.setdefault(row["ranking"], []).append([row.get(m) for m in metrics])
     out = {}
     for ranking, values in found.items():

@@ -34,13 +34,14 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def headline(rows: Sequence[dict], k: int, delta: float) -> list[dict]:
-    """The rows of the main table: Euclidean and PAR(delta) at k, per split."""
+def headline(rows: Sequence[dict], k: int, delta: float, dataset: str = "all") -> list[dict]:
+    """The rows of the main table: Euclidean and PAR(delta) at k, per split, for all queries
+    (or those of one test set, ``dataset``)."""
     return [
         r
         for r in rows
         if r["k"] == k
-        and r.get("dataset", "all") == "all"
+        and r.get("dataset", "all") == dataset
         and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)
     ]
 

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.time()
-    sources, _ = rb.load_sources(Path(args.real_dir), Path(args.cache_dir) / "features")
+    sources, _, _ = rb.load_sources(Path(args.real_dir), Path(args.cache_dir) / "features")
     items = [it for s in rb.SETS for it in sources[s]]
     folds = rb.leave_one_source_out(sources)
     ceilings = {f.test: rb.ceiling_of(f.items(sources, "test")) for f in folds}

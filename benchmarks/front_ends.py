@@ -49,7 +49,7 @@ def front(x: torch.Tensor, variant: str) -> torch.Tensor:
 
 def main() -> None:
     t0 = time.time()
-    sources, feats = rb.load_sources(rb.real_clips_dir(str(ROOT)), ROOT / ".cache" / "features")
+    sources, feats, _ = rb.load_sources(rb.real_clips_dir(str(ROOT)), ROOT / ".cache" / "features")
     scores: dict[tuple[str, int | None], list[tuple[float, float]]] = {}
     for fold in leave_one_source_out(sources):
         for held in fold.train:

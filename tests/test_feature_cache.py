@@ -132,3 +132,54 @@ def test_features_are_keyed_by_content_not_path(clips, tmp_path):
     assert torch.equal(edited._load(a0)["features"], b1_feats)
     copy = next(it for it in edited.items() if it.path.endswith("b1_copy.mp4"))
     assert torch.equal(edited._load(copy)["features"], b1_feats)
+
+
+class ClipMeanEncoder(nn.Module):
+    """A clip-level encoder (one row per clip): mean colour over the clip."""
+
+    level = "clip"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W)
+        return x.float().mean(dim=(1, 3, 4))
+
+
+def test_frame_and_clip_encoders_share_one_decode(clips, tmp_path, monkeypatch):
+    """Both caches filled from one decode per clip hold exactly what separate builds hold,
+    each encoder reading its own normalisation (I3D's [-1, 1] beside ImageNet's); a file that
+    cannot be decoded is recorded as skipped in both."""
+    import media_retrieval.data.datamodule as datamodule
+
+    (clips / "a" / "broken.mp4").write_bytes(b"not a video")
+    decodes = {"n": 0}
+    real_load = datamodule.load_clip
+
+    def counting_load(*args, **kwargs):
+        decodes["n"] += 1
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(datamodule, "load_clip", counting_load)
+
+    def built(cache_dir, frame: bool, clip: bool):
+        dm = _dm(clips, cache_dir)
+        if frame:
+            dm.attach_frame_encoder(CountingEncoder(), {"name": "counting"})
+        if clip:
+            dm.attach_clip_encoder(ClipMeanEncoder(), {"name": "clip-mean"})
+        dm.prepare_data()
+        return dm
+
+    joint = built(tmp_path / "joint", True, True)
+    assert decodes["n"] == 7  # six clips and the broken file, each decoded once for both
+    frames_only = built(tmp_path / "separate", True, False)
+    clips_only = built(tmp_path / "separate", False, True)
+    assert decodes["n"] == 7 + 2 * 7
+    items = [it for it in joint.items() if it.path.endswith("broken.mp4") is False]
+    assert len(items) == 6
+    for it in items:
+        key = joint.content_key(it)
+        np.testing.assert_array_equal(joint.cache.get(key), frames_only.cache.get(key))
+        np.testing.assert_array_equal(joint.clip_cache.get(key), clips_only.clip_cache.get(key))
+        # the two caches hold different scalings of the same pixels: ImageNet vs [-1, 1]
+        assert not np.allclose(joint.cache.get(key).mean(0), joint.clip_cache.get(key))
+    broken = joint.content_key(next(i for i in joint.items() if i.path.endswith("broken.mp4")))
+    assert broken in joint.cache.skipped() and broken in joint.clip_cache.skipped()

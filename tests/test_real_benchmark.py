@@ -101,11 +101,11 @@ def test_choices_never_read_the_test_source(monkeypatch):
     ]
     assert test_calls and all(test_calls) and len(test_calls) == len(rows)
     held = {it.dataset for items, final in scored if not final for it in items}
-    assert held == {
-        "jhmdb",
-        "egogestar_pointing",
-        "exercise-typing",
-    }  # the first three of VALIDATION_ORDER
+    assert held == set(rb.SETS) - {"ut_interaction"}  # training-free choices: every source
+    # the trained grids: the first three of VALIDATION_ORDER, each left out of one inner set
+    inner = trained_on[: rb.N_VALIDATION] + trained_on[rb.N_VALIDATION + 1 : -1]
+    left_out = [set(rb.SETS) - {"ut_interaction"} - {it.dataset for it in i} for i in inner]
+    assert left_out == [{"jhmdb"}, {"egogestar_pointing"}, {"exercise-typing"}] * 2
 
 
 def test_siblings_are_not_ranked_and_shared_classes_are_marked():

@@ -32,7 +32,7 @@ from media_retrieval.data.discovery import (
     chunk_items,
     segment_key,
 )
-from media_retrieval.data.feature_cache import FrameFeatureCache
+from media_retrieval.data.feature_cache import CacheJob, FrameFeatureCache, build_caches
 from media_retrieval.data.library import skip_failed_collate
 from media_retrieval.data.split_dataset import SplitDataset, write_skipped_csv
 from media_retrieval.data.splits import (
@@ -135,6 +135,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         # a clip-level encoder's cache beside the frame features (``model.video``: I3D)
         self.clip_cache: FrameFeatureCache | None = None
         self._clip_encoder: torch.nn.Module | None = None
+        self._clip_encoder_spec: ClipSpec | None = None
         self._encoder: torch.nn.Module | None = None
         self._discovered: tuple[list[MediaItem], list[Skipped]] | None = None
         self._hashes: HashCache | None = None
@@ -358,21 +359,44 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self.prepare_source()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        for cache, encoder, load in (
-            (self.cache, self._encoder, self.load_pixels),
-            (self.clip_cache, self._clip_encoder, self.load_clip_pixels),
+        items = self.items()
+        keys = [self.content_key(it) for it in items]
+        min_frames = self.clip_spec.frames if self.skip_short else 1
+        jobs, specs, loads = [], [], []
+        for cache, encoder, spec, load in (
+            (self.cache, self._encoder, self.cache_clip_spec, self.load_pixels),
+            (self.clip_cache, self._clip_encoder, self._clip_encoder_spec, self.load_clip_pixels),
         ):
             if cache is not None and encoder is not None:
-                items = self.items()
-                cache.build(
-                    items,
-                    [self.content_key(it) for it in items],
-                    load,
-                    encoder,
-                    batch_size=self.feature_batch_size,
-                    num_workers=self.num_workers,
-                    device=device,
-                )
+                jobs.append(CacheJob(cache, encoder, clip_transform(spec).normalize))
+                specs.append(spec)
+                loads.append(load)
+        if not jobs:
+            return
+        if len({replace(sp, normalize="imagenet") for sp in specs}) == 1:
+            # the same frames for every encoder: decode (and resize) once, normalise per encoder
+            load = functools.partial(
+                _load_resized,
+                spec=specs[0],
+                resize=clip_transform(specs[0]).resize_frames,
+                min_frames=min_frames,
+            )
+            groups = [(jobs, load)]
+        else:
+            groups = [
+                ([CacheJob(job.cache, job.encoder)], load)
+                for job, load in zip(jobs, loads, strict=True)
+            ]
+        for group, load in groups:
+            build_caches(
+                group,
+                items,
+                keys,
+                load,
+                batch_size=self.feature_batch_size,
+                num_workers=self.num_workers,
+                device=device,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
@@ -475,3 +499,10 @@ class VideoRetrievalDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+def _load_resized(item: MediaItem, spec: ClipSpec, resize, min_frames: int) -> torch.Tensor:
+    """Decoded, resized uint8 frames, before any encoder's normalisation."""
+    return load_clip(
+        item.path, spec, item.start_s, item.end_s, transform=resize, min_frames=min_frames
+    )

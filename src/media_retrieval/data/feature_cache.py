@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,6 @@ class FrameFeatureCache:
     def get(self, key: str) -> np.ndarray:
         return self.store.get(key)
 
-    @torch.inference_mode()
     def build(
         self,
         items: Sequence[MediaItem],
@@ -94,66 +94,121 @@ class FrameFeatureCache:
     ) -> None:
         """Compute features for every item (``keys[i]``: the content key of ``items[i]``) not
         yet cached or known bad."""
+        build_caches([CacheJob(self, encoder)], items, keys, load, batch_size, num_workers, device)
 
-        skipped = self.skipped()
-        todo, todo_keys, seen = [], [], set()
-        for it, k in zip(items, keys, strict=True):
-            if k not in self and k not in skipped and k not in seen:  # a copy at two paths: once
-                todo.append(it)
-                todo_keys.append(k)
-                seen.add(k)
-        if not todo:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
+
+@dataclass
+class CacheJob:
+    """One cache to fill in :func:`build_caches`: its encoder, and how the shared decoded clip
+    becomes that encoder's input (``prepare``; None: the clip as loaded)."""
+
+    cache: FrameFeatureCache
+    encoder: torch.nn.Module
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@torch.inference_mode()
+def build_caches(
+    jobs: Sequence[CacheJob],
+    items: Sequence[MediaItem],
+    keys: Sequence[str],
+    load: Callable[[MediaItem], torch.Tensor],
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> None:
+    """Fill several caches from one decode of each item: decoding costs about as much as a
+    Lite0 or I3D forward pass on CPU, so a frame encoder and a clip encoder that read the same
+    frames (differing only in normalisation, their ``prepare``) share it instead of decoding
+    every video twice. An item is decoded when any job still lacks it."""
+
+    todo_of: list[set[str]] = []
+    for job in jobs:
+        skipped = job.cache.skipped()
+        todo_of.append({k for k in keys if k not in job.cache and k not in skipped})
+    todo, todo_keys, seen = [], [], set()
+    for it, k in zip(items, keys, strict=True):
+        if any(k in t for t in todo_of) and k not in seen:  # a copy at two paths: once
+            todo.append(it)
+            todo_keys.append(k)
+            seen.add(k)
+    if not todo:
+        return
+    states = []
+    for job, need in zip(jobs, todo_of, strict=True):
+        if not need:
+            continue
+        job.cache.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
-            self.dir / "spec.json",
-            json.dumps(self.spec, indent=1, sort_keys=True, default=str),
+            job.cache.dir / "spec.json",
+            json.dumps(job.cache.spec, indent=1, sort_keys=True, default=str),
             durable=False,
         )
-        clip_level = getattr(encoder, "level", "frame") == "clip"
+        clip_level = getattr(job.encoder, "level", "frame") == "clip"
         log.info(
             "Computing %s features for %d items into %s",
             "clip" if clip_level else "frame",
-            len(todo),
-            self.dir,
+            len(need),
+            job.cache.dir,
         )
         # channels_last roughly doubles CPU throughput of depthwise-conv nets such as Lite0
-        # (measured: 71 vs 39 frames/s on 2 cores, 16-frame batches); its 3D form speeds I3D up
-        # by ~1.7x (0.41 vs 0.69 s per 16x224 clip, issue 27).
+        # (measured: 71 vs 39 frames/s on 2 cores, 16-frame batches); its 3D form speeds I3D
+        # up by ~1.7x (0.41 vs 0.69 s per 16x224 clip, issue 27).
         fmt = torch.channels_last_3d if clip_level else torch.channels_last
-        encoder = encoder.to(device).eval().to(memory_format=fmt)
-        loader = DataLoader(
-            _FrameLoadingDataset(todo, load),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=_collate,
-        )
-        keys_out: list[str] = []
-        feats: list[np.ndarray] = []
-        with progress("clip features" if clip_level else "frame features", len(todo)) as advance:
-            for batch in loader:
-                good = [b for b in batch if "clip" in b]
-                for b in batch:
-                    if "error" in b:
-                        skipped[todo_keys[b["i"]]] = b["error"]
-                        log.warning("skipping %s: %s", todo[b["i"]].path, b["error"])
-                if good and clip_level:  # (B, T, C, H, W) -> one row per clip
-                    out = encoder(torch.stack([b["clip"] for b in good]).to(device))
-                    for b, row in zip(good, out.float().cpu().numpy(), strict=True):
-                        keys_out.append(todo_keys[b["i"]])
-                        feats.append(row)
-                elif good:
-                    clips = [b["clip"] for b in good]
-                    lengths = [c.shape[0] for c in clips]
-                    x = torch.cat(clips).to(device).contiguous(memory_format=fmt)
-                    out = encoder(x).float().cpu().numpy()
-                    for b, chunk in zip(good, np.split(out, np.cumsum(lengths)[:-1]), strict=True):
-                        keys_out.append(todo_keys[b["i"]])
-                        feats.append(chunk)
-                if len(keys_out) >= self.shard_size:
-                    self.store.write(keys_out, np.stack(feats))
-                    keys_out, feats = [], []
-                advance(len(batch))
-        if keys_out:
-            self.store.write(keys_out, np.stack(feats))
-        self.store.record_skipped(skipped)
+        encoder = job.encoder.to(device).eval().to(memory_format=fmt)
+        states.append(_JobState(job, need, encoder, clip_level, fmt, job.cache.skipped(), [], []))
+    loader = DataLoader(
+        _FrameLoadingDataset(todo, load),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    what = " + ".join("clip" if st.clip_level else "frame" for st in states)
+    with progress(f"{what} features", len(todo)) as advance:
+        for batch in loader:
+            for st in states:
+                st.run(batch, todo, todo_keys, device)
+            advance(len(batch))
+    for st in states:
+        st.flush(final=True)
+        st.job.cache.store.record_skipped(st.skipped)
+
+
+@dataclass
+class _JobState:
+    job: CacheJob
+    need: set[str]
+    encoder: torch.nn.Module
+    clip_level: bool
+    fmt: torch.memory_format
+    skipped: dict[str, str]
+    keys_out: list[str]
+    feats: list[np.ndarray]
+
+    def run(self, batch: list[dict], todo: list[MediaItem], todo_keys: list[str], device) -> None:
+        batch = [b for b in batch if todo_keys[b["i"]] in self.need]
+        for b in batch:
+            if "error" in b:
+                self.skipped[todo_keys[b["i"]]] = b["error"]
+                log.warning("skipping %s: %s", todo[b["i"]].path, b["error"])
+        prep = self.job.prepare or (lambda x: x)
+        clips = [prep(b["clip"]) for b in batch if "clip" in b]
+        good = [b for b in batch if "clip" in b]
+        if good and self.clip_level:  # (B, T, C, H, W) -> one row per clip
+            out = self.encoder(torch.stack(clips).to(device))
+            for b, row in zip(good, out.float().cpu().numpy(), strict=True):
+                self.keys_out.append(todo_keys[b["i"]])
+                self.feats.append(row)
+        elif good:
+            lengths = [c.shape[0] for c in clips]
+            x = torch.cat(clips).to(device).contiguous(memory_format=self.fmt)
+            out = self.encoder(x).float().cpu().numpy()
+            for b, chunk in zip(good, np.split(out, np.cumsum(lengths)[:-1]), strict=True):
+                self.keys_out.append(todo_keys[b["i"]])
+                self.feats.append(chunk)
+        self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        if self.keys_out and (final or len(self.keys_out) >= self.job.cache.shard_size):
+            self.job.cache.store.write(self.keys_out, np.stack(self.feats))
+            self.keys_out, self.feats = [], []

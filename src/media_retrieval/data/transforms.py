@@ -38,12 +38,15 @@ class ClipTransform:
         self.mean, self.std = list(mean), list(std)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.normalize(self.resize_frames(frames))
+
+    def resize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> uint8 frames of the final size (the part two encoders that differ only
+        in normalisation can share: one decode feeds both feature caches)."""
         if self.resize == "stretch":
-            x = TF.resize(frames, [self.size, self.size], antialias=True)
-        else:
-            x = TF.resize(frames, self.size, antialias=True)
-            x = TF.center_crop(x, [self.size, self.size])
-        return self.normalize(x)
+            return TF.resize(frames, [self.size, self.size], antialias=True)
+        x = TF.resize(frames, self.size, antialias=True)
+        return TF.center_crop(x, [self.size, self.size])
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 frames of the final size -> float, [0, 1], channels as the model expects."""

@@ -17,7 +17,7 @@ export WANDB_SILENT ?= true
 
 help:
 	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
-	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~70 min first run, ~35 min cached)"
+	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~45 min first run, ~22 min cached)"
 	@echo "make paper-real   the paper's cross-dataset protocol on the real sets: both sides, 5 models, one report (Table III, IV, Fig. 4; ~38 min with make real-benchmark's features cached)"
 	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
 	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"

@@ -1038,9 +1038,9 @@ def objectives(
     """The default (the fold's training-free part ⊕ w · the learned part) with the learned part
     trained by each objective of :data:`OBJECTIVES`, on the unseen folds not at the ceiling
     (``w`` fixed as in the learning curve: 0.25, the weight validation chose most often).
-    Epochs (10 or 30) are chosen on the fold's validation sources by P@5 and mAP (InfoNCE never
-    sees a label in training; its epochs are still chosen on labelled validation, as every
-    model's δ is)."""
+    Epochs (``EPOCHS``: 5 or 10) are chosen on the fold's validation sources by P@5 and mAP
+    (InfoNCE never sees a label in training; its epochs are still chosen on labelled
+    validation, as every model's δ is)."""
     rows = []
     for fold in open_folds(data):
         free = default_parts(fold, data)

@@ -386,13 +386,15 @@ def train(
     epochs: tuple[int, ...] | None = None,
     memo: dict | None = None,
 ) -> Trained:
-    """:func:`train_once`, remembered in ``memo`` (``Data.memo``): fold A validating on source B
-    trains on exactly the clips fold B validating on A does (every source but the two), so half
-    the validation trainings of the four folds whose test source is a validation source repeat.
-    ``epochs``: the snapshots wanted (a final model trains just to the epochs validation chose;
-    with no schedule, that is the same model as the snapshot of a longer run)."""
-    if memo is None:
-        return train_once(items, feats, seed, temporal, loss, dense, epochs)
+    """``CNNLSTM``'s training step (the objective, cross-entropy unless ``loss`` says, trains the
+    learned part alone, so one run serves every fusion weight) on cached features (``dense``:
+    two views per clip for InfoNCE); the temporal head is snapshotted after each epoch in
+    ``epochs`` (default ``EPOCHS``: a final model trains just to the epochs validation chose;
+    with no schedule, that is the same model as the snapshot of a longer run).
+
+    ``memo`` (``Data.memo``) remembers trainings: fold A validating on source B trains on exactly
+    the clips fold B validating on A does (every source but the two), so half the validation
+    trainings of the four folds whose test source is a validation source repeat."""
     key = (
         "train",
         tuple(it.key for it in items),
@@ -402,24 +404,8 @@ def train(
         dense is not None,
         tuple(epochs or EPOCHS),
     )
-    if key not in memo:
-        memo[key] = train_once(items, feats, seed, temporal, loss, dense, epochs)
-    return memo[key]
-
-
-def train_once(
-    items: list[MediaItem],
-    feats: dict[str, np.ndarray],
-    seed: int,
-    temporal: dict | None = None,
-    loss: dict | None = None,
-    dense: dict[str, np.ndarray] | None = None,
-    epochs: tuple[int, ...] | None = None,
-) -> Trained:
-    """``CNNLSTM``'s training step (the objective, cross-entropy unless ``loss`` says, trains the
-    learned part alone, so one run serves every fusion weight) on cached features (``dense``:
-    two views per clip for InfoNCE); the temporal head is snapshotted after each epoch in
-    ``EPOCHS``."""
+    if memo is not None and key in memo:
+        return memo[key]
     import lightning as L
 
     from media_retrieval.models import CNNLSTM
@@ -473,7 +459,10 @@ def train_once(
         callbacks=[Snapshot()],
     )
     trainer.fit(model, loader)
-    return Trained(snapshots, dict(temporal))
+    out = Trained(snapshots, dict(temporal))
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
 def head(

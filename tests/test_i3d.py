@@ -323,3 +323,16 @@ def test_i3d_reads_cached_rows_as_it_reads_pixels():
         cached = model.encode({"clip_features": encoder(clip)})
         from_pixels = model.encode({"clip": clip})
     torch.testing.assert_close(cached, from_pixels, atol=1e-5, rtol=1e-5)
+
+
+def test_randomly_initialised_i3d_never_shares_a_cache_key():
+    """Two random initialisations embed differently, so their feature caches must differ; the
+    same network read twice keeps its key."""
+    from media_retrieval.models.i3d import I3DFeatures
+
+    torch.manual_seed(0)
+    a = I3DFeatures(weights="none")
+    torch.manual_seed(1)
+    b = I3DFeatures(weights="none")
+    assert a.spec()["weights_sha256"] != b.spec()["weights_sha256"]
+    assert a.spec() == I3DFeatures(weights="none", net=a.net).spec()

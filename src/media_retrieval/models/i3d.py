@@ -20,6 +20,7 @@ works. Embeddings are the L2-normalised logits, the pooled Mixed_5c features, or
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,9 @@ class I3DFeatures(nn.Module):
 
     def spec(self) -> dict:
         """What changes the features (part of the feature-cache key): the weights by their
-        pinned hash, so a different conversion never serves stale rows."""
+        pinned hash, so a different conversion never serves stale rows; any other weights (a
+        random initialisation) by a hash of the tensors themselves, so two initialisations never
+        share a cache folder."""
         return {
             "name": "i3d",
             "level": "clip",
@@ -220,8 +223,16 @@ class I3DFeatures(nn.Module):
             "weights": self.weights,
             "weights_sha256": pretrained.I3D_SAFETENSORS_SHA256
             if self.weights == "kinetics400"
-            else None,
+            else _tensors_sha256(self.net.state_dict()),
         }
+
+
+def _tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 @register_model

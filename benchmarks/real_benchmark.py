@@ -395,6 +395,7 @@ def train(
     ``memo`` (``Data.memo``) remembers trainings: fold A validating on source B trains on exactly
     the clips fold B validating on A does (every source but the two), so half the validation
     trainings of the four folds whose test source is a validation source repeat."""
+    epochs = tuple(epochs or EPOCHS)
     key = (
         "train",
         tuple(it.key for it in items),
@@ -402,7 +403,7 @@ def train(
         json.dumps(temporal, sort_keys=True),
         json.dumps(loss, sort_keys=True),
         dense is not None,
-        tuple(epochs or EPOCHS),
+        epochs,
     )
     if memo is not None and key in memo:
         return memo[key]
@@ -410,7 +411,6 @@ def train(
 
     from media_retrieval.models import CNNLSTM
 
-    epochs = tuple(epochs or EPOCHS)
     temporal = temporal or TEMPORAL
     classes = sorted({it.label for it in items})
     L.seed_everything(seed, workers=True, verbose=False)
@@ -561,28 +561,32 @@ def fused(free_z: torch.Tensor, learned_z: torch.Tensor, w: float) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------- one fold
-def validation_sets(fold: Fold, data: Data) -> list[tuple[str, list[MediaItem], list[MediaItem]]]:
-    """(held-out source, inner training clips, held-out clips) for the fold's three fixed
-    validation sources."""
-    held = [s for s in VALIDATION_ORDER if s != fold.test and s in fold.train][:N_VALIDATION]
+def held_out(
+    fold: Fold, data: Data, held: list[str]
+) -> list[tuple[str, list[MediaItem], list[MediaItem]]]:
+    """(held-out source, inner training clips, held-out clips) for each of ``held``: the source
+    left out, the fold's other training sources as the inner training set."""
     return [
         (h, [it for s in fold.train if s != h for it in data.sources[s]], data.sources[h])
         for h in held
     ]
 
 
+def validation_sets(fold: Fold, data: Data) -> list[tuple[str, list[MediaItem], list[MediaItem]]]:
+    """The fold's three fixed validation sources (what the trained grids are chosen on)."""
+    held = [s for s in VALIDATION_ORDER if s != fold.test and s in fold.train][:N_VALIDATION]
+    return held_out(fold, data, held)
+
+
 def every_source_validation(
     fold: Fold, data: Data
 ) -> list[tuple[str, list[MediaItem], list[MediaItem]]]:
-    """(held-out source, inner training clips, held-out clips) for every training source of the
-    fold: what the training-free choices are made on since round 3. Round 2 made them on the
-    three fixed sources and what won there lost on other domains (whitened logits on
-    `gestures-mini`, the Lite0 fusion on `ut_interaction`); these candidates need no training,
-    so validating them on all seven domains costs seconds, not trainings."""
-    return [
-        (h, [it for s in fold.train if s != h for it in data.sources[s]], data.sources[h])
-        for h in fold.train
-    ]
+    """Every training source of the fold held out in turn: what the training-free choices are
+    made on since round 3. Round 2 made them on the three fixed sources and what won there lost
+    on other domains (whitened logits on `gestures-mini`, the Lite0 fusion on `ut_interaction`);
+    these candidates need no training, so validating them on all seven domains costs seconds,
+    not trainings."""
+    return held_out(fold, data, list(fold.train))
 
 
 def choose(grid: list, scores: dict) -> tuple:

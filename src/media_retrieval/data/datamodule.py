@@ -359,34 +359,37 @@ class VideoRetrievalDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self.prepare_source()
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        wanted = [
+            (cache, encoder, spec, load)
+            for cache, encoder, spec, load in (
+                (self.cache, self._encoder, self.cache_clip_spec, self.load_pixels),
+                (
+                    self.clip_cache,
+                    self._clip_encoder,
+                    self._clip_encoder_spec,
+                    self.load_clip_pixels,
+                ),
+            )
+            if cache is not None and encoder is not None
+        ]
+        if not wanted:  # pixels: nothing to precompute (no discovery or hashing here)
+            return
         items = self.items()
         keys = [self.content_key(it) for it in items]
         min_frames = self.clip_spec.frames if self.skip_short else 1
-        jobs, specs, loads = [], [], []
-        for cache, encoder, spec, load in (
-            (self.cache, self._encoder, self.cache_clip_spec, self.load_pixels),
-            (self.clip_cache, self._clip_encoder, self._clip_encoder_spec, self.load_clip_pixels),
-        ):
-            if cache is not None and encoder is not None:
-                jobs.append(CacheJob(cache, encoder, clip_transform(spec).normalize))
-                specs.append(spec)
-                loads.append(load)
-        if not jobs:
-            return
-        if len({replace(sp, normalize="imagenet") for sp in specs}) == 1:
+        if len({replace(spec, normalize="imagenet") for _, _, spec, _ in wanted}) == 1:
             # the same frames for every encoder: decode (and resize) once, normalise per encoder
+            spec = wanted[0][2]
             load = functools.partial(
                 _load_resized,
-                spec=specs[0],
-                resize=clip_transform(specs[0]).resize_frames,
+                spec=spec,
+                resize=clip_transform(spec).resize_frames,
                 min_frames=min_frames,
             )
+            jobs = [CacheJob(c, e, clip_transform(sp).normalize) for c, e, sp, _ in wanted]
             groups = [(jobs, load)]
-        else:
-            groups = [
-                ([CacheJob(job.cache, job.encoder)], load)
-                for job, load in zip(jobs, loads, strict=True)
-            ]
+        else:  # each encoder reads its own frames through its own loader
+            groups = [([CacheJob(c, e)], load) for c, e, _, load in wanted]
         for group, load in groups:
             build_caches(
                 group,

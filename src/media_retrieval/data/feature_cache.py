@@ -122,10 +122,11 @@ def build_caches(
     frames (differing only in normalisation, their ``prepare``) share it instead of decoding
     every video twice. An item is decoded when any job still lacks it."""
 
-    todo_of: list[set[str]] = []
-    for job in jobs:
-        skipped = job.cache.skipped()
-        todo_of.append({k for k in keys if k not in job.cache and k not in skipped})
+    skipped_of = [job.cache.skipped() for job in jobs]
+    todo_of = [
+        {k for k in keys if k not in job.cache and k not in skipped}
+        for job, skipped in zip(jobs, skipped_of, strict=True)
+    ]
     todo, todo_keys, seen = [], [], set()
     for it, k in zip(items, keys, strict=True):
         if any(k in t for t in todo_of) and k not in seen:  # a copy at two paths: once
@@ -135,7 +136,7 @@ def build_caches(
     if not todo:
         return
     states = []
-    for job, need in zip(jobs, todo_of, strict=True):
+    for job, need, skipped in zip(jobs, todo_of, skipped_of, strict=True):
         if not need:
             continue
         job.cache.dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ def build_caches(
         # up by ~1.7x (0.41 vs 0.69 s per 16x224 clip, issue 27).
         fmt = torch.channels_last_3d if clip_level else torch.channels_last
         encoder = job.encoder.to(device).eval().to(memory_format=fmt)
-        states.append(_JobState(job, need, encoder, clip_level, fmt, job.cache.skipped(), [], []))
+        states.append(_JobState(job, need, encoder, clip_level, fmt, skipped, [], []))
     loader = DataLoader(
         _FrameLoadingDataset(todo, load),
         batch_size=batch_size,

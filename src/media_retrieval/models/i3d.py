@@ -20,7 +20,6 @@ works. Embeddings are the L2-normalised logits, the pooled Mixed_5c features, or
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -223,16 +222,8 @@ class I3DFeatures(nn.Module):
             "weights": self.weights,
             "weights_sha256": pretrained.I3D_SAFETENSORS_SHA256
             if self.weights == "kinetics400"
-            else _tensors_sha256(self.net.state_dict()),
+            else pretrained.sha256(save(self.net.state_dict())),
         }
-
-
-def _tensors_sha256(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @register_model

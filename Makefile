@@ -99,11 +99,11 @@ test: env weights
 
 lint: env
 	$(PY) -m ruff check src tests benchmarks docs/examples
-	$(PY) -m ruff format --check --quiet src tests benchmarks docs/examples || { echo "run make format"; exit 1; }
+	$(PY) -m ruff format --check --quiet src tests benchmarks docs || { echo "run make format"; exit 1; }
 	PYTHONPATH=src .venv/bin/lint-imports --no-cache
 
 format: env
-	$(PY) -m ruff format src tests benchmarks docs/examples
+	$(PY) -m ruff format src tests benchmarks docs
 
 clean-env:
 	rm -rf "$(ENV_DIR)" .venv

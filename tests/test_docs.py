@@ -189,3 +189,64 @@ def test_the_code_map_lists_the_packages_in_the_layer_contracts_order():
         ranks.append((min(position[n] for n in names), max(position[n] for n in names), layer))
     for (_, hi, upper), (lo, _, lower) in itertools.pairwise(ranks):
         assert hi < lo, f"the code map shows {lower} above {upper}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped (word characters, hyphens
+    and spaces kept), spaces to hyphens; a repeated heading gets -1, -2, ..."""
+    return re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def _anchors(md: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", md.read_text(), flags=re.S | re.M)
+    out: set[str] = set()
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M):
+        s = _slug(m.group(1))
+        n = counts.get(s, 0)
+        counts[s] = n + 1
+        out.add(s if n == 0 else f"{s}-{n}")
+    return out
+
+
+def broken_links(files: list[Path]) -> list[str]:
+    """Relative links (file, and the heading after ``#`` in a Markdown file) that lead nowhere."""
+    bad = []
+    for f in files:
+        text = re.sub(r"^```.*?^```", "", f.read_text(), flags=re.S | re.M)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            path, _, frag = target.partition("#")
+            dest = (f.parent / path) if path else f
+            if not dest.exists():
+                bad.append(f"{f.name}: {target} (no such file)")
+            elif frag and dest.suffix == ".md" and frag not in _anchors(dest):
+                bad.append(f"{f.name}: {target} (no such heading)")
+    return bad
+
+
+DOC_FILES = [
+    ROOT / "README.md",
+    ROOT / "benchmarks" / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted((ROOT / "benchmarks" / "results").glob("*.md")),
+]
+
+
+def test_every_relative_link_in_the_docs_leads_to_a_file_and_heading():
+    assert broken_links(DOC_FILES) == []
+
+
+def test_a_link_to_a_missing_heading_or_file_is_reported(tmp_path):
+    (tmp_path / "b.md").write_text("# Search backends at scale (issue 7)\n\n## Twice\n\n## Twice\n")
+    a = tmp_path / "a.md"
+    a.write_text(
+        "[ok](b.md#search-backends-at-scale-issue-7) [ok](b.md#twice-1) [ok](#here)\n"
+        "[old](b.md#search-backends-at-scale) [gone](c.md) [web](https://example.org/x#y)\n"
+        "```\n[in code](nowhere.md)\n```\n# Here\n"
+    )
+    assert broken_links([a]) == [
+        "a.md: b.md#search-backends-at-scale (no such heading)",
+        "a.md: c.md (no such file)",
+    ]

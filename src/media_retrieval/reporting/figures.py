@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from media_retrieval.reporting.tables import headline
+
 METRICS = ("accuracy", "precision", "recall", "f1")
 
 
@@ -39,13 +41,7 @@ def table_iv_markdown(
     ``paper``: {(model, ranking, split): {metric: value}} shown in brackets beside ours.
     ``delta=None``: the rows are already each run's headline rows (each at its own δ)."""
     models = sorted({r["model"] for r in rows})
-    head = {
-        (r["model"], r["ranking"], r["split"]): r
-        for r in rows
-        if r["k"] == k
-        and r.get("dataset", "all") == "all"
-        and (r["delta"] is None or delta is None or abs(r["delta"] - delta) < 1e-9)
-    }
+    head = {(r["model"], r["ranking"], r["split"]): r for r in headline(rows, k, delta)}
     cols = [
         (m, rk, sp)
         for sp in ("seen", "seen_held_out", "unseen")
@@ -83,13 +79,7 @@ def table_iv_markdown(
 def fig4_bars(rows: Sequence[dict], k: int, delta: float, path: Path) -> Path:
     """Fig. 4: accuracy / precision / recall / F1 for EU and PAR, seen and unseen."""
     plt = _plt()
-    head = {
-        (r["ranking"], r["split"]): r
-        for r in rows
-        if r["k"] == k
-        and r.get("dataset", "all") == "all"
-        and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)
-    }
+    head = {(r["ranking"], r["split"]): r for r in headline(rows, k, delta)}
     groups = [
         g
         for g in (

@@ -34,15 +34,16 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def headline(rows: Sequence[dict], k: int, delta: float, dataset: str = "all") -> list[dict]:
+def headline(rows: Sequence[dict], k: int, delta: float | None, dataset: str = "all") -> list[dict]:
     """The rows of the main table: Euclidean and PAR(delta) at k, per split, for all queries
-    (or those of one test set, ``dataset``)."""
+    (or those of one test set, ``dataset``). ``delta=None`` keeps PAR rows at any δ: rows that
+    are already each run's headline rows, each at its own δ."""
     return [
         r
         for r in rows
         if r["k"] == k
         and r.get("dataset", "all") == dataset
-        and (r["delta"] is None or abs(r["delta"] - delta) < 1e-9)
+        and (r["delta"] is None or delta is None or abs(r["delta"] - delta) < 1e-9)
     ]
 
 

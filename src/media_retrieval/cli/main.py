@@ -45,7 +45,7 @@ working directory): data/, logs/, .cache/.
 
 
 def usage() -> str:
-    width = max(map(len, COMMANDS))
+    width = max(map(len, [*COMMANDS, "weights"]))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines.append(
         f"  {'weights':<{width}}  fetch pretrained weights once "

@@ -234,7 +234,8 @@ def model_from_config(model_cfg: Any, ckpt_path: str | Path | None = None) -> to
     model = build(model_cfg)
     if model.has_trainable_embedding:
         raise ConfigError(
-            "ckpt_path is required: this model's embedding must be trained first "
-            "(only a frozen backbone with model.temporal.cell=none embeds without a checkpoint)"
+            "ckpt_path is required: this model's embedding must be trained first (without a "
+            "checkpoint use model=i3d, or model.temporal.cell=none for ImageNet frame features; "
+            "docs/search.md, 'Images and video models', says which suits a library)"
         )
     return model

@@ -16,15 +16,16 @@ export WANDB_SILENT ?= true
 .PHONY: env dev weights demo baseline real-benchmark paper-real docs test lint format clean-env help
 
 help:
-	@echo "make demo      set up, generate the built-in corpus, train cnn_lstm and print the retrieval table"
-	@echo "make real-benchmark   leave-one-source-out over the eight real sets (~45 min first run, ~22 min cached)"
-	@echo "make paper-real   the paper's cross-dataset protocol on the real sets: both sides, 5 models, one report (Table III, IV, Fig. 4; ~38 min with make real-benchmark's features cached)"
-	@echo "make baseline  the no-training baseline (ImageNet Lite0, mean of frame features)"
-	@echo "make weights   fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
-	@echo "make docs      rerun the examples the README shows (docs/examples/: make demo, search, the service) and rewrite their output (~3 min once the demo's corpus and features exist)"
-	@echo "make dev       .venv-dev: this clone installed (media-retrieval command) on top of the shared .venv"
-	@echo "make test      set up if needed and run the tests"
-	@echo "make lint      ruff (lines of 100, formatting: make format), and the import-layer contract (pyproject.toml [tool.importlinter])"
+	@echo "make demo            set up, generate the built-in corpus, train cnn_lstm and print the retrieval table (< 10 min)"
+	@echo "make test            set up if needed and run the tests (10-15 min on 2 cores)"
+	@echo "make weights         fetch and convert the I3D Kinetics-400 weights once (model=i3d; safetensors, no pickle)"
+	@echo "make baseline        the no-training baseline (ImageNet Lite0, mean of frame features)"
+	@echo "make real-benchmark  leave-one-source-out over the eight real sets (~45 min first run, ~22 min cached)"
+	@echo "make paper-real      the paper's cross-dataset protocol on the real sets: both sides, 5 models, one report"
+	@echo "                       (Table III, IV, Fig. 4; ~38 min with make real-benchmark's features cached)"
+	@echo "make docs            rerun the examples the README shows (docs/examples/) and rewrite their output (~3 min)"
+	@echo "make dev             .venv-dev: this clone installed (media-retrieval command) on top of the shared .venv"
+	@echo "make lint            ruff (lines of 100; formatting: make format) and the import-layer contract"
 
 env: .venv/.ready-$(DEPS_HASH)
 

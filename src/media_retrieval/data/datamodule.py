@@ -142,6 +142,12 @@ class VideoRetrievalDataModule(L.LightningDataModule):
         self._content_keys: dict[str, str] = {}
 
     @property
+    def min_frames(self) -> int:
+        """Decodable frames a video needs to be kept (``load_clip`` refuses fewer): a whole
+        clip's worth with ``skip_short``, else one. One place for every loader of this module."""
+        return self.clip_spec.frames if self.skip_short else 1
+
+    @property
     def hashes(self) -> HashCache:
         """Full-file content hashes (duplicate detection), remembered in the cache folder."""
         if self._hashes is None:
@@ -218,7 +224,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             self._clip_encoder_spec,
             item.start_s,
             item.end_s,
-            min_frames=self.clip_spec.frames if self.skip_short else 1,
+            min_frames=self.min_frames,
         )
 
     def load_pixels(self, item: MediaItem, train: bool = False, flip: bool = False) -> torch.Tensor:
@@ -230,7 +236,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                 self.cache_clip_spec,
                 item.start_s,
                 item.end_s,
-                min_frames=self.clip_spec.frames if self.skip_short else 1,
+                min_frames=self.min_frames,
             )
 
         augment = train and self.train_transform is not None
@@ -247,7 +253,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             self.clip_spec,
             item.start_s,
             item.end_s,
-            min_frames=self.clip_spec.frames if self.skip_short else 1,
+            min_frames=self.min_frames,
             rng=rng,
             transform=transform,
         )
@@ -376,7 +382,6 @@ class VideoRetrievalDataModule(L.LightningDataModule):
             return
         items = self.items()
         keys = [self.content_key(it) for it in items]
-        min_frames = self.clip_spec.frames if self.skip_short else 1
         if len({replace(spec, normalize="imagenet") for _, _, spec, _ in wanted}) == 1:
             # the same frames for every encoder: decode (and resize) once, normalise per encoder
             spec = wanted[0][2]
@@ -384,7 +389,7 @@ class VideoRetrievalDataModule(L.LightningDataModule):
                 _load_resized,
                 spec=spec,
                 resize=clip_transform(spec).resize_frames,
-                min_frames=min_frames,
+                min_frames=self.min_frames,
             )
             jobs = [CacheJob(c, e, clip_transform(sp).normalize) for c, e, sp, _ in wanted]
             groups = [(jobs, load)]

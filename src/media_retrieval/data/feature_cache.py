@@ -193,8 +193,8 @@ class _JobState:
                 self.skipped[todo_keys[b["i"]]] = b["error"]
                 log.warning("skipping %s: %s", todo[b["i"]].path, b["error"])
         prep = self.job.prepare or (lambda x: x)
-        clips = [prep(b["clip"]) for b in batch if "clip" in b]
         good = [b for b in batch if "clip" in b]
+        clips = [prep(b["clip"]) for b in good]
         if good and self.clip_level:  # (B, T, C, H, W) -> one row per clip
             out = self.encoder(torch.stack(clips).to(device))
             for b, row in zip(good, out.float().cpu().numpy(), strict=True):
